@@ -1,0 +1,102 @@
+"""Settings for every earmark process, read from ``EARMARK_*`` environment variables.
+
+Nothing here touches the disk or the network: building a ``Settings`` only reads the environment,
+so importing earmark stays free of side effects.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "EARMARK_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default=Path(".earmark"),
+        description="Data directory: embedded PostgreSQL, local blobs, model checkpoints, reports.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the preference store, e.g. postgresql+psycopg://user:pw@host:5432/db. "
+            "Unset: a private PostgreSQL is started from the pgserver wheel under EARMARK_HOME/pg."
+        ),
+    )
+    blob_url: str | None = Field(
+        default=None,
+        description=(
+            "Where audio and dataset blobs live: file:///abs/dir or s3://bucket/prefix. "
+            "Unset: file://EARMARK_HOME/blobs. S3 credentials come from the usual AWS_* variables."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint for non-AWS servers (MinIO, SeaweedFS), e.g. http://127.0.0.1:8333.",
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region name passed to boto3.")
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster address (ray://host:10001 or host:6379). Unset: ray.init() locally.",
+    )
+    lease_seconds: int = Field(
+        default=300, ge=10, le=3600,
+        description="Annotation task lease length; a heartbeat renews it while the rater works.",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, le=100, description="Failed logins in a row before an account is throttled."
+    )
+    login_lockout_seconds: int = Field(
+        default=300, ge=1, le=86400, description="How long a throttled account must wait before retrying."
+    )
+    session_ttl_seconds: int = Field(
+        default=8 * 3600, ge=60, description="How long an annotation app login stays valid."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level for earmark loggers.")
+
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = urlparse(v).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError(
+                f"EARMARK_BLOB_URL scheme {scheme!r} is not supported; use file:///abs/dir or s3://bucket/prefix"
+            )
+        if scheme == "s3" and not urlparse(v).netloc:
+            raise ValueError("EARMARK_BLOB_URL s3:// needs a bucket name, e.g. s3://earmark-blobs/prod")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value()
+        if raw.startswith("sqlite"):
+            raise ValueError("EARMARK_DATABASE_URL: SQLite is not supported; use a postgresql+psycopg:// URL")
+        if not raw.startswith("postgresql"):
+            raise ValueError(
+                "EARMARK_DATABASE_URL must be a PostgreSQL URL such as postgresql+psycopg://user@host:5432/db"
+            )
+        return v
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or (self.home_dir / "blobs").as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build ``Settings(...)`` directly instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Preference store: ORM, queries, bulk ingest, migrations."""

@@ -1,0 +1,91 @@
+"""Engines, sessions and transactions. Services own transactions; query functions never commit."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from earmark.config import Settings
+from earmark.errors import StoreUnavailable
+from earmark.store import embedded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return embedded.start(settings.home_dir)
+
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
+    # pre_ping revalidates pooled connections, so a restarted server costs one reconnect, not an error.
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, echo=echo,
+        hide_parameters=True,  # bound values (password hashes, user text) never reach logs
+    )
+
+    @event.listens_for(engine, "connect")
+    def _set_timeouts(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        with dbapi_conn.cursor() as cur:
+            # A lost client must not hold row locks (task leases) forever.
+            cur.execute("SET idle_in_transaction_session_timeout = '60s'")
+        dbapi_conn.commit()
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error, nothing half-written."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError)
+
+
+def run_with_retry(
+    factory: sessionmaker[Session],
+    fn: Callable[[Session], T],
+    *,
+    attempts: int = 8,
+    base_delay: float = 0.25,
+    max_delay: float = 4.0,
+) -> T:
+    """Run ``fn`` in a transaction, retrying the whole unit when the connection drops.
+
+    Safe only for idempotent units (every earmark write is: unique keys and ON CONFLICT). The failed
+    attempt rolled back, so a retry never doubles a write.
+    """
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction(factory) as session:
+                return fn(session)
+        except (OperationalError, DBAPIError) as exc:
+            if not is_disconnect(exc) or attempt == attempts:
+                if is_disconnect(exc):
+                    raise StoreUnavailable(
+                        f"the preference store stayed unreachable after {attempts} attempts; "
+                        "check that PostgreSQL is running (earmark services status)"
+                    ) from exc
+                raise
+            log.warning("store connection lost (attempt %d/%d); retrying in %.2fs", attempt, attempts, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
