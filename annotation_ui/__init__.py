@@ -1,0 +1,1 @@
+"""Streamlit annotation app: rater, reviewer, admin and dashboard pages (pages call services, never SQL)."""

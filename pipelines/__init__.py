@@ -1,0 +1,1 @@
+"""Ray-side edge of earmark: policy adapters, rollout actors, scoring jobs, trainers."""

@@ -1,0 +1,75 @@
+"""The notebook-facing entry point: ``earmark.connect()`` returns services bound to one store.
+
+    import earmark
+    em = earmark.connect()                 # embedded PostgreSQL + local blobs under ./.earmark
+    em.catalog.import_prompts(Path("prompts.jsonl"))
+    em.rollouts.count()
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+from earmark.blobs import open_blob_store
+from earmark.config import Settings, get_settings
+from earmark.security import SYSTEM, Principal
+from earmark.services.blob_service import BlobService
+from earmark.services.catalog import CatalogService
+from earmark.services.context import ServiceContext
+from earmark.services.rollouts import RolloutService
+from earmark.services.scores import ScoreService
+from earmark.store import migrate
+from earmark.store.engine import make_engine, make_session_factory, resolve_database_url
+
+
+class Earmark:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @cached_property
+    def catalog(self) -> CatalogService:
+        return CatalogService(self.ctx)
+
+    @cached_property
+    def blobs(self) -> BlobService:
+        return BlobService(self.ctx)
+
+    @cached_property
+    def rollouts(self) -> RolloutService:
+        return RolloutService(self.ctx)
+
+    @cached_property
+    def scores(self) -> ScoreService:
+        return ScoreService(self.ctx)
+
+    def as_principal(self, principal: Principal) -> "Earmark":
+        return Earmark(self.ctx.as_principal(principal))
+
+    def session(self):  # noqa: ANN201 - a plain Session for ad-hoc reads in notebooks
+        return self.ctx.sessions()
+
+    def close(self) -> None:
+        self.ctx.engine.dispose()
+
+    def __enter__(self) -> "Earmark":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(settings: Settings | None = None, *, principal: Principal = SYSTEM, upgrade: bool = True,
+            pool_size: int = 5) -> Earmark:
+    """Open the configured store (starting the embedded one if needed) and migrate it to head."""
+    settings = settings or get_settings()
+    engine = make_engine(resolve_database_url(settings), pool_size=pool_size)
+    if upgrade and not migrate.is_current(engine):
+        migrate.upgrade(engine)
+    blobs = open_blob_store(settings.resolved_blob_url(), endpoint_url=settings.s3_endpoint_url,
+                            region=settings.s3_region)
+    ctx = ServiceContext(settings=settings, engine=engine, sessions=make_session_factory(engine),
+                         blobs=blobs, principal=principal)
+    return Earmark(ctx)

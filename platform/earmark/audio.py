@@ -1,0 +1,110 @@
+"""Audio decoding and validation (soundfile + numpy only, so the store and UI stay torch-free)."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from earmark.domain.limits import Limits
+from earmark.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+    mime: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+_MIME = {"WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg", "MP3": "audio/mpeg"}
+
+
+def probe(data: bytes) -> AudioInfo:
+    """Read the header and check the whole file decodes; raise InvalidInput naming what is wrong."""
+    import soundfile as sf
+
+    if len(data) > Limits.MAX_AUDIO_BYTES:
+        raise InvalidInput(
+            f"audio is {len(data)} bytes; the limit is {Limits.MAX_AUDIO_BYTES} bytes: "
+            "split the clip or lower its sample rate"
+        )
+    if len(data) < 44:
+        raise InvalidInput(f"audio is only {len(data)} bytes, too short to be a WAV/FLAC file; upload the whole file")
+    _check_riff_sizes(data)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            info = AudioInfo(f.samplerate, f.channels, f.frames, _MIME.get(f.format, "application/octet-stream"))
+            declared_s = info.frames / max(info.sample_rate, 1)
+            if declared_s > Limits.MAX_AUDIO_SECONDS:
+                raise InvalidInput(
+                    f"audio declares {declared_s:.0f} s; the limit is {Limits.MAX_AUDIO_SECONDS:.0f} s per clip: "
+                    "split it into shorter clips"
+                )
+            samples = f.read(dtype="float32", always_2d=True)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for garbage
+        raise InvalidInput(
+            f"audio could not be decoded ({type(exc).__name__}: {exc}); upload a PCM WAV or FLAC file"
+        ) from None
+    if not (Limits.MIN_SAMPLE_RATE <= info.sample_rate <= Limits.MAX_SAMPLE_RATE):
+        raise InvalidInput(
+            f"audio sample rate {info.sample_rate} Hz is outside {Limits.MIN_SAMPLE_RATE}-"
+            f"{Limits.MAX_SAMPLE_RATE} Hz; resample it (e.g. to 16000 or 22050 Hz)"
+        )
+    if samples.shape[0] != info.frames or samples.shape[0] == 0:
+        raise InvalidInput(
+            f"audio is truncated: header says {info.frames} frames, {samples.shape[0]} decoded; re-export the file"
+        )
+    if not np.isfinite(samples).all():
+        raise InvalidInput("audio contains NaN or infinite samples; re-render or re-encode it")
+    return info
+
+
+def _check_riff_sizes(data: bytes) -> None:
+    """libsndfile quietly decodes what is there; a WAV whose header declares more bytes than the
+    file holds was cut off in transfer (or lies about its size), so refuse it explicitly."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if declared > len(data):
+        raise InvalidInput(
+            f"audio is truncated: the WAV header declares {declared} bytes but the file has {len(data)}; "
+            "re-export or re-upload the whole file"
+        )
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if chunk == b"data" and pos + 8 + size > len(data):
+            raise InvalidInput(
+                f"audio is truncated: the WAV data chunk declares {size} bytes but only "
+                f"{len(data) - pos - 8} follow; re-export or re-upload the whole file"
+            )
+        pos += 8 + size + (size & 1)
+
+
+def to_wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Encode mono/stereo float audio as 16-bit PCM WAV."""
+    import soundfile as sf
+
+    arr = np.asarray(audio, dtype=np.float32)
+    if arr.size == 0:
+        raise InvalidInput("cannot encode empty audio (0 samples)")
+    if not np.isfinite(arr).all():
+        raise InvalidInput("audio contains NaN or infinite samples; fix the renderer that produced it")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(arr, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    audio, sr = sf.read(io.BytesIO(data), dtype="float32")
+    return audio, int(sr)

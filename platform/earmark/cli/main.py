@@ -1,0 +1,51 @@
+"""`earmark` CLI entry point: sub-apps per area, each command with --help."""
+from __future__ import annotations
+
+import typer
+
+from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
+from earmark.cli.common import console, handle_errors, settings
+from earmark.cli.store_cmds import db_app, services_app
+
+app = typer.Typer(
+    help="earmark: RLHF reward and preference data for audio-language models.",
+    no_args_is_help=True, pretty_exceptions_show_locals=False,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(services_app, name="services")
+app.add_typer(personas_app, name="personas")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(policies_app, name="policies")
+
+
+@app.command()
+@handle_errors
+def init(
+    seed: bool = typer.Option(True, help="Import the bundled personas and prompts."),
+) -> None:
+    """Create EARMARK_HOME, start and migrate the store, and import the bundled starter data."""
+    import earmark
+    from earmark.bundled import seed_starter_data
+
+    cfg = settings()
+    cfg.home_dir.mkdir(parents=True, exist_ok=True)
+    em = earmark.connect(cfg)
+    console.print(f"store ready (home {cfg.home_dir}, blobs {cfg.resolved_blob_url()})")
+    if seed:
+        report = seed_starter_data(em)
+        console.print(f"starter data: {report}")
+
+
+@app.command()
+@handle_errors
+def demo(
+    rounds: int = typer.Option(2, min=1, max=5, help="Rounds of the loop."),
+) -> None:
+    """Run the loop end to end on embedded defaults."""
+    from earmark.demo import run_demo
+
+    run_demo(settings(), rounds=rounds)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,49 @@
+"""Audio and file blobs: validate, write the bytes, then record the row (in that order)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from earmark import audio
+from earmark.errors import NotFound
+from earmark.services.context import Service
+from earmark.store.models import Blob
+
+
+def record_blob(session: Session, **row: Any) -> None:
+    session.execute(insert(Blob).values(**row).on_conflict_do_nothing(index_elements=["sha256"]))
+
+
+class BlobService(Service):
+    def put_audio(self, data: bytes) -> Blob:
+        """Store a WAV/FLAC clip (validated) and return its row; identical bytes are stored once."""
+        info = audio.probe(data)
+        stored = self.ctx.blobs.put_bytes(data)  # bytes first: a row never points at a missing blob
+        row = dict(sha256=stored.sha256, uri=stored.uri, bytes=stored.bytes, mime=info.mime,
+                   sample_rate=info.sample_rate, channels=info.channels, duration_s=info.duration_s)
+        self.ctx.tx(lambda s: record_blob(s, **row))
+        return Blob(**row)
+
+    def put_waveform(self, waveform: np.ndarray, sample_rate: int) -> Blob:
+        return self.put_audio(audio.to_wav_bytes(waveform, sample_rate))
+
+    def put_file(self, data: bytes, mime: str) -> Blob:
+        stored = self.ctx.blobs.put_bytes(data)
+        row = dict(sha256=stored.sha256, uri=stored.uri, bytes=stored.bytes, mime=mime,
+                   sample_rate=None, channels=None, duration_s=None)
+        self.ctx.tx(lambda s: record_blob(s, **row))
+        return Blob(**row)
+
+    def get(self, sha256: str) -> Blob:
+        row = self.ctx.tx(lambda s: s.scalar(select(Blob).where(Blob.sha256 == sha256)))
+        if row is None:
+            raise NotFound(f"no blob {sha256} is recorded in the store; check the id or re-import the audio")
+        return row
+
+    def read(self, sha256: str) -> bytes:
+        self.get(sha256)
+        return self.ctx.blobs.get_bytes(sha256)

@@ -1,0 +1,241 @@
+"""Personas, prompts and policies: import from files, register, look up.
+
+Imports validate every line before writing anything: a file with one bad line writes nothing and the
+error names the line, the field and the fix.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from earmark.domain.messages import AudioPart, messages_to_json
+from earmark.domain.records import PersonaCreate, PromptCreate
+from earmark.errors import InvalidInput, NotFound
+from earmark.services.context import Service
+from earmark.store.models import Persona, Policy, Prompt
+
+MAX_IMPORT_ERRORS_SHOWN = 5
+
+
+@dataclass
+class ImportReport:
+    added: int
+    skipped: int
+    ids: dict[str, int]
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """Parse a JSONL file into (line number, object); bad UTF-8 or JSON is reported with its line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}; check the path") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(f"{path}:{line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((no, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}:{no}: invalid JSON ({exc.msg}); each line must be one JSON object") from None
+    if not out:
+        raise InvalidInput(f"{path} has no records; expected one JSON object per line")
+    return out
+
+
+def _validate_all(records: Iterable[tuple[int, Any]], model: type, source: str) -> list[Any]:
+    good, errors = [], []
+    for no, obj in records:
+        try:
+            good.append(model.model_validate(obj))
+        except ValidationError as exc:
+            errors.append(f"{source}:{no}: {_format_validation(exc)}")
+    if errors:
+        shown = "\n  ".join(errors[:MAX_IMPORT_ERRORS_SHOWN])
+        more = f"\n  ... and {len(errors) - MAX_IMPORT_ERRORS_SHOWN} more" if len(errors) > MAX_IMPORT_ERRORS_SHOWN else ""
+        raise InvalidInput(f"{len(errors)} invalid record(s); nothing was imported:\n  {shown}{more}")
+    return good
+
+
+class CatalogService(Service):
+    # ---- personas -------------------------------------------------------------------------------
+    def import_personas(self, records: list[dict[str, Any]] | Path, source: str = "personas") -> ImportReport:
+        self.ctx.require("catalog.write")
+        rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
+        personas: list[PersonaCreate] = _validate_all(rows, PersonaCreate, str(records) if isinstance(records, Path) else source)
+
+        def write(s: Session) -> ImportReport:
+            added = 0
+            for p in personas:
+                res = s.execute(insert(Persona).values(name=p.name, card=p.card())
+                                .on_conflict_do_nothing(index_elements=["name"]).returning(Persona.id))
+                added += len(res.all())
+            ids = dict(s.execute(select(Persona.name, Persona.id).where(
+                Persona.name.in_([p.name for p in personas]))).all())
+            self.ctx.audit(s, "personas.import", "persona", None, added=added, total=len(personas))
+            return ImportReport(added, len(personas) - added, ids)
+
+        return self.ctx.tx(write)
+
+    def persona(self, name: str) -> Persona:
+        row = self.ctx.tx(lambda s: s.scalar(select(Persona).where(Persona.name == name)))
+        if row is None:
+            raise NotFound(f"persona {name!r} is not registered; import it with `earmark personas import FILE`")
+        return row
+
+    # ---- prompts --------------------------------------------------------------------------------
+    def _materialize_audio(self, prompt: PromptCreate, base_dir: Path | None) -> str | None:
+        """Turn audio parts given by path/base64 into blobs; returns the first audio sha256."""
+        from earmark.services.blob_service import BlobService
+
+        blobs = BlobService(self.ctx)
+        first = None
+        for msg in prompt.messages:
+            if isinstance(msg.content, str):
+                continue
+            for i, part in enumerate(msg.content):
+                if not isinstance(part, AudioPart):
+                    continue
+                if part.path:
+                    p = Path(part.path)
+                    if not p.is_absolute() and base_dir is not None:
+                        p = base_dir / p
+                    try:
+                        data = p.read_bytes()
+                    except OSError:
+                        raise InvalidInput(
+                            f"prompt {prompt.external_id}: audio file {part.path} not found; paths are "
+                            "relative to the JSONL file") from None
+                elif part.base64:
+                    try:
+                        data = base64.b64decode(part.base64, validate=True)
+                    except (binascii.Error, ValueError):
+                        raise InvalidInput(f"prompt {prompt.external_id}: audio base64 is not valid base64") from None
+                else:
+                    blobs.get(part.audio_sha256 or "")
+                    first = first or part.audio_sha256
+                    continue
+                try:
+                    blob = blobs.put_audio(data)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"prompt {prompt.external_id}: {exc.message}") from None
+                msg.content[i] = AudioPart(type="audio", audio_sha256=blob.sha256, transcript=part.transcript)
+                first = first or blob.sha256
+        return first
+
+    def import_prompts(self, records: list[dict[str, Any]] | Path, source: str = "prompts") -> ImportReport:
+        self.ctx.require("catalog.write")
+        base_dir = records.parent if isinstance(records, Path) else None
+        rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
+        prompts: list[PromptCreate] = _validate_all(rows, PromptCreate, str(records) if isinstance(records, Path) else source)
+        seen: set[str] = set()
+        for p in prompts:
+            if p.external_id in seen:
+                raise InvalidInput(f"external_id {p.external_id!r} appears twice in {source}; ids must be unique")
+            seen.add(p.external_id)
+        persona_names = {p.persona for p in prompts if p.persona}
+        known = dict(self.ctx.tx(lambda s: s.execute(
+            select(Persona.name, Persona.id).where(Persona.name.in_(persona_names))).all()))
+        missing = sorted(persona_names - known.keys())
+        if missing:
+            raise InvalidInput(f"unknown persona(s) {missing}; import them first with `earmark personas import`")
+        # Audio is validated and written before any prompt row, so a bad clip writes no rows.
+        audio_ids = {p.external_id: self._materialize_audio(p, base_dir) for p in prompts}
+
+        def write(s: Session) -> ImportReport:
+            added = 0
+            for p in prompts:
+                res = s.execute(insert(Prompt).values(
+                    external_id=p.external_id, regime=p.regime.value, messages=messages_to_json(p.messages),
+                    audio_sha256=audio_ids[p.external_id], reference=p.reference, tools=p.tools,
+                    persona_id=known.get(p.persona) if p.persona else None, split=p.split, tags=p.tags,
+                ).on_conflict_do_nothing(index_elements=["external_id"]).returning(Prompt.id))
+                added += len(res.all())
+            ids = dict(s.execute(select(Prompt.external_id, Prompt.id).where(
+                Prompt.external_id.in_(list(seen)))).all())
+            self.ctx.audit(s, "prompts.import", "prompt", None, added=added, total=len(prompts))
+            return ImportReport(added, len(prompts) - added, ids)
+
+        return self.ctx.tx(write)
+
+    def prompts(self, *, regime: str | None = None, split: str | None = None,
+                external_ids: list[str] | None = None) -> list[Prompt]:
+        self.ctx.require("catalog.read")
+        q = select(Prompt).order_by(Prompt.id)
+        if regime:
+            q = q.where(Prompt.regime == regime)
+        if split:
+            q = q.where(Prompt.split == split)
+        if external_ids is not None:
+            q = q.where(Prompt.external_id.in_(external_ids))
+        return list(self.ctx.tx(lambda s: s.scalars(q).all()))
+
+    def persona_cards(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        ids = list({i for i in ids if i is not None})
+        rows = self.ctx.tx(lambda s: s.execute(select(Persona.id, Persona.name, Persona.card)
+                                               .where(Persona.id.in_(ids))).all())
+        return {pid: {"name": name, **card} for pid, name, card in rows}
+
+    # ---- policies -------------------------------------------------------------------------------
+    def register_policy(self, name: str, uri: str, *, kind: str = "offline", parent_id: int | None = None,
+                        version: int | None = None, training_run_id: int | None = None,
+                        dataset_id: int | None = None, config: dict[str, Any] | None = None) -> Policy:
+        """Register a policy version; with no version, the next one after the latest of this name."""
+        self.ctx.require("catalog.write")
+
+        def write(s: Session) -> Policy:
+            # Serialise version allocation per name so two registrations never pick the same number.
+            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"policy:{name}"))))
+            v = version
+            if v is None:
+                latest = s.scalar(select(func.max(Policy.version)).where(Policy.name == name))
+                v = 0 if latest is None else latest + 1
+            existing = s.scalar(select(Policy).where(Policy.name == name, Policy.version == v))
+            if existing is not None:
+                if existing.uri != uri:
+                    raise InvalidInput(f"policy {name} v{v} is already registered with uri {existing.uri}; "
+                                       "register a new version instead of overwriting")
+                return existing
+            row = Policy(name=name, version=v, uri=uri, kind=kind, parent_id=parent_id,
+                         training_run_id=training_run_id, dataset_id=dataset_id, config=config or {})
+            s.add(row)
+            s.flush()
+            self.ctx.audit(s, "policies.register", "policy", row.id, name=name, version=v)
+            return row
+
+        return self.ctx.tx(write)
+
+    def policy(self, name: str, version: int | None = None) -> Policy:
+        q = select(Policy).where(Policy.name == name)
+        q = q.where(Policy.version == version) if version is not None else q.order_by(Policy.version.desc()).limit(1)
+        row = self.ctx.tx(lambda s: s.scalar(q))
+        if row is None:
+            what = f"{name} v{version}" if version is not None else name
+            raise NotFound(f"policy {what} is not registered; list policies with `earmark policies list`")
+        return row
+
+    def policies(self) -> list[Policy]:
+        return list(self.ctx.tx(lambda s: s.scalars(select(Policy).order_by(Policy.name, Policy.version)).all()))

@@ -1,0 +1,45 @@
+"""What every service needs: a session factory, the blob store, settings and the calling principal."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from earmark.blobs import LocalBlobStore, S3BlobStore
+from earmark.config import Settings
+from earmark.security import Principal, require
+from earmark.store.engine import run_with_retry
+from earmark.store.models import AuditLog
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    blobs: LocalBlobStore | S3BlobStore
+    principal: Principal
+
+    def as_principal(self, principal: Principal) -> "ServiceContext":
+        return replace(self, principal=principal)
+
+    def require(self, action: str) -> None:
+        require(self.principal, action)
+
+    def tx(self, fn: Callable[[Session], T]) -> T:
+        """Run one unit of work, retried as a whole if the database connection drops."""
+        return run_with_retry(self.sessions, fn)
+
+    def audit(self, session: Session, action: str, entity: str, entity_id: Any = None, **details: Any) -> None:
+        session.add(AuditLog(actor_id=self.principal.user_id, action=action, entity=entity,
+                             entity_id=None if entity_id is None else str(entity_id), details=details))
+
+
+class Service:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
