@@ -13,10 +13,13 @@ from earmark.blobs import open_blob_store
 from earmark.config import Settings, get_settings
 from earmark.security import SYSTEM, Principal
 from earmark.services.blob_service import BlobService
+from earmark.services.campaigns import CampaignService
 from earmark.services.catalog import CatalogService
 from earmark.services.context import ServiceContext
 from earmark.services.rollouts import RolloutService
 from earmark.services.scores import ScoreService
+from earmark.services.tasks import TaskService
+from earmark.services.users import UserService
 from earmark.store import migrate
 from earmark.store.engine import make_engine, make_session_factory, resolve_database_url
 
@@ -44,6 +47,18 @@ class Earmark:
     @cached_property
     def scores(self) -> ScoreService:
         return ScoreService(self.ctx)
+
+    @cached_property
+    def users(self) -> UserService:
+        return UserService(self.ctx)
+
+    @cached_property
+    def campaigns(self) -> CampaignService:
+        return CampaignService(self.ctx)
+
+    @cached_property
+    def tasks(self) -> TaskService:
+        return TaskService(self.ctx)
 
     def as_principal(self, principal: Principal) -> "Earmark":
         return Earmark(self.ctx.as_principal(principal))

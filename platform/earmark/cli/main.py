@@ -5,6 +5,7 @@ import typer
 
 from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
+from earmark.cli.pipeline_cmds import rollout
 from earmark.cli.store_cmds import db_app, services_app
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(personas_app, name="personas")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(policies_app, name="policies")
+app.command("rollout")(rollout)
 
 
 @app.command()
@@ -25,14 +27,16 @@ def init(
 ) -> None:
     """Create EARMARK_HOME, start and migrate the store, and import the bundled starter data."""
     import earmark
-    from earmark.bundled import seed_starter_data
 
     cfg = settings()
     cfg.home_dir.mkdir(parents=True, exist_ok=True)
     em = earmark.connect(cfg)
     console.print(f"store ready (home {cfg.home_dir}, blobs {cfg.resolved_blob_url()})")
     if seed:
-        report = seed_starter_data(em)
+        from pipelines import starter
+
+        with console.status("importing starter personas and prompts (user audio by eSpeak NG)"):
+            report = starter.seed(em)
         console.print(f"starter data: {report}")
 
 
@@ -42,7 +46,7 @@ def demo(
     rounds: int = typer.Option(2, min=1, max=5, help="Rounds of the loop."),
 ) -> None:
     """Run the loop end to end on embedded defaults."""
-    from earmark.demo import run_demo
+    from pipelines.demo import run_demo
 
     run_demo(settings(), rounds=rounds)
 

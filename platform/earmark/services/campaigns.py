@@ -1,0 +1,220 @@
+"""Annotation campaigns: which rollouts, which protocol, overlap k, gold items, progress.
+
+Comparisons are chosen where they teach the most: for pairwise protocols, pairs of samples of the
+same prompt whose reward-model scores are closest (the models are least sure), falling back to
+seeded random pairs when nothing is scored. Gold items are planted mismatches (a response to a
+different prompt against a real one: the real one must win), mixed in at the campaign's ratio.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from earmark.domain.annotation import RATING_DIMENSIONS
+from earmark.domain.enums import CampaignStatus, Protocol, Regime
+from earmark.errors import Conflict, InvalidInput, NotFound
+from earmark.services.context import Service
+from earmark.store.models import Campaign, Comparison, Judgment, Policy, Prompt, RewardScore, Rollout, Task
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+    protocol: Protocol = Protocol.pairwise
+    dimensions: list[str] = Field(default_factory=lambda: list(RATING_DIMENSIONS))
+    overlap: int = Field(default=3, ge=1, le=50, description="raters per item (k)")
+    gold_ratio: float = Field(default=0.1, ge=0, le=0.5)
+    instructions: str = Field(default="", max_length=4000)
+    policy_ids: list[int] | None = Field(default=None, description="rollouts of these policy versions")
+    rounds: list[int] | None = None
+    regime: Regime | None = None
+    prompt_ids: list[int] | None = None
+    max_items: int = Field(default=200, ge=1, le=100_000)
+    reward_model_id: int | None = Field(default=None, description="pick pairs where this model is least sure")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    campaign_id: int
+    items: int
+    tasks: int
+    done: int
+    leased: int
+    open: int
+    per_rater: dict[str, int]
+
+    @property
+    def complete(self) -> bool:
+        return self.tasks > 0 and self.done == self.tasks
+
+
+def _stimuli_for(protocol: Protocol) -> int:
+    return {Protocol.pairwise: 2, Protocol.cmos: 2, Protocol.mos: 1, Protocol.timeline: 1, Protocol.mushra: 4}[protocol]
+
+
+class CampaignService(Service):
+    def create(self, spec: CampaignCreate) -> Campaign:
+        self.ctx.require("campaigns.manage")
+        unknown = [d for d in spec.dimensions if d not in RATING_DIMENSIONS]
+        if unknown:
+            raise InvalidInput(f"unknown rating dimension(s) {unknown}; use {list(RATING_DIMENSIONS)}")
+
+        def write(s: Session) -> Campaign:
+            if s.scalar(select(Campaign.id).where(Campaign.name == spec.name)):
+                raise Conflict(f"campaign {spec.name!r} exists; choose another name")
+            rollouts = self._select_rollouts(s, spec)
+            if not rollouts:
+                raise InvalidInput("no rollouts match the selection (policy versions, rounds, regime, prompts); "
+                                   "run `earmark rollout` first or widen the selection")
+            items = self._plan_items(s, spec, rollouts)
+            if not items:
+                raise InvalidInput(f"the selection has no prompt with enough rollouts for {spec.protocol.value} "
+                                   f"(needs {_stimuli_for(spec.protocol)} per prompt)")
+            camp = Campaign(name=spec.name, protocol=spec.protocol.value, dimensions=spec.dimensions,
+                            overlap=spec.overlap, gold_ratio=spec.gold_ratio, instructions=spec.instructions,
+                            status=CampaignStatus.open.value, created_by=self.ctx.principal.user_id,
+                            selection=spec.model_dump(mode="json", exclude={"name", "instructions"}))
+            s.add(camp)
+            s.flush()
+            self._add_items(s, camp, items, spec.overlap)
+            self.ctx.audit(s, "campaigns.create", "campaign", camp.id, protocol=spec.protocol.value,
+                           items=len(items), overlap=spec.overlap)
+            return camp
+
+        return self.ctx.tx(write)
+
+    # -- selection -------------------------------------------------------------------------------
+    def _select_rollouts(self, s: Session, spec: CampaignCreate) -> list[tuple[int, int, int]]:
+        q = select(Rollout.id, Rollout.prompt_id, Rollout.policy_id).join(Prompt, Prompt.id == Rollout.prompt_id)
+        if spec.policy_ids:
+            q = q.where(Rollout.policy_id.in_(spec.policy_ids))
+        if spec.rounds is not None:
+            q = q.where(Rollout.round.in_(spec.rounds))
+        if spec.regime:
+            q = q.where(Prompt.regime == spec.regime.value)
+        if spec.prompt_ids:
+            q = q.where(Rollout.prompt_id.in_(spec.prompt_ids))
+        return list(s.execute(q.order_by(Rollout.id)).all())
+
+    def _plan_items(self, s: Session, spec: CampaignCreate, rollouts: list[Any]) -> list[dict[str, Any]]:
+        rng = random.Random(spec.seed)
+        by_prompt: dict[int, list[int]] = defaultdict(list)
+        for rid, pid, _pol in rollouts:
+            by_prompt[pid].append(rid)
+        need = _stimuli_for(spec.protocol)
+        score: dict[int, float] = {}
+        if spec.reward_model_id is not None:
+            score = dict(s.execute(select(RewardScore.rollout_id, func.avg(RewardScore.score))
+                                   .where(RewardScore.reward_model_id == spec.reward_model_id,
+                                          RewardScore.rollout_id.in_([r[0] for r in rollouts]))
+                                   .group_by(RewardScore.rollout_id)).all())
+        candidates: list[tuple[float, dict[str, Any]]] = []
+        for pid, rids in by_prompt.items():
+            if spec.protocol in (Protocol.mos, Protocol.timeline):
+                candidates += [(rng.random(), {"prompt_id": pid, "rollout_ids": [r], "reason": {"kind": "single"}})
+                               for r in rids]
+            elif spec.protocol in (Protocol.pairwise, Protocol.cmos):
+                pairs = [(a, b) for i, a in enumerate(rids) for b in rids[i + 1:]]
+                for a, b in pairs:
+                    if score and a in score and b in score:
+                        gap = abs(score[a] - score[b])
+                        reason = {"kind": "least_sure", "score_gap": round(gap, 4)}
+                        key = gap
+                    else:
+                        reason, key = {"kind": "random"}, 1.0 + rng.random()
+                    candidates.append((key, {"prompt_id": pid, "rollout_ids": [a, b], "reason": reason}))
+            elif spec.protocol == Protocol.mushra and len(rids) >= need - 1:
+                chosen = rng.sample(rids, min(len(rids), need - 1))
+                candidates.append((rng.random(), {"prompt_id": pid, "rollout_ids": chosen, "reason": {"kind": "mushra"}}))
+        candidates.sort(key=lambda c: c[0])
+        # One pair per prompt first (coverage), then the rest by informativeness.
+        seen: set[int] = set()
+        first = [c for c in candidates if not (c[1]["prompt_id"] in seen or seen.add(c[1]["prompt_id"]))]
+        rest = [c for c in candidates if c not in first]
+        items = [c[1] for c in first + rest][: spec.max_items]
+        n_gold = round(len(items) * spec.gold_ratio / max(1e-9, 1 - spec.gold_ratio)) if spec.gold_ratio else 0
+        items += self._gold_items(by_prompt, spec.protocol, n_gold, rng)
+        rng.shuffle(items)
+        return items
+
+    @staticmethod
+    def _gold_items(by_prompt: dict[int, list[int]], protocol: Protocol, n: int, rng: random.Random) -> list[dict]:
+        """Planted mismatches: a response to another prompt is always the worse answer."""
+        prompts = list(by_prompt)
+        if n == 0 or len(prompts) < 2 or protocol not in (Protocol.pairwise, Protocol.cmos):
+            return []
+        out = []
+        for _ in range(n):
+            p, q = rng.sample(prompts, 2)
+            good, bad = rng.choice(by_prompt[p]), rng.choice(by_prompt[q])
+            out.append({"prompt_id": p, "rollout_ids": [good, bad], "is_gold": True,
+                        "gold_answer": {"choice": "A"}, "reason": {"kind": "gold_mismatch"}})
+        return out
+
+    @staticmethod
+    def _add_items(s: Session, camp: Campaign, items: list[dict[str, Any]], overlap: int) -> None:
+        comps = [Comparison(campaign_id=camp.id, prompt_id=it["prompt_id"], rollout_ids=it["rollout_ids"],
+                            is_gold=it.get("is_gold", False), gold_answer=it.get("gold_answer"), reason=it["reason"])
+                 for it in items]
+        s.add_all(comps)
+        s.flush()
+        s.add_all([Task(campaign_id=camp.id, comparison_id=c.id, slot=k) for c in comps
+                   for k in range(1 if c.is_gold else overlap)])
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, campaign_id: int) -> Campaign:
+        row = self.ctx.tx(lambda s: s.get(Campaign, campaign_id))
+        if row is None:
+            raise NotFound(f"campaign {campaign_id} does not exist")
+        return row
+
+    def list(self, status: str | None = None) -> list[Campaign]:
+        q = select(Campaign).order_by(Campaign.id.desc())
+        if status:
+            q = q.where(Campaign.status == status)
+        return list(self.ctx.tx(lambda s: s.scalars(q).all()))
+
+    def set_status(self, campaign_id: int, status: CampaignStatus) -> None:
+        self.ctx.require("campaigns.manage")
+
+        def write(s: Session) -> None:
+            c = s.get(Campaign, campaign_id, with_for_update=True)
+            if c is None:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            c.status = status.value
+            self.ctx.audit(s, "campaigns.status", "campaign", campaign_id, status=status.value)
+
+        self.ctx.tx(write)
+
+    def progress(self, campaign_id: int) -> CampaignProgress:
+        from earmark.store.models import User
+
+        def read(s: Session) -> CampaignProgress:
+            rows = dict(s.execute(select(Task.status, func.count()).where(Task.campaign_id == campaign_id)
+                                  .group_by(Task.status)).all())
+            # a lease past its expiry is back in the pool: count it as open
+            expired = s.scalar(select(func.count()).where(Task.campaign_id == campaign_id, Task.status == "leased",
+                                                          Task.lease_expires_at < func.now())) or 0
+            items = s.scalar(select(func.count()).select_from(Comparison).where(Comparison.campaign_id == campaign_id))
+            per_rater = dict(s.execute(select(User.username, func.count()).join(Judgment, Judgment.rater_id == User.id)
+                                       .where(Judgment.campaign_id == campaign_id).group_by(User.username)).all())
+            total = sum(rows.values())
+            return CampaignProgress(campaign_id, items or 0, total, rows.get("done", 0),
+                                    rows.get("leased", 0) - expired, rows.get("open", 0) + expired, per_rater)
+
+        return self.ctx.tx(read)
+
+    def policies_in(self, campaign_id: int) -> list[int]:
+        """Policy ids whose rollouts are in the campaign (for reviewers and dashboards only)."""
+        self.ctx.require("judgments.review")
+        q = (select(Policy.id).join(Rollout, Rollout.policy_id == Policy.id)
+             .join(Comparison, and_(Comparison.campaign_id == campaign_id, Rollout.id == func.any(Comparison.rollout_ids)))
+             .distinct())
+        return list(self.ctx.tx(lambda s: s.scalars(q).all()))

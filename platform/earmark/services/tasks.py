@@ -1,0 +1,264 @@
+"""Task serving on short leases: claim, heartbeat, release, submit. Nothing lost, nothing twice.
+
+- claim: ``FOR UPDATE SKIP LOCKED`` hands disjoint tasks to concurrent raters without waiting. A
+  lease lasts ``lease_seconds`` (minutes) and a heartbeat renews it while the rater works; an expired
+  lease is simply claimable again. A rater is never handed an item they judged or hold.
+- submit: idempotent on ``submission_id`` (a double click or a resubmit after a lost response
+  returns the stored judgment). A late submission is kept if nobody else took the slot, otherwise
+  refused with a clear message. The unique keys (task_id) and (comparison_id, rater_id) are the
+  last line: no race can store two judgments for one slot or one rater twice on an item.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, validate_for_protocol
+from earmark.domain.enums import Protocol
+from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
+from earmark.services.context import Service
+from earmark.store.models import Campaign, Comparison, Judgment, Task
+
+PREFETCH = 2  # the task on screen plus the next one, prepared while the rater works
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: int
+    lease_token: uuid.UUID
+    expires_at: datetime
+    comparison_id: int
+    campaign_id: int
+    order: list[int]  # presentation order of the comparison's rollouts
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    judgment_id: int
+    duplicate: bool
+    late: bool
+    gold_correct: bool | None
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    label: str  # "A", "B", ... in presentation order; never a model, policy or score
+    audio_sha256: str | None
+    transcript: str
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class RaterItem:
+    """Everything a rater may see of one task, and nothing else."""
+
+    task_id: int
+    lease_token: uuid.UUID
+    expires_at: datetime
+    protocol: str
+    dimensions: list[str]
+    instructions: str
+    persona: dict[str, Any] | None  # display name, description, style: the card the response must fit
+    conversation: list[dict[str, str]]  # prompt turns as {"role", "text", "audio_sha256"}
+    stimuli: list[Stimulus]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TaskService(Service):
+    def claim(self, campaign_id: int, *, want: int = PREFETCH) -> list[Lease]:
+        """The rater's current leases in this campaign, topped up to ``want`` (oldest first)."""
+        self.ctx.require("tasks.rate")
+        rater = self.ctx.principal.user_id
+        lease_s = self.ctx.settings.lease_seconds
+
+        def work(s: Session) -> list[Lease]:
+            camp = s.get(Campaign, campaign_id)
+            if camp is None:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            if camp.status != "open":
+                raise Conflict(f"campaign {camp.name!r} is {camp.status}; ask an admin to open it")
+            now = func.now()
+            held = list(s.scalars(select(Task).where(
+                Task.campaign_id == campaign_id, Task.leased_by == rater, Task.status == "leased",
+                Task.lease_expires_at > now).order_by(Task.lease_expires_at)))
+            while len(held) < want:
+                mine = select(Judgment.comparison_id).where(Judgment.rater_id == rater)
+                holding = [t.comparison_id for t in held]
+                cand = (select(Task.id).where(
+                    Task.campaign_id == campaign_id,
+                    or_(Task.status == "open", and_(Task.status == "leased", Task.lease_expires_at <= now)),
+                    Task.comparison_id.not_in(mine),
+                    Task.comparison_id.not_in(holding) if holding else true(),
+                    # lowest slot first, so items complete (all k judgments) before new ones start
+                ).order_by(Task.slot, Task.id).limit(1).with_for_update(skip_locked=True))
+                task_id = s.scalar(cand)
+                if task_id is None:
+                    break
+                task = s.get(Task, task_id)
+                if task.presentation is None:
+                    comp_n = s.scalar(select(func.cardinality(Comparison.rollout_ids)).where(Comparison.id == task.comparison_id))
+                    order = list(range(comp_n or 1))
+                    random.shuffle(order)  # blind: A/B position randomized per task, recorded
+                    task.presentation = {"order": order}
+                task.status, task.leased_by = "leased", rater
+                task.lease_token = uuid.uuid4()
+                task.lease_expires_at = _now() + timedelta(seconds=lease_s)
+                task.attempts += 1
+                s.flush()
+                held.append(task)
+            return [Lease(t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id,
+                          list((t.presentation or {}).get("order", [0]))) for t in held]
+
+        return self.ctx.tx(work)
+
+    def item(self, lease: Lease) -> RaterItem:
+        """The blind view of a leased task: labels in presentation order, no model identities."""
+        self.ctx.require("tasks.rate")
+        from earmark.store.models import Blob, Persona, Prompt, Rollout
+
+        def read(s: Session) -> RaterItem:
+            task = s.get(Task, lease.task_id)
+            if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != lease.lease_token:
+                raise LeaseExpired("this item is no longer leased to you; load the next item")
+            comp = s.get(Comparison, task.comparison_id)
+            camp = s.get(Campaign, task.campaign_id)
+            prompt = s.get(Prompt, comp.prompt_id)
+            persona = s.get(Persona, prompt.persona_id) if prompt.persona_id else None
+            rows = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(list(comp.rollout_ids))))}
+            durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(
+                Blob.sha256.in_([r.audio_sha256 for r in rows.values() if r.audio_sha256]))).all())
+            stimuli = []
+            for shown, canon in enumerate(lease.order):
+                r = rows[comp.rollout_ids[canon]]
+                stimuli.append(Stimulus(chr(ord("A") + shown), r.audio_sha256, r.text, durations.get(r.audio_sha256)))
+            card = None
+            if persona is not None:
+                card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
+            return RaterItem(task.id, task.lease_token, task.lease_expires_at, camp.protocol, list(camp.dimensions),
+                             camp.instructions, card, _conversation_view(prompt.messages), stimuli)
+
+        return self.ctx.tx(read)
+
+    def audio(self, item: RaterItem, label: str) -> bytes:
+        """Audio bytes of a stimulus the rater may hear (only through a lease they hold)."""
+        self.ctx.require("tasks.rate")
+        allowed = {st.label: st.audio_sha256 for st in item.stimuli}
+        allowed.update({f"prompt{i}": t.get("audio_sha256") for i, t in enumerate(item.conversation)})
+        sha = allowed.get(label)
+        if not sha:
+            raise NotFound(f"no audio for {label!r} in this item")
+        return self.ctx.blobs.get_bytes(sha)
+
+    def heartbeat(self, task_id: int, lease_token: uuid.UUID) -> datetime:
+        """Extend a lease the rater still holds (also one that lapsed but nobody else took)."""
+        self.ctx.require("tasks.rate")
+        new_expiry = _now() + timedelta(seconds=self.ctx.settings.lease_seconds)
+
+        def work(s: Session) -> datetime:
+            n = s.execute(update(Task).where(
+                Task.id == task_id, Task.leased_by == self.ctx.principal.user_id,
+                Task.lease_token == lease_token, Task.status == "leased",
+            ).values(lease_expires_at=new_expiry)).rowcount
+            if not n:
+                raise LeaseExpired("this item's lease was taken by another rater after it expired; "
+                                   "load the next item (your work on it was not saved)")
+            return new_expiry
+
+        return self.ctx.tx(work)
+
+    def release(self, task_id: int, lease_token: uuid.UUID) -> None:
+        """The rater skips the item: it goes straight back to the pool."""
+        self.ctx.require("tasks.rate")
+        self.ctx.tx(lambda s: s.execute(update(Task).where(
+            Task.id == task_id, Task.leased_by == self.ctx.principal.user_id, Task.lease_token == lease_token,
+            Task.status == "leased").values(status="open", leased_by=None, lease_token=None, lease_expires_at=None)))
+
+    def submit(self, task_id: int, lease_token: uuid.UUID, submission_id: uuid.UUID,
+               answer: JudgmentSubmit | dict[str, Any]) -> SubmitResult:
+        self.ctx.require("tasks.rate")
+        rater = self.ctx.principal.user_id
+        try:
+            sub = answer if isinstance(answer, JudgmentSubmit) else JudgmentSubmit.model_validate(answer)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InvalidInput(f"{'.'.join(map(str, err['loc'])) or 'answer'}: {err['msg']}") from None
+
+        def work(s: Session) -> SubmitResult:
+            prior = s.scalar(select(Judgment).where(Judgment.submission_id == submission_id))
+            if prior is not None:
+                if prior.rater_id != rater:
+                    raise Conflict("submission id belongs to another rater; reload the page")
+                return SubmitResult(prior.id, True, prior.late, prior.gold_correct)
+            task = s.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise NotFound(f"task {task_id} does not exist")
+            if task.status == "done":
+                mine = s.scalar(select(Judgment).where(Judgment.task_id == task_id, Judgment.rater_id == rater))
+                if mine is not None:  # resubmitted with a fresh id after a lost response
+                    return SubmitResult(mine.id, True, mine.late, mine.gold_correct)
+                raise LeaseExpired("this item was completed by another rater after your lease expired; "
+                                   "your answer was not stored, load the next item")
+            if task.leased_by != rater or task.lease_token != lease_token:
+                raise LeaseExpired("your lease on this item expired and another rater took it; your answer "
+                                   "was not stored, load the next item")
+            late = task.lease_expires_at is not None and task.lease_expires_at < _now()
+            comp = s.get(Comparison, task.comparison_id)
+            camp = s.get(Campaign, task.campaign_id)
+            protocol = Protocol(camp.protocol)
+            order = list((task.presentation or {}).get("order", range(len(comp.rollout_ids))))
+            try:
+                validate_for_protocol(sub, protocol, len(comp.rollout_ids), list(camp.dimensions))
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+            canon = canonical(sub, protocol, order)
+            j = Judgment(task_id=task.id, campaign_id=task.campaign_id, comparison_id=comp.id, rater_id=rater,
+                         submission_id=submission_id, protocol=protocol.value, preference=canon.get("preference"),
+                         choice=canon.get("choice"), ratings={**sub.ratings, **canon.get("scores", {})},
+                         rationale=sub.rationale, listen_ms=sub.listen_ms,
+                         events=[e.model_dump() for e in sub.events], presentation=task.presentation,
+                         is_gold=comp.is_gold, gold_correct=gold_correct(canon, comp.gold_answer), late=late)
+            s.add(j)
+            task.status, task.completed_at, task.lease_expires_at = "done", _now(), None
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict("you already judged this item; load the next one") from None
+            self.ctx.audit(s, "judgments.submit", "judgment", j.id, task_id=task.id, late=late)
+            return SubmitResult(j.id, False, late, j.gold_correct)
+
+        return self.ctx.tx(work)
+
+    def judged_count(self, campaign_id: int) -> int:
+        return int(self.ctx.tx(lambda s: s.scalar(select(func.count()).select_from(Judgment).where(
+            Judgment.campaign_id == campaign_id, Judgment.rater_id == self.ctx.principal.user_id))) or 0)
+
+
+def _conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        if m.get("role") == "system":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append({"role": m["role"], "text": content, "audio_sha256": None})
+            continue
+        text = " ".join(p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio"))
+        sha = next((p.get("audio_sha256") for p in content if p.get("type") == "audio"), None)
+        out.append({"role": m["role"], "text": text.strip(), "audio_sha256": sha})
+    return out
+
+
+def outstanding(s: Session, campaign_id: int) -> int:
+    """Tasks not yet done (open, leased or lapsed)."""
+    return int(s.scalar(select(func.count()).where(Task.campaign_id == campaign_id, Task.status != "done")) or 0)

