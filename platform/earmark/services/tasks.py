@@ -10,14 +10,13 @@
 """
 from __future__ import annotations
 
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -71,6 +70,35 @@ class RaterItem:
     stimuli: list[Stimulus]
 
 
+HELD_SQL = text("""
+SELECT id, lease_token, lease_expires_at, comparison_id, campaign_id, presentation FROM tasks
+WHERE campaign_id = :c AND leased_by = :r AND status = 'leased' AND lease_expires_at > now()
+ORDER BY lease_expires_at
+""")
+# One statement per lease: pick the lowest open slot (items complete before new ones start) that this
+# rater has not judged or held, skipping rows other raters are locking, and randomize the order in
+# which the stimuli are shown (blind A/B), recorded on the task.
+CLAIM_SQL = text("""
+WITH cand AS (
+  SELECT t.id FROM tasks t
+  WHERE t.campaign_id = :c
+    AND (t.status = 'open' OR (t.status = 'leased' AND t.lease_expires_at <= now()))
+    AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.comparison_id = t.comparison_id AND j.rater_id = :r)
+    AND NOT (t.comparison_id = ANY(CAST(:holding AS bigint[])))
+  ORDER BY t.slot, t.id
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET status = 'leased', leased_by = :r, lease_token = :token, attempts = t.attempts + 1,
+  lease_expires_at = now() + make_interval(secs => :lease_s),
+  presentation = COALESCE(t.presentation, (
+    SELECT jsonb_build_object('order', jsonb_agg(i ORDER BY random()))
+    FROM comparisons c, generate_series(0, cardinality(c.rollout_ids) - 1) AS i WHERE c.id = t.comparison_id))
+FROM cand WHERE t.id = cand.id
+RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
+""")
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -83,42 +111,19 @@ class TaskService(Service):
         lease_s = self.ctx.settings.lease_seconds
 
         def work(s: Session) -> list[Lease]:
-            camp = s.get(Campaign, campaign_id)
-            if camp is None:
+            row = s.execute(select(Campaign.name, Campaign.status).where(Campaign.id == campaign_id)).first()
+            if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
-            if camp.status != "open":
-                raise Conflict(f"campaign {camp.name!r} is {camp.status}; ask an admin to open it")
-            now = func.now()
-            held = list(s.scalars(select(Task).where(
-                Task.campaign_id == campaign_id, Task.leased_by == rater, Task.status == "leased",
-                Task.lease_expires_at > now).order_by(Task.lease_expires_at)))
+            if row.status != "open":
+                raise Conflict(f"campaign {row.name!r} is {row.status}; ask an admin to open it")
+            held = [Lease(*r[:5], list(r[5]["order"])) for r in s.execute(HELD_SQL, {"c": campaign_id, "r": rater})]
             while len(held) < want:
-                mine = select(Judgment.comparison_id).where(Judgment.rater_id == rater)
-                holding = [t.comparison_id for t in held]
-                cand = (select(Task.id).where(
-                    Task.campaign_id == campaign_id,
-                    or_(Task.status == "open", and_(Task.status == "leased", Task.lease_expires_at <= now)),
-                    Task.comparison_id.not_in(mine),
-                    Task.comparison_id.not_in(holding) if holding else true(),
-                    # lowest slot first, so items complete (all k judgments) before new ones start
-                ).order_by(Task.slot, Task.id).limit(1).with_for_update(skip_locked=True))
-                task_id = s.scalar(cand)
-                if task_id is None:
+                got = s.execute(CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s,
+                                            "holding": [le.comparison_id for le in held]}).first()
+                if got is None:
                     break
-                task = s.get(Task, task_id)
-                if task.presentation is None:
-                    comp_n = s.scalar(select(func.cardinality(Comparison.rollout_ids)).where(Comparison.id == task.comparison_id))
-                    order = list(range(comp_n or 1))
-                    random.shuffle(order)  # blind: A/B position randomized per task, recorded
-                    task.presentation = {"order": order}
-                task.status, task.leased_by = "leased", rater
-                task.lease_token = uuid.uuid4()
-                task.lease_expires_at = _now() + timedelta(seconds=lease_s)
-                task.attempts += 1
-                s.flush()
-                held.append(task)
-            return [Lease(t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id,
-                          list((t.presentation or {}).get("order", [0]))) for t in held]
+                held.append(Lease(*got[:5], list(got[5]["order"])))
+            return held
 
         return self.ctx.tx(work)
 
