@@ -7,6 +7,7 @@ from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
 from earmark.cli.pipeline_cmds import rollout
 from earmark.cli.store_cmds import db_app, services_app
+from earmark.cli.ui_cmds import ui, users_app
 
 app = typer.Typer(
     help="earmark: RLHF reward and preference data for audio-language models.",
@@ -17,7 +18,9 @@ app.add_typer(services_app, name="services")
 app.add_typer(personas_app, name="personas")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(policies_app, name="policies")
+app.add_typer(users_app, name="users")
 app.command("rollout")(rollout)
+app.command("ui")(ui)
 
 
 @app.command()
