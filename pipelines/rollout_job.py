@@ -1,0 +1,176 @@
+"""The rollout job on Ray: a pool of policy actors, K samples per prompt, exactly once into the store.
+
+Exactly once rests on the store, not on Ray: every row has the key (prompt, policy, sample, round)
+and the bulk ingest skips keys that exist. So Ray is free to retry a task on a restarted actor
+(``max_restarts``/``max_task_retries``), the driver may resubmit a batch whose actor died for good,
+and a re-run of the same job computes only the (prompt, sample) pairs still missing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from earmark.config import Settings
+from earmark.domain.limits import Limits
+from pipelines.rollouts import WorkItem, prompt_conversation
+
+log = logging.getLogger(__name__)
+
+
+class RolloutJobConfig(BaseModel):
+    """One rollout job. Recorded nowhere by itself: every row records the policy, round and sampling."""
+
+    policy: str = Field(description="registered policy name")
+    policy_version: int | None = Field(default=None, description="version; latest when unset")
+    regime: str | None = Field(default=None, description="only prompts of this regime")
+    split: str | None = Field(default="train", description="only prompts of this split (train/heldout/test)")
+    prompt_ids: list[str] | None = Field(default=None, description="only these prompt external ids")
+    samples: int = Field(default=4, ge=1, le=Limits.MAX_SAMPLES_PER_PROMPT, description="K samples per prompt")
+    round: int = Field(default=0, ge=0, description="loop round the rollouts belong to")
+    actors: int = Field(default=1, ge=1, le=256, description="policy actors in the pool")
+    cpus_per_actor: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per actor")
+    gpus_per_actor: float = Field(default=0.0, ge=0, description="Ray GPUs per actor (0 on CPU machines)")
+    batch_size: int = Field(default=8, ge=1, le=1024, description="trajectories per actor call")
+    temperature: float = Field(default=0.9, ge=0, le=5)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    seed: int = Field(default=0, description="job seed: the same plan draws the same samples")
+    max_restarts: int = Field(default=3, ge=0, description="Ray restarts of a crashed actor")
+    max_task_retries: int = Field(default=3, ge=0, description="Ray retries of a task on a restarted actor")
+    resubmits: int = Field(default=2, ge=0, description="driver resubmissions of a batch whose actor died for good")
+
+
+@dataclass
+class RolloutJobResult:
+    policy_id: int
+    planned: int
+    written: int
+    skipped_existing: int
+    seconds: float
+    actors: int
+    nodes: list[str] = field(default_factory=list)
+    failed_batches: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.planned / self.seconds if self.seconds else 0.0
+
+
+def sampling_params(cfg: RolloutJobConfig):  # noqa: ANN201
+    from pipelines.policy.base import SamplingParams
+
+    return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+
+
+def plan(em: Any, cfg: RolloutJobConfig) -> tuple[Any, list[WorkItem], int]:
+    """Policy row, the work still missing, and how many (prompt, sample) pairs already exist."""
+    policy = em.catalog.policy(cfg.policy, cfg.policy_version)
+    prompts = em.catalog.prompts(regime=cfg.regime, split=cfg.split, external_ids=cfg.prompt_ids)
+    cards = em.catalog.persona_cards(p.persona_id for p in prompts)
+    done = em.rollouts.existing_keys(policy.id, cfg.round, [p.id for p in prompts])
+    items = [
+        WorkItem(p.id, k, prompt_conversation(p.messages, cards.get(p.persona_id)))
+        for p in prompts for k in range(cfg.samples) if (p.id, k) not in done
+    ]
+    return policy, items, len(done)
+
+
+def _actor_class():  # noqa: ANN202 - built lazily so importing this module needs no ray
+    import ray
+
+    @ray.remote
+    class RolloutActor:
+        """Thin: loads the policy once, then calls the library functions per batch."""
+
+        def __init__(self, settings: Settings, kind: str, uri: str, options: dict[str, Any]) -> None:
+            import torch
+
+            torch.set_num_threads(1)  # one core per actor; N actors scale over N cores
+            import earmark
+            from pipelines.policy.loader import load_policy
+
+            self.em = earmark.connect(settings, upgrade=False, pool_size=1)
+            self.policy = load_policy(kind, uri, **options)
+
+        def run(self, items: list[WorkItem], params: Any, policy_id: int, round: int, job_seed: int) -> int:
+            from pipelines import rollouts
+
+            results = rollouts.generate(self.policy, items, params, job_seed=job_seed, round=round)
+            return len(rollouts.store(self.em, policy_id, round, params, results, vocab=self.policy.name))
+
+        def node(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    return RolloutActor
+
+
+def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) -> RolloutJobResult:
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    from pipelines.progress import progress_bar
+    from pipelines.ray_runtime import ensure_ray
+
+    t0 = time.monotonic()
+    policy, items, existing = plan(em, cfg)
+    if not items:
+        return RolloutJobResult(policy.id, 0, 0, existing, time.monotonic() - t0, 0)
+    ensure_ray(em.settings)
+    # Actors connect to the store the driver resolved (the embedded server's socket URL included).
+    settings = em.settings.model_copy(update={"database_url": SecretStr(str(em.ctx.engine.url.render_as_string(hide_password=False)))})
+    params = sampling_params(cfg)
+    n_actors = min(cfg.actors, len(items))
+    Actor = _actor_class().options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
+                                   max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries)
+
+    def spawn():  # noqa: ANN202
+        return Actor.remote(settings, policy.kind, policy.uri, dict(policy.config or {}))
+
+    actors = [spawn() for _ in range(n_actors)]
+    nodes = sorted(set(ray.get([a.node.remote() for a in actors])))
+    batches = deque((i, items[i:i + cfg.batch_size], 0) for i in range(0, len(items), cfg.batch_size))
+    pending: dict[Any, tuple[int, Any, tuple]] = {}
+    written = failed = 0
+
+    def submit(slot: int) -> None:
+        if batches:
+            batch = batches.popleft()
+            ref = actors[slot].run.remote(batch[1], params, policy.id, cfg.round, cfg.seed)
+            pending[ref] = (slot, actors[slot], batch)
+
+    with progress_bar(total=len(items), desc=f"rollouts {policy.name} v{policy.version}", enabled=progress) as bar:
+        for slot in range(n_actors):
+            submit(slot)
+            submit(slot)  # one queued behind the running batch, so an actor never idles between calls
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            slot, _actor, batch = pending.pop(ready[0])
+            try:
+                written += ray.get(ready[0])
+                bar.update(len(batch[1]))
+            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+                # Ray's own restarts/retries are exhausted: replace the actor, resubmit the batch.
+                # Rows it did write are skipped by the unique key, so nothing doubles.
+                if batch[2] >= cfg.resubmits:
+                    failed += 1
+                    log.error("batch at %d failed after %d resubmits: %s", batch[0], batch[2], exc)
+                else:
+                    log.warning("actor died (%s); resubmitting batch at %d", type(exc).__name__, batch[0])
+                    batches.appendleft((batch[0], batch[1], batch[2] + 1))
+                    if _actor is actors[slot]:  # its queued batch fails too; replace the actor once
+                        actors[slot] = spawn()
+            submit(slot)
+    for a in actors:
+        ray.kill(a)
+    result = RolloutJobResult(policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed)
+    if failed:
+        from earmark.errors import EarmarkError
+
+        raise EarmarkError(f"{failed} rollout batch(es) failed after retries; re-run the same job to fill "
+                           "only the missing samples")
+    return result

@@ -1,0 +1,139 @@
+"""Generate rollouts with any `Policy` and store them exactly once. Ray actors call this; so do the
+bare single-process loop and the tests, so there is one code path to trust.
+
+A work item is one (prompt, sample_index) trajectory. Multi-turn prompts (several user turns with no
+scripted assistant reply between them) are answered turn by turn, each turn given the history. The
+rollout row's ``text``/``token_ids``/audio are the final assistant turn (what raters compare and
+trainers score); every generated turn stays in ``messages`` with its own audio blob and token ids.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from earmark.domain.records import RolloutCreate
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+    from pipelines.policy.base import Conversation, GeneratedSample, Policy, SamplingParams
+
+def persona_system_text(card: dict[str, Any]) -> str:
+    """The system prompt a persona card becomes (the bundled policy was trained on this form)."""
+    name = card.get("display_name") or card.get("name", "the assistant")
+    desc = card.get("description", "").strip().rstrip(".")
+    style = card.get("style", "").strip()
+    text = f"You are {name}, {desc}." if desc else f"You are {name}."
+    return f"{text} {style}".strip()
+
+
+def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The prompt's messages with the persona card as the system message (unless one is given)."""
+    msgs = [dict(m) for m in messages]
+    if persona_card and not (msgs and msgs[0]["role"] == "system"):
+        msgs.insert(0, {"role": "system", "content": persona_system_text(persona_card)})
+    return msgs
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = [p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")]
+    return " ".join(x for x in parts if x)
+
+
+def for_policy(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Policies get plain-text content: audio parts contribute their transcript."""
+    return [{**m, "content": _text_of(m.get("content", ""))} for m in messages]
+
+
+@dataclass
+class WorkItem:
+    prompt_id: int
+    sample_index: int
+    messages: list[dict[str, Any]]  # prompt conversation (persona system message included)
+
+
+def derive_seed(job_seed: int, round: int, prompt_id: int, sample_index: int, turn: int) -> int:
+    """A per-trajectory seed: the same work item draws the same sample however it is batched."""
+    h = hashlib.blake2b(f"{job_seed}:{round}:{prompt_id}:{sample_index}:{turn}".encode(), digest_size=4)
+    return int.from_bytes(h.digest(), "little")
+
+
+def _script(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split a conversation into segments, each ending in a user turn that needs a generated reply."""
+    segments, cur = [], []
+    for i, m in enumerate(messages):
+        cur.append(m)
+        nxt = messages[i + 1] if i + 1 < len(messages) else None
+        if m["role"] == "user" and (nxt is None or nxt["role"] == "user"):
+            segments.append(cur)
+            cur = []
+    if cur and segments:
+        segments[-1].extend(cur)  # trailing non-user messages (rare) ride with the last segment
+    return segments or [messages]
+
+
+Result = tuple[WorkItem, list["GeneratedSample"], int]  # (item, one sample per generated turn, seed)
+
+
+def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", *, job_seed: int = 0,
+             round: int = 0) -> list[Result]:
+    """Run every trajectory turn by turn, batching the same turn across items in one policy call.
+
+    The batch seed derives from the job seed, the round and the batch's first item, so re-running the
+    same plan draws the same samples.
+    """
+    if not items:
+        return []
+    scripts = [_script(it.messages) for it in items]
+    histories: list[list[dict[str, Any]]] = [[] for _ in items]
+    samples: list[list[GeneratedSample]] = [[] for _ in items]
+    seed0 = derive_seed(job_seed, round, items[0].prompt_id, items[0].sample_index, 0)
+    for turn in range(max(len(s) for s in scripts)):
+        active = [i for i, s in enumerate(scripts) if turn < len(s)]
+        for i in active:
+            histories[i].extend(scripts[i][turn])
+        outs = policy.generate([for_policy(histories[i]) for i in active], params, num_samples=1,
+                               seed=seed0 + turn)
+        for i, out in zip(active, outs, strict=True):
+            samples[i].append(out[0])
+            histories[i].append({"role": "assistant", "content": out[0].text})
+    return [(items[i], samples[i], seed0) for i in range(len(items))]
+
+
+def _reply_message(em: "Earmark", out: "GeneratedSample", vocab: str | None) -> tuple[dict[str, Any], Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": out.text}]
+    blob = None
+    if out.audio is not None and out.sample_rate and np.asarray(out.audio).size:
+        blob = em.blobs.put_waveform(np.asarray(out.audio, dtype=np.float32), int(out.sample_rate))
+        content.append({"type": "audio", "audio_sha256": blob.sha256, "transcript": out.text})
+    content.append({"type": "token", "ids": [int(t) for t in out.token_ids], **({"vocab": vocab} if vocab else {})})
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if out.extra.get("tool_calls"):
+        msg["tool_calls"] = out.extra["tool_calls"]
+    return msg, blob
+
+
+def store(em: "Earmark", policy_id: int, round: int, params: "SamplingParams", results: list[Result],
+          vocab: str | None = None) -> dict[tuple[int, int, int, int], int]:
+    """Audio to the blob store first, then every row in one bulk, idempotent transaction."""
+    rows = []
+    for item, turns, seed in results:
+        messages: list[dict[str, Any]] = []
+        blob = None
+        for segment, out in zip(_script(item.messages), turns, strict=True):
+            messages.extend(segment)
+            reply, blob = _reply_message(em, out, vocab)
+            messages.append(reply)
+        last = turns[-1]
+        rows.append(RolloutCreate(
+            prompt_id=item.prompt_id, policy_id=policy_id, round=round, sample_index=item.sample_index,
+            messages=messages, text=last.text, token_ids=[int(t) for t in last.token_ids],
+            audio_sha256=blob.sha256 if blob else None, duration_s=blob.duration_s if blob else None,
+            ttfa_s=last.ttfa_s, total_s=last.total_s, sampling=params.as_dict(), seed=seed,
+            tool_calls=last.extra.get("tool_calls"),
+        ))
+    return em.rollouts.ingest(rows)

@@ -1,0 +1,109 @@
+"""The rollout job on real Ray with the offline speech policy: exactly once, even when actors die."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from sqlalchemy import text
+
+from earmark.audio import decode
+from pipelines.policy.offline.build import ensure_checkpoint
+from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return ensure_checkpoint(progress=False).resolve()
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    from earmark.config import Settings
+    from pipelines.ray_runtime import ensure_ray, shutdown
+
+    os.environ["EARMARK_RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    ensure_ray(Settings(), num_cpus=2)
+    yield
+    shutdown()
+
+
+def _seed(em, checkpoint, n_prompts=4, multi=True):
+    em.catalog.import_personas([{"name": "librarian", "display_name": "Mara",
+                                 "description": "a calm librarian who loves quiet reading rooms",
+                                 "style": "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences.",
+                                 "prosody": {"f0_mean_hz": 85, "rate_wps": 2.3}}])
+    questions = ["How can I fall asleep faster?", "What should I read next?", "How do I keep a plant alive?",
+                 "Any tips for a rainy day?", "How do I start journaling?", "What is a good way to relax?"]
+    prompts = [{"external_id": f"q{i}", "regime": "realtime", "persona": "librarian",
+                "messages": [{"role": "user", "content": questions[i]}]} for i in range(n_prompts)]
+    if multi:
+        prompts.append({"external_id": "multi", "regime": "realtime", "persona": "librarian", "messages": [
+            {"role": "user", "content": "How can I fall asleep faster?"},
+            {"role": "user", "content": "What if I still can't sleep?"}]})
+    em.catalog.import_prompts(prompts)
+    return em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
+
+
+def _counts(em):
+    with em.session() as s:
+        total = s.scalar(text("SELECT count(*) FROM rollouts"))
+        distinct = s.scalar(text("SELECT count(DISTINCT (prompt_id, policy_id, sample_index, round)) FROM rollouts"))
+    return total, distinct
+
+
+def test_rollouts_exactly_once_and_rerun_adds_nothing(committed_em, checkpoint, ray_local) -> None:
+    em = committed_em
+    _seed(em, checkpoint)
+    cfg = RolloutJobConfig(policy="offline-speech", samples=2, actors=2, batch_size=2, max_new_tokens=40)
+    res = run_rollout_job(em, cfg, progress=False)
+    assert res.planned == 10 and res.actors == 2
+    assert _counts(em) == (10, 10)
+    again = run_rollout_job(em, cfg, progress=False)
+    assert again.planned == 0 and again.skipped_existing == 10
+    assert _counts(em) == (10, 10)
+
+    rows = em.rollouts.list()
+    for r in rows:
+        assert r.text.strip() and r.token_ids and r.audio_sha256
+        audio, sr = decode(em.blobs.read(r.audio_sha256))
+        assert abs(len(audio) / sr - r.duration_s) < 1e-3  # the blob decodes to the stored duration
+        assert r.sampling["max_new_tokens"] == 40 and r.ttfa_s is not None and r.ttfa_s <= r.total_s
+    multi = [r for r in rows if r.prompt_id == max(x.prompt_id for x in rows)]
+    roles = [m["role"] for m in multi[0].messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]  # answered turn by turn
+    for m in multi[0].messages:
+        if m["role"] == "assistant":
+            kinds = {p["type"] for p in m["content"]}
+            assert kinds == {"text", "audio", "token"}
+
+
+def _actor_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("RolloutActor" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_killed_actor_mid_job_every_item_exactly_once(committed_em, checkpoint, ray_local) -> None:
+    em = committed_em
+    _seed(em, checkpoint, n_prompts=6, multi=False)
+    cfg = RolloutJobConfig(policy="offline-speech", samples=3, actors=2, batch_size=1, max_new_tokens=48)
+    out: dict = {}
+    job = threading.Thread(target=lambda: out.setdefault("res", run_rollout_job(em, cfg, progress=False)))
+    job.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.is_alive():
+        if _counts(em)[0] >= 2 and (pids := _actor_pids()):
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)  # a crash, not a polite shutdown
+            break
+        time.sleep(0.05)
+    job.join(timeout=300)
+    assert killed is not None, "the job finished before an actor could be killed; make it longer"
+    assert "res" in out, "the job did not finish after the actor was killed"
+    assert _counts(em) == (18, 18)  # every prompt x sample once: no loss, no duplicate
