@@ -55,10 +55,16 @@ class RolloutJobResult:
     actors: int
     nodes: list[str] = field(default_factory=list)
     failed_batches: int = 0
+    startup_s: float = 0.0  # Ray init + actors loading the policy, before the first batch
 
     @property
     def samples_per_s(self) -> float:
         return self.planned / self.seconds if self.seconds else 0.0
+
+    @property
+    def steady_samples_per_s(self) -> float:
+        busy = self.seconds - self.startup_s
+        return self.planned / busy if busy > 0 else 0.0
 
 
 def sampling_params(cfg: RolloutJobConfig):  # noqa: ANN201
@@ -133,6 +139,7 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
 
     actors = [spawn() for _ in range(n_actors)]
     nodes = sorted(set(ray.get([a.node.remote() for a in actors])))
+    startup_s = time.monotonic() - t0
     batches = deque((i, items[i:i + cfg.batch_size], 0) for i in range(0, len(items), cfg.batch_size))
     pending: dict[Any, tuple[int, Any, tuple]] = {}
     written = failed = 0
@@ -167,7 +174,8 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
             submit(slot)
     for a in actors:
         ray.kill(a)
-    result = RolloutJobResult(policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed)
+    result = RolloutJobResult(policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed,
+                              startup_s)
     if failed:
         from earmark.errors import EarmarkError
 
