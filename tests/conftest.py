@@ -177,3 +177,21 @@ def s3_store(seaweed: object) -> S3BlobStore:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "earmark-test-secret")
     bucket = f"test-{uuid.uuid4().hex[:8]}"
     return S3BlobStore(bucket, "blobs", endpoint_url=seaweed.endpoint)  # type: ignore[attr-defined]
+
+
+# ---- pipelines: the offline policy checkpoint and a local Ray ---------------------------------------
+@pytest.fixture(scope="session")
+def checkpoint():
+    from pipelines.policy.offline.build import ensure_checkpoint
+
+    return ensure_checkpoint(progress=False).resolve()
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    from pipelines.ray_runtime import ensure_ray, shutdown
+
+    os.environ["EARMARK_RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    ensure_ray(Settings(), num_cpus=2)
+    yield
+    shutdown()

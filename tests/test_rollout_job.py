@@ -11,43 +11,10 @@ import pytest
 from sqlalchemy import text
 
 from earmark.audio import decode
-from pipelines.policy.offline.build import ensure_checkpoint
+from pipeline_fixtures import seed_offline as _seed
 from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def checkpoint():
-    return ensure_checkpoint(progress=False).resolve()
-
-
-@pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    from earmark.config import Settings
-    from pipelines.ray_runtime import ensure_ray, shutdown
-
-    os.environ["EARMARK_RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
-    ensure_ray(Settings(), num_cpus=2)
-    yield
-    shutdown()
-
-
-def _seed(em, checkpoint, n_prompts=4, multi=True):
-    em.catalog.import_personas([{"name": "librarian", "display_name": "Mara",
-                                 "description": "a calm librarian who loves quiet reading rooms",
-                                 "style": "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences.",
-                                 "prosody": {"f0_mean_hz": 85, "rate_wps": 2.3}}])
-    questions = ["How can I fall asleep faster?", "What should I read next?", "How do I keep a plant alive?",
-                 "Any tips for a rainy day?", "How do I start journaling?", "What is a good way to relax?"]
-    prompts = [{"external_id": f"q{i}", "regime": "realtime", "persona": "librarian",
-                "messages": [{"role": "user", "content": questions[i]}]} for i in range(n_prompts)]
-    if multi:
-        prompts.append({"external_id": "multi", "regime": "realtime", "persona": "librarian", "messages": [
-            {"role": "user", "content": "How can I fall asleep faster?"},
-            {"role": "user", "content": "What if I still can't sleep?"}]})
-    em.catalog.import_prompts(prompts)
-    return em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
 
 
 def _counts(em):

@@ -57,7 +57,8 @@ def test_scores_unique_and_rescore_with_new_version_adds_rows(any_em) -> None:
         rows = s.execute(select(RewardModel.version, func.avg(RewardScore.score)).join(RewardModel)
                          .group_by(RewardModel.version).order_by(RewardModel.version)).all()
     assert [(v, round(a, 3)) for v, a in rows] == [("1+aaa", 0.5), ("2+bbb", 0.7)]
-    assert any_em.scores.unscored_rollouts(rm1.id, "prosody") == []
+    assert any_em.scores.unscored(rm1.id, ["prosody"]) == []
+    assert len(any_em.scores.unscored(rm1.id, ["prosody", "other"])) == 3
 
 
 def test_unique_constraint_stops_duplicate_rollout_via_orm(any_em) -> None:

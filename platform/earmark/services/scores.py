@@ -34,16 +34,36 @@ class ScoreService(Service):
         rows = list(scores)
         return self.ctx.tx(lambda s: bulk.ingest_scores(s, rows))
 
-    def unscored_rollouts(self, reward_model_id: int, dimension: str, *,
-                          policy_id: int | None = None, limit: int | None = None) -> list[int]:
-        """Rollout ids that lack a score for this reward model version and dimension."""
-        scored = select(RewardScore.rollout_id).where(
-            RewardScore.reward_model_id == reward_model_id, RewardScore.dimension == dimension)
-        q = select(Rollout.id).where(Rollout.id.not_in(scored)).order_by(Rollout.id)
+    def rollout_contexts(self, rollout_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """What a scorer needs per rollout, in one query: conversation, persona card, reference,
+        response text/tool calls and the audio blob id (bytes are fetched separately)."""
+        self.ctx.require("data.read")
+        from earmark.store.models import Persona, Prompt
+
+        q = (select(Rollout.id, Rollout.messages, Rollout.text, Rollout.tool_calls, Rollout.audio_sha256,
+                    Prompt.regime, Prompt.reference, Persona.name, Persona.card)
+             .join(Prompt, Prompt.id == Rollout.prompt_id).outerjoin(Persona, Persona.id == Prompt.persona_id)
+             .where(Rollout.id.in_(list(rollout_ids))).order_by(Rollout.id))
+        out = []
+        for r in self.ctx.tx(lambda s: s.execute(q).all()):
+            msgs = list(r.messages or [])
+            before = msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
+            out.append({"rollout_id": r.id, "regime": r.regime, "messages": before, "reference": r.reference,
+                        "persona": {"name": r.name, **r.card} if r.name else None, "response_text": r.text,
+                        "response_tool_calls": r.tool_calls or [], "audio_sha256": r.audio_sha256})
+        return out
+
+    def unscored(self, reward_model_id: int, dimensions: Sequence[str], *, policy_id: int | None = None,
+                 rounds: Sequence[int] | None = None) -> list[int]:
+        """Rollouts missing any of these dimensions for this reward model version."""
+        have = (select(RewardScore.rollout_id).where(RewardScore.reward_model_id == reward_model_id,
+                                                     RewardScore.dimension.in_(list(dimensions)))
+                .group_by(RewardScore.rollout_id).having(func.count() >= len(set(dimensions))))
+        q = select(Rollout.id).where(Rollout.id.not_in(have)).order_by(Rollout.id)
         if policy_id is not None:
             q = q.where(Rollout.policy_id == policy_id)
-        if limit:
-            q = q.limit(limit)
+        if rounds is not None:
+            q = q.where(Rollout.round.in_(list(rounds)))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
     def for_rollouts(self, rollout_ids: Sequence[int]) -> list[RewardScore]:

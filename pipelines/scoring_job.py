@@ -1,0 +1,158 @@
+"""The scoring job on Ray: every rollout missing a score for a scorer version gets one, exactly once.
+
+Each scorer version is a `reward_models` row (name, version = code + config hash, kind, dimensions);
+re-scoring with a new version adds rows beside the old ones. Actors are thin: they build the scorers
+once, fetch their batch's contexts and audio from the store, score, and bulk-insert (ON CONFLICT DO
+NOTHING keeps retries harmless). Only rollout ids travel through Ray.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from earmark.domain.records import RewardModelCreate
+
+log = logging.getLogger(__name__)
+
+
+class ScorerSpec(BaseModel):
+    name: str = Field(description="registered scorer name (reward_models.base.list_scorers())")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoringJobConfig(BaseModel):
+    scorers: list[ScorerSpec]
+    policy_id: int | None = Field(default=None, description="only rollouts of this policy version")
+    rounds: list[int] | None = None
+    actors: int = Field(default=1, ge=1, le=256)
+    cpus_per_actor: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    max_restarts: int = Field(default=3, ge=0)
+    max_task_retries: int = Field(default=3, ge=0)
+
+
+@dataclass
+class ScoringJobResult:
+    per_scorer: dict[str, int] = field(default_factory=dict)  # rows added per scorer version
+    rollouts: int = 0
+    seconds: float = 0.0
+
+
+def scoring_inputs(em: Any, rollout_ids: list[int]) -> list[Any]:
+    """Store rows -> ScoringInput, audio decoded from the blob store."""
+    from earmark.audio import decode
+    from reward_models.base import ScoringInput
+
+    items = []
+    for ctx in em.scores.rollout_contexts(rollout_ids):
+        sha = ctx.pop("audio_sha256")
+        audio, sr = decode(em.blobs.read(sha)) if sha else (None, None)
+        items.append(ScoringInput(**ctx, audio=audio, sample_rate=sr))
+    return items
+
+
+def score_and_store(em: Any, scorers: list[tuple[Any, int]], rollout_ids: list[int]) -> dict[str, int]:
+    """Score a batch with every (scorer, reward_model_id) and bulk-insert; returns rows added per scorer."""
+    items = scoring_inputs(em, rollout_ids)
+    added = {}
+    for scorer, rm_id in scorers:
+        results = scorer.score_batch(items)
+        rows = [(item.rollout_id, rm_id, r.dimension, float(r.score), r.rationale[:4000] or None, r.features or None)
+                for item, res in zip(items, results, strict=True) for r in res]
+        added[f"{scorer.name}@{scorer.version}"] = em.scores.ingest(rows)
+    return added
+
+
+def register(em: Any, specs: list[ScorerSpec]) -> list[tuple[Any, int]]:
+    from reward_models.base import build_scorer
+
+    out = []
+    for spec in specs:
+        scorer = build_scorer(spec.name, **spec.config)
+        row = em.scores.register_reward_model(RewardModelCreate(
+            name=scorer.name, version=scorer.version, kind=scorer.kind, dimensions=list(scorer.dimensions),
+            config=scorer.config))
+        out.append((scorer, row.id))
+    return out
+
+
+def _actor_class():  # noqa: ANN202
+    import ray
+
+    @ray.remote
+    class ScoringActor:
+        def __init__(self, settings: Any, specs: list[ScorerSpec]) -> None:
+            import torch
+
+            torch.set_num_threads(1)
+            import earmark
+
+            self.em = earmark.connect(settings, upgrade=False, pool_size=1)
+            self.scorers = register(self.em, specs)
+
+        def run(self, rollout_ids: list[int]) -> dict[str, int]:
+            return score_and_store(self.em, self.scorers, rollout_ids)
+
+    return ScoringActor
+
+
+def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, use_ray: bool = True) -> ScoringJobResult:
+    from pipelines.progress import progress_bar
+
+    t0 = time.monotonic()
+    scorers = register(em, cfg.scorers)
+    todo = sorted({rid for scorer, rm_id in scorers
+                   for rid in em.scores.unscored(rm_id, scorer.dimensions, policy_id=cfg.policy_id, rounds=cfg.rounds)})
+    result = ScoringJobResult(rollouts=len(todo))
+    if not todo:
+        result.seconds = time.monotonic() - t0
+        return result
+    batches = deque(todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size))
+    label = ", ".join(s.name for s, _ in scorers)
+
+    def merge(added: dict[str, int]) -> None:
+        for k, v in added.items():
+            result.per_scorer[k] = result.per_scorer.get(k, 0) + v
+
+    with progress_bar(total=len(todo), desc=f"scoring [{label}]", enabled=progress, unit="rollout") as bar:
+        if not use_ray:
+            while batches:
+                b = batches.popleft()
+                merge(score_and_store(em, scorers, b))
+                bar.update(len(b))
+        else:
+            import ray
+
+            from pipelines.ray_runtime import ensure_ray
+
+            ensure_ray(em.settings)
+            settings = em.settings.model_copy(update={"database_url": SecretStr(
+                em.ctx.engine.url.render_as_string(hide_password=False))})
+            Actor = _actor_class().options(num_cpus=cfg.cpus_per_actor, max_restarts=cfg.max_restarts,
+                                           max_task_retries=cfg.max_task_retries)
+            actors = [Actor.remote(settings, cfg.scorers) for _ in range(min(cfg.actors, len(batches)))]
+            pending: dict[Any, tuple[int, list[int]]] = {}
+
+            def submit(slot: int) -> None:
+                if batches:
+                    b = batches.popleft()
+                    pending[actors[slot].run.remote(b)] = (slot, b)
+
+            for slot in range(len(actors)):
+                submit(slot)
+                submit(slot)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                slot, b = pending.pop(ready[0])
+                merge(ray.get(ready[0]))  # Ray retries on a restarted actor; a final failure raises
+                bar.update(len(b))
+                submit(slot)
+            for a in actors:
+                ray.kill(a)
+    result.seconds = time.monotonic() - t0
+    return result

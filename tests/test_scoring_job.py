@@ -1,0 +1,32 @@
+"""The scoring job on real Ray over real rollouts: only missing scores, new versions add rows."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from pipeline_fixtures import seed_offline
+from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
+from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_scoring_job_scores_missing_only_and_keeps_versions(committed_em, checkpoint, ray_local) -> None:
+    em = committed_em
+    seed_offline(em, checkpoint, n_prompts=3, multi=False)
+    run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=2, actors=1, max_new_tokens=32), progress=False)
+    cfg = ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=2, batch_size=2)
+    res = run_scoring_job(em, cfg, progress=False)
+    assert res.rollouts == 6 and sum(res.per_scorer.values()) == 6
+    assert run_scoring_job(em, cfg, progress=False).rollouts == 0  # nothing missing: nothing done
+    # a new scorer config is a new version: rows are added beside the old ones, never overwritten
+    cfg2 = ScoringJobConfig(scorers=[ScorerSpec(name="prosody", config={"use_transcript_for_rate": False})])
+    res2 = run_scoring_job(em, cfg2, progress=False, use_ray=False)
+    assert res2.rollouts == 6
+    with em.session() as s:
+        rows = s.execute(text("SELECT rm.version, count(*), min(rs.score), max(rs.score), "
+                              "bool_and(rs.rationale IS NOT NULL), bool_and(rs.features ? 'f0_mean_hz') "
+                              "FROM reward_scores rs JOIN reward_models rm ON rm.id = rs.reward_model_id "
+                              "GROUP BY rm.version")).all()
+    assert len(rows) == 2 and all(r[1] == 6 for r in rows)
+    assert all(0.0 <= r[2] <= r[3] <= 1.0 and r[4] and r[5] for r in rows)
