@@ -14,20 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from earmark.domain.persona_text import persona_system_text
 from earmark.domain.records import RolloutCreate
 
 if TYPE_CHECKING:
     from earmark.api import Earmark
     from pipelines.policy.base import Conversation, GeneratedSample, Policy, SamplingParams
-
-def persona_system_text(card: dict[str, Any]) -> str:
-    """The system prompt a persona card becomes (the bundled policy was trained on this form)."""
-    name = card.get("display_name") or card.get("name", "the assistant")
-    desc = card.get("description", "").strip().rstrip(".")
-    style = card.get("style", "").strip()
-    text = f"You are {name}, {desc}." if desc else f"You are {name}."
-    return f"{text} {style}".strip()
-
 
 def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The prompt's messages with the persona card as the system message (unless one is given)."""

@@ -15,7 +15,11 @@ from earmark.security import SYSTEM, Principal
 from earmark.services.blob_service import BlobService
 from earmark.services.campaigns import CampaignService
 from earmark.services.catalog import CatalogService
+from earmark.services.datasets import DatasetService
+from earmark.services.labels import LabelService
 from earmark.services.context import ServiceContext
+from earmark.services.quality import QualityService
+from earmark.services.review import ReviewService
 from earmark.services.rollouts import RolloutService
 from earmark.services.scores import ScoreService
 from earmark.services.tasks import TaskService
@@ -59,6 +63,22 @@ class Earmark:
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.ctx)
+
+    @cached_property
+    def review(self) -> ReviewService:
+        return ReviewService(self.ctx)
+
+    @cached_property
+    def quality(self) -> QualityService:
+        return QualityService(self.ctx)
+
+    @cached_property
+    def labels(self) -> LabelService:
+        return LabelService(self.ctx)
+
+    @cached_property
+    def datasets(self) -> DatasetService:
+        return DatasetService(self.ctx)
 
     def as_principal(self, principal: Principal) -> "Earmark":
         return Earmark(self.ctx.as_principal(principal))

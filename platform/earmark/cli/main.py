@@ -5,6 +5,7 @@ import typer
 
 from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
+from earmark.cli.dataset_cmds import dataset_app
 from earmark.cli.pipeline_cmds import rollout
 from earmark.cli.store_cmds import db_app, services_app
 from earmark.cli.ui_cmds import ui, users_app
@@ -19,6 +20,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(policies_app, name="policies")
 app.add_typer(users_app, name="users")
+app.add_typer(dataset_app, name="dataset")
 app.command("rollout")(rollout)
 app.command("ui")(ui)
 

@@ -1,12 +1,12 @@
 """All ORM tables, importable from one place (Alembic's target metadata)."""
 from earmark.store.base import Base
-from earmark.store.models_annotation import Campaign, Comparison, Judgment, Task
+from earmark.store.models_annotation import Adjudication, Campaign, Comparison, Judgment, Task
 from earmark.store.models_core import (
     AuditLog, Blob, Dataset, Persona, Policy, Prompt, RewardModel, RewardScore, Rollout, TrainingRun,
     User,
 )
 
 __all__ = [
-    "AuditLog", "Base", "Blob", "Campaign", "Comparison", "Dataset", "Judgment", "Persona", "Policy",
+    "Adjudication", "AuditLog", "Base", "Blob", "Campaign", "Comparison", "Dataset", "Judgment", "Persona", "Policy",
     "Prompt", "RewardModel", "RewardScore", "Rollout", "Task", "TrainingRun", "User",
 ]

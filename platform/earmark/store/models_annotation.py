@@ -102,3 +102,24 @@ class Judgment(Base):
         UniqueConstraint("comparison_id", "rater_id"),
         CheckConstraint("preference IS NULL OR (preference >= -1 AND preference <= 1)", name="pref_range"),
     )
+
+
+class Adjudication(Base):
+    """A reviewer's decided label for a disputed comparison, in canonical order (A = rollout_ids[0]).
+
+    One row per comparison: a later decision replaces the earlier one (upsert), and the audit log
+    keeps every decision with who made it.
+    """
+
+    __tablename__ = "adjudications"
+    id: Mapped[int] = pk()
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"), unique=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    choice: Mapped[str] = mapped_column(String(16))
+    preference: Mapped[float | None] = mapped_column(Double)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = created_at_column()
+    __table_args__ = (
+        CheckConstraint("choice IN ('A','B','tie','both_bad')", name="choice"),
+        CheckConstraint("preference IS NULL OR (preference >= -1 AND preference <= 1)", name="pref_range"),
+    )
