@@ -1,7 +1,21 @@
-"""`earmark demo`: the loop on embedded defaults. Grows as the platform's parts land."""
+"""`earmark demo`: the whole loop, offline, on embedded defaults, in two rounds.
+
+round r: rollouts of policy v(r-1) on train prompts -> acoustic + verifiable (+ generative) scores ->
+a pairwise campaign where reward models are least sure -> raters (simulated here, or people with
+--wait-for-humans) -> preference labels (AI labels fill the pairs nobody judged, marked "ai") ->
+snapshot -> DPO -> policy v(r) -> rollouts of v(r) on held-out prompts -> scores -> drift report.
+
+The simulated raters listen to the real audio: they measure pitch and speaking rate and prefer the
+clip that fits the persona card better, with noise; one of them is careless (random answers), so
+quality control (gold items) has someone to catch.
+"""
 from __future__ import annotations
 
+import random
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -10,21 +24,273 @@ from earmark.config import Settings
 
 console = Console()
 
+DEMO_ACCOUNTS = {"admin": ("admin", "earmark-admin"), "reviewer": ("reviewer", "earmark-review"),
+                 "rater": ("rater", "earmark-rater")}
+TRAIN_PER_PERSONA = 4
+HELDOUT_PER_PERSONA = 2
+SAMPLES = 4
+HELDOUT_SAMPLES = 2
+SIM_RATERS = 4
+EVAL_DIMENSIONS = ("prosody_match", "transcript_accuracy")
 
-def run_demo(settings: Settings, rounds: int = 2) -> None:
+
+@dataclass
+class RoundReport:
+    round: int
+    policy_version: int
+    heldout_means: dict[str, float] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ---- simulated raters ------------------------------------------------------------------------------
+def prosody_oracle(targets_by_name: dict[str, dict[str, float]], careless: bool = False):  # noqa: ANN201
+    """A listener who prefers the clip whose pitch and pace fit the persona (plus noise)."""
+    from earmark.audio import decode
+    from reward_models.prosody import extract_prosody
+
+    def distance(feats: dict[str, float], targets: dict[str, float]) -> float:
+        d = 0.0
+        if targets.get("f0_mean_hz") and feats.get("f0_mean_hz"):
+            d += abs(feats["f0_mean_hz"] - targets["f0_mean_hz"]) / 25.0
+        if targets.get("rate_wps") and feats.get("rate_wps"):
+            d += abs(feats["rate_wps"] - targets["rate_wps"]) / 0.8
+        return d
+
+    def answer(em: Any, item: Any, rng: random.Random) -> dict[str, Any]:
+        ratings = {"prosody": 3, "persona_consistency": 3, "correctness": 3}
+        listen = {st.label: int(1000 * (st.duration_s or 1.0)) for st in item.stimuli}
+        if careless:
+            return {"choice": rng.choice("AB"), "strength": 1, "ratings": ratings, "listen_ms": listen}
+        targets = targets_by_name.get((item.persona or {}).get("display_name", ""), {})
+        dist = []
+        for st in item.stimuli:
+            audio, sr = decode(em.tasks.audio(item, st.label))
+            dist.append(distance(extract_prosody(audio, sr, transcript=st.transcript), targets) + rng.gauss(0, 0.3))
+        gap = dist[1] - dist[0]
+        choice = "A" if gap > 0 else "B"
+        strength = 3 if abs(gap) > 1.0 else 2 if abs(gap) > 0.4 else 1
+        best = min(dist)
+        ratings["prosody"] = max(1, min(5, round(5 - best)))
+        return {"choice": choice, "strength": strength, "ratings": ratings, "listen_ms": listen,
+                "rationale": "pitch and pace fit the persona better" if strength > 1 else "close call"}
+
+    return answer
+
+
+def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, float]], quota: int, seed: int) -> int:
+    """Simulated raters judge until ``quota`` judgments exist; returns how many they made."""
+    from earmark.domain.enums import Role
+    from earmark.simulate import run_rater
+
+    done = 0
+    raters = []
+    admin = em.as_principal(_principal(em, "admin"))
+    for i in range(SIM_RATERS):
+        info = admin.users.ensure(f"sim-rater-{i}", f"sim-rater-pass-{i}", Role.rater)
+        from earmark.security import Principal
+
+        raters.append((em.as_principal(Principal(info.id, info.username, info.role)), i == SIM_RATERS - 1))
+    per_rater = max(1, quota // SIM_RATERS)
+    for i, (r, careless) in enumerate(raters):
+        oracle = prosody_oracle(targets, careless=careless)
+        stats = run_rater(r, campaign_id, oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
+                          seed=seed * 100 + i, p_skip=0.05, max_items=per_rater)
+        done += stats.submitted
+    return done
+
+
+def _principal(em: Any, username: str):  # noqa: ANN202
+    from earmark.security import Principal
+
+    info = em.users.find(username)
+    return Principal(info.id, info.username, info.role)
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
+def seed_demo(em: Any) -> dict[str, Any]:
+    from earmark.domain.enums import Role
+    from earmark.security import Principal
+    from pipelines import starter
+    from pipelines.policy.offline.build import ensure_checkpoint
+
+    admin = em.as_principal(Principal(None, "demo-setup", Role.admin))
+    for role, (user, pw) in DEMO_ACCOUNTS.items():
+        admin.users.ensure(user, pw, Role(role))
+    personas = starter.persona_records()
+    em.catalog.import_personas(personas, source="starter personas")
+    have = {p.external_id for p in em.catalog.prompts()}
+    recs = starter.prompt_records(max_train_per_persona=TRAIN_PER_PERSONA)
+    per_persona: dict[str, int] = {}
+    chosen = []
+    for r in recs:
+        if r["split"] == "heldout":
+            if "multi_turn" in r["tags"] or per_persona.get(r["persona"], 0) >= HELDOUT_PER_PERSONA:
+                continue
+            per_persona[r["persona"]] = per_persona.get(r["persona"], 0) + 1
+        chosen.append(r)
+    new = [starter.speak_user_turns(r) for r in chosen if r["external_id"] not in have]
+    if new:
+        em.catalog.import_prompts(new, source="demo prompts")
+    ckpt = ensure_checkpoint().resolve()
+    try:
+        v0 = em.catalog.policy("offline-speech", 0)
+    except Exception:
+        v0 = em.catalog.register_policy("offline-speech", ckpt.as_uri(), kind="offline", version=0)
+    targets = {p["display_name"]: p["prosody"] for p in personas}
+    train_ids = [r["external_id"] for r in chosen if r["split"] == "train"]
+    heldout_ids = [r["external_id"] for r in chosen if r["split"] == "heldout"]
+    return {"v0": v0, "targets": targets, "train": train_ids, "heldout": heldout_ids}
+
+
+def heldout_eval(em: Any, policy: Any, heldout: list[str], round: int, actors: int) -> dict[str, float]:
+    """Rollouts of ``policy`` on held-out prompts, scored; mean per dimension."""
+    from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
+    from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
+
+    run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
+                                         prompt_ids=heldout, samples=HELDOUT_SAMPLES, round=round, actors=actors,
+                                         seed=1000 + round))
+    run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors))
+    return em.scores.means(policy_id=policy.id, rounds=[round], dimensions=list(EVAL_DIMENSIONS))
+
+
+def _scorers() -> list[Any]:
+    from pipelines.scoring_job import ScorerSpec
+
+    return [ScorerSpec(name="prosody"), ScorerSpec(name="wer", config={"self_reference": True, "cpu_threads": 1})]
+
+
+SCORERS = _scorers()
+
+
+def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = False, human_timeout_s: float = 600,
+             actors: int = 2) -> list[RoundReport]:
     import earmark
-    from earmark.bundled import seed_starter_data
+    from earmark.domain.enums import Role
+    from earmark.security import Principal
+    from earmark.services.campaigns import CampaignCreate
+    from earmark.services.datasets import SnapshotFilters
+    from earmark.services.labels import LabelConfig
+    from pipelines.ray_runtime import ensure_ray
+    from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
+    from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
+    from pipelines.training.demo_hook import train_dpo_round
 
-    t0 = time.monotonic()
+    t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    with console.status("starting the embedded preference store"):
+    with console.status("starting the embedded preference store (PostgreSQL from pgserver)"):
         em = earmark.connect(settings)
-    console.print(f"[green]store ready[/] in {time.monotonic() - t0:.1f}s (home {settings.home_dir})")
-    console.print(seed_starter_data(em))
-    table = Table("what", "count", title="preference store")
-    table.add_row("prompts", str(len(em.catalog.prompts())))
-    table.add_row("policies", str(len(em.catalog.policies())))
-    table.add_row("rollouts", str(em.rollouts.count()))
-    table.add_row("reward scores", str(em.scores.count()))
+    console.rule("[bold]earmark demo")
+    console.print(f"store ready in {time.monotonic() - t_start:.1f}s; home {settings.home_dir}")
+    with console.status("importing starter personas and prompts (user turns spoken by eSpeak NG)"):
+        world = seed_demo(em)
+    console.print(f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0")
+    with console.status("starting Ray"):
+        ensure_ray(settings)
+    admin = em.as_principal(Principal(None, "demo", Role.admin))
+    reports: list[RoundReport] = []
+
+    policy = world["v0"]
+    console.rule("round 0: baseline on held-out prompts")
+    t0 = time.monotonic()
+    rep0 = RoundReport(0, policy.version, heldout_eval(em, policy, world["heldout"], 0, actors))
+    rep0.seconds = time.monotonic() - t0
+    reports.append(rep0)
+    for rnd in range(1, rounds + 1):
+        console.rule(f"round {rnd}: policy v{policy.version} -> v{policy.version + 1}")
+        t0 = time.monotonic()
+        run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
+                                             prompt_ids=world["train"], samples=SAMPLES, round=rnd, actors=actors,
+                                             seed=rnd))
+        run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[rnd], actors=actors))
+        prosody_rm = em.scores.reward_model_id("prosody")
+        camp = admin.campaigns.create(CampaignCreate(
+            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.1, policy_ids=[policy.id],
+            rounds=[rnd], max_items=len(world["train"]) * 2, reward_model_id=prosody_rm, seed=rnd,
+            instructions="Which reply sounds more like the persona described? Listen to both clips fully."))
+        progress = admin.campaigns.progress(camp.id)
+        quota = progress.tasks // 2  # people (or the simulation) judge half; AI labels fill the rest
+        if wait_for_humans:
+            _wait_for_humans(admin, camp.id, quota, human_timeout_s)
+        else:
+            n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
+            console.print(f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
+                          f"(one careless), {progress.tasks - n} slots left for people")
+        flagged = admin.quality.apply_gold_screening(camp.id) if hasattr(admin.quality, "apply_gold_screening") else []
+        ds = admin.datasets.build(f"demo-round-{rnd}", SnapshotFilters(
+            campaign_ids=[camp.id], policy_ids=[policy.id], rounds=[rnd],
+            labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[prosody_rm], ai_dimensions=["prosody_match"])))
+        console.print(f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {ds.manifest['label_counts']} "
+                      f"sha256 {ds.content_sha256[:12]}")
+        new_policy, metrics = train_dpo_round(em, policy, ds, settings)
+        rep = RoundReport(rnd, new_policy.version, label_counts=dict(ds.manifest["label_counts"]), train_metrics=metrics)
+        rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors)
+        rep.alerts = _drift(em, policy, new_policy, settings)
+        if flagged:
+            rep.alerts.append(f"raters flagged by gold screening: {', '.join(map(str, flagged))}")
+        rep.seconds = time.monotonic() - t0
+        reports.append(rep)
+        policy = new_policy
+    _print_summary(reports, settings, time.monotonic() - t_start)
+    return reports
+
+
+def _wait_for_humans(admin: Any, campaign_id: int, quota: int, timeout_s: float) -> None:
+    console.print(f"[bold]waiting for people[/]: open the annotation app (`./run ui`) and judge {quota} items "
+                  f"(timeout {timeout_s:.0f}s); accounts: " + ", ".join(f"{u}/{p}" for u, p in DEMO_ACCOUNTS.values()))
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for judgments") as status:
+        while time.monotonic() < deadline:
+            done = admin.campaigns.progress(campaign_id).done
+            status.update(f"{done}/{quota} judgments")
+            if done >= quota:
+                return
+            time.sleep(2)
+    console.print("[yellow]timeout: continuing with the judgments so far; AI labels fill the rest (marked 'ai')")
+
+
+def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:
+    try:
+        from earmark.drift.report import write_report
+    except ImportError:
+        return []
+    out = settings.home_dir / "reports" / f"drift-v{old.version}-v{new.version}"
+    result = write_report(em, baseline=old.version, candidate=new.version, policy=old.name, out_dir=out)
+    console.print(f"drift report: {result.html_path}")
+    return [a.message for a in result.alerts]
+
+
+def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float) -> None:
+    dims = sorted({d for r in reports for d in r.heldout_means})
+    table = Table(title="earmark demo: held-out prompts, per round", show_lines=False)
+    table.add_column("round")
+    table.add_column("policy")
+    for d in dims:
+        table.add_column(f"mean {d}", justify="right")
+    table.add_column("labels (human/adjudicated/ai)")
+    table.add_column("DPO acc / margin")
+    table.add_column("drift alerts")
+    for r in reports:
+        lab = "/".join(str(r.label_counts.get(k, 0)) for k in ("human", "adjudicated", "ai")) if r.label_counts else "-"
+        tm = f"{r.train_metrics.get('accuracy', float('nan')):.2f} / {r.train_metrics.get('reward_margin', float('nan')):+.3f}" \
+            if r.train_metrics else "-"
+        table.add_row(str(r.round), f"v{r.policy_version}", *[f"{r.heldout_means.get(d, float('nan')):.3f}" for d in dims],
+                      lab, tm, str(len(r.alerts)) if r.alerts else "0")
     console.print(table)
-    console.print(f"done in {time.monotonic() - t0:.1f}s")
+    for r in reports:
+        for a in r.alerts:
+            console.print(f"  round {r.round}: {a}")
+    first, last = reports[0].heldout_means, reports[-1].heldout_means
+    for d in dims:
+        if d in first and d in last:
+            console.print(f"{d}: v{reports[0].policy_version} {first[d]:.3f} -> v{reports[-1].policy_version} "
+                          f"{last[d]:.3f} ({last[d] - first[d]:+.3f})")
+    console.print(f"\n[bold]done in {seconds / 60:.1f} min[/]. Judge the same data yourself:")
+    console.print(f"  EARMARK_HOME={settings.home_dir} ./run ui    then open http://127.0.0.1:8501")
+    console.print("  accounts: " + ", ".join(f"{u} / {p}" for u, p in DEMO_ACCOUNTS.values()))
+    reports_dir = settings.home_dir / "reports"
+    if reports_dir.exists():
+        console.print(f"  reports: {Path(reports_dir)}")

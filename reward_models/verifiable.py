@@ -87,6 +87,9 @@ class WERScorer(Scorer):
         "cpu_threads": 2,
         "beam_size": 1,
         "transcribe_audio": True,
+        # tts/realtime with no reference: check the audio says what the response text says
+        # (intelligibility of the rendered speech, "CER of the rendered audio" in DESIGN.md)
+        "self_reference": False,
     }
 
     def __init__(self, **config: Any) -> None:
@@ -110,6 +113,8 @@ class WERScorer(Scorer):
         import jiwer
 
         ref = (item.reference or {}).get("text")
+        if not ref and self.config["self_reference"]:
+            ref = item.response_text
         if not ref:
             raise ValueError(f"rollout {item.rollout_id}: reference has no 'text'; WER needs reference={{'text': ...}}")
         if item.audio is not None and self.config["transcribe_audio"]:

@@ -7,6 +7,7 @@ from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
 from earmark.cli.dataset_cmds import dataset_app
 from earmark.cli.pipeline_cmds import rollout
+from earmark.cli.rm_cmds import rm_app, score
 from earmark.cli.store_cmds import db_app, services_app
 from earmark.cli.ui_cmds import ui, users_app
 
@@ -22,6 +23,8 @@ app.add_typer(policies_app, name="policies")
 app.add_typer(users_app, name="users")
 app.add_typer(dataset_app, name="dataset")
 app.command("rollout")(rollout)
+app.command("score")(score)
+app.add_typer(rm_app, name="rm")
 app.command("ui")(ui)
 
 

@@ -71,5 +71,55 @@ class ScoreService(Service):
         q = select(RewardScore).where(RewardScore.rollout_id.in_(list(rollout_ids))).order_by(RewardScore.id)
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    def reward_model_id(self, name: str) -> int:
+        """The latest registered version of a reward model name."""
+        from earmark.errors import NotFound
+
+        rid = self.ctx.tx(lambda s: s.scalar(select(RewardModel.id).where(RewardModel.name == name)
+                                             .order_by(RewardModel.id.desc()).limit(1)))
+        if rid is None:
+            raise NotFound(f"reward model {name!r} is not registered; run `earmark score --scorers {name}` first")
+        return rid
+
+    def means(self, *, policy_id: int | None = None, rounds: Sequence[int] | None = None,
+              dimensions: Sequence[str] | None = None) -> dict[str, float]:
+        """Mean score per dimension (computed in the database), latest scorer version per name."""
+        q = (select(RewardScore.dimension, func.avg(RewardScore.score))
+             .join(Rollout, Rollout.id == RewardScore.rollout_id)
+             .where(RewardScore.reward_model_id.in_(select(func.max(RewardModel.id)).group_by(RewardModel.name)))
+             .group_by(RewardScore.dimension))
+        if policy_id is not None:
+            q = q.where(Rollout.policy_id == policy_id)
+        if rounds is not None:
+            q = q.where(Rollout.round.in_(list(rounds)))
+        if dimensions is not None:
+            q = q.where(RewardScore.dimension.in_(list(dimensions)))
+        return {d: float(m) for d, m in self.ctx.tx(lambda s: s.execute(q).all())}
+
+    def human_pairs(self, campaign_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Human pairwise judgments as {a, b, winner, rater_pool} over rollout ids (for RM evaluation)."""
+        self.ctx.require("data.read")
+        from earmark.store.models import Comparison, Judgment, User
+
+        q = (select(Comparison.rollout_ids, Judgment.preference, User.role)
+             .join(Judgment, Judgment.comparison_id == Comparison.id).join(User, User.id == Judgment.rater_id)
+             .where(Judgment.preference.is_not(None), Comparison.is_gold.is_(False),
+                    func.cardinality(Comparison.rollout_ids) == 2))
+        if campaign_ids:
+            q = q.where(Comparison.campaign_id.in_(list(campaign_ids)))
+        return [{"a": ids[0], "b": ids[1], "winner": "a" if p > 0 else "b" if p < 0 else "tie", "rater_pool": role}
+                for ids, p, role in self.ctx.tx(lambda s: s.execute(q).all())]
+
+    def by_dimension(self, rollout_ids: Sequence[int]) -> dict[str, dict[int, float]]:
+        """{"name/dimension": {rollout_id: score}} for the latest version of every reward model."""
+        latest = select(func.max(RewardModel.id)).group_by(RewardModel.name)
+        q = (select(RewardModel.name, RewardScore.dimension, RewardScore.rollout_id, RewardScore.score)
+             .join(RewardModel, RewardModel.id == RewardScore.reward_model_id)
+             .where(RewardScore.rollout_id.in_(list(rollout_ids)), RewardModel.id.in_(latest)))
+        out: dict[str, dict[int, float]] = {}
+        for name, dim, rid, score in self.ctx.tx(lambda s: s.execute(q).all()):
+            out.setdefault(f"{name}/{dim}", {})[rid] = score
+        return out
+
     def count(self) -> int:
         return int(self.ctx.tx(lambda s: s.scalar(select(func.count()).select_from(RewardScore))) or 0)

@@ -1,0 +1,77 @@
+"""`earmark score`, `earmark rm eval`, `earmark rm serve`: reward models on stored rollouts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from earmark.cli.common import connect, console, handle_errors
+
+rm_app = typer.Typer(help="Reward models: evaluation against humans, the reward endpoint.", no_args_is_help=True)
+
+
+@handle_errors
+def score(
+    scorers: str = typer.Option("prosody", "--scorers", help="Comma list: prosody, wer, answer_match, tool_calls, judge."),
+    policy: str = typer.Option(None, "--policy", help="Only rollouts of this policy name (latest version)."),
+    version: int = typer.Option(None, "--version", help="Policy version."),
+    actors: int = typer.Option(1, "--actors", min=1, max=256, help="Scoring actors on Ray."),
+) -> None:
+    """Score every rollout that lacks a score from these scorer versions (new versions add rows)."""
+    from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
+
+    em = connect()
+    pid = em.catalog.policy(policy, version).id if policy else None
+    names = [s.strip() for s in scorers.split(",") if s.strip()]
+    res = run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(name=n) for n in names], policy_id=pid,
+                                               actors=actors))
+    console.print(f"scored {res.rollouts} rollouts in {res.seconds:.1f}s: {res.per_scorer or 'nothing missing'}")
+
+
+@rm_app.command("eval")
+@handle_errors
+def rm_eval(
+    campaign: list[int] = typer.Option([], "--campaign", "-c", help="Campaigns whose judgments to use (all by default)."),
+    plot: Path = typer.Option(Path("rm-calibration.png"), help="Where to write the reliability plot."),
+) -> None:
+    """Pairwise accuracy, Kendall tau and calibration of every reward model vs human judgments."""
+    from reward_models.evaluation import evaluate_against_humans, reliability_plot
+
+    em = connect()
+    pairs = em.scores.human_pairs(campaign or None)
+    if not pairs:
+        console.print("no human pairwise judgments yet; run a campaign first")
+        raise typer.Exit(1)
+    scores = em.scores.by_dimension(sorted({x for p in pairs for x in (p["a"], p["b"])}))
+    judgments = [{**p, "dimension": d} for d in scores for p in pairs]
+    rows = evaluate_against_humans(scores, judgments)
+    table = Table("reward model / dimension", "rater pool", "pairs", "accuracy", "kendall tau", "ECE")
+    for r in rows:
+        table.add_row(r["dimension"], r["rater_pool"], str(r.get("n", "")), f"{r.get('pairwise_accuracy', float('nan')):.3f}",
+                      f"{r.get('kendall_tau', float('nan')):.3f}", f"{r.get('ece', float('nan')):.3f}")
+    console.print(table)
+    reliability_plot(rows, plot)
+    console.print(f"reliability plot: {plot}")
+
+
+@rm_app.command("serve")
+@handle_errors
+def rm_serve(
+    scorers: str = typer.Option("answer_match,prosody", "--scorers", help="Comma list of scorers to compose."),
+    regime: str = typer.Option("realtime", help="Composition weights of this regime."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (loopback unless you put TLS in front)."),
+    port: int = typer.Option(5000, min=1, max=65535),
+) -> None:
+    """Serve the reward composition for OpenRLHF (--remote_rm_url .../get_reward) and veRL."""
+    import time
+
+    from pipelines.reward_server import RewardService, serve
+
+    token = os.environ.get("EARMARK_REWARD_TOKEN", "")
+    svc = RewardService(connect(), [{"name": s.strip()} for s in scorers.split(",") if s.strip()], regime=regime)
+    serve(svc, token, host=host, port=port)
+    console.print(f"reward server on http://{host}:{port}/get_reward (bearer token from EARMARK_REWARD_TOKEN)")
+    while True:
+        time.sleep(3600)
