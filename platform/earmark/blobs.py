@@ -66,6 +66,7 @@ class BlobStore(Protocol):
     def exists(self, sha256: str) -> bool: ...
     def delete(self, sha256: str) -> None: ...
     def iter_digests(self) -> Iterator[str]: ...
+    def modified_at(self, sha256: str) -> float: ...
     def presigned_url(self, sha256: str, expires_s: int = 900) -> str: ...
 
 
@@ -131,6 +132,9 @@ class LocalBlobStore(_Common):
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def modified_at(self, sha256: str) -> float:
+        return self._path(sha256).stat().st_mtime
 
     def iter_digests(self) -> Iterator[str]:
         base = self.root / "sha256"
@@ -265,6 +269,10 @@ class S3BlobStore(_Common):
 
     def delete(self, sha256: str) -> None:
         self._with_retry(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256)), "delete")
+
+    def modified_at(self, sha256: str) -> float:
+        head = self._with_retry(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(sha256)), "head")
+        return head["LastModified"].timestamp()
 
     def iter_digests(self) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -44,6 +44,32 @@ class BlobService(Service):
             raise NotFound(f"no blob {sha256} is recorded in the store; check the id or re-import the audio")
         return row
 
+    def sweep_orphans(self, *, grace_s: float = 3600.0, dry_run: bool = False) -> list[str]:
+        """Delete stored blobs that no `blobs` row records (a write whose row never committed).
+
+        Bytes are written before rows, so a crash between the two leaves an orphan, never a
+        dangling row. Blobs younger than ``grace_s`` are kept: their row may be about to commit.
+        """
+        self.ctx.require("catalog.write")
+        import time
+
+        digests = list(self.ctx.blobs.iter_digests())
+        known: set[str] = set()
+        for i in range(0, len(digests), 5000):
+            chunk = digests[i:i + 5000]
+            known |= set(self.ctx.tx(lambda s, c=chunk: s.scalars(select(Blob.sha256).where(Blob.sha256.in_(c))).all()))
+        cutoff = time.time() - grace_s
+        removed = []
+        for d in digests:
+            if d in known or self.ctx.blobs.modified_at(d) > cutoff:
+                continue
+            if not dry_run:
+                self.ctx.blobs.delete(d)
+            removed.append(d)
+        if removed and not dry_run:
+            self.ctx.tx(lambda s: self.ctx.audit(s, "blobs.sweep", "blob", None, removed=len(removed)))
+        return removed
+
     def read(self, sha256: str) -> bytes:
         self.get(sha256)
         return self.ctx.blobs.get_bytes(sha256)

@@ -33,6 +33,11 @@ def start(home: Path) -> str:
     pgdata = pgdata_dir(home)
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
+    # get_server caches one handle per data directory: after a stop in this process it would hand
+    # back the stale handle, so make sure the server behind it is really up.
+    if not is_running(home):
+        with server._lock:
+            server.ensure_postgres_running()
     uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg://", 1)
 

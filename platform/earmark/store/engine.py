@@ -63,29 +63,32 @@ def run_with_retry(
     factory: sessionmaker[Session],
     fn: Callable[[Session], T],
     *,
-    attempts: int = 8,
+    max_wait_s: float = 60.0,
     base_delay: float = 0.25,
     max_delay: float = 4.0,
 ) -> T:
-    """Run ``fn`` in a transaction, retrying the whole unit when the connection drops.
+    """Run ``fn`` in a transaction, retrying the whole unit while the connection is down.
 
     Safe only for idempotent units (every earmark write is: unique keys and ON CONFLICT). The failed
-    attempt rolled back, so a retry never doubles a write.
+    attempt rolled back, so a retry never doubles a write. Gives up after ``max_wait_s`` of outage
+    (a database restart or fail-over usually takes seconds).
     """
     delay = base_delay
-    for attempt in range(1, attempts + 1):
+    deadline = time.monotonic() + max_wait_s
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             with transaction(factory) as session:
                 return fn(session)
         except (OperationalError, DBAPIError) as exc:
-            if not is_disconnect(exc) or attempt == attempts:
-                if is_disconnect(exc):
-                    raise StoreUnavailable(
-                        f"the preference store stayed unreachable after {attempts} attempts; "
-                        "check that PostgreSQL is running (earmark services status)"
-                    ) from exc
+            if not is_disconnect(exc):
                 raise
-            log.warning("store connection lost (attempt %d/%d); retrying in %.2fs", attempt, attempts, delay)
+            if time.monotonic() + delay > deadline:
+                raise StoreUnavailable(
+                    f"the preference store stayed unreachable for {max_wait_s:.0f}s ({attempt} attempts); "
+                    "check that PostgreSQL is running (earmark services status)"
+                ) from exc
+            log.warning("store connection lost (attempt %d); retrying in %.2fs", attempt, delay)
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
-    raise AssertionError("unreachable")
