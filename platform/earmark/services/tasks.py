@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -96,6 +97,37 @@ UPDATE tasks t SET status = 'leased', leased_by = :r, lease_token = :token, atte
     FROM comparisons c, generate_series(0, cardinality(c.rollout_ids) - 1) AS i WHERE c.id = t.comparison_id))
 FROM cand WHERE t.id = cand.id
 RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
+""")
+
+
+LOCK_FOR_SUBMIT_SQL = text("""
+SELECT t.status, t.leased_by, t.lease_token, t.lease_expires_at, t.presentation, t.campaign_id, t.comparison_id,
+       c.rollout_ids, c.is_gold, c.gold_answer, k.protocol, k.dimensions,
+       p.id AS prior_id, p.rater_id AS prior_rater, p.late AS prior_late, p.gold_correct AS prior_gold,
+       m.id AS mine_id, m.late AS mine_late, m.gold_correct AS mine_gold
+FROM tasks t
+JOIN comparisons c ON c.id = t.comparison_id
+JOIN campaigns k ON k.id = t.campaign_id
+LEFT JOIN judgments p ON p.submission_id = :sub
+LEFT JOIN judgments m ON m.task_id = t.id AND m.rater_id = :r
+WHERE t.id = :t
+FOR UPDATE OF t
+""")
+# The judgment, the slot's completion and the audit row in one statement (one round trip).
+SUBMIT_SQL = text("""
+WITH j AS (
+  INSERT INTO judgments (task_id, campaign_id, comparison_id, rater_id, submission_id, protocol, preference, choice,
+                         ratings, rationale, listen_ms, events, presentation, is_gold, gold_correct, late)
+  VALUES (:t, :c, :cmp, :r, :sub, :protocol, :pref, :choice, CAST(:ratings AS jsonb), :rationale,
+          CAST(:listen AS jsonb), CAST(:events AS jsonb), CAST(:presentation AS jsonb), :is_gold, :gold, :late)
+  RETURNING id
+), t AS (
+  UPDATE tasks SET status = 'done', completed_at = now(), lease_expires_at = NULL WHERE id = :t RETURNING id
+), a AS (
+  INSERT INTO audit_log (actor_id, action, entity, entity_id, details)
+  SELECT :r, 'judgments.submit', 'judgment', j.id::text, CAST(:audit AS jsonb) FROM j
+)
+SELECT id FROM j
 """)
 
 
@@ -200,47 +232,44 @@ class TaskService(Service):
             raise InvalidInput(f"{'.'.join(map(str, err['loc'])) or 'answer'}: {err['msg']}") from None
 
         def work(s: Session) -> SubmitResult:
-            prior = s.scalar(select(Judgment).where(Judgment.submission_id == submission_id))
-            if prior is not None:
-                if prior.rater_id != rater:
-                    raise Conflict("submission id belongs to another rater; reload the page")
-                return SubmitResult(prior.id, True, prior.late, prior.gold_correct)
-            task = s.get(Task, task_id, with_for_update=True)
-            if task is None:
+            # One round trip: lock the slot and read everything the checks need, including any
+            # judgment already stored under this submission id or by this rater for this slot.
+            row = s.execute(LOCK_FOR_SUBMIT_SQL, {"t": task_id, "sub": submission_id, "r": rater}).first()
+            if row is None:
                 raise NotFound(f"task {task_id} does not exist")
-            if task.status == "done":
-                mine = s.scalar(select(Judgment).where(Judgment.task_id == task_id, Judgment.rater_id == rater))
-                if mine is not None:  # resubmitted with a fresh id after a lost response
-                    return SubmitResult(mine.id, True, mine.late, mine.gold_correct)
+            if row.prior_id is not None:
+                if row.prior_rater != rater:
+                    raise Conflict("submission id belongs to another rater; reload the page")
+                return SubmitResult(row.prior_id, True, row.prior_late, row.prior_gold)
+            if row.status == "done":
+                if row.mine_id is not None:  # resubmitted with a fresh id after a lost response
+                    return SubmitResult(row.mine_id, True, row.mine_late, row.mine_gold)
                 raise LeaseExpired("this item was completed by another rater after your lease expired; "
                                    "your answer was not stored, load the next item")
-            if task.leased_by != rater or task.lease_token != lease_token:
+            if row.leased_by != rater or row.lease_token != lease_token:
                 raise LeaseExpired("your lease on this item expired and another rater took it; your answer "
                                    "was not stored, load the next item")
-            late = task.lease_expires_at is not None and task.lease_expires_at < _now()
-            comp = s.get(Comparison, task.comparison_id)
-            camp = s.get(Campaign, task.campaign_id)
-            protocol = Protocol(camp.protocol)
-            order = list((task.presentation or {}).get("order", range(len(comp.rollout_ids))))
+            late = row.lease_expires_at is not None and row.lease_expires_at < _now()
+            protocol = Protocol(row.protocol)
+            order = list((row.presentation or {}).get("order", range(len(row.rollout_ids))))
             try:
-                validate_for_protocol(sub, protocol, len(comp.rollout_ids), list(camp.dimensions))
+                validate_for_protocol(sub, protocol, len(row.rollout_ids), list(row.dimensions))
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from None
             canon = canonical(sub, protocol, order)
-            j = Judgment(task_id=task.id, campaign_id=task.campaign_id, comparison_id=comp.id, rater_id=rater,
-                         submission_id=submission_id, protocol=protocol.value, preference=canon.get("preference"),
-                         choice=canon.get("choice"), ratings={**sub.ratings, **canon.get("scores", {})},
-                         rationale=sub.rationale, listen_ms=sub.listen_ms,
-                         events=[e.model_dump() for e in sub.events], presentation=task.presentation,
-                         is_gold=comp.is_gold, gold_correct=gold_correct(canon, comp.gold_answer), late=late)
-            s.add(j)
-            task.status, task.completed_at, task.lease_expires_at = "done", _now(), None
+            gold = gold_correct(canon, row.gold_answer)
             try:
-                s.flush()
+                jid = s.execute(SUBMIT_SQL, {
+                    "t": task_id, "c": row.campaign_id, "cmp": row.comparison_id, "r": rater, "sub": submission_id,
+                    "protocol": protocol.value, "pref": canon.get("preference"), "choice": canon.get("choice"),
+                    "ratings": json.dumps({**sub.ratings, **canon.get("scores", {})}), "rationale": sub.rationale,
+                    "listen": json.dumps(sub.listen_ms), "events": json.dumps([e.model_dump() for e in sub.events]),
+                    "presentation": json.dumps(row.presentation), "is_gold": row.is_gold, "gold": gold, "late": late,
+                    "audit": json.dumps({"task_id": task_id, "late": late}),
+                }).scalar_one()
             except IntegrityError:
                 raise Conflict("you already judged this item; load the next one") from None
-            self.ctx.audit(s, "judgments.submit", "judgment", j.id, task_id=task.id, late=late)
-            return SubmitResult(j.id, False, late, j.gold_correct)
+            return SubmitResult(jid, False, late, gold)
 
         return self.ctx.tx(work)
 
