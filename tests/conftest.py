@@ -166,6 +166,9 @@ def committed_em(server_url: str, tmp_path: Path) -> Iterator[Earmark]:
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from earmark.seaweed import SeaweedServer, free_port
 
+    # Credentials set before weed starts make it enforce signatures (otherwise any key passes).
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "earmark-test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "earmark-test-secret")
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), free_port()).start()
     yield server
     server.stop()
@@ -173,8 +176,6 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def s3_store(seaweed: object) -> S3BlobStore:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "earmark-test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "earmark-test-secret")
     bucket = f"test-{uuid.uuid4().hex[:8]}"
     return S3BlobStore(bucket, "blobs", endpoint_url=seaweed.endpoint)  # type: ignore[attr-defined]
 

@@ -35,7 +35,7 @@ def ui(
     env["EARMARK_HOME"] = str(cfg.home_dir)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.headless", "true",
            "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
     console.print(f"annotation app on http://{address}:{port} (Ctrl-C to stop)")
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -14,6 +14,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,10 +25,8 @@ from earmark.domain.annotation import PAIRWISE_CHOICES, RATING_DIMENSIONS
 from earmark.domain.limits import Limits
 from earmark.errors import InvalidInput, NotFound
 from earmark.services.context import Service
-from earmark.services.tasks import _conversation_view
-from earmark.store.models import (
-    Adjudication, Blob, Campaign, Comparison, Judgment, Persona, Prompt, Rollout, User,
-)
+from earmark.services.tasks import conversation_view
+from earmark.store.models import Adjudication, Blob, Campaign, Comparison, Judgment, Persona, Prompt, Rollout, User
 
 EXPORT_FORMATS = ("csv", "jsonl")
 BREAK_S = 30 * 60  # a gap longer than this between two judgments is a break, not work time
@@ -200,7 +199,7 @@ class ReviewService(Service):
             if persona is not None:
                 card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
             return ReviewItem(comp.id, comp.campaign_id, camp.protocol, comp.is_gold, comp.gold_answer, card,
-                              _conversation_view(prompt.messages), stimuli, judgments,
+                              conversation_view(prompt.messages), stimuli, judgments,
                               _adjudication_info(adj) if adj else None)
 
         return self.ctx.tx(read)
@@ -264,7 +263,7 @@ class ReviewService(Service):
             times[name].append(at)
         out = []
         for name, ts in times.items():
-            gaps = [(b - a).total_seconds() for a, b in zip(ts, ts[1:])]
+            gaps = [(b - a).total_seconds() for a, b in pairwise(ts)]
             work = [g for g in gaps if g <= BREAK_S]
             per_hour = len(work) / (sum(work) / 3600) if work and sum(work) > 0 else None
             out.append(RaterThroughput(name, len(ts), ts[0], ts[-1], None if per_hour is None else round(per_hour, 1),

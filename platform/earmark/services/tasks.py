@@ -183,7 +183,7 @@ class TaskService(Service):
             if persona is not None:
                 card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
             return RaterItem(task.id, task.lease_token, task.lease_expires_at, camp.protocol, list(camp.dimensions),
-                             camp.instructions, card, _conversation_view(prompt.messages), stimuli)
+                             camp.instructions, card, conversation_view(prompt.messages), stimuli)
 
         return self.ctx.tx(read)
 
@@ -278,7 +278,7 @@ class TaskService(Service):
             Judgment.campaign_id == campaign_id, Judgment.rater_id == self.ctx.principal.user_id))) or 0)
 
 
-def _conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for m in messages:
         if m.get("role") == "system":

@@ -1,0 +1,134 @@
+"""Per-browser-session state of the annotation app: the store connection, who is logged in, guards.
+
+One ``Earmark`` connection per app process (``st.cache_resource``, keyed by the store it points
+at); each browser session binds it to its logged-in principal with ``as_principal``, so every
+service call checks that person's role. Pages call ``page_guard`` first: a page that is not in a
+user's navigation is refused even if a session reaches it another way.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import streamlit as st
+
+from earmark.api import Earmark, connect
+from earmark.config import Settings
+from earmark.domain.enums import Role
+from earmark.errors import EarmarkError, PermissionDenied, StoreUnavailable
+from earmark.security import PERMISSIONS, Principal
+
+AUTH_KEY = "auth"
+FLASH_KEY = "flash"
+
+
+@st.cache_resource(show_spinner="Connecting to the preference store…",
+                   on_release=lambda em: em.close())
+def _client(database_url: str | None, blob_url: str | None, home: str) -> Earmark:
+    # Keyed by the store it points at, so a test (or an operator) switching EARMARK_DATABASE_URL
+    # gets its own connection instead of a stale one.
+    return connect(Settings())
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def client() -> Earmark:
+    """The process-wide connection (principal: system). Pages use ``current()`` instead."""
+    cfg = settings()
+    url = cfg.database_url.get_secret_value() if cfg.database_url else None
+    return _client(url, cfg.blob_url, str(cfg.home_dir))
+
+
+@dataclass(frozen=True)
+class Login:
+    principal: Principal
+    login_at: float
+    via: str  # "password" or "oidc"
+
+
+def login(principal: Principal, via: str = "password") -> None:
+    st.session_state[AUTH_KEY] = Login(principal, time.time(), via)
+
+
+def logout(message: str | None = None) -> None:
+    """Forget everything this browser session held; its leases (the item on screen and the one
+    prepared next) go straight back to the pool instead of lapsing minutes later."""
+    rate = st.session_state.get("rate")
+    auth = st.session_state.get(AUTH_KEY)
+    if rate and auth:
+        tasks = client().as_principal(auth.principal).tasks
+        try:
+            for lease in tasks.claim(rate["campaign_id"], want=0):  # want=0: list held leases, take none
+                tasks.release(lease.task_id, lease.lease_token)
+        except EarmarkError:
+            pass  # they lapse on their own within lease_seconds
+    st.session_state.clear()
+    if message:
+        flash("info", message)
+
+
+def current_login() -> Login | None:
+    """The session's login, or None when absent, expired, deactivated or changed role."""
+    auth: Login | None = st.session_state.get(AUTH_KEY)
+    if auth is None:
+        return None
+    ttl = settings().session_ttl_seconds
+    if time.time() - auth.login_at > ttl:
+        logout(f"Your session expired after {ttl // 60} minutes; log in again.")
+        return None
+    # Re-read the account on every run: an admin's deactivation or role change takes effect at once.
+    info = client().users.find(auth.principal.username)
+    if info is None or not info.active:
+        logout("Your account was deactivated; ask an admin.")
+        return None
+    if info.role != auth.principal.role:
+        auth = Login(Principal(info.id, info.username, info.role), auth.login_at, auth.via)
+        st.session_state[AUTH_KEY] = auth
+    return auth
+
+
+def allowed(principal: Principal, action: str) -> bool:
+    return principal.role in PERMISSIONS[action]
+
+
+def page_guard(action: str) -> tuple[Principal, Earmark]:
+    """Stop the page unless the session's user may do ``action``; returns the bound services."""
+    auth = current_login()
+    if auth is None:
+        st.error("Log in first.")
+        st.stop()
+    if not allowed(auth.principal, action):
+        st.error(f"Your role ({auth.principal.role.value}) may not open this page.")
+        st.stop()
+    return auth.principal, client().as_principal(auth.principal)
+
+
+def flash(kind: str, message: str) -> None:
+    """A message that survives the rerun that follows an action (st.rerun would erase st.error)."""
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, message in st.session_state.pop(FLASH_KEY, []):
+        getattr(st, kind)(message)
+
+
+@contextmanager
+def service_errors(what: str) -> Iterator[None]:
+    """Domain errors become one clear message on the page instead of a traceback."""
+    try:
+        yield
+    except PermissionDenied as exc:
+        st.error(f"Not allowed: {exc.message}")
+    except StoreUnavailable as exc:
+        st.error(f"The preference store is unreachable while trying to {what}: {exc.message}. Try again shortly.")
+    except EarmarkError as exc:
+        st.error(f"Could not {what}: {exc.message}")
+
+
+def role_label(role: Role) -> str:
+    return {Role.rater: "Rater", Role.reviewer: "Reviewer", Role.admin: "Admin", Role.engineer: "Engineer"}[role]

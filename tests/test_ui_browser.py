@@ -1,0 +1,133 @@
+"""End to end in a real browser: `streamlit run` on 127.0.0.1, Debian chromium driven by playwright.
+
+Logs in, really plays both clips (the listen tracker sees the media element's played ranges),
+submits a judgment, saves a screenshot, and checks the judgment row in PostgreSQL and that the
+rater's page never contains the policy's name or checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from annotation_fixtures import make_user, seed_rollouts
+from earmark.domain.enums import Role
+from earmark.security import Principal
+from earmark.services.campaigns import CampaignCreate
+from earmark.store.models import Judgment
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+POLICY = "zebra-policy-xq7"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
+                                                               "(apt-get install --no-install-recommends chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(committed_em, tmp_path: Path) -> Iterator[str]:
+    cfg = committed_em.settings
+    port = _free_port()
+    env = {**os.environ, "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(), "EARMARK_BLOB_URL": cfg.blob_url,
+           "EARMARK_HOME": str(cfg.home)}
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "annotation_ui" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_rater_plays_both_clips_and_submits_in_chromium(committed_em, served_app: str, tmp_path: Path,
+                                                        record_property) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    seed_rollouts(committed_em, n_prompts=2, policy=POLICY)
+    committed_em.as_principal(Principal(None, "bootstrap", Role.admin)).campaigns.create(
+        CampaignCreate(name="browser round", overlap=1, gold_ratio=0.0, instructions="Listen to both clips."))
+    rita = make_user(committed_em, "rita")
+    shot = tmp_path / "rate-page.png"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.set_default_timeout(15_000)
+            page.goto(served_app)
+            # typing before the first script run has finished can be lost when the form re-renders
+            page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+            for name, value in (("Username", "rita"), ("Password", "correct horse battery")):
+                box = page.get_by_role("textbox", name=name)
+                box.fill(value)
+                expect(box).to_have_value(value)
+            page.get_by_role("button", name="Log in").click()
+
+            submit = page.get_by_role("button", name="Submit")
+            expect(submit).to_be_disabled()  # nothing played yet
+            for label in ("A", "B"):
+                clip = page.locator("[class*='st-key-clip-']").filter(has_text=f"Clip {label}")
+                audio = clip.locator("audio")
+                box = audio.bounding_box()
+                audio.click(position={"x": 18, "y": box["height"] / 2})  # the native player's play button
+                expect(clip.get_by_text("not played yet")).to_have_count(0)  # the tracker saw it play
+            expect(submit).to_be_enabled()
+
+            page.get_by_text("A is better").click()
+            for dim in ("prosody", "persona_consistency", "correctness"):
+                page.locator(f"[class*='st-key-dim-{dim}-']").get_by_text("4", exact=True).click()
+            page.locator("[class*='st-key-rationale-'] textarea").fill("A sounds calmer, like the persona.")
+            html = page.content()
+            page.screenshot(path=str(shot), full_page=True)
+            record_property("screenshot", str(shot))
+            print(f"\nrate page screenshot: {shot}")
+            submit.click()
+            expect(page.get_by_text("Saved. Here is the next item.")).to_be_visible()
+        finally:
+            browser.close()
+
+    assert POLICY not in html and "file:///ckpt" not in html, "the rater page leaked the policy"
+    assert shot.stat().st_size > 10_000
+    with committed_em.session() as s:
+        rows = s.scalars(select(Judgment)).all()
+    assert len(rows) == 1
+    j = rows[0]
+    assert j.rater_id == rita.user_id and j.protocol == "pairwise" and j.choice in ("A", "B")
+    assert j.ratings == {"prosody": 4, "persona_consistency": 4, "correctness": 4}
+    assert j.rationale == "A sounds calmer, like the persona."
+    # measured in the browser from real playback: the tones last 0.3 s and 0.4 s
+    assert set(j.listen_ms) == {"A", "B"} and all(200 <= v <= 2000 for v in j.listen_ms.values()), j.listen_ms
