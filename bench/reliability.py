@@ -1,0 +1,80 @@
+"""Reliability summary: runs the fault-injection, bad-input, concurrency and security tests and
+prints JSON counts.
+
+    python bench/reliability.py
+
+Counts come from the tests' outcomes: a fault test passes only if the job finished with every item
+exactly once; a bad-input test passes only if the input was refused with a clear error and the
+store was unchanged; the concurrency tests fail on any lost or duplicated judgment.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULT_TESTS = {
+    "tests/test_rollout_job.py::test_killed_actor_mid_job_every_item_exactly_once": "rollout actor SIGKILL mid-job",
+    "tests/test_faults.py::test_rollout_job_survives_postgres_restart": "PostgreSQL restart during a rollout job",
+    "tests/test_faults.py::test_32_raters_with_a_database_restart": "PostgreSQL restart under 32 raters",
+    "tests/test_faults.py::test_s3_restart_during_blob_writes_and_orphan_sweep": "S3 restart during blob writes",
+    "tests/test_train_resume.py": "training worker killed mid-run",
+}
+JUDGMENT_TESTS = [
+    "tests/test_annotation_concurrency.py",
+    "tests/test_faults.py::test_32_raters_with_a_database_restart",
+]
+BAD_INPUT_TESTS = ["tests/test_bad_inputs.py"]
+SECURITY_TESTS = ["tests/test_security.py"]
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.outcomes: dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            self.outcomes[report.nodeid] = report.outcome
+
+
+def _matching(outcomes: dict[str, str], prefix: str) -> list[str]:
+    return [o for nid, o in outcomes.items() if nid == prefix or nid.startswith(prefix + "::")
+            or nid.startswith(prefix + "[")]
+
+
+def main() -> None:
+    targets = sorted({t.split("::")[0] for t in FAULT_TESTS} | {t.split("::")[0] for t in JUDGMENT_TESTS}
+                     | set(BAD_INPUT_TESTS) | set(SECURITY_TESTS))
+    targets = [t for t in targets if (ROOT / t).exists()]
+    col = Collector()
+    t0 = time.monotonic()
+    pytest.main(["-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *[str(ROOT / t) for t in targets]],
+                plugins=[col])
+    outcomes = {nid.replace(str(ROOT) + "/", ""): o for nid, o in col.outcomes.items()}
+    faults = {name: _matching(outcomes, t) for t, name in FAULT_TESTS.items()}
+    bad = [o for t in BAD_INPUT_TESTS for o in _matching(outcomes, t)]
+    judg = [o for t in JUDGMENT_TESTS for o in _matching(outcomes, t)]
+    sec = [o for t in SECURITY_TESTS for o in _matching(outcomes, t)]
+    out = {
+        "benchmark": "reliability",
+        "faults_injected": sum(1 for v in faults.values() if v),
+        "faults_survived": sum(1 for v in faults.values() if v and all(o == "passed" for o in v)),
+        "faults": {k: (v[0] if len(v) == 1 else v) if v else "not run" for k, v in faults.items()},
+        "bad_inputs_tried": len(bad),
+        "bad_inputs_refused_cleanly": bad.count("passed"),
+        # the concurrency tests assert exactly k judgments per item and no duplicate; a pass means 0 and 0
+        "judgments_lost": 0 if judg and all(o == "passed" for o in judg) else "see failing tests",
+        "duplicates": 0 if judg and all(o == "passed" for o in judg) else "see failing tests",
+        "security_checks_passed": f"{sec.count('passed')}/{len(sec)}",
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    print(json.dumps(out, indent=2))
+    sys.exit(0 if out["faults_injected"] == out["faults_survived"] and out["bad_inputs_tried"] == out["bad_inputs_refused_cleanly"] else 1)
+
+
+if __name__ == "__main__":
+    main()
