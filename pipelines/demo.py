@@ -32,6 +32,9 @@ SAMPLES = 4
 HELDOUT_SAMPLES = 2
 SIM_RATERS = 4
 EVAL_DIMENSIONS = ("prosody_match", "transcript_accuracy")
+# The v0 policy memorised its corpus: at the usual temperature, samples of a train prompt are often
+# identical and a pair of identical clips teaches nothing. Sample train rollouts hotter.
+TRAIN_TEMPERATURE = 1.3
 
 
 @dataclass
@@ -65,10 +68,14 @@ def prosody_oracle(targets_by_name: dict[str, dict[str, float]], careless: bool 
         if careless:
             return {"choice": rng.choice("AB"), "strength": 1, "ratings": ratings, "listen_ms": listen}
         targets = targets_by_name.get((item.persona or {}).get("display_name", ""), {})
+        question = next((t["text"] for t in reversed(item.conversation) if t["role"] == "user"), "")
         dist = []
         for st in item.stimuli:
             audio, sr = decode(em.tasks.audio(item, st.label))
-            dist.append(distance(extract_prosody(audio, sr, transcript=st.transcript), targets) + rng.gauss(0, 0.3))
+            # A listener first notices an answer to some other question, then how it sounds.
+            off_topic = 3.0 * (1.0 - relevance(question, st.transcript))
+            dist.append(off_topic + distance(extract_prosody(audio, sr, transcript=st.transcript), targets)
+                        + rng.gauss(0, 0.3))
         gap = dist[1] - dist[0]
         choice = "A" if gap > 0 else "B"
         strength = 3 if abs(gap) > 1.0 else 2 if abs(gap) > 0.4 else 1
@@ -78,6 +85,19 @@ def prosody_oracle(targets_by_name: dict[str, dict[str, float]], careless: bool 
                 "rationale": "pitch and pace fit the persona better" if strength > 1 else "close call"}
 
     return answer
+
+
+_STOP = set("a an the and or to of in on for with is are be it you your i me my we that this what how do "
+             "can should at as so if but not just".split())
+
+
+def relevance(question: str, answer: str) -> float:
+    """Share of the question's content words (by 4-letter stem) that the answer picks up."""
+    def stems(t: str) -> set[str]:
+        return {w[:4] for w in "".join(c.lower() if c.isalpha() else " " for c in t).split() if w not in _STOP}
+
+    q = stems(question)
+    return len(q & stems(answer)) / len(q) if q else 0.5
 
 
 def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, float]], quota: int, seed: int) -> int:
@@ -177,7 +197,7 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     from pipelines.ray_runtime import ensure_ray
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
-    from pipelines.training.demo_hook import train_dpo_round
+    from pipelines.loop import train_dpo_round
 
     t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +224,7 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
         t0 = time.monotonic()
         run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
                                              prompt_ids=world["train"], samples=SAMPLES, round=rnd, actors=actors,
-                                             seed=rnd))
+                                             seed=rnd, temperature=TRAIN_TEMPERATURE))
         run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[rnd], actors=actors))
         prosody_rm = em.scores.reward_model_id("prosody")
         camp = admin.campaigns.create(CampaignCreate(
@@ -219,7 +239,7 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
             n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
             console.print(f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
                           f"(one careless), {progress.tasks - n} slots left for people")
-        flagged = admin.quality.apply_gold_screening(camp.id) if hasattr(admin.quality, "apply_gold_screening") else []
+        flagged = [q.username for q in admin.quality.apply_gold_flags()]
         ds = admin.datasets.build(f"demo-round-{rnd}", SnapshotFilters(
             campaign_ids=[camp.id], policy_ids=[policy.id], rounds=[rnd],
             labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[prosody_rm], ai_dimensions=["prosody_match"])))
@@ -263,22 +283,22 @@ def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:
     return [a.message for a in result.alerts]
 
 
+SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig."}
+
+
 def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float) -> None:
     dims = sorted({d for r in reports for d in r.heldout_means})
-    table = Table(title="earmark demo: held-out prompts, per round", show_lines=False)
-    table.add_column("round")
-    table.add_column("policy")
-    for d in dims:
-        table.add_column(f"mean {d}", justify="right")
-    table.add_column("labels (human/adjudicated/ai)")
-    table.add_column("DPO acc / margin")
-    table.add_column("drift alerts")
+    table = Table(title="earmark demo: mean reward on held-out prompts per round", caption=(
+        "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
+        "the response text (verifiable); labels = human / adjudicated / ai; acc, margin = DPO training metrics"))
+    for col in ("round", "policy", *[SHORT.get(d, d) for d in dims], "labels", "acc", "margin", "alerts"):
+        table.add_column(col, justify="right" if col not in ("policy", "labels") else "left", no_wrap=True)
     for r in reports:
         lab = "/".join(str(r.label_counts.get(k, 0)) for k in ("human", "adjudicated", "ai")) if r.label_counts else "-"
-        tm = f"{r.train_metrics.get('accuracy', float('nan')):.2f} / {r.train_metrics.get('reward_margin', float('nan')):+.3f}" \
-            if r.train_metrics else "-"
+        acc = f"{r.train_metrics['accuracy']:.2f}" if "accuracy" in r.train_metrics else "-"
+        margin = f"{r.train_metrics['reward_margin']:+.3f}" if "reward_margin" in r.train_metrics else "-"
         table.add_row(str(r.round), f"v{r.policy_version}", *[f"{r.heldout_means.get(d, float('nan')):.3f}" for d in dims],
-                      lab, tm, str(len(r.alerts)) if r.alerts else "0")
+                      lab, acc, margin, str(len(r.alerts)))
     console.print(table)
     for r in reports:
         for a in r.alerts:

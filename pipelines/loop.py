@@ -1,0 +1,23 @@
+"""Glue of one loop round that the demo and cluster jobs share: snapshot -> DPO -> policy v+1."""
+from __future__ import annotations
+
+from typing import Any
+
+from earmark.config import Settings
+
+# DPO settings the demo uses on the offline policy: a few epochs over a few hundred pairs, in
+# process (Ray Train's start-up costs more than the whole run at this size; the same code runs
+# on N Ray Train workers with num_workers=N).
+DEMO_DPO = {"beta": 0.1, "lr": 2e-4, "epochs": 3, "batch_size": 16, "num_workers": 0, "threads": 2,
+            "checkpoint_every": 0}
+
+
+def train_dpo_round(em: Any, policy: Any, dataset: Any, settings: Settings, **overrides: Any) -> tuple[Any, dict[str, float]]:
+    """Train on ``dataset`` from ``policy``; returns (registered policy v+1, final-step metrics)."""
+    from pipelines.training.dpo import DPOConfig, run_dpo
+
+    cfg = DPOConfig(**{**DEMO_DPO, **overrides})
+    result = run_dpo(em, cfg, dataset=dataset, base_policy=policy)
+    last = result.metrics[-1] if result.metrics else {}
+    keep = ("loss", "accuracy", "reward_margin", "kl", "tokens_per_s")
+    return result.policy, {k: float(last[k]) for k in keep if k in last}
