@@ -52,11 +52,15 @@ def init(
 @handle_errors
 def demo(
     rounds: int = typer.Option(2, min=1, max=5, help="Rounds of the loop."),
+    wait_for_humans: bool = typer.Option(False, "--wait-for-humans",
+                                         help="Pause after each campaign opens until people judge its quota in the app."),
+    human_timeout: float = typer.Option(1800, min=10, help="Seconds to wait for people before AI labels fill in."),
+    actors: int = typer.Option(2, min=1, max=64, help="Ray actors for rollouts and scoring."),
 ) -> None:
-    """Run the loop end to end on embedded defaults."""
+    """Run the whole loop on embedded defaults: rollouts, scores, annotation, labels, DPO, drift."""
     from pipelines.demo import run_demo
 
-    run_demo(settings(), rounds=rounds)
+    run_demo(settings(), rounds=rounds, wait_for_humans=wait_for_humans, human_timeout_s=human_timeout, actors=actors)
 
 
 if __name__ == "__main__":
