@@ -225,19 +225,18 @@ class S3BlobStore(_Common):
 
     def put_stream(self, stream: BinaryIO) -> StoredBlob:
         tmp, digest, size = _spool(stream)
+        tmp.close()
         key = self._key(digest)
         try:
             if not self.exists(digest):
 
                 def upload() -> None:
-                    tmp.seek(0)
-                    self.client.upload_fileobj(
-                        tmp, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}}
-                    )
+                    # A fresh handle per attempt: s3transfer may close the one it was given on failure.
+                    with open(tmp.name, "rb") as f:
+                        self.client.upload_fileobj(f, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
 
                 self._with_retry(upload, f"upload of {digest[:12]}")
         finally:
-            tmp.close()
             os.unlink(tmp.name)
         return StoredBlob(digest, f"s3://{self.bucket}/{key}", size)
 
