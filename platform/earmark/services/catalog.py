@@ -199,6 +199,34 @@ class CatalogService(Service):
                                                .where(Persona.id.in_(ids))).all())
         return {pid: {"name": name, **card} for pid, name, card in rows}
 
+    # ---- modality-shortcut audit ----------------------------------------------------------------
+    SHORTCUT_TAGS = ("shortcut:retain", "shortcut:remove")
+
+    def record_shortcut_audit(self, results: list[dict[str, Any]]) -> int:
+        """Store per-prompt audit results: the decision as a prompt tag (so datasets can exclude
+        ``shortcut:remove`` prompts), the full result in the audit log. Returns prompts updated."""
+        self.ctx.require("catalog.write")
+
+        def write(s: Session) -> int:
+            n = 0
+            for r in results:
+                p = s.get(Prompt, int(r["prompt_id"]), with_for_update=True)
+                if p is None:
+                    raise NotFound(f"prompt {r['prompt_id']} does not exist")
+                tags = [t for t in (p.tags or []) if t not in self.SHORTCUT_TAGS]
+                p.tags = [*tags, f"shortcut:{r['decision']}"]
+                self.ctx.audit(s, "prompts.shortcut_audit", "prompt", p.id, **{k: r.get(k) for k in (
+                    "decision", "reasons", "answer_in_text", "text_only_accuracy")})
+                n += 1
+            return n
+
+        return self.ctx.tx(write)
+
+    def shortcut_prompt_ids(self) -> list[int]:
+        """Prompts the audit decided to remove."""
+        q = select(Prompt.id).where(Prompt.tags.contains(["shortcut:remove"]))
+        return list(self.ctx.tx(lambda s: s.scalars(q).all()))
+
     # ---- policies -------------------------------------------------------------------------------
     def register_policy(self, name: str, uri: str, *, kind: str = "offline", parent_id: int | None = None,
                         version: int | None = None, training_run_id: int | None = None,

@@ -31,7 +31,8 @@ class SnapshotFilters(BaseModel):
     regimes: list[str] | None = None
     splits: list[str] | None = Field(default=None, description="prompt splits (train/heldout/test)")
     label_sources: list[str] = Field(default_factory=lambda: list(LABEL_SOURCES))
-    exclude_prompt_ids: list[int] = Field(default_factory=list, description="e.g. modality-shortcut prompts")
+    exclude_prompt_ids: list[int] = Field(default_factory=list, description="prompts to leave out")
+    exclude_shortcut: bool = Field(default=True, description="leave out prompts the modality-shortcut audit removed")
     labels: LabelConfig = Field(default_factory=LabelConfig)
 
 
@@ -70,6 +71,11 @@ class DatasetService(Service):
             ai_ids = list(self.ctx.tx(lambda s: s.scalars(q).all()))
         labels, counts = LabelService(self.ctx).build(filters.campaign_ids, filters.labels, ai_ids)
         labels = [x for x in labels if x.source in filters.label_sources]
+        excluded = set(filters.exclude_prompt_ids)
+        if filters.exclude_shortcut:
+            from earmark.services.catalog import CatalogService
+
+            excluded |= set(CatalogService(self.ctx).shortcut_prompt_ids())
 
         def read(s: Session) -> list[dict[str, Any]]:
             ids = {i for x in labels for i in (x.chosen_rollout_id, x.rejected_rollout_id)}
@@ -89,7 +95,7 @@ class DatasetService(Service):
                     continue
                 if filters.splits and p.split not in filters.splits:
                     continue
-                if p.id in filters.exclude_prompt_ids:
+                if p.id in excluded:
                     continue
                 context = _history(c.messages) or list(p.messages)  # rows stored without history
                 out.append({
