@@ -30,6 +30,7 @@ PAGES = [
     PageSpec("app_pages/rate.py", "Rate", ":material/headphones:", "tasks.rate", "Annotate"),
     PageSpec("app_pages/review.py", "Review", ":material/gavel:", "judgments.review", "Review"),
     PageSpec("app_pages/dashboard.py", "Dashboard", ":material/monitoring:", "dashboard.view", "Review"),
+    PageSpec("app_pages/drift.py", "Reward drift", ":material/query_stats:", "dashboard.view", "Review"),
     PageSpec("app_pages/admin.py", "Admin", ":material/admin_panel_settings:", "users.manage", "Admin"),
 ]
 

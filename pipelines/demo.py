@@ -273,14 +273,15 @@ def _wait_for_humans(admin: Any, campaign_id: int, quota: int, timeout_s: float)
 
 
 def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:
-    try:
-        from earmark.drift.report import write_report
-    except ImportError:
-        return []
+    """The drift report of v(new) against v(old): HTML + PNGs under EARMARK_HOME/reports."""
+    from earmark.drift.html import write_report
+    from earmark.services.drift import DriftService
+
     out = settings.home_dir / "reports" / f"drift-v{old.version}-v{new.version}"
-    result = write_report(em, baseline=old.version, candidate=new.version, policy=old.name, out_dir=out)
-    console.print(f"drift report: {result.html_path}")
-    return [a.message for a in result.alerts]
+    rep = DriftService(em.ctx).report(old.version, new.version, policy=old.name, store=True)
+    paths = write_report(rep, out)
+    console.print(f"drift report v{old.version} -> v{new.version}: {paths.get('html', out / 'report.html')}")
+    return [f"[{a.severity}] {a.message}" for a in rep.alerts]
 
 
 SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig."}

@@ -16,6 +16,7 @@ from earmark.services.blob_service import BlobService
 from earmark.services.campaigns import CampaignService
 from earmark.services.catalog import CatalogService
 from earmark.services.datasets import DatasetService
+from earmark.services.drift import DriftService
 from earmark.services.labels import LabelService
 from earmark.services.context import ServiceContext
 from earmark.services.quality import QualityService
@@ -79,6 +80,10 @@ class Earmark:
     @cached_property
     def datasets(self) -> DatasetService:
         return DatasetService(self.ctx)
+
+    @cached_property
+    def drift(self) -> DriftService:
+        return DriftService(self.ctx)
 
     def as_principal(self, principal: Principal) -> "Earmark":
         return Earmark(self.ctx.as_principal(principal))

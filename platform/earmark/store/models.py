@@ -7,6 +7,8 @@ from earmark.store.models_core import (
 )
 
 __all__ = [
-    "Adjudication", "AuditLog", "Base", "Blob", "Campaign", "Comparison", "Dataset", "Judgment", "Persona", "Policy",
-    "Prompt", "RewardModel", "RewardScore", "Rollout", "Task", "TrainingRun", "User",
+    "Adjudication", "AuditLog", "Base", "Blob", "Campaign", "Comparison", "Dataset", "DriftAlert", "Judgment", "Persona",
+    "Policy", "Prompt", "RewardModel", "RewardScore", "Rollout", "Task", "TrainingRun", "User",
 ]
+
+from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
