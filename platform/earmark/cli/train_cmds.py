@@ -1,0 +1,177 @@
+"""`earmark train dpo|ppo|runs|show`: policy training on snapshots (DPO/IPO) and online (PPO/GRPO).
+
+torch and ray load inside the commands only, so `earmark --help` stays fast.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from earmark.cli.common import connect, console, err_console, handle_errors
+
+train_app = typer.Typer(help="Train policies: DPO/IPO on a snapshot, PPO/GRPO online; runs are recorded.",
+                        no_args_is_help=True)
+
+
+def _overrides(config: Path | None, **flags: Any) -> dict[str, Any]:
+    """A JSON config file (optional) overlaid with the flags that were given."""
+    base: dict[str, Any] = {}
+    if config is not None:
+        try:
+            base = json.loads(config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise typer.BadParameter(f"{config}: cannot read a JSON config ({exc}); pass a JSON object file") from None
+    return {**base, **{k: v for k, v in flags.items() if v is not None}}
+
+
+def _fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        msg = f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"
+    else:
+        msg = str(exc)
+    err_console.print(f"[red]error:[/] {escape(msg)}")
+    raise typer.Exit(2)
+
+
+def _summary_line(res: Any) -> str:
+    p = res.policy
+    return f"registered {p.name} v{p.version} (policy id {p.id}, training run {res.run_id}) at {res.path}"
+
+
+@train_app.command("dpo")
+@handle_errors
+def dpo(
+    dataset: str = typer.Argument(None, help="Snapshot name (see `earmark dataset build`); optional with --resume."),
+    dataset_version: int = typer.Option(None, "--dataset-version", help="Snapshot version; latest by default."),
+    policy: str = typer.Option(None, help="Base policy name (default: the policy that generated the pairs)."),
+    policy_version: int = typer.Option(None, help="Base policy version; latest by default."),
+    loss: str = typer.Option(None, "--loss", help="sigmoid (DPO) or ipo."),
+    beta: float = typer.Option(None, help="KL strength beta (default 0.1)."),
+    label_smoothing: float = typer.Option(None, help="cDPO label-flip rate in [0, 0.5)."),
+    lr: float = typer.Option(None, help="Learning rate (default 1e-4)."),
+    epochs: int = typer.Option(None, help="Epochs (default 1)."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(None, help="Pairs per optimizer step over all workers (default 16)."),
+    grad_accum: int = typer.Option(None, help="Micro-batches per step per worker (default 1)."),
+    workers: int = typer.Option(None, "--workers", "-n", help="Ray Train DDP workers; 0 trains in this process."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU per Ray Train worker."),
+    checkpoint_every: int = typer.Option(None, help="Checkpoint every K steps (default 50)."),
+    eval_fraction: float = typer.Option(None, help="Share of prompts held out for evaluation."),
+    threads: int = typer.Option(None, help="torch threads per worker."),
+    seed: int = typer.Option(None),
+    output_name: str = typer.Option(None, help="Register the result under this name (default: the base's)."),
+    config: Path = typer.Option(None, "--config", help="JSON file with DPOConfig fields (flags win)."),
+    resume: int = typer.Option(None, "--resume", help="Continue training run RUN_ID from its last checkpoint."),
+) -> None:
+    """Train with DPO/IPO on a frozen snapshot and register the next policy version."""
+    from pipelines.training.dpo import DPOConfig, run_dpo
+
+    em = connect()
+    try:
+        cfg = DPOConfig.model_validate(_overrides(
+            config, loss_type=loss, beta=beta, label_smoothing=label_smoothing, lr=lr, epochs=epochs,
+            max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, num_workers=workers, use_gpu=gpu,
+            checkpoint_every=checkpoint_every, eval_fraction=eval_fraction, threads=threads, seed=seed,
+            output_name=output_name))
+        if dataset is None and resume is None:
+            raise typer.BadParameter("give a DATASET name (or --resume RUN_ID)")
+        ds = em.datasets.get(dataset, dataset_version) if dataset else None
+        base = em.catalog.policy(policy, policy_version) if policy else None
+        res = run_dpo(em, cfg, dataset=ds, base_policy=base, resume_run_id=resume)
+    except (ValidationError, ValueError) as exc:
+        _fail(exc)
+    s = res.summary
+    console.print(f"{cfg.algorithm}: {s['pairs']} pairs, {res.steps} steps in {s['fit_seconds']:.1f}s "
+                  f"({s['tokens_per_s']:.0f} tokens/s, padding {100 * s['padding']:.1f}%), final loss "
+                  f"{s['final'].get('loss', float('nan')):.4f}, accuracy {s['final'].get('accuracy', float('nan')):.3f}")
+    if s.get("heldout_after"):
+        console.print(f"held-out accuracy {s['heldout_before']['accuracy']:.3f} -> {s['heldout_after']['accuracy']:.3f} "
+                      f"on {s['heldout_after']['pairs']} pairs")
+    console.print(_summary_line(res))
+
+
+@train_app.command("ppo")
+@handle_errors
+def ppo(
+    policy: str = typer.Option(..., help="Registered policy to start from (also the KL reference)."),
+    policy_version: int = typer.Option(None, help="Its version; latest by default."),
+    algorithm: str = typer.Option(None, help="ppo (value head + GAE) or grpo (group-relative, default)."),
+    rounds: int = typer.Option(None, help="Online rounds (default 3)."),
+    samples: int = typer.Option(None, "--samples", "-k", help="Rollouts per prompt per round (default 4)."),
+    prompts: str = typer.Option(None, "--prompts", help="Training prompts: a split (default train) or comma ids."),
+    heldout: str = typer.Option(None, "--heldout", help="Evaluation prompts: a split (default heldout) or comma ids."),
+    scorer: list[str] = typer.Option(None, "--scorer", help="Scorer name(s) whose scores form the reward (default prosody)."),
+    lr: float = typer.Option(None),
+    kl_coef: float = typer.Option(None, help="KL penalty (PPO: in the reward; GRPO: loss term)."),
+    epochs: int = typer.Option(None, help="Passes over each round's rollouts."),
+    workers: int = typer.Option(None, "--workers", "-n", help="0: all in this process; 1: rollouts, scoring, learner on Ray."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="Learner on one GPU."),
+    seed: int = typer.Option(None),
+    output_name: str = typer.Option(None, help="Register the result under this name (default: the base's)."),
+    config: Path = typer.Option(None, "--config", help="JSON file with PPOConfig fields (flags win)."),
+) -> None:
+    """Online PPO/GRPO rounds (rollouts -> scores -> update) and register the next policy version."""
+    from pipelines.training.ppo import PPOConfig
+    from pipelines.training.rl_job import run_rl
+
+    splits = {"train", "heldout", "test"}
+
+    def which(value: str | None, split_key: str, ids_key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if value in splits:
+            return {split_key: value}
+        return {split_key: None, ids_key: [x.strip() for x in value.split(",") if x.strip()]}
+
+    em = connect()
+    try:
+        cfg = PPOConfig.model_validate(_overrides(
+            config, policy=policy, policy_version=policy_version, algorithm=algorithm, rounds=rounds, samples=samples,
+            scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None, lr=lr, kl_coef=kl_coef,
+            epochs=epochs, num_workers=workers, use_gpu=gpu, seed=seed, output_name=output_name,
+            **which(prompts, "split", "prompt_ids"), **which(heldout, "heldout_split", "heldout_prompt_ids")))
+        res = run_rl(em, cfg)
+    except (ValidationError, ValueError) as exc:
+        _fail(exc)
+    s = res.summary
+    console.print(f"{cfg.algorithm}: {cfg.rounds} round(s) on {s['train_prompts']} prompts in {s['seconds']:.0f}s; "
+                  f"held-out reward {s['heldout_reward_before']:.3f} -> {s['heldout_reward_after']:.3f} "
+                  f"({s['heldout_prompts']} prompts), KL(pi||ref) {s['heldout_kl']['kl_k3_per_token']:.4f}/token")
+    console.print(_summary_line(res))
+
+
+@train_app.command("runs")
+@handle_errors
+def runs(algorithm: str = typer.Option(None, help="Only runs of this algorithm."),
+         limit: int = typer.Option(20, min=1, max=1000)) -> None:
+    """List training runs, newest first."""
+    from earmark.services.training import TrainingService
+
+    table = Table("run", "algorithm", "status", "dataset", "base", "output", "steps", "resumes", "started")
+    for r in TrainingService(connect().ctx).runs(algorithm=algorithm, limit=limit):
+        table.add_row(str(r.id), r.algorithm, r.status, str(r.dataset_id or "-"), str(r.base_policy_id or "-"),
+                      str(r.output_policy_id or "-"), str(len(r.metrics or [])), str(len(r.resumes or [])),
+                      r.started_at.isoformat(timespec="seconds") if r.started_at else "-")
+    console.print(table)
+
+
+@train_app.command("show")
+@handle_errors
+def show(run_id: int = typer.Argument(...), metrics: bool = typer.Option(False, help="Print every step's metrics.")) -> None:
+    """Print a run's config, summary and resumes (and per-step metrics with --metrics)."""
+    from earmark.services.training import TrainingService
+
+    r = TrainingService(connect().ctx).get(run_id)
+    doc = {"id": r.id, "algorithm": r.algorithm, "status": r.status, "dataset_id": r.dataset_id,
+           "base_policy_id": r.base_policy_id, "output_policy_id": r.output_policy_id, "config": r.config,
+           "summary": r.summary, "resumes": r.resumes, "steps": len(r.metrics or [])}
+    if metrics:
+        doc["metrics"] = r.metrics
+    console.print_json(json.dumps(doc, default=str))
