@@ -92,7 +92,8 @@ class CampaignService(Service):
 
     # -- selection -------------------------------------------------------------------------------
     def _select_rollouts(self, s: Session, spec: CampaignCreate) -> list[tuple[int, int, int]]:
-        q = select(Rollout.id, Rollout.prompt_id, Rollout.policy_id).join(Prompt, Prompt.id == Rollout.prompt_id)
+        q = (select(Rollout.id, Rollout.prompt_id, Rollout.policy_id, func.md5(Rollout.text))
+             .join(Prompt, Prompt.id == Rollout.prompt_id))
         if spec.policy_ids:
             q = q.where(Rollout.policy_id.in_(spec.policy_ids))
         if spec.rounds is not None:
@@ -106,8 +107,10 @@ class CampaignService(Service):
     def _plan_items(self, s: Session, spec: CampaignCreate, rollouts: list[Any]) -> list[dict[str, Any]]:
         rng = random.Random(spec.seed)
         by_prompt: dict[int, list[int]] = defaultdict(list)
-        for rid, pid, _pol in rollouts:
+        digest: dict[int, str] = {}
+        for rid, pid, _pol, text_md5 in rollouts:
             by_prompt[pid].append(rid)
+            digest[rid] = text_md5
         need = _stimuli_for(spec.protocol)
         score: dict[int, float] = {}
         if spec.reward_model_id is not None:
@@ -121,7 +124,9 @@ class CampaignService(Service):
                 candidates += [(rng.random(), {"prompt_id": pid, "rollout_ids": [r], "reason": {"kind": "single"}})
                                for r in rids]
             elif spec.protocol in (Protocol.pairwise, Protocol.cmos):
-                pairs = [(a, b) for i, a in enumerate(rids) for b in rids[i + 1:]]
+                # Two identical responses teach nothing and waste a rater's time (their scores tie,
+                # so "least sure" would otherwise pick them first).
+                pairs = [(a, b) for i, a in enumerate(rids) for b in rids[i + 1:] if digest[a] != digest[b]]
                 for a, b in pairs:
                     if score and a in score and b in score:
                         gap = abs(score[a] - score[b])

@@ -87,6 +87,8 @@ class DatasetService(Service):
             for lab in labels:
                 c, r = ro[lab.chosen_rollout_id], ro[lab.rejected_rollout_id]
                 p = prompts[c.prompt_id]
+                if list(c.token_ids) == list(r.token_ids) and c.text == r.text:
+                    continue  # identical responses: no preference to learn
                 if filters.policy_ids and (c.policy_id not in filters.policy_ids or r.policy_id not in filters.policy_ids):
                     continue
                 if filters.rounds is not None and (c.round not in filters.rounds or r.round not in filters.rounds):
