@@ -9,6 +9,7 @@ trainers score); every generated turn stays in ``messages`` with its own audio b
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from earmark.domain.records import RolloutCreate
 
 if TYPE_CHECKING:
     from earmark.api import Earmark
-    from pipelines.policy.base import Conversation, GeneratedSample, Policy, SamplingParams
+    from pipelines.policy.base import GeneratedSample, Policy, SamplingParams
 
 def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The prompt's messages with the persona card as the system message (unless one is given)."""
@@ -88,11 +89,19 @@ def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", 
         active = [i for i, s in enumerate(scripts) if turn < len(s)]
         for i in active:
             histories[i].extend(scripts[i][turn])
-        outs = policy.generate([for_policy(histories[i]) for i in active], params, num_samples=1,
+        # Items with the same history (the K samples of one prompt) must get different samples:
+        # ask once per distinct history for as many samples as items share it.
+        groups: dict[str, list[int]] = {}
+        for i in active:
+            groups.setdefault(json.dumps(histories[i], sort_keys=True, default=str), []).append(i)
+        keys = list(groups)
+        n = max(len(g) for g in groups.values())
+        outs = policy.generate([for_policy(histories[groups[k][0]]) for k in keys], params, num_samples=n,
                                seed=seed0 + turn)
-        for i, out in zip(active, outs, strict=True):
-            samples[i].append(out[0])
-            histories[i].append({"role": "assistant", "content": out[0].text})
+        for k, out in zip(keys, outs, strict=True):
+            for j, i in enumerate(groups[k]):
+                samples[i].append(out[j])
+                histories[i].append({"role": "assistant", "content": out[j].text})
     return [(items[i], samples[i], seed0) for i in range(len(items))]
 
 

@@ -36,6 +36,11 @@ def test_rollouts_exactly_once_and_rerun_adds_nothing(committed_em, checkpoint, 
     assert _counts(em) == (10, 10)
 
     rows = em.rollouts.list()
+    # the K samples of one prompt are K draws, not one draw K times
+    by_prompt: dict[int, set[str]] = {}
+    for r in rows:
+        by_prompt.setdefault(r.prompt_id, set()).add(" ".join(map(str, r.token_ids)))
+    assert sum(len(v) > 1 for v in by_prompt.values()) >= len(by_prompt) - 1
     for r in rows:
         assert r.text.strip() and r.token_ids and r.audio_sha256
         audio, sr = decode(em.blobs.read(r.audio_sha256))
