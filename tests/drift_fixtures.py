@@ -47,7 +47,8 @@ def seed_policy(em, name: str = "speech", versions: Sequence[int] = (0, 1), n_pr
                 w = length(v, rng) if length else int(rng.integers(5, 60))
                 words.append(w)
                 rows.append(RolloutCreate(prompt_id=pid, policy_id=pol.id, round=v, sample_index=s, messages=[],
-                                          text=" ".join(["word"] * w), duration_s=0.35 * w + float(rng.uniform(0, 0.5))))
+                                          # distinct texts: campaigns skip pairs of identical responses
+                                          text=" ".join(["word"] * w) + f" (v{v} s{s})", duration_s=0.35 * w + float(rng.uniform(0, 0.5))))
         keys = em.rollouts.ingest(rows)
         ids = [keys[(r.prompt_id, r.policy_id, r.sample_index, r.round)] for r in rows]
         out["rollouts"][v] = ids
