@@ -40,6 +40,8 @@ def test_failures_errors_and_roles(em) -> None:
     svc.mark_failed(run.id, "boom " * 2000)
     row = svc.get(run.id)
     assert row.status == "failed" and len(row.summary["error"]) == 4000
+    svc.mark_running(run.id)  # a failed run may be resumed
+    assert svc.get(run.id).status == "running"
     with pytest.raises(InvalidInput, match="dpo"):
         svc.create_run("sft", {})
     with pytest.raises(NotFound):

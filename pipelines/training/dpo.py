@@ -43,7 +43,8 @@ class DPOConfig(BaseModel):
     num_workers: int = Field(0, ge=0, le=512, description="Ray Train DDP workers; 0 = train in this process")
     use_gpu: bool = Field(False, description="one GPU per Ray Train worker")
     cpus_per_worker: float = Field(1.0, gt=0)
-    threads: int = Field(1, ge=1, le=256, description="torch threads per worker (in-process: of this process)")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker; default: all cores "
+                                "in-process, cpus_per_worker on Ray Train")
     checkpoint_every: int = Field(50, ge=0, description="checkpoint every K steps (0: only the final one)")
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, description="Ray Train restarts from the last checkpoint after a worker dies")
@@ -87,10 +88,12 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
     from pipelines.training.data import shard_step, step_plan
     from pipelines.training.losses import preference_loss
     from pipelines.training.sequences import SequenceScorer, pack
-    from pipelines.training.worker import load_lm, load_state, lr_at, make_optimizer, set_threads, unwrap
+    from pipelines.training.worker import (
+        LocalBackend, default_threads, load_lm, load_state, lr_at, make_optimizer, set_threads, unwrap,
+    )
 
     cfg = DPOConfig(**payload["config"])
-    set_threads(cfg.threads)
+    set_threads(default_threads(cfg.threads, isinstance(backend, LocalBackend), cfg.cpus_per_worker))
     torch.manual_seed(cfg.seed)
     pairs: list[PreferencePair] = payload["pairs"]
     ref_c = torch.tensor(payload["ref_chosen"], dtype=torch.float32)

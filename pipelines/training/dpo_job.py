@@ -45,7 +45,7 @@ def run_preference_job(em: Any, cfg: DPOConfig, *, dataset: Any = None, rows: li
 
     from pipelines.training import reference
     from pipelines.training.data import pairs_from_rows, policy_token_info, rows_sha256, split_heldout, step_plan
-    from pipelines.training.worker import load_state
+    from pipelines.training.worker import default_threads, load_state
 
     training = TrainingService(em.ctx)
     run = None
@@ -81,7 +81,7 @@ def run_preference_job(em: Any, cfg: DPOConfig, *, dataset: Any = None, rows: li
         key = reference.reference_key(data_sha, reference.weights_sha256(model_dir), append_end=cfg.append_end,
                                       context=limit)
         ref_c, ref_r, ref_info = reference.ensure(em, training, run.id, pairs, policy.model, pad_id, key=key,
-                                                  limit=limit, threads=cfg.threads)
+                                                  limit=limit, threads=default_threads(cfg.threads, True))
         pos = {p.row_id: i for i, p in enumerate(pairs)}
         pick = lambda ps, xs: [xs[pos[p.row_id]] for p in ps]
         heldout_before = evaluate(policy.model, heldout, pick(heldout, ref_c), pick(heldout, ref_r), pad_id, cfg.beta)

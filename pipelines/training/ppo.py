@@ -64,7 +64,8 @@ class PPOConfig(BaseModel):
     # prompt that share a batch come out identical (no group signal). One trajectory per call
     # keeps every sample's own seed; raise this once rollouts seed each item separately.
     rollout_batch_size: int = Field(1, ge=1, le=1024, description="trajectories per rollout-actor call")
-    threads: int = Field(1, ge=1, le=256, description="torch threads of the learner")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads of the learner (and in-process "
+                                "sampling); default: all cores in-process, learner_cpus on Ray")
     learner_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the learner actor (it idles while rollouts run)")
     seed: int = 0
     output_name: str | None = Field(None, description="registered name of the result; default: the base policy's")
@@ -77,10 +78,10 @@ class RLLearner:
         import torch
 
         from pipelines.training.sequences import SequenceScorer
-        from pipelines.training.worker import load_lm, make_optimizer, set_threads
+        from pipelines.training.worker import default_threads, load_lm, make_optimizer, set_threads
 
         self.cfg = PPOConfig(**cfg)
-        set_threads(self.cfg.threads)
+        set_threads(default_threads(self.cfg.threads, self.cfg.num_workers == 0, self.cfg.learner_cpus))
         torch.manual_seed(self.cfg.seed)
         self.device = torch.device("cuda" if self.cfg.use_gpu and torch.cuda.is_available() else "cpu")
         self.pad_id = pad_id
@@ -147,7 +148,7 @@ class RLLearner:
                     pol = L.ppo_policy_loss(logps, old["logps"][sel], adv[sel], m, cfg.clip_eps)
                     vloss = L.value_loss(values, old["values"][sel], returns[sel], m, cfg.value_clip)
                     loss = pol.loss + cfg.vf_coef * vloss
-                    metrics["value_loss"] = float(vloss)
+                    metrics["value_loss"] = float(vloss.detach())
                     kl_now = L.masked_mean(L.kl_estimate(logps.detach(), ref["logps"][sel], "k3"), m)
                 else:
                     loss, pol, kl_now = L.grpo_loss(logps, old["logps"][sel], ref["logps"][sel], seq_adv[sel], m,

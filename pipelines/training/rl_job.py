@@ -105,8 +105,11 @@ def _learner(cfg: PPOConfig, model_dir: Path, pad_id: int, state: dict[str, Any]
         return RLLearner(*args)
     import ray
 
+    from pipelines.training.worker import default_threads
+
     actor = ray.remote(RLLearner).options(num_cpus=cfg.learner_cpus, num_gpus=1 if cfg.use_gpu else 0,
-                                          runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.threads)}})
+                                          runtime_env={"env_vars": {"OMP_NUM_THREADS": str(
+                                              default_threads(cfg.threads, False, cfg.learner_cpus))}})
     return actor.remote(*args)
 
 
@@ -124,7 +127,7 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
     from earmark.services.training import TrainingService
 
     from pipelines.training.data import policy_token_info
-    from pipelines.training.worker import set_threads
+    from pipelines.training.worker import default_threads, set_threads
 
     training = TrainingService(em.ctx)
     base = em.catalog.policy(cfg.policy, cfg.policy_version)
@@ -141,7 +144,7 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
         from pipelines.ray_runtime import ensure_ray
 
         ensure_ray(em.settings)
-    set_threads(cfg.threads)
+    set_threads(default_threads(cfg.threads, cfg.num_workers == 0))
     recorder = RunRecorder(training, run.id, cfg.rounds, progress=progress, on_event=on_event,
                            desc=f"{cfg.algorithm} run {run.id}")
     try:

@@ -33,6 +33,13 @@ def set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def default_threads(threads: int | None, in_process: bool, cpus: float = 1.0) -> int:
+    """Explicit ``threads`` win; else every core in-process, and the reserved CPUs in a Ray worker."""
+    if threads:
+        return int(threads)
+    return max(1, min(os.cpu_count() or 1, 16)) if in_process else max(1, int(cpus))
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
