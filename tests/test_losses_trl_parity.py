@@ -31,7 +31,7 @@ QUESTIONS = ["How can I fall asleep faster?", "What should I read next?", "How d
 @pytest.fixture(scope="module")
 def setup(checkpoint, tmp_path_factory):
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # one thread: tests share the machine (OMP threads degrade badly when cores are busy)
     policy = OfflineSpeechPolicy.from_pretrained(checkpoint)
     convs = [[PERSONA, {"role": "user", "content": q}] for q in QUESTIONS]
     samples = policy.generate(convs, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=48), num_samples=2, seed=3)

@@ -26,7 +26,7 @@ def test_train_dpo_cli_runs_registers_and_lists(cli_env, checkpoint, generated) 
     _base, ds = build_snapshot(em, checkpoint, generated)
     runner = CliRunner()
     res = runner.invoke(train_app, ["dpo", ds.name, "--epochs", "1", "--batch-size", "8", "--lr", "5e-4",
-                                    "--eval-fraction", "0.3", "--workers", "0"])
+                                    "--eval-fraction", "0.3", "--workers", "0", "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert "registered offline-speech v1" in res.output and "held-out accuracy 0.500 ->" in res.output
     run = TrainingService(em.ctx).runs(limit=1)[0]
@@ -47,6 +47,6 @@ def test_train_dpo_cli_runs_registers_and_lists(cli_env, checkpoint, generated) 
     # the demo's DPO step: in-process, returns the next version and the round's metrics
     from pipelines.training.demo_hook import train_dpo_round
 
-    v2, metrics = train_dpo_round(em, em.catalog.policy("offline-speech", 1), ds)
+    v2, metrics = train_dpo_round(em, em.catalog.policy("offline-speech", 1), ds, threads=1)
     assert v2.version == 2 and v2.parent_id == em.catalog.policy("offline-speech", 1).id
     assert {"loss", "accuracy", "reward_margin", "kl"} <= set(metrics)

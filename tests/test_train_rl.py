@@ -52,7 +52,7 @@ def _report(em, res, label: str) -> dict:
 def test_grpo_in_process_raises_heldout_prosody_reward(em, checkpoint) -> None:
     base = seed_starter(em, checkpoint)
     cfg = PPOConfig(algorithm="grpo", policy=base.name, rounds=3, samples=4, lr=2e-4, epochs=2, minibatch_size=16,
-                    kl_coef=0.05, max_new_tokens=48, threads=2, seed=1)
+                    kl_coef=0.05, max_new_tokens=48, threads=1, seed=1)
     res = run_rl(em, cfg, progress=False)
     info = _report(em, res, "GRPO in-process")
     run, s = info["run"], info["run"].summary
@@ -72,7 +72,7 @@ def test_grpo_in_process_raises_heldout_prosody_reward(em, checkpoint) -> None:
 def test_ppo_in_process_value_head_and_gae(em, checkpoint) -> None:
     base = seed_starter(em, checkpoint)
     cfg = PPOConfig(algorithm="ppo", policy=base.name, rounds=3, samples=4, lr=1e-4, epochs=2, minibatch_size=16,
-                    kl_coef=0.05, max_new_tokens=48, threads=2, seed=1)
+                    kl_coef=0.05, max_new_tokens=48, threads=1, seed=1)
     res = run_rl(em, cfg, progress=False)
     info = _report(em, res, "PPO in-process")
     run, s = info["run"], info["run"].summary
