@@ -97,9 +97,11 @@ def test_dpo_loss_and_gradients_match_trl(setup, loss_type: str, beta: float) ->
     policy, model, examples, pad_id, out_dir = setup
     trl_loss, trl_grads = _trl_loss_and_grads(policy, model, examples, out_dir, loss_type, beta)
     em_loss, em_grads = _earmark_loss_and_grads(model, examples, pad_id, loss_type, beta)
+    print(f"\n{loss_type} beta={beta}: loss TRL {trl_loss:.6f} earmark {em_loss:.6f}", end=" ")
     assert abs(trl_loss - em_loss) < TOL, (trl_loss, em_loss)
     assert set(trl_grads) == set(em_grads) and len(em_grads) > 10
     worst = max((trl_grads[n] - em_grads[n]).abs().max().item() for n in em_grads)
     scale = max(g.abs().max().item() for g in em_grads.values())
+    print(f"|loss diff| {abs(trl_loss - em_loss):.1e}, max |grad diff| {worst:.1e} (largest gradient {scale:.1e})")
     assert worst < TOL, f"max |grad diff| {worst:.2e} (largest gradient {scale:.2e})"
     assert scale > 100 * TOL  # the comparison is not vacuous

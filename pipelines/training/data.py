@@ -95,7 +95,8 @@ def pairs_from_rows(rows: Sequence[dict[str, Any]], policy: Any, *, append_end: 
             chosen=response_ids(r["chosen_ids"], end_id, stops, append_end),
             rejected=response_ids(r["rejected_ids"], end_id, stops, append_end),
             weight=weight, margin=margin, label_source=str(r.get("label_source", "human")),
-            group=str(r.get("prompt_id") or hashlib.sha1(key.encode()).hexdigest()[:12])))
+            # stable across stores (ids are not): the held-out split must not depend on insertion order
+            group=str(r.get("prompt_external_id") or hashlib.sha1(key.encode()).hexdigest()[:12])))
     if not pairs:
         raise ValueError("no preference pairs to train on; check the snapshot and the label_sources filter")
     return pairs

@@ -60,10 +60,7 @@ class PPOConfig(BaseModel):
     use_gpu: bool = Field(False, description="learner actor on one GPU")
     rollout_actors: int = Field(1, ge=1, le=256)
     scoring_actors: int = Field(1, ge=1, le=256)
-    # pipelines.rollouts.generate seeds a whole actor batch with one seed, so the K samples of a
-    # prompt that share a batch come out identical (no group signal). One trajectory per call
-    # keeps every sample's own seed; raise this once rollouts seed each item separately.
-    rollout_batch_size: int = Field(1, ge=1, le=1024, description="trajectories per rollout-actor call")
+    rollout_batch_size: int = Field(8, ge=1, le=1024, description="trajectories per rollout-actor call")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the learner (and in-process "
                                 "sampling); default: all cores in-process, learner_cpus on Ray")
     learner_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the learner actor (it idles while rollouts run)")
