@@ -108,3 +108,37 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
 
     audio, sr = sf.read(io.BytesIO(data), dtype="float32")
     return audio, int(sr)
+
+
+def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Polyphase resampling (scipy) of mono audio; returns the input when the rates agree."""
+    if sr_from == sr_to:
+        return np.asarray(audio, dtype=np.float32)
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(sr_from), int(sr_to))
+    return resample_poly(np.asarray(audio, dtype=np.float32), sr_to // g, sr_from // g).astype(np.float32)
+
+
+def stereo_wav(left: tuple[np.ndarray, int], right: tuple[np.ndarray, int], duration_s: float | None = None) -> bytes:
+    """Two session-aligned mono tracks (audio, sample_rate) as one stereo WAV for listening.
+
+    Both tracks start at t=0 (a duplex timeline's user channel left, assistant channel right);
+    the shorter one is padded with silence, and ``duration_s`` (the timeline's length) pads or
+    trims both. The output takes the higher of the two sample rates.
+    """
+    (la, lsr), (ra, rsr) = left, right
+    for name, a in (("left", la), ("right", ra)):
+        if np.asarray(a).ndim != 1:
+            raise InvalidInput(f"{name} track must be mono (1-D); average its channels first")
+    sr = max(int(lsr), int(rsr))
+    la, ra = resample(la, lsr, sr), resample(ra, rsr, sr)
+    n = max(la.size, ra.size) if duration_s is None else int(round(duration_s * sr))
+    if n <= 0:
+        raise InvalidInput("both tracks are empty; a duplex timeline needs audio on at least one channel")
+    out = np.zeros((n, 2), dtype=np.float32)
+    out[: min(n, la.size), 0] = la[:n]
+    out[: min(n, ra.size), 1] = ra[:n]
+    return to_wav_bytes(out, sr)
