@@ -44,6 +44,7 @@ class ScoringInput(BaseModel):
     )
     audio: np.ndarray | None = Field(None, description="response audio, mono float32 in [-1, 1]")
     sample_rate: int | None = Field(None, description="sample rate of ``audio`` in Hz")
+    ttfa_s: float | None = Field(None, description="time to first audio of the rollout in seconds (latency scorer)")
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -154,6 +155,7 @@ _BUILTIN_MODULES = (
     "reward_models.verifiable",
     "reward_models.judge",
     "reward_models.bradley_terry",
+    "reward_models.latency",
 )
 
 S = TypeVar("S", bound=type[Scorer])

@@ -45,36 +45,11 @@ class RegimeWeights(BaseModel):
 
 
 def _default_regimes() -> dict[str, RegimeWeights]:
-    return {
-        # asr: the reference transcript decides; a preference part would only add noise.
-        "asr": RegimeWeights(verifiable={"transcript_accuracy": 1.0, "char_accuracy": 0.5}, mix=1.0),
-        "tts": RegimeWeights(
-            verifiable={"char_accuracy": 1.0},
-            preference={"human_preference": 1.0, "prosody_match": 0.5, "naturalness": 0.5},
-            mix=0.3,
-        ),
-        "realtime": RegimeWeights(
-            verifiable={"normalized_match": 1.0},
-            preference={
-                "human_preference": 1.0,
-                "persona_consistency": 1.0,
-                "helpfulness": 1.0,
-                "naturalness": 0.5,
-                "prosody_match": 0.5,
-            },
-            mix=0.2,
-        ),
-        "duplex": RegimeWeights(
-            verifiable={"turn_taking_accuracy": 1.0, "tool_call_accuracy": 1.0},
-            preference={"human_preference": 1.0, "naturalness": 0.5},
-            mix=0.6,
-        ),
-        "reasoning": RegimeWeights(
-            verifiable={"normalized_match": 1.0, "tool_call_accuracy": 0.5},
-            preference={"human_preference": 1.0, "naturalness": 1.0, "helpfulness": 0.5},
-            mix=0.5,
-        ),
-    }
+    # The weights are part of each regime's preset (earmark.regimes, pure data, no torch): one copy,
+    # read by the CLI, scoring, PPO and the reward server alike. Validated here as RegimeWeights.
+    from earmark.regimes import PRESETS
+
+    return {name: RegimeWeights.model_validate(p.composition.model_dump()) for name, p in PRESETS.items()}
 
 
 class ComposedReward(BaseModel):

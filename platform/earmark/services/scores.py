@@ -41,7 +41,7 @@ class ScoreService(Service):
         from earmark.store.models import Persona, Prompt
 
         q = (select(Rollout.id, Rollout.messages, Rollout.text, Rollout.tool_calls, Rollout.audio_sha256,
-                    Prompt.regime, Prompt.reference, Persona.name, Persona.card)
+                    Rollout.ttfa_s, Prompt.regime, Prompt.reference, Persona.name, Persona.card)
              .join(Prompt, Prompt.id == Rollout.prompt_id).outerjoin(Persona, Persona.id == Prompt.persona_id)
              .where(Rollout.id.in_(list(rollout_ids))).order_by(Rollout.id))
         out = []
@@ -50,7 +50,8 @@ class ScoreService(Service):
             before = msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
             out.append({"rollout_id": r.id, "regime": r.regime, "messages": before, "reference": r.reference,
                         "persona": {"name": r.name, **r.card} if r.name else None, "response_text": r.text,
-                        "response_tool_calls": r.tool_calls or [], "audio_sha256": r.audio_sha256})
+                        "response_tool_calls": r.tool_calls or [], "audio_sha256": r.audio_sha256,
+                        "ttfa_s": r.ttfa_s})
         return out
 
     def unscored(self, reward_model_id: int, dimensions: Sequence[str], *, policy_id: int | None = None,
