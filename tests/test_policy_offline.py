@@ -172,3 +172,16 @@ def test_bad_inputs_name_the_fix(policy: OfflineSpeechPolicy, tmp_path: Path) ->
         policy.generate(_heldout(1), SamplingParams(), num_samples=0)
     with pytest.raises(FileNotFoundError, match="pipelines.policy.offline.build"):
         OfflineSpeechPolicy.from_pretrained(tmp_path)
+
+
+def test_sampled_control_bytes_never_reach_the_transcript(policy: OfflineSpeechPolicy) -> None:
+    # Byte-level BPE: 0x00 and 0x07 are tokens 'Ā' and 'ć'. A hot policy (the demo trains at
+    # temperature 1.3) can sample them; the store refuses NUL in text, so the policy drops them.
+    tok = policy.tokenizer
+    ids = tok(" Hello", add_special_tokens=False)["input_ids"]
+    nul, bel = tok.convert_tokens_to_ids("Ā"), tok.convert_tokens_to_ids("ć")
+    assert nul != tok.unk_token_id and bel != tok.unk_token_id
+    sample = policy._finish(ids + [nul, bel] + ids, "stop", None, 0.0, seed=0, prompt_tokens=1,
+                            params=SamplingParams())
+    assert "\x00" not in sample.text and "\x07" not in sample.text
+    assert sample.text == "Hello Hello" or sample.text == "HelloHello"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from pipelines.policy.offline.markup import (
 from pipelines.policy.sampling import response_logprobs, row_seed, sample_batch
 from pipelines.speech.espeak import DEFAULT_VOICE, render_segments
 
+_CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 EMPTY_AUDIO_S = 0.2  # a sample that says nothing still gets a valid (silent) clip
 
 
@@ -151,7 +153,10 @@ class OfflineSpeechPolicy:
 
     # -- helpers -----------------------------------------------------------------------------
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode([i for i in ids if i not in self._stop_ids], skip_special_tokens=False)
+        # A byte-level BPE can sample any byte, NUL and other C0 controls included (a policy
+        # trained hot does); they are not speech and the store refuses them, so drop them here.
+        text = self.tokenizer.decode([i for i in ids if i not in self._stop_ids], skip_special_tokens=False)
+        return _CONTROL_CHARS_RE.sub("", text)
 
     def render(self, markup: str) -> tuple[np.ndarray, int, list]:
         """Speak marked-up text the way the policy would: (audio, sample_rate, segments)."""

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,20 @@ class CampaignCreate(BaseModel):
     max_items: int = Field(default=200, ge=1, le=100_000)
     reward_model_id: int | None = Field(default=None, description="pick pairs where this model is least sure")
     seed: int = 0
+    preset: str | None = Field(default=None, description="regime preset (earmark.regimes) that fills protocol, "
+                                                         "dimensions, overlap, gold ratio, instructions and regime "
+                                                         "where they are not given")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        # Values the caller gives win; without a preset nothing changes.
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        from earmark.regimes import get_preset
+
+        preset = get_preset(str(data["preset"]))  # ValueError names the known presets
+        return {**preset.campaign_fields(), **{k: v for k, v in data.items() if v is not None}}
 
 
 @dataclass(frozen=True)
