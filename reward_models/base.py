@@ -42,6 +42,9 @@ class ScoringInput(BaseModel):
     response_tool_calls: list[dict[str, Any]] = Field(
         default_factory=list, description="tool calls of the response: [{'name', 'arguments'}]"
     )
+    timeline: dict[str, Any] | None = Field(
+        None, description="duplex: the rollout's timeline (earmark.domain.duplex.Timeline JSON)"
+    )
     audio: np.ndarray | None = Field(None, description="response audio, mono float32 in [-1, 1]")
     sample_rate: int | None = Field(None, description="sample rate of ``audio`` in Hz")
     ttfa_s: float | None = Field(None, description="time to first audio of the rollout in seconds (latency scorer)")
@@ -70,6 +73,15 @@ class ScoringInput(BaseModel):
                     f"audio is {self.audio.size / self.sample_rate:.0f} s long (limit {MAX_AUDIO_SECONDS:.0f} s);"
                     " score one rollout at a time"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tool_calls_from_timeline(self) -> "ScoringInput":
+        # A duplex model calls tools on its action channel; the tool-call scorer reads
+        # response_tool_calls, so calls found only there are surfaced, in time order.
+        if self.timeline and not self.response_tool_calls:
+            actions = sorted(self.timeline.get("actions") or [], key=lambda a: a.get("chunk", 0))
+            self.response_tool_calls = [dict(c) for a in actions for c in (a.get("tool_calls") or [])]
         return self
 
     @property
@@ -156,6 +168,7 @@ _BUILTIN_MODULES = (
     "reward_models.judge",
     "reward_models.bradley_terry",
     "reward_models.latency",
+    "reward_models.duplex",
 )
 
 S = TypeVar("S", bound=type[Scorer])

@@ -107,18 +107,24 @@ class LabelledEvent(BaseModel):
     onset_s: float = Field(ge=0, le=Limits.MAX_AUDIO_SECONDS)
     expect: Expectation | None = None
     note: str = Field(default="", max_length=500)
+    # Optional end of the event's condition: where the user resumes after a pause (the span in
+    # which taking the turn is wrong) or where barge-in / backchannel speech ends.
+    offset_s: float | None = Field(default=None, ge=0, le=Limits.MAX_AUDIO_SECONDS)
 
-    @field_validator("onset_s")
+    @field_validator("onset_s", "offset_s")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("onset_s must be a finite number of seconds")
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("onset_s / offset_s must be a finite number of seconds")
         return v
 
     @model_validator(mode="after")
     def _default_expectation(self) -> "LabelledEvent":
         if self.expect is None:
             object.__setattr__(self, "expect", EXPECTED[self.type])
+        if self.offset_s is not None and self.offset_s < self.onset_s:
+            raise ValueError(f"event {self.type}: offset_s {self.offset_s:.3f} is before onset_s "
+                             f"{self.onset_s:.3f}; the offset is when the event's condition ends")
         return self
 
 
@@ -151,6 +157,9 @@ class Timeline(BaseModel):
         for e in self.events:
             if e.onset_s > end_s:
                 raise ValueError(f"event {e.type} at {e.onset_s:.2f} s is after the timeline's end ({end_s:.2f} s)")
+            if e.offset_s is not None and e.offset_s > end_s + 1e-9:
+                raise ValueError(f"event {e.type} ends at {e.offset_s:.2f} s, after the timeline's end "
+                                 f"({end_s:.2f} s); raise n_chunks or fix offset_s")
         return self
 
     # -- the clock ---------------------------------------------------------------------------
