@@ -49,7 +49,13 @@ def scoring_inputs(em: Any, rollout_ids: list[int]) -> list[Any]:
     from reward_models.base import ScoringInput
 
     items = []
-    for ctx in em.scores.rollout_contexts(rollout_ids):
+    contexts = em.scores.rollout_contexts(rollout_ids)
+    # Duplex rollouts are scored on their session timeline (turn-taking, tool calls on the action channel).
+    duplex = [c["rollout_id"] for c in contexts if c.get("regime") == "duplex" and "timeline" not in c]
+    timelines = em.timelines.rollout_timelines(duplex) if duplex else {}
+    for ctx in contexts:
+        if ctx["rollout_id"] in timelines:
+            ctx["timeline"] = timelines[ctx["rollout_id"]]
         sha = ctx.pop("audio_sha256")
         audio, sr = decode(em.blobs.read(sha)) if sha else (None, None)
         items.append(ScoringInput(**ctx, audio=audio, sample_rate=sr))

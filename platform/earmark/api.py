@@ -24,6 +24,7 @@ from earmark.services.review import ReviewService
 from earmark.services.rollouts import RolloutService
 from earmark.services.scores import ScoreService
 from earmark.services.tasks import TaskService
+from earmark.services.timelines import TimelineService
 from earmark.services.users import UserService
 from earmark.store import migrate
 from earmark.store.engine import make_engine, make_session_factory, resolve_database_url
@@ -84,6 +85,10 @@ class Earmark:
     @cached_property
     def drift(self) -> DriftService:
         return DriftService(self.ctx)
+
+    @cached_property
+    def timelines(self) -> TimelineService:
+        return TimelineService(self.ctx)
 
     def as_principal(self, principal: Principal) -> "Earmark":
         return Earmark(self.ctx.as_principal(principal))

@@ -7,6 +7,7 @@ from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
 from earmark.cli.dataset_cmds import dataset_app
 from earmark.cli.drift_cmds import drift_app
+from earmark.cli.duplex_cmds import duplex_app
 from earmark.cli.pipeline_cmds import rollout
 from earmark.cli.rm_cmds import rm_app, score
 from earmark.cli.store_cmds import db_app, services_app
@@ -26,6 +27,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(drift_app, name="drift")
+app.add_typer(duplex_app, name="duplex")
 app.command("rollout")(rollout)
 app.command("score")(score)
 app.add_typer(rm_app, name="rm")
