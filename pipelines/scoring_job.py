@@ -29,6 +29,7 @@ class ScoringJobConfig(BaseModel):
     scorers: list[ScorerSpec]
     policy_id: int | None = Field(default=None, description="only rollouts of this policy version")
     rounds: list[int] | None = None
+    regimes: list[str] | None = Field(default=None, description="only rollouts of prompts in these regimes")
     actors: int = Field(default=1, ge=1, le=256)
     cpus_per_actor: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=16, ge=1, le=4096)
@@ -113,7 +114,8 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
     t0 = time.monotonic()
     scorers = register(em, cfg.scorers)
     todo = sorted({rid for scorer, rm_id in scorers
-                   for rid in em.scores.unscored(rm_id, scorer.dimensions, policy_id=cfg.policy_id, rounds=cfg.rounds)})
+                   for rid in em.scores.unscored(rm_id, scorer.dimensions, policy_id=cfg.policy_id, rounds=cfg.rounds,
+                                                      regimes=cfg.regimes)})
     result = ScoringJobResult(rollouts=len(todo))
     if not todo:
         result.seconds = time.monotonic() - t0

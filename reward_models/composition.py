@@ -49,7 +49,7 @@ def _default_regimes() -> dict[str, RegimeWeights]:
     # read by the CLI, scoring, PPO and the reward server alike. Validated here as RegimeWeights.
     from earmark.regimes import PRESETS
 
-    return {name: RegimeWeights.model_validate(p.composition.model_dump()) for name, p in PRESETS.items()}
+    return {str(name): RegimeWeights.model_validate(p.composition.model_dump()) for name, p in PRESETS.items()}
 
 
 class ComposedReward(BaseModel):

@@ -49,24 +49,88 @@ def show(name: str = typer.Argument(...), version: int = typer.Option(None, help
 @dataset_app.command("export")
 @handle_errors
 def export(
-    name: str = typer.Argument(...),
-    format: str = typer.Option("trl", "--format", "-f", help="trl, openrlhf, verl or nemo_rl."),
+    name: str = typer.Argument(None, help="Snapshot name. best_of_n: optional; its prompts and policy versions "
+                                          "select the candidates."),
+    format: str = typer.Option("trl", "--format", "-f", help="trl, openrlhf, verl, nemo_rl, chat or best_of_n."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.parquet or .jsonl)."),
     version: int = typer.Option(None, help="Version; latest by default."),
+    content: str = typer.Option(None, "--content", help="Message content: 'text' (strings, for text trainers; "
+                                "the default) or 'parts' (DESIGN.md chat form with audio parts by sha256; "
+                                "the default for chat)."),
+    regime: str = typer.Option(None, "--regime", help="best_of_n: rank by this regime preset's composition, "
+                               "over that regime's prompts only."),
+    composition: Path = typer.Option(None, "--composition", help="best_of_n: a RewardComposition JSON file "
+                                     "(name + weights per regime); the presets' weights by default."),
+    policy_id: list[int] = typer.Option([], "--policy-id", help="best_of_n: only rollouts of these policy ids."),
+    round: list[int] = typer.Option([], "--round", help="best_of_n: only rollouts of these rounds."),
+    split: list[str] = typer.Option([], "--split", help="best_of_n: only prompts of these splits."),
 ) -> None:
-    """Write a snapshot in a trainer's format."""
+    """Write a snapshot in a trainer's format, or best-of-N SFT data ranked by a reward composition."""
     from earmark import exports
 
-    if format not in exports.CONVERTERS:
-        raise typer.BadParameter(f"format {format!r} is unknown; use one of {', '.join(exports.FORMATS)}")
+    formats = (*exports.FORMATS, "best_of_n")
+    if format not in formats:
+        raise typer.BadParameter(f"format {format!r} is unknown; use one of {', '.join(formats)}")
+    if content is not None and content not in exports.CONTENT_MODES:
+        raise typer.BadParameter(f"--content {content!r} is unknown; use one of {', '.join(exports.CONTENT_MODES)}")
     suffix = out.suffix.lstrip(".")
     if suffix not in ("parquet", "jsonl"):
         raise typer.BadParameter(f"{out}: use a .parquet or .jsonl file name")
+    if format != "best_of_n" and (regime or composition or policy_id or round or split):
+        raise typer.BadParameter("--regime, --composition, --policy-id, --round and --split select best_of_n "
+                                 "candidates; a snapshot export takes the snapshot as built")
+    if format != "best_of_n" and name is None:
+        raise typer.BadParameter(f"--format {format} exports a snapshot: give its NAME (see `earmark dataset build`)")
     em = connect()
-    ds = em.datasets.get(name, version)
-    records = exports.CONVERTERS[format](em.datasets.load(ds).to_pylist())
+    if format == "best_of_n":
+        records, note = _best_of_n(em, name, version, regime, composition, policy_id, round, split, content or "text")
+    else:
+        ds = em.datasets.get(name, version)
+        records, note = exports.convert(em.datasets.load(ds).to_pylist(), format, content), ""
     out.write_bytes(exports.write(records, suffix))
-    console.print(f"{len(records)} {format} records -> {out}")
+    console.print(f"{len(records)} {format} records -> {out}{note}")
+
+
+def _best_of_n(em, name, version, regime, composition, policy_ids, rounds, splits, content):  # noqa: ANN001, ANN202
+    """Candidates from the store, composed at this edge (reward_models), the top one per prompt kept."""
+    from earmark import exports
+    from earmark.errors import InvalidInput
+    from earmark.regimes import PRESETS
+    from reward_models.composition import RewardComposition
+
+    if regime is not None and regime not in PRESETS:
+        raise InvalidInput(f"regime preset {regime!r} is unknown; use one of {', '.join(PRESETS)}")
+    if composition is not None:
+        if not composition.is_file():
+            raise InvalidInput(f"--composition {composition} does not exist; write a RewardComposition JSON file")
+        try:
+            comp = RewardComposition.model_validate_json(composition.read_text())
+        except ValueError as exc:
+            raise InvalidInput(f"--composition {composition} is not a valid RewardComposition: {exc}") from None
+    else:
+        comp = RewardComposition()  # the presets' weights
+    prompt_ids = None
+    if name is not None:
+        snap = em.datasets.load(em.datasets.get(name, version)).to_pylist()
+        prompt_ids = sorted({r["prompt_id"] for r in snap})
+        policy_ids = policy_ids or sorted({r["policy_id"] for r in snap})
+    cands = em.datasets.candidates(prompt_ids=prompt_ids, policy_ids=policy_ids or None, rounds=rounds or None,
+                                   regimes=[regime] if regime else None, splits=splits or None)
+    ranked, unscored = [], 0
+    for c in cands:
+        try:
+            r = comp.compose(c["regime"], c["scores"])
+        except ValueError:  # no score on any weighted dimension of its regime: nothing to rank it by
+            unscored += 1
+            continue
+        ranked.append({**c, "score": r.total, "verifiable": r.verifiable, "preference": r.preference,
+                       "composition_version": r.composition_version})
+    if not ranked:
+        raise InvalidInput(f"none of {len(cands)} candidate rollouts has a score on a dimension the composition "
+                           f"weights{' for ' + regime if regime else ''}; run `earmark score"
+                           f"{' --regime ' + regime if regime else ''}` first")
+    note = f" (top of {len(ranked)} scored rollouts by {comp.version}; {unscored} without usable scores skipped)"
+    return exports.best_of_n(ranked, content=content), note
 
 
 @dataset_app.command("lineage")

@@ -9,6 +9,7 @@ from earmark.cli.dataset_cmds import dataset_app
 from earmark.cli.drift_cmds import drift_app
 from earmark.cli.duplex_cmds import duplex_app
 from earmark.cli.pipeline_cmds import rollout
+from earmark.cli.regime_cmds import regime_app
 from earmark.cli.rm_cmds import rm_app, score
 from earmark.cli.store_cmds import db_app, services_app
 from earmark.cli.train_cmds import train_app
@@ -28,6 +29,7 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(drift_app, name="drift")
 app.add_typer(duplex_app, name="duplex")
+app.add_typer(regime_app, name="regime")
 app.command("rollout")(rollout)
 app.command("score")(score)
 app.add_typer(rm_app, name="rm")

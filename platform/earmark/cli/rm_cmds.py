@@ -7,14 +7,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from earmark.cli.common import connect, console, handle_errors
+from earmark.cli.common import connect, console, err_console, handle_errors
 
 rm_app = typer.Typer(help="Reward models: evaluation against humans, the reward endpoint.", no_args_is_help=True)
 
 
 @handle_errors
 def score(
-    scorers: str = typer.Option("prosody", "--scorers", help="Comma list: prosody, wer, answer_match, tool_calls, judge."),
+    scorers: str = typer.Option(None, "--scorers", show_default="prosody",
+                                help="Comma list: prosody, wer, answer_match, tool_calls, judge, latency, ..."),
+    regime: str = typer.Option(None, "--regime",
+                               help="Regime preset (asr, tts, realtime, duplex, reasoning): its scorers and configs, "
+                                    "on that regime's rollouts only. With --scorers, those scorers instead."),
     policy: str = typer.Option(None, "--policy", help="Only rollouts of this policy name (latest version)."),
     version: int = typer.Option(None, "--version", help="Policy version."),
     actors: int = typer.Option(1, "--actors", min=1, max=256, help="Scoring actors on Ray."),
@@ -22,12 +26,43 @@ def score(
     """Score every rollout that lacks a score from these scorer versions (new versions add rows)."""
     from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
 
+    specs = _scorer_specs(scorers, regime)
     em = connect()
     pid = em.catalog.policy(policy, version).id if policy else None
-    names = [s.strip() for s in scorers.split(",") if s.strip()]
-    res = run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(name=n) for n in names], policy_id=pid,
-                                               actors=actors))
+    if regime:
+        from earmark.regimes import get_preset
+
+        keys = get_preset(regime).required_sampling
+        if lacking := em.scores.lacking_sampling(keys, regimes=[regime], policy_id=pid):
+            err_console.print(f"[yellow]warning:[/] {lacking} {regime} rollout(s) lack decoding settings "
+                              f"{list(keys)} in their sampling column; their rewards cannot be compared across "
+                              "decoding set-ups (record them at rollout time)")
+    res = run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(**s) for s in specs], policy_id=pid,
+                                               regimes=[regime] if regime else None, actors=actors))
     console.print(f"scored {res.rollouts} rollouts in {res.seconds:.1f}s: {res.per_scorer or 'nothing missing'}")
+
+
+def _scorer_specs(scorers: str | None, regime: str | None) -> list[dict]:
+    """--scorers alone: as before (default prosody). --regime: the preset's scorers, refused with a
+    clear message when one is not registered. Both: the named scorers, with the preset's config."""
+    names = [s.strip() for s in (scorers or "").split(",") if s.strip()]
+    if not regime:
+        return [{"name": n} for n in names or ["prosody"]]
+    from earmark.errors import InvalidInput
+    from earmark.regimes import check_scorers, get_preset
+    from reward_models.base import list_scorers
+
+    try:
+        preset = get_preset(regime)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if not names:
+        problems = check_scorers(preset, list_scorers(), include_optional=False)
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        return preset.scorer_specs()
+    configs = {s.name: dict(s.config) for s in preset.scorers}
+    return [{"name": n, "config": configs.get(n, {})} for n in names]
 
 
 @rm_app.command("eval")

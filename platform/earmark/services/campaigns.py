@@ -106,7 +106,10 @@ class CampaignService(Service):
 
     # -- selection -------------------------------------------------------------------------------
     def _select_rollouts(self, s: Session, spec: CampaignCreate) -> list[tuple[int, int, int]]:
-        q = (select(Rollout.id, Rollout.prompt_id, Rollout.policy_id, func.md5(Rollout.text))
+        # Identical = same words AND same audio: TTS A/B compares renderings of one text (same
+        # words, different audio), which must stay pairable.
+        digest = func.md5(Rollout.text + "|" + func.coalesce(Rollout.audio_sha256, ""))
+        q = (select(Rollout.id, Rollout.prompt_id, Rollout.policy_id, digest)
              .join(Prompt, Prompt.id == Rollout.prompt_id))
         if spec.policy_ids:
             q = q.where(Rollout.policy_id.in_(spec.policy_ids))

@@ -20,7 +20,10 @@ from earmark.services.context import Service
 from earmark.services.labels import LabelConfig, LabelService, PreferenceLabel
 from earmark.store.models import Dataset, Persona, Prompt, Rollout
 
-SNAPSHOT_SCHEMA_VERSION = 1
+# 2: chat-form columns beside the plain-text ones (prompt_chat with audio parts by sha256 and the
+#    persona as the system message, tools, tool calls and duplex timelines of both responses), so
+#    exports carry each regime's content from the frozen snapshot alone.
+SNAPSHOT_SCHEMA_VERSION = 2
 LABEL_SOURCES = ("human", "adjudicated", "ai")
 
 
@@ -53,6 +56,20 @@ def _plain_messages(messages: list[dict[str, Any]], persona: dict[str, Any] | No
     if persona and not (out and out[0]["role"] == "system"):
         out.insert(0, {"role": "system", "content": persona_system_text(persona)})
     return out
+
+
+def _chat_messages(messages: list[dict[str, Any]], persona: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Chat messages as stored (audio parts reference blobs by sha256), persona card as the system message."""
+    from earmark.domain.persona_text import persona_system_text
+
+    out = [dict(m) for m in messages]
+    if persona and not (out and out[0].get("role") == "system"):
+        out.insert(0, {"role": "system", "content": persona_system_text(persona)})
+    return out
+
+
+def _json_or_none(v: Any) -> str | None:
+    return json.dumps(v, sort_keys=True) if v else None
 
 
 class DatasetService(Service):
@@ -104,6 +121,10 @@ class DatasetService(Service):
                     "row_id": f"{c.id}>{r.id}",
                     "prompt_id": p.id, "prompt_external_id": p.external_id, "regime": p.regime,
                     "prompt_messages": json.dumps(_plain_messages(context, personas.get(p.persona_id))),
+                    "prompt_chat": json.dumps(_chat_messages(context, personas.get(p.persona_id))),
+                    "tools": _json_or_none(p.tools),
+                    "chosen_tool_calls": _json_or_none(c.tool_calls), "rejected_tool_calls": _json_or_none(r.tool_calls),
+                    "chosen_timeline": _json_or_none(c.timeline), "rejected_timeline": _json_or_none(r.timeline),
                     "reference": json.dumps(p.reference) if p.reference is not None else None,
                     "chosen_text": c.text, "rejected_text": r.text,
                     "chosen_ids": list(c.token_ids), "rejected_ids": list(r.token_ids),
@@ -160,6 +181,50 @@ class DatasetService(Service):
             return ds
 
         return self.ctx.tx(write)
+
+    def candidates(self, *, prompt_ids: list[int] | None = None, policy_ids: list[int] | None = None,
+                   rounds: list[int] | None = None, regimes: list[str] | None = None,
+                   splits: list[str] | None = None) -> list[dict[str, Any]]:
+        """Rollouts with their prompt in chat form and their scores per dimension (latest version of
+        each reward model; several models on one dimension are averaged), for best-of-N selection.
+        Composition happens at the edge (reward_models.composition), not here."""
+        self.ctx.require("data.read")
+
+        def read(s: Session) -> list[dict[str, Any]]:
+            q = select(Rollout, Prompt).join(Prompt, Prompt.id == Rollout.prompt_id).order_by(Rollout.id)
+            if prompt_ids is not None:
+                q = q.where(Rollout.prompt_id.in_(prompt_ids))
+            if policy_ids:
+                q = q.where(Rollout.policy_id.in_(policy_ids))
+            if rounds is not None:
+                q = q.where(Rollout.round.in_(rounds))
+            if regimes:
+                q = q.where(Prompt.regime.in_(regimes))
+            if splits:
+                q = q.where(Prompt.split.in_(splits))
+            pairs = s.execute(q).all()
+            personas = {p.id: {"name": p.name, **p.card} for p in s.scalars(select(Persona).where(
+                Persona.id.in_({p.persona_id for _, p in pairs if p.persona_id})))}
+            return [{"rollout_id": ro.id, "prompt_id": p.id, "prompt_external_id": p.external_id, "regime": p.regime,
+                     "policy_id": ro.policy_id, "round": ro.round,
+                     "prompt_chat": _chat_messages(_history(ro.messages) or list(p.messages),
+                                                   personas.get(p.persona_id)),
+                     "reference": p.reference, "tools": p.tools, "text": ro.text, "token_ids": list(ro.token_ids),
+                     "audio_sha256": ro.audio_sha256, "tool_calls": ro.tool_calls, "timeline": ro.timeline}
+                    for ro, p in pairs]
+
+        out = self.ctx.tx(read)
+        from earmark.services.scores import ScoreService
+
+        per_model = ScoreService(self.ctx).by_dimension([c["rollout_id"] for c in out])
+        sums: dict[int, dict[str, list[float]]] = {}
+        for key, by_rollout in per_model.items():
+            dim = key.split("/", 1)[1]
+            for rid, v in by_rollout.items():
+                sums.setdefault(rid, {}).setdefault(dim, []).append(float(v))
+        for c in out:
+            c["scores"] = {d: sum(v) / len(v) for d, v in sums.get(c["rollout_id"], {}).items()}
+        return out
 
     def get(self, name: str, version: int | None = None) -> Dataset:
         q = select(Dataset).where(Dataset.name == name)

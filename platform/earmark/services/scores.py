@@ -55,7 +55,7 @@ class ScoreService(Service):
         return out
 
     def unscored(self, reward_model_id: int, dimensions: Sequence[str], *, policy_id: int | None = None,
-                 rounds: Sequence[int] | None = None) -> list[int]:
+                 rounds: Sequence[int] | None = None, regimes: Sequence[str] | None = None) -> list[int]:
         """Rollouts missing any of these dimensions for this reward model version."""
         have = (select(RewardScore.rollout_id).where(RewardScore.reward_model_id == reward_model_id,
                                                      RewardScore.dimension.in_(list(dimensions)))
@@ -65,7 +65,28 @@ class ScoreService(Service):
             q = q.where(Rollout.policy_id == policy_id)
         if rounds is not None:
             q = q.where(Rollout.round.in_(list(rounds)))
+        if regimes is not None:  # a regime preset's scorers only make sense on that regime's prompts
+            from earmark.store.models import Prompt
+
+            q = q.where(Rollout.prompt_id.in_(select(Prompt.id).where(Prompt.regime.in_(list(regimes)))))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
+
+    def lacking_sampling(self, keys: Sequence[str], *, regimes: Sequence[str] | None = None,
+                         policy_id: int | None = None) -> int:
+        """How many rollouts lack any of these decoding settings in their ``sampling`` column
+        (a regime preset lists the keys its rewards depend on, e.g. asr: WER moves with decoding)."""
+        from sqlalchemy.dialects.postgresql import array
+
+        from earmark.store.models import Prompt
+
+        if not keys:
+            return 0
+        q = select(func.count()).select_from(Rollout).where(~Rollout.sampling.has_all(array(list(keys))))
+        if regimes is not None:
+            q = q.where(Rollout.prompt_id.in_(select(Prompt.id).where(Prompt.regime.in_(list(regimes)))))
+        if policy_id is not None:
+            q = q.where(Rollout.policy_id == policy_id)
+        return int(self.ctx.tx(lambda s: s.scalar(q)) or 0)
 
     def for_rollouts(self, rollout_ids: Sequence[int]) -> list[RewardScore]:
         self.ctx.require("data.read")
