@@ -172,6 +172,24 @@ def test_scoring_job_with_a_preset_scores_only_its_regime(em) -> None:
     assert em.scores.lacking_sampling(keys, regimes=["tts"]) == 0
 
 
+def test_duplex_preset_scores_turn_taking_and_tool_calls(em) -> None:
+    """The duplex preset's scorers on stored sessions: the reply at 1.44 s answers the user's turn end
+    at 1.28 s; tool calls come from the action channel (minutes 5 right, 3 half right, none wrong)."""
+    from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
+
+    world = seed_regimes(em)
+    specs = [ScorerSpec(**s) for s in get_preset("duplex").scorer_specs(include_optional=True)]
+    res = run_scoring_job(em, ScoringJobConfig(scorers=specs, regimes=["duplex"]), progress=False, use_ray=False)
+    assert res.rollouts == 3
+    got = em.scores.by_dimension(list(world["rollouts"].values()))
+    dx = [world["rollouts"][("dx-1", s)] for s in range(3)]
+    assert set(got["turn_taking/turn_taking_accuracy"]) == set(dx)
+    assert got["turn_taking/turn_taking_accuracy"][dx[0]] == 1.0
+    assert [got["tool_calls/tool_call_accuracy"][r] for r in dx] == [1.0, 0.5, 0.0]
+    composed = RewardComposition().compose("duplex", {k.split("/")[1]: v[dx[0]] for k, v in got.items() if dx[0] in v})
+    assert composed.verifiable == 1.0 and composed.preference is None
+
+
 def test_campaign_from_a_preset(em) -> None:
     seed_regimes(em)
     spec = CampaignCreate(name="tts-ab", preset="tts")

@@ -185,7 +185,7 @@ PRESETS: dict[str, RegimePreset] = {p.name: p for p in (
         name="duplex",
         summary="turn-taking accuracy and delay, tool calls on the action channel, human timeline events",
         scorers=(
-            ScorerRef(name="turn_taking", dimensions=("turn_taking_accuracy",), requires=("timeline", "reference.events"),
+            ScorerRef(name="turn_taking", dimensions=("turn_taking_accuracy",), requires=("timeline",),
                       provided_by="reward_models.duplex"),
             ScorerRef(name="tool_calls", dimensions=("tool_call_accuracy",), requires=("reference.tool_calls",),
                       optional=True, provided_by="reward_models.verifiable"),
