@@ -156,3 +156,28 @@ def test_other_chunk_clock() -> None:
     ref = generate_scenario("pause", 1)
     assert sc.timeline.chunk_ms == 80 and sc.timeline.events == ref.timeline.events  # same speech, finer clock
     assert sc.timeline.n_chunks >= 2 * ref.timeline.n_chunks - 1
+
+
+def test_renders_do_not_depend_on_what_was_rendered_before() -> None:
+    from pipelines.duplex.tts import render_fresh
+    from pipelines.speech.espeak import render_text
+
+    first, sr = render_fresh("Set a timer for ten minutes.", rate=165)
+    render_text("The shared engine carries state from call to call.")
+    render_fresh("Something else entirely, with many words.", rate=185, pitch=70)
+    again, _ = render_fresh("Set a timer for ten minutes.", rate=165)
+    assert sr == 22050 and first.size > sr and np.array_equal(first, again)
+
+
+def test_same_bytes_in_a_fresh_process() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    generate_scenario("pause", 3)  # other renders first: they must not matter
+    here = generate_scenario("interrupt", 11).timeline.user.audio_sha256
+    code = ("from pipelines.duplex.scenarios import generate_scenario; "
+            "print(generate_scenario('interrupt', 11).timeline.user.audio_sha256)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == here

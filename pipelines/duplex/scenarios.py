@@ -23,9 +23,9 @@ Every user utterance is rendered by eSpeak NG, trimmed to its first and last sam
 event times are exact sample positions of real speech edges (onset = first audible sample,
 offset = one past the last). The user track's speech spans are measured from the rendered audio
 (``activity_intervals``), not copied from the plan. Texts, voices, pauses and placements come
-from ``random.Random(f"{kind}:{seed}")``; rendered audio is cached per (text, rate, pitch) in the
-process, so the same call gives identical bytes (eSpeak NG's pitch-flutter state can shift a
-render by a few samples across processes; event times are always measured on the audio returned).
+from ``random.Random(f"{kind}:{seed}")`` and every utterance is rendered from eSpeak NG's initial
+state (``pipelines.duplex.tts``), so the same (kind, seed, chunk_ms) gives identical bytes in any
+process, and a regenerated suite re-imports cleanly over a stored one.
 
 ``Scenario`` fields:
 
@@ -176,10 +176,10 @@ def chunk_mask(intervals: list[tuple[int, int]], n_chunks: int, chunk_samples: f
 
 @lru_cache(maxsize=512)
 def _render(text: str, rate: int, pitch: int) -> np.ndarray:
-    """One utterance trimmed to its audible samples (cached: identical calls give identical audio)."""
-    from pipelines.speech.espeak import render_text
+    """One utterance trimmed to its audible samples, rendered from eSpeak NG's initial state."""
+    from pipelines.duplex.tts import render_fresh
 
-    audio, _ = render_text(text, rate=rate, pitch=pitch)
+    audio, _ = render_fresh(text, rate=rate, pitch=pitch)
     # Trim at a slightly higher level than ACTIVITY_THRESHOLD: 16-bit storage shifts samples by up
     # to ~3e-5, and the clip's first and last samples must stay audible in the stored WAV.
     spans = activity_intervals(audio, _sample_rate(), threshold=ACTIVITY_THRESHOLD * 1.1, bridge_gap_s=float("inf"))
