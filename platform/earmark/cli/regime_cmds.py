@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from earmark.cli.common import console, handle_errors
@@ -65,18 +66,19 @@ def show(
     for s in preset.scorers:
         status = "registered" if s.name in registry else f"[yellow]not registered[/] ({s.provided_by})"
         st.add_row(s.name + (" (optional)" if s.optional else ""), ", ".join(s.dimensions),
-                   json.dumps(s.config) if s.config else "-", ", ".join(s.requires) or "-", status)
+                   escape(json.dumps(s.config)) if s.config else "-", ", ".join(s.requires) or "-", status)
     console.print(st)
     c = preset.composition
-    console.print(f"reward composition: verifiable [{_weights(c.verifiable)}], preference "
-                  f"[{_weights(c.preference)}], total = {c.mix:g} * verifiable + {1 - c.mix:g} * preference")
+    # escape(): "[a 1, b 0.5]" would otherwise be read as rich markup and vanish
+    console.print(escape(f"reward composition: verifiable [{_weights(c.verifiable)}], preference "
+                         f"[{_weights(c.preference)}], total = {c.mix:g} * verifiable + {1 - c.mix:g} * preference"))
     camp = preset.campaign
     console.print(f"annotation: {camp.protocol.value}, ratings {', '.join(camp.dimensions)}, overlap {camp.overlap}, "
                   f"gold ratio {camp.gold_ratio:g}")
-    console.print(f"human signals: {'; '.join(preset.human_signals)}")
-    console.print(f"instructions: {camp.instructions}")
+    console.print(escape(f"human signals: {'; '.join(preset.human_signals)}"))
+    console.print(escape(f"instructions: {camp.instructions}"))
     console.print(f"exports: {', '.join(preset.export_formats)}")
     if preset.required_sampling:
         console.print(f"decoding settings each rollout must record: {', '.join(preset.required_sampling)}")
     for p in problems:
-        console.print(f"[yellow]warning:[/] {p}")
+        console.print(f"[yellow]warning:[/] {escape(p)}")
