@@ -124,6 +124,8 @@ def test_round_trip_through_jsonl_and_the_store(em, tmp_path, scenarios) -> None
     before = _counts(em)
     again = em.timelines.import_jsonl(tmp_path / "out.jsonl")
     assert (again.prompts_added, again.rollouts_added) == (0, 0) and _counts(em) == before
+    again = em.timelines.import_jsonl(shas)
+    assert (again.lines, again.prompts_added, again.rollouts_added) == (5, 0, 0) and _counts(em) == before
 
 
 def test_scoring_job_scores_imported_sessions(em, tmp_path, scenarios) -> None:
@@ -174,6 +176,8 @@ BAD_LINES = {
                       r"assistant track: audio"),
     "not base64": (lambda line: _set(line, ["timeline", "user", "base64"], "%%%"), r"not valid base64"),
     "no user audio": (lambda line: _set(line, ["timeline", "user", "base64"], None), r"user track has no audio"),
+    "unknown blob": (lambda line: _set(_set(line, ["timeline", "user", "base64"], None),
+                                       ["timeline", "user", "audio_sha256"], "0" * 64), r"not in the blob store"),
 }
 
 

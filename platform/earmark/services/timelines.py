@@ -103,6 +103,9 @@ class TimelineService(Service):
             except NotFound:
                 raise InvalidInput(f"{where}: audio_sha256 {track.audio_sha256[:12]}... is not in the blob store; "
                                    "give the audio as path or base64 instead") from None
+            if blob.channels != 1:
+                raise InvalidInput(f"{where}: blob {blob.sha256[:12]}... has {blob.channels} channels; each track "
+                                   "is one mono clip")
             return _Audio(blob.sha256, None, float(blob.duration_s or 0.0))
         if track.path:
             p = Path(track.path)
