@@ -265,6 +265,14 @@ def test_cli_generate_import_export_metrics(cli_env, scenarios) -> None:
     out = cli_env / "out.jsonl"
     res = runner.invoke(app, ["duplex", "export", "--out", str(out), "--policy", "external-acme"])
     assert res.exit_code == 0 and len(out.read_text().splitlines()) == 9  # 3 sessions + 6 scenarios alone
+    prompts = cli_env / "prompts.jsonl"
+    res = runner.invoke(app, ["duplex", "generate", "--n", "2", "--seed", "9", "--out", str(prompts),
+                              "--kinds", "pause", "--format", "prompt"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["prompts", "import", str(prompts)])
+    assert res.exit_code == 0 and "2 added" in res.output, res.output
+    res = runner.invoke(app, ["duplex", "generate", "--out", str(prompts), "--kinds", "chitchat"])
+    assert res.exit_code == 2 and "unknown scenario kinds" in res.output
     bad = _write(cli_env / "bad.jsonl", ['{"id": "x"'])
     res = runner.invoke(app, ["duplex", "import", str(bad)])
     assert res.exit_code == 2 and "bad.jsonl:1" in res.output

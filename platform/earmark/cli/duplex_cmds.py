@@ -27,10 +27,14 @@ def generate(
     chunk_ms: int = typer.Option(160, min=10, max=2000, help="Chunk clock in milliseconds."),
     kinds: str = typer.Option("", help="Comma-separated subset of normal,pause,interrupt,backchannel,"
                                        "tool_call,no_tool_call (default: all)."),
+    fmt: str = typer.Option("session", "--format",
+                            help="'session' (for `earmark duplex import`) or 'prompt' (for `earmark prompts import`)."),
 ) -> None:
     """Synthesise duplex scenarios (eSpeak NG user speech, events at known times) for `earmark duplex import`."""
     from pipelines.duplex.scenarios import SCENARIO_KINDS, scenario_suite
 
+    if fmt not in ("session", "prompt"):
+        raise InvalidInput(f"--format {fmt!r}: use 'session' (duplex import lines) or 'prompt' (prompt records)")
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) or SCENARIO_KINDS
     try:
         suite = scenario_suite(n, seed, chunk_ms, kinds=chosen)
@@ -38,7 +42,8 @@ def generate(
         raise InvalidInput(str(exc)) from None
     with out.open("w") as f:
         for sc in suite:
-            f.write(json.dumps(sc.session_record(), separators=(",", ":")) + "\n")
+            record = sc.session_record() if fmt == "session" else sc.prompt_record()
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
     counts: dict[str, int] = {}
     for sc in suite:
         counts[sc.kind] = counts.get(sc.kind, 0) + 1
