@@ -1,4 +1,6 @@
-"""The rating form per protocol: pairwise A/B, MOS, CMOS and MUSHRA, plus 1-5 dimension ratings.
+"""The rating form per protocol: pairwise A/B, MOS, CMOS, MUSHRA and timeline, plus 1-5 dimension ratings.
+
+(A timeline task's events are marked in ``annotation_ui.timeline`` above this form and sent with it.)
 
 One ``st.form`` per task (widget keys carry the task id, so the next item starts blank and a
 refused submit keeps what the rater entered). Choice questions start unanswered: a preselected
@@ -71,7 +73,11 @@ def _protocol_questions(item: RaterItem) -> tuple[dict[str, Any], list[str]]:
                 missing.append(f"the quality of clip {label}")
         answer["mos"] = scores
     elif item.protocol == "mushra":
-        st.markdown("**Score every clip from 0 (bad) to 100 (excellent)**: one of them may be the reference.")
+        if item.reference is not None:  # BS.1534: graded against the open reference, 100 = indistinguishable
+            st.markdown("**Score every clip against the reference**: 100 = sounds exactly like the reference, "
+                        "0 = very much worse.")
+        else:
+            st.markdown("**Score every clip from 0 (bad) to 100 (excellent)**.")
         cols = st.columns(len(labels))
         answer["mushra"] = [int(col.slider(f"Clip {label}", 0, 100, 50, key=widget_key(f"mushra-{label}", k)))
                             for col, label in zip(cols, labels)]
@@ -84,7 +90,8 @@ def _dimension_questions(item: RaterItem) -> tuple[dict[str, int], list[str]]:
         return {}, []
     target = {"pairwise": "the response you preferred (for a tie or both bad: the pair as a whole)",
               "cmos": "the response you preferred (if equal: the pair as a whole)",
-              "mushra": "the clip you scored highest"}.get(item.protocol, "the response")
+              "mushra": "the clip you scored highest",
+              "timeline": "the assistant in this session"}.get(item.protocol, "the response")
     st.markdown(f"**Rate {target}** · 1 = poor, 5 = excellent")
     ratings: dict[str, int] = {}
     missing: list[str] = []
@@ -113,5 +120,7 @@ def rating_form(item: RaterItem, unplayed: list[str]) -> FormOutcome:
         submitted = st.form_submit_button("Submit", type="primary", disabled=not ready, shortcut="Ctrl+Enter",
                                           key=widget_key("submit", item.task_id))
         if not ready:
-            st.caption(f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit.")
+            st.caption("Play the whole session (or both tracks) to the end to enable Submit."
+                       if item.protocol == "timeline" else
+                       f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit.")
     return FormOutcome(bool(submitted), answer, missing + [f"a {d} rating" for d in missing_dims])

@@ -74,7 +74,10 @@ with campaigns_tab:
         st.caption("Raters see the campaign name and instructions: keep model and policy names out of both.")
         name = st.text_input("Name", key="camp-name")
         c1, c2, c3 = st.columns(3)
-        protocol = c1.selectbox("Protocol", [p.value for p in Protocol if p != Protocol.timeline], key="camp-protocol")
+        protocol = c1.selectbox("Protocol", [p.value for p in Protocol], key="camp-protocol",
+                                help="timeline: raters mark events on duplex sessions (duplex rollouts with a "
+                                     "timeline only). mushra: prompts whose reference has audio get a hidden "
+                                     "reference and a 3.5 kHz low anchor.")
         overlap = c2.number_input("Raters per item (overlap k)", 1, 50, 3, key="camp-overlap")
         gold = c3.slider("Gold ratio", 0.0, 0.5, 0.1, 0.05, key="camp-gold",
                          help="Share of planted items with a known answer (pairwise and CMOS).")

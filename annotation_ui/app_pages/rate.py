@@ -2,7 +2,8 @@
 
 What a rater sees comes only from ``TaskService.item`` (``RaterItem``): clips labelled A, B, ...
 in the task's randomized order, the persona card, the prompt and the instructions; no model,
-policy, version, rollout id or score exists in that view, so none can be shown here.
+policy, version, rollout id or score exists in that view, so none can be shown here. Timeline
+tasks (duplex sessions) add ``TaskService.timeline``: both tracks on one clock, no identities.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from annotation_ui import listen, session, widgets
+from annotation_ui import listen, session, timeline, widgets
 from annotation_ui.rating_form import rating_form
 from earmark.errors import Conflict, EarmarkError, InvalidInput, LeaseExpired, NotFound
 
@@ -23,6 +24,8 @@ principal, em = session.page_guard("tasks.rate")
 
 def _drop(release: bool) -> None:
     rate = st.session_state.pop("rate", None)
+    if rate:
+        timeline.clear(rate["item"].task_id)  # marked events belong to the item on screen only
     if release and rate:
         try:
             em.tasks.release(rate["lease"].task_id, rate["lease"].lease_token)
@@ -49,10 +52,19 @@ def _load(campaign_id: int) -> dict[str, Any] | None:
         return None
     lease = leases[0]  # the oldest lease: the item prepared while the previous one was being rated
     item = em.tasks.item(lease)
-    audio = {s.label: em.tasks.audio(item, s.label) for s in item.stimuli if s.audio_sha256}
+    view, audio = None, {}
+    if item.protocol == "timeline":  # the session's own tracks replace the per-stimulus clips
+        view = em.tasks.timeline(item)
+        audio = {timeline.MIX: em.tasks.timeline_audio(view, "stereo")}
+        audio |= {t: em.tasks.timeline_audio(view, t) for t in timeline.TRACK_LABELS if view.track(t).audio_sha256}
+    else:
+        audio = {s.label: em.tasks.audio(item, s.label) for s in item.stimuli if s.audio_sha256}
+        if item.reference is not None:
+            audio["reference"] = em.tasks.audio(item, "reference")
     prompt_audio = {i: em.tasks.audio(item, f"prompt{i}") for i, t in enumerate(item.conversation)
                     if t.get("audio_sha256")}
     rate = {"campaign_id": campaign_id, "lease": lease, "item": item, "audio": audio, "prompt_audio": prompt_audio,
+            "timeline": view,
             # One id per displayed task: a double click or a rerun resubmits the same id, stored once.
             "submission_id": uuid.uuid4(), "shown_at": time.time()}
     st.session_state["rate"] = rate
@@ -112,15 +124,29 @@ with right:
     widgets.conversation(item.conversation, lambda i: rate["prompt_audio"].get(i))
 
 # -- clips -------------------------------------------------------------------------------------------
-labels = [s.label for s in item.stimuli]
-must_play = [s.label for s in item.stimuli if s.audio_sha256]
-reports = listen.track(task_id, must_play)
-durations = {s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3]
-             for s in item.stimuli if s.audio_sha256}
-unplayed = [lb for lb in must_play if not listen.is_played(reports.get(lb), durations.get(lb))]
+view = rate.get("timeline")
+if view is not None:
+    st.markdown("#### Listen to the session")
+    timeline.chart(view, rate["audio"], timeline.marked(task_id))
+    unplayed, reports = timeline.players(task_id, view, rate["audio"])
+    must_play = [lb for lb in rate["audio"]]
+    timeline.event_editor(task_id, view)
+    clip_stimuli = []
+else:
+    must_play = [s.label for s in item.stimuli if s.audio_sha256]
+    reports = listen.track(task_id, must_play)
+    durations = {s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3]
+                 for s in item.stimuli if s.audio_sha256}
+    unplayed = [lb for lb in must_play if not listen.is_played(reports.get(lb), durations.get(lb))]
+    clip_stimuli = item.stimuli
+    st.markdown("#### Listen to every clip")
+    if item.reference is not None:
+        with st.container(border=True):
+            st.markdown(f"**Reference** · {widgets.duration_label(item.reference.duration_s)} · "
+                        "score each clip below against it")
+            st.audio(rate["audio"]["reference"], format="audio/wav")
 
-st.markdown("#### Listen to every clip")
-for col, stim in zip(st.columns(len(item.stimuli), gap="medium"), item.stimuli):
+for col, stim in zip(st.columns(len(clip_stimuli), gap="medium") if clip_stimuli else [], clip_stimuli):
     with col, st.container(key=listen.clip_key(task_id, stim.label), border=True):
         status = ":orange-badge[not played yet]" if stim.label in unplayed else ":green-badge[:material/check: played]"
         st.markdown(f"**Clip {stim.label}** · {widgets.duration_label(durations.get(stim.label))} · {status}")
@@ -143,11 +169,14 @@ if st.button("Skip this item", help="Return it to the pool for another rater and
 
 if outcome.submitted:
     if unplayed:  # the button was disabled; a stale page could still send the click
-        st.error(f"Play {', '.join(unplayed)} to the end before submitting.")
+        st.error("Play the whole session to the end before submitting." if view is not None else
+                 f"Play {', '.join(unplayed)} to the end before submitting.")
     elif outcome.missing:
         st.error("Please answer: " + "; ".join(outcome.missing) + ".")
     else:
         answer = {**outcome.answer, "listen_ms": listen.listen_ms(reports, must_play)}
+        if view is not None:
+            answer["events"] = timeline.for_submit(task_id)
         try:
             result = em.tasks.submit(task_id, rate["lease"].lease_token, rate["submission_id"], answer)
         except InvalidInput as exc:
@@ -160,6 +189,7 @@ if outcome.submitted:
             st.error(f"Your answer was not saved ({exc.message}); press Submit again.")
         else:
             st.session_state["rated_count"] = st.session_state.get("rated_count", 0) + 1
+            timeline.clear(task_id)
             session.flash("success", "Saved. Here is the next item." if not result.late else
                           "Saved (your lease had lapsed, but nobody else had taken the item).")
             _drop(release=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from annotation_ui import session, widgets
+from annotation_ui import session, timeline, widgets
 from annotation_ui.rating_form import CHOICE_LABELS, STRENGTH_LABELS
 from earmark.services.quality import QualityConfig, RaterQuality
 from earmark.services.review import ReviewItem
@@ -33,10 +33,25 @@ def _judgment_table(item: ReviewItem) -> pd.DataFrame:
         row = {"rater": j.rater, "cleared": j.cleared, "choice": CHOICE_LABELS.get(j.choice or "", j.choice or "—"),
                "strength": STRENGTH_LABELS.get(round(abs(j.preference) * 3)) if j.preference else None}
         row |= {k: (str(v) if isinstance(v, list) else v) for k, v in (j.ratings or {}).items()}
+        if item.protocol == "timeline":
+            row["events"] = len(j.events)
         row |= {"rationale": j.rationale, "heard (s)": ", ".join(f"{k} {v / 1000:.1f}" for k, v in j.listen_ms.items()),
                 "shown order": " ".join(j.shown_order), "late": j.late}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _show_timeline(item: ReviewItem) -> None:
+    """The session with every rater's marks on one axis, then their events side by side."""
+    view = em.review.timeline(item.comparison_id)
+    audio = {timeline.MIX: em.review.timeline_audio(view, "stereo")}
+    audio |= {t: em.review.timeline_audio(view, t) for t in timeline.TRACK_LABELS if view.track(t).audio_sha256}
+    marks = [{**e, "who": j.rater} for j in item.judgments for e in j.events]
+    timeline.chart(view, audio, marks)
+    st.markdown("**Whole session** (stereo: user left, assistant right)")
+    st.audio(audio[timeline.MIX], format="audio/wav")
+    st.markdown("**Events marked by each rater**")
+    timeline.events_side_by_side(item.judgments)
 
 
 def _show_item(comparison_id: int) -> None:
@@ -48,7 +63,9 @@ def _show_item(comparison_id: int) -> None:
         widgets.persona_card(item.persona)
     with right:
         widgets.conversation(item.conversation, lambda i: em.review.audio(item, f"prompt{i}"))
-    for col, stim in zip(st.columns(len(item.stimuli)), item.stimuli):
+    if item.protocol == "timeline":
+        _show_timeline(item)
+    for col, stim in zip(st.columns(len(item.stimuli)), item.stimuli if item.protocol != "timeline" else []):
         with col, st.container(border=True):
             st.markdown(f"**Response {stim.label}** · {widgets.duration_label(stim.duration_s)}")
             if stim.audio_sha256:

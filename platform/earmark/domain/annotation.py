@@ -18,6 +18,18 @@ RATING_DIMENSIONS = ("prosody", "persona_consistency", "correctness")
 PAIRWISE_CHOICES = ("A", "B", "tie", "both_bad")
 TIMELINE_EVENTS = ("bad_interruption", "missed_backchannel", "late_response", "wrong_tool_call", "other")
 MUSHRA_HIDDEN_REF_MIN = 90  # a MUSHRA assessor should rate the hidden reference at least this high
+MUSHRA_ANCHOR_LOWPASS_HZ = 3500.0  # ITU-R BS.1534-3 low anchor: the reference low-pass filtered at 3.5 kHz
+# Roles of stimuli planted beside a comparison's rollouts (``comparisons.reason["planted"]``).
+PLANTED_ROLES = ("hidden_reference", "anchor_low")
+
+
+def planted_of(reason: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Stimuli planted in a comparison besides its rollouts (MUSHRA hidden reference, anchors).
+
+    Canonical stimulus index ``len(rollout_ids) + j`` is ``planted[j]``; presentation orders,
+    stored MUSHRA scores and ``reason["hidden_reference"]`` all use that one index space."""
+    planted = (reason or {}).get("planted")
+    return list(planted) if isinstance(planted, list) else []
 
 
 class TimelineEvent(BaseModel):

@@ -4,6 +4,13 @@ Comparisons are chosen where they teach the most: for pairwise protocols, pairs 
 same prompt whose reward-model scores are closest (the models are least sure), falling back to
 seeded random pairs when nothing is scored. Gold items are planted mismatches (a response to a
 different prompt against a real one: the real one must win), mixed in at the campaign's ratio.
+
+MUSHRA (ITU-R BS.1534-3) where a prompt's reference has audio (TTS): each comparison also gets
+the hidden reference (the reference clip itself) and a low anchor (the reference low-pass
+filtered at 3.5 kHz), recorded in ``reason["planted"]`` and shuffled among the rollouts by the
+task's presentation order, so raters cannot tell them apart; quality screening reads
+``reason["hidden_reference"]`` (the planted position) to screen assessors. Timeline campaigns take
+only rollouts that carry a duplex timeline.
 """
 from __future__ import annotations
 
@@ -16,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from earmark.domain.annotation import RATING_DIMENSIONS
+from earmark.domain.annotation import MUSHRA_ANCHOR_LOWPASS_HZ, RATING_DIMENSIONS
 from earmark.domain.enums import CampaignStatus, Protocol, Regime
 from earmark.errors import Conflict, InvalidInput, NotFound
 from earmark.services.context import Service
-from earmark.store.models import Campaign, Comparison, Judgment, Policy, Prompt, RewardScore, Rollout, Task
+from earmark.store.models import Blob, Campaign, Comparison, Judgment, Policy, Prompt, RewardScore, Rollout, Task
+
+ANCHOR_FILTER_ORDER = 8  # Butterworth order of the low anchor's low-pass (steep, applied forward and back)
 
 
 class CampaignCreate(BaseModel):
@@ -80,17 +89,27 @@ class CampaignService(Service):
         if unknown:
             raise InvalidInput(f"unknown rating dimension(s) {unknown}; use {list(RATING_DIMENSIONS)}")
 
+        # Anchors are rendered and stored (blob bytes and row) before the campaign's transaction:
+        # a failed create leaves at most a recorded, content-addressed clip that the next one reuses.
+        planted = self._mushra_planted(spec) if spec.protocol == Protocol.mushra else {}
+
         def write(s: Session) -> Campaign:
             if s.scalar(select(Campaign.id).where(Campaign.name == spec.name)):
                 raise Conflict(f"campaign {spec.name!r} exists; choose another name")
             rollouts = self._select_rollouts(s, spec)
             if not rollouts:
+                if spec.protocol == Protocol.timeline:
+                    raise InvalidInput("no rollout in the selection carries a duplex timeline; the timeline "
+                                       "protocol rates duplex sessions: select regime duplex (and run duplex "
+                                       "rollouts first) or pick another protocol")
                 raise InvalidInput("no rollouts match the selection (policy versions, rounds, regime, prompts); "
                                    "run `earmark rollout` first or widen the selection")
-            items = self._plan_items(s, spec, rollouts)
+            items = self._plan_items(s, spec, rollouts, planted)
             if not items:
+                need = ("3 rollouts (2 when the prompt's reference has audio)" if spec.protocol == Protocol.mushra
+                        else _stimuli_for(spec.protocol))
                 raise InvalidInput(f"the selection has no prompt with enough rollouts for {spec.protocol.value} "
-                                   f"(needs {_stimuli_for(spec.protocol)} per prompt)")
+                                   f"(needs {need} per prompt)")
             camp = Campaign(name=spec.name, protocol=spec.protocol.value, dimensions=spec.dimensions,
                             overlap=spec.overlap, gold_ratio=spec.gold_ratio, instructions=spec.instructions,
                             status=CampaignStatus.open.value, created_by=self.ctx.principal.user_id,
@@ -119,9 +138,60 @@ class CampaignService(Service):
             q = q.where(Prompt.regime == spec.regime.value)
         if spec.prompt_ids:
             q = q.where(Rollout.prompt_id.in_(spec.prompt_ids))
+        if spec.protocol == Protocol.timeline:
+            q = q.where(func.jsonb_typeof(Rollout.timeline) == "object")
         return list(s.execute(q.order_by(Rollout.id)).all())
 
-    def _plan_items(self, s: Session, spec: CampaignCreate, rollouts: list[Any]) -> list[dict[str, Any]]:
+    # -- MUSHRA hidden reference and low anchor -----------------------------------------------------
+    def _mushra_planted(self, spec: CampaignCreate) -> dict[int, list[dict[str, Any]]]:
+        """prompt id -> stimuli to plant (hidden reference, low anchor) for prompts in the selection
+        whose ``reference`` names an audio clip (``reference["audio_sha256"]``)."""
+        def read(s: Session) -> list[Any]:
+            pids = sorted({r[1] for r in self._select_rollouts(s, spec)})
+            rows = s.execute(select(Prompt.id, Prompt.external_id, Prompt.reference)
+                             .where(Prompt.id.in_(pids), Prompt.reference.is_not(None))).all()
+            refs = [(pid, ext, (ref or {}).get("audio_sha256")) for pid, ext, ref in rows]
+            refs = [r for r in refs if r[2]]
+            known = set(s.scalars(select(Blob.sha256).where(Blob.sha256.in_([r[2] for r in refs]))))
+            for _pid, ext, sha in refs:
+                if sha not in known:
+                    raise InvalidInput(f"prompt {ext!r} names reference audio {sha} that is not in the store; "
+                                       "store the clip with `earmark blobs put` / BlobService.put_audio first")
+            return refs
+
+        out: dict[int, list[dict[str, Any]]] = {}
+        anchors: dict[str, str | None] = {}  # one anchor per reference clip, however many prompts share it
+        for pid, _ext, ref in self.ctx.tx(read):
+            if ref not in anchors:
+                anchors[ref] = self.low_anchor(ref)
+            out[pid] = [{"role": "hidden_reference", "audio_sha256": ref}]
+            if anchors[ref]:
+                out[pid].append({"role": "anchor_low", "audio_sha256": anchors[ref],
+                                 "lowpass_hz": MUSHRA_ANCHOR_LOWPASS_HZ})
+        return out
+
+    def low_anchor(self, reference_sha256: str) -> str | None:
+        """The BS.1534-3 low anchor of a reference clip (low-pass at 3.5 kHz), stored as a blob.
+
+        Zero-phase filtering keeps it sample-aligned with the reference; the result is
+        deterministic, so the content-addressed store keeps one copy however often it is made.
+        None when the clip has nothing above 3.5 kHz to remove (Nyquist too close)."""
+        from scipy.signal import butter, sosfiltfilt
+
+        from earmark import audio
+        from earmark.services.blob_service import BlobService
+
+        samples, sr = audio.decode(self.ctx.blobs.get_bytes(reference_sha256))
+        if sr / 2 <= MUSHRA_ANCHOR_LOWPASS_HZ * 1.1:
+            return None
+        sos = butter(ANCHOR_FILTER_ORDER, MUSHRA_ANCHOR_LOWPASS_HZ, btype="low", fs=sr, output="sos")
+        padlen = min(len(samples) - 1, 3 * (2 * len(sos) + 1))  # very short clips: filter what is there
+        filtered = sosfiltfilt(sos, samples, axis=0, padlen=max(0, padlen))
+        return BlobService(self.ctx).put_waveform(filtered.astype("float32"), sr).sha256
+
+    def _plan_items(self, s: Session, spec: CampaignCreate, rollouts: list[Any],
+                    planted: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+        planted = planted or {}
         rng = random.Random(spec.seed)
         by_prompt: dict[int, list[int]] = defaultdict(list)
         digest: dict[int, str] = {}
@@ -152,9 +222,14 @@ class CampaignService(Service):
                     else:
                         reason, key = {"kind": "random"}, 1.0 + rng.random()
                     candidates.append((key, {"prompt_id": pid, "rollout_ids": [a, b], "reason": reason}))
-            elif spec.protocol == Protocol.mushra and len(rids) >= need - 1:
+            elif spec.protocol == Protocol.mushra and len(rids) >= (2 if pid in planted else need - 1):
                 chosen = rng.sample(rids, min(len(rids), need - 1))
-                candidates.append((rng.random(), {"prompt_id": pid, "rollout_ids": chosen, "reason": {"kind": "mushra"}}))
+                reason = {"kind": "mushra"}
+                if pid in planted:
+                    n = len(chosen)
+                    reason |= {"planted": planted[pid], "hidden_reference": n,
+                               "anchors": [n + j for j, p in enumerate(planted[pid]) if p["role"] != "hidden_reference"]}
+                candidates.append((rng.random(), {"prompt_id": pid, "rollout_ids": chosen, "reason": reason}))
         candidates.sort(key=lambda c: c[0])
         # One pair per prompt first (coverage), then the rest by informativeness.
         seen: set[int] = set()

@@ -9,7 +9,10 @@ Screens, each naming its source:
 - gold accuracy on planted items with known answers (P.808-style trapping questions);
 - MUSHRA hidden reference: an assessor rating the hidden reference below 90 on more than 15% of
   items is screened out (BS.1534-3). A comparison marks its hidden reference with
-  ``reason["hidden_reference"]`` = the index into ``rollout_ids``; campaigns without it skip this;
+  ``reason["hidden_reference"]`` = its canonical stimulus index (rollouts first, then the planted
+  clips of ``reason["planted"]``, as ``CampaignService`` plants them); stored MUSHRA scores are in
+  that same order whatever the rater was shown. Comparisons without one skip this check, and
+  ``apply_hidden_reference_screen`` excludes the assessors it flags;
 - near-zero rating variance (straight-lining) and always picking the clip shown first;
 - votes improbable against the consensus: Wald's SPRT on disagreement with the leave-one-out
   majority, in the spirit of Chatbot Arena's anomalous-user detection (Chiang et al., 2024, sec. 5).
@@ -371,15 +374,30 @@ class QualityService(Service):
         A reviewer's clearance stands until the rater answers another gold item: new evidence
         below the threshold excludes them again, old evidence does not undo a human decision."""
         cfg = config or QualityConfig()
+        return self._exclude_flagged("low_gold_accuracy", Judgment.is_gold, cfg, lambda q: (
+            f"gold accuracy {q.gold_accuracy:.2f} on {q.gold_items} gold items is below {cfg.min_gold_accuracy:.2f}"))
+
+    def apply_hidden_reference_screen(self, config: QualityConfig | None = None) -> list[RaterQuality]:
+        """MUSHRA post-screening (BS.1534-3): exclude assessors who rated the hidden reference below
+        ``hidden_ref_min`` on more than ``hidden_ref_max_fail`` of their items; returns those excluded
+        now. Clearance by a reviewer stands until the rater rates another item with a hidden reference."""
+        cfg = config or QualityConfig()
+        return self._exclude_flagged("hidden_reference", Comparison.reason.op("?")("hidden_reference"), cfg,
+                                     lambda q: (f"rated the hidden reference below {cfg.hidden_ref_min} on "
+                                                f"{q.hidden_ref_failures} of {q.hidden_ref_items} items "
+                                                f"(more than {cfg.hidden_ref_max_fail:.0%})"))
+
+    def _exclude_flagged(self, flag: str, evidence: Any, cfg: QualityConfig, why: Any) -> list[RaterQuality]:
         report = self.rater_report(None, cfg)
-        low = [q for q in report if "low_gold_accuracy" in q.flags and q.cleared]
+        low = [q for q in report if flag in q.flags and q.cleared]
         if not low:
             return []
 
         def last_times(s: Session) -> tuple[dict[int, datetime], dict[int, datetime]]:
             ids = [q.user_id for q in low]
             gold = dict(s.execute(select(Judgment.rater_id, func.max(Judgment.created_at))
-                                  .where(Judgment.is_gold, Judgment.rater_id.in_(ids))
+                                  .join(Comparison, Comparison.id == Judgment.comparison_id)
+                                  .where(evidence, Judgment.rater_id.in_(ids))
                                   .group_by(Judgment.rater_id)).all())
             cleared = {int(e): t for e, t in s.execute(
                 select(AuditLog.entity_id, func.max(AuditLog.at))
@@ -394,8 +412,7 @@ class QualityService(Service):
         for q in low:
             if q.user_id in cleared_at and q.user_id in gold_at and cleared_at[q.user_id] >= gold_at[q.user_id]:
                 continue
-            users.set_cleared(q.user_id, False, note=f"gold accuracy {q.gold_accuracy:.2f} on {q.gold_items} "
-                                                     f"gold items is below {cfg.min_gold_accuracy:.2f}")
+            users.set_cleared(q.user_id, False, note=why(q))
             excluded.append(q)
         return excluded
 

@@ -21,15 +21,20 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from earmark.domain.annotation import PAIRWISE_CHOICES, RATING_DIMENSIONS
+from earmark.domain.annotation import PAIRWISE_CHOICES, RATING_DIMENSIONS, planted_of
 from earmark.domain.limits import Limits
 from earmark.errors import InvalidInput, NotFound
+from earmark.services.annotation_timeline import (
+    STEREO, TRACKS, TimelineView, parse_timeline, render_stereo, timeline_view,
+)
 from earmark.services.context import Service
 from earmark.services.tasks import conversation_view
 from earmark.store.models import Adjudication, Blob, Campaign, Comparison, Judgment, Persona, Prompt, Rollout, User
 
 EXPORT_FORMATS = ("csv", "jsonl")
 BREAK_S = 30 * 60  # a gap longer than this between two judgments is a break, not work time
+EVENT_MATCH_S = 1.0  # two raters' timeline marks of one kind this close in time name the same event
+PLANTED_LABELS = {"hidden_reference": "hidden ref", "anchor_low": "low anchor"}  # reviewers may know
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class ReviewJudgment:
     late: bool
     gold_correct: bool | None
     created_at: datetime
+    events: tuple[dict[str, Any], ...] = ()  # timeline marks {"kind", "onset_s", "note"}, by onset
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,33 @@ def disagreement(judgments: list[tuple[str | None, dict[str, Any]]]) -> tuple[fl
     return round(choice_dis, 4), split, round(spread, 4), "; ".join(parts)
 
 
+def event_disagreement(marks: list[list[dict[str, Any]]]) -> float:
+    """Mean over rater pairs of 1 - (matched marks x 2 / all marks): marks match when they have the
+    same kind and lie within ``EVENT_MATCH_S`` (each mark matched at most once, closest first).
+    0 when every rater marked the same events (or none), 1 when no mark is shared."""
+    def disagree(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+        if not a and not b:
+            return 0.0
+        pairs = sorted((abs(x["onset_s"] - y["onset_s"]), i, j) for i, x in enumerate(a) for j, y in enumerate(b)
+                       if x["kind"] == y["kind"] and abs(x["onset_s"] - y["onset_s"]) <= EVENT_MATCH_S)
+        used_a, used_b = set(), set()
+        for _d, i, j in pairs:
+            if i not in used_a and j not in used_b:
+                used_a.add(i)
+                used_b.add(j)
+        return 1 - 2 * len(used_a) / (len(a) + len(b))
+
+    pairs = [(a, b) for i, a in enumerate(marks) for b in marks[i + 1:]]
+    return sum(disagree(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
+
+
+def _label(canon: int, n_rollouts: int, planted: list[dict[str, Any]]) -> str:
+    """Canonical label of a stimulus: A, B, ... for rollouts, the role for a planted clip."""
+    if canon < n_rollouts:
+        return chr(65 + canon)
+    return PLANTED_LABELS.get(planted[canon - n_rollouts].get("role"), "planted")
+
+
 def _adjudication_info(row: Any) -> AdjudicationInfo:
     return AdjudicationInfo(row.comparison_id, row.reviewer, row.choice, row.preference, row.note, row.created_at)
 
@@ -148,7 +181,7 @@ class ReviewService(Service):
             protocol = s.scalar(select(Campaign.protocol).where(Campaign.id == campaign_id))
             if protocol is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
-            rows = s.execute(select(Judgment.comparison_id, Judgment.choice, Judgment.ratings)
+            rows = s.execute(select(Judgment.comparison_id, Judgment.choice, Judgment.ratings, Judgment.events)
                              .where(Judgment.campaign_id == campaign_id)).all()
             adj = {r.comparison_id: _adjudication_info(r) for r in s.execute(
                 ADJ_QUERY.join(Comparison, Comparison.id == Adjudication.comparison_id)
@@ -157,13 +190,20 @@ class ReviewService(Service):
 
         rows, adj, protocol = self.ctx.tx(read)
         by_item: dict[int, list[tuple[str | None, dict[str, Any]]]] = defaultdict(list)
+        marks: dict[int, list[list[dict[str, Any]]]] = defaultdict(list)
         for r in rows:
             by_item[r.comparison_id].append((r.choice, r.ratings or {}))
+            marks[r.comparison_id].append(list(r.events or []))
         out = []
         for cid, js in by_item.items():
             if len(js) < min_judgments:
                 continue
             dis, split, spread, summary = disagreement(js)
+            if protocol == "timeline":  # no choice to split on: disagreement is about the marked events
+                dis = round(event_disagreement(marks[cid]), 4)
+                kinds = Counter(e["kind"] for m in marks[cid] for e in m)
+                summary = "; ".join(filter(None, [
+                    " · ".join(f"{k} {n}" for k, n in kinds.most_common()) or "no events marked", summary]))
             if split or dis >= min_disagreement or spread >= rating_std:
                 out.append(DisputedItem(cid, campaign_id, protocol, len(js), dis, split, spread, summary, adj.get(cid)))
         out.sort(key=lambda d: (-int(d.split), -d.choice_disagreement, -d.rating_spread, d.comparison_id))
@@ -183,17 +223,24 @@ class ReviewService(Service):
             rollouts = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(list(comp.rollout_ids))))}
             shas = [r.audio_sha256 for r in rollouts.values() if r.audio_sha256]
             durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all())
+            planted = planted_of(comp.reason)
+            n = len(comp.rollout_ids)
+            durations |= dict(s.execute(select(Blob.sha256, Blob.duration_s).where(
+                Blob.sha256.in_([p["audio_sha256"] for p in planted]))).all())
             stimuli = [ReviewStimulus(chr(65 + i), rollouts[rid].audio_sha256, rollouts[rid].text,
                                       durations.get(rollouts[rid].audio_sha256))
                        for i, rid in enumerate(comp.rollout_ids)]
+            stimuli += [ReviewStimulus(_label(n + j, n, planted), p["audio_sha256"], "", durations.get(p["audio_sha256"]))
+                        for j, p in enumerate(planted)]
             judgments = []
             for j, name, cleared in s.execute(select(Judgment, User.username, User.cleared_for_aggregation)
                                               .join(User, User.id == Judgment.rater_id)
                                               .where(Judgment.comparison_id == comparison_id).order_by(Judgment.id)):
-                order = (j.presentation or {}).get("order") or list(range(len(comp.rollout_ids)))
+                order = (j.presentation or {}).get("order") or list(range(n + len(planted)))
                 judgments.append(ReviewJudgment(j.id, j.rater_id, name, cleared, j.choice, j.preference, j.ratings,
-                                                j.rationale, j.listen_ms, [chr(65 + i) for i in order], j.late,
-                                                j.gold_correct, j.created_at))
+                                                j.rationale, j.listen_ms, [_label(i, n, planted) for i in order],
+                                                j.late, j.gold_correct, j.created_at,
+                                                tuple(sorted(j.events or [], key=lambda e: e.get("onset_s", 0.0)))))
             adj = s.execute(ADJ_QUERY.where(Adjudication.comparison_id == comparison_id)).first()
             card = None
             if persona is not None:
@@ -212,6 +259,29 @@ class ReviewService(Service):
         if not allowed.get(label):
             raise NotFound(f"no audio for {label!r} in comparison {item.comparison_id}")
         return self.ctx.blobs.get_bytes(allowed[label])
+
+    def timeline(self, comparison_id: int) -> TimelineView:
+        """The duplex session a timeline item rates (same view raters get: no model identity)."""
+        self.ctx.require("judgments.review")
+
+        def read(s: Session) -> TimelineView:
+            comp = s.get(Comparison, comparison_id)
+            if comp is None:
+                raise NotFound(f"comparison {comparison_id} does not exist")
+            raw = s.scalar(select(Rollout.timeline).where(Rollout.id == comp.rollout_ids[0]))
+            return timeline_view(parse_timeline(raw, f"comparison {comparison_id}"))
+
+        return self.ctx.tx(read)
+
+    def timeline_audio(self, view: TimelineView, track: str) -> bytes:
+        """One track (``user``, ``assistant``) or ``stereo`` (user left, assistant right)."""
+        self.ctx.require("judgments.review")
+        if track == STEREO:
+            return render_stereo(view, self.ctx.blobs.get_bytes)
+        sha = view.track(track).audio_sha256 if track in TRACKS else None
+        if not sha:
+            raise NotFound(f"no audio for track {track!r}; use {', '.join(TRACKS)} or {STEREO}")
+        return self.ctx.blobs.get_bytes(sha)
 
     def adjudicate(self, comparison_id: int, choice: str, preference: float | None = None,
                    note: str = "") -> AdjudicationInfo:
@@ -286,7 +356,7 @@ class ReviewService(Service):
                 "judgment_id": j.id, "campaign_id": j.campaign_id, "comparison_id": j.comparison_id,
                 "rollout_ids": list(rollout_ids), "rater": name, "rater_id": j.rater_id,
                 "rater_cleared": cleared, "protocol": j.protocol, "choice": j.choice, "preference": j.preference,
-                "ratings": j.ratings, "rationale": j.rationale, "listen_ms": j.listen_ms,
+                "ratings": j.ratings, "rationale": j.rationale, "listen_ms": j.listen_ms, "events": j.events,
                 "presentation": j.presentation, "is_gold": j.is_gold, "gold_correct": j.gold_correct,
                 "late": j.late, "adjudicated_choice": adj, "created_at": j.created_at.isoformat(),
             })

@@ -21,11 +21,14 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, validate_for_protocol
+from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, planted_of, validate_for_protocol
 from earmark.domain.enums import Protocol
 from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
+from earmark.services.annotation_timeline import (
+    STEREO, TRACKS, TimelineView, check_event_onsets, parse_timeline, render_stereo, timeline_view,
+)
 from earmark.services.context import Service
-from earmark.store.models import Campaign, Comparison, Judgment, Task
+from earmark.store.models import Campaign, Comparison, Judgment, Rollout, Task
 
 PREFETCH = 2  # the task on screen plus the next one, prepared while the rater works
 
@@ -69,6 +72,9 @@ class RaterItem:
     persona: dict[str, Any] | None  # display name, description, style: the card the response must fit
     conversation: list[dict[str, str]]  # prompt turns as {"role", "text", "audio_sha256"}
     stimuli: list[Stimulus]
+    # MUSHRA with a reference: the open reference the clips are scored against. Its hidden copy
+    # and the low anchor are among ``stimuli`` under ordinary labels, indistinguishable by design.
+    reference: Stimulus | None = None
 
 
 HELD_SQL = text("""
@@ -78,7 +84,8 @@ ORDER BY lease_expires_at
 """)
 # One statement per lease: pick the lowest open slot (items complete before new ones start) that this
 # rater has not judged or held, skipping rows other raters are locking, and randomize the order in
-# which the stimuli are shown (blind A/B), recorded on the task.
+# which the stimuli are shown (blind A/B), recorded on the task. The order covers the rollouts and
+# any planted stimuli (MUSHRA hidden reference and anchor), so those land at random positions too.
 CLAIM_SQL = text("""
 WITH cand AS (
   SELECT t.id FROM tasks t
@@ -94,7 +101,9 @@ UPDATE tasks t SET status = 'leased', leased_by = :r, lease_token = :token, atte
   lease_expires_at = now() + make_interval(secs => :lease_s),
   presentation = COALESCE(t.presentation, (
     SELECT jsonb_build_object('order', jsonb_agg(i ORDER BY random()))
-    FROM comparisons c, generate_series(0, cardinality(c.rollout_ids) - 1) AS i WHERE c.id = t.comparison_id))
+    FROM comparisons c, generate_series(0, cardinality(c.rollout_ids)
+                                           + jsonb_array_length(COALESCE(c.reason->'planted', '[]')) - 1) AS i
+    WHERE c.id = t.comparison_id))
 FROM cand WHERE t.id = cand.id
 RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
 """)
@@ -103,6 +112,7 @@ RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_i
 LOCK_FOR_SUBMIT_SQL = text("""
 SELECT t.status, t.leased_by, t.lease_token, t.lease_expires_at, t.presentation, t.campaign_id, t.comparison_id,
        c.rollout_ids, c.is_gold, c.gold_answer, k.protocol, k.dimensions,
+       jsonb_array_length(COALESCE(c.reason->'planted', '[]')) AS n_planted,
        p.id AS prior_id, p.rater_id AS prior_rater, p.late AS prior_late, p.gold_correct AS prior_gold,
        m.id AS mine_id, m.late AS mine_late, m.gold_correct AS mine_gold
 FROM tasks t
@@ -162,7 +172,7 @@ class TaskService(Service):
     def item(self, lease: Lease) -> RaterItem:
         """The blind view of a leased task: labels in presentation order, no model identities."""
         self.ctx.require("tasks.rate")
-        from earmark.store.models import Blob, Persona, Prompt, Rollout
+        from earmark.store.models import Blob, Persona, Prompt
 
         def read(s: Session) -> RaterItem:
             task = s.get(Task, lease.task_id)
@@ -173,25 +183,67 @@ class TaskService(Service):
             prompt = s.get(Prompt, comp.prompt_id)
             persona = s.get(Persona, prompt.persona_id) if prompt.persona_id else None
             rows = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(list(comp.rollout_ids))))}
-            durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(
-                Blob.sha256.in_([r.audio_sha256 for r in rows.values() if r.audio_sha256]))).all())
+            planted = planted_of(comp.reason)
+            shas = [r.audio_sha256 for r in rows.values() if r.audio_sha256] + [p["audio_sha256"] for p in planted]
+            durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all())
+            n = len(comp.rollout_ids)
+            # With planted clips, transcripts would give them away (a reference has none, or the
+            # same text as every sample): show none, the prompt already holds the text to judge.
+            blind_text = bool(planted)
             stimuli = []
             for shown, canon in enumerate(lease.order):
+                label = chr(ord("A") + shown)
+                if canon >= n:  # role deliberately not carried into the rater's view
+                    sha = planted[canon - n]["audio_sha256"]
+                    stimuli.append(Stimulus(label, sha, "", durations.get(sha)))
+                    continue
                 r = rows[comp.rollout_ids[canon]]
-                stimuli.append(Stimulus(chr(ord("A") + shown), r.audio_sha256, r.text, durations.get(r.audio_sha256)))
+                stimuli.append(Stimulus(label, r.audio_sha256, "" if blind_text else r.text,
+                                        durations.get(r.audio_sha256)))
+            ref_sha = next((p["audio_sha256"] for p in planted if p.get("role") == "hidden_reference"), None)
+            reference = Stimulus("reference", ref_sha, "", durations.get(ref_sha)) if ref_sha else None
             card = None
             if persona is not None:
                 card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
             return RaterItem(task.id, task.lease_token, task.lease_expires_at, camp.protocol, list(camp.dimensions),
-                             camp.instructions, card, conversation_view(prompt.messages), stimuli)
+                             camp.instructions, card, conversation_view(prompt.messages), stimuli, reference)
 
         return self.ctx.tx(read)
+
+    def timeline(self, item: RaterItem) -> TimelineView:
+        """The duplex session of a timeline task (both tracks, the action channel, the clock), with
+        no model identity, scenario ground truth or generator metadata; only through a held lease."""
+        self.ctx.require("tasks.rate")
+
+        def read(s: Session) -> TimelineView:
+            task = s.get(Task, item.task_id)
+            if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != item.lease_token:
+                raise LeaseExpired("this item is no longer leased to you; load the next item")
+            comp = s.get(Comparison, task.comparison_id)
+            raw = s.scalar(select(Rollout.timeline).where(Rollout.id == comp.rollout_ids[0]))
+            return timeline_view(parse_timeline(raw, f"the session of task {item.task_id}"))
+
+        return self.ctx.tx(read)
+
+    def timeline_audio(self, view: TimelineView, track: str) -> bytes:
+        """WAV bytes of one track (``user``, ``assistant``) or of both as ``stereo`` (user left)."""
+        self.ctx.require("tasks.rate")
+        if track == STEREO:
+            return render_stereo(view, self.ctx.blobs.get_bytes)
+        if track not in TRACKS:
+            raise NotFound(f"track {track!r} does not exist; use {', '.join(TRACKS)} or {STEREO}")
+        sha = view.track(track).audio_sha256
+        if not sha:
+            raise NotFound(f"the {track} track of this session has no audio")
+        return self.ctx.blobs.get_bytes(sha)
 
     def audio(self, item: RaterItem, label: str) -> bytes:
         """Audio bytes of a stimulus the rater may hear (only through a lease they hold)."""
         self.ctx.require("tasks.rate")
         allowed = {st.label: st.audio_sha256 for st in item.stimuli}
         allowed.update({f"prompt{i}": t.get("audio_sha256") for i, t in enumerate(item.conversation)})
+        if item.reference is not None:
+            allowed["reference"] = item.reference.audio_sha256
         sha = allowed.get(label)
         if not sha:
             raise NotFound(f"no audio for {label!r} in this item")
@@ -251,11 +303,20 @@ class TaskService(Service):
                                    "was not stored, load the next item")
             late = row.lease_expires_at is not None and row.lease_expires_at < _now()
             protocol = Protocol(row.protocol)
-            order = list((row.presentation or {}).get("order", range(len(row.rollout_ids))))
+            n_stimuli = len(row.rollout_ids) + row.n_planted
+            order = list((row.presentation or {}).get("order", range(n_stimuli)))
             try:
-                validate_for_protocol(sub, protocol, len(row.rollout_ids), list(row.dimensions))
+                validate_for_protocol(sub, protocol, n_stimuli, list(row.dimensions))
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from None
+            if sub.events:
+                # An event time must fall inside the session it marks (the schema only bounds it
+                # by the longest clip), checked here so a stale or hand-made request stores nothing.
+                raw = s.scalar(select(Rollout.timeline).where(Rollout.id == row.rollout_ids[0]))
+                if protocol != Protocol.timeline or not raw:
+                    raise InvalidInput("events with onset times belong to timeline tasks; this task is "
+                                       f"{protocol.value}: send no events")
+                check_event_onsets(sub.events, parse_timeline(raw, f"task {task_id}").duration_s)
             canon = canonical(sub, protocol, order)
             gold = gold_correct(canon, row.gold_answer)
             try:
