@@ -14,6 +14,8 @@ from earmark.config import Settings
 
 ACTOR_ENV = {
     "OMP_NUM_THREADS": "1",
+    # Idle OpenMP threads sleep instead of spinning: actors share cores with the driver.
+    "OMP_WAIT_POLICY": "PASSIVE",
     "MKL_NUM_THREADS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",

@@ -1,6 +1,12 @@
 """`earmark` CLI entry point: sub-apps per area, each command with --help."""
 from __future__ import annotations
 
+import os
+
+# Before anything loads torch/libgomp: idle OpenMP threads sleep instead of spinning (on shared
+# cores spinning made a torch step 40x slower; see ./run).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import typer
 
 from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
