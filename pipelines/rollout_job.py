@@ -80,7 +80,8 @@ def plan(em: Any, cfg: RolloutJobConfig) -> tuple[Any, list[WorkItem], int]:
     cards = em.catalog.persona_cards(p.persona_id for p in prompts)
     done = em.rollouts.existing_keys(policy.id, cfg.round, [p.id for p in prompts])
     items = [
-        WorkItem(p.id, k, prompt_conversation(p.messages, cards.get(p.persona_id)))
+        WorkItem(p.id, k, prompt_conversation(p.messages, cards.get(p.persona_id)), p.regime,
+                 p.reference if p.regime == "duplex" else None)
         for p in prompts for k in range(cfg.samples) if (p.id, k) not in done
     ]
     return policy, items, len(done)

@@ -47,6 +47,8 @@ class WorkItem:
     prompt_id: int
     sample_index: int
     messages: list[dict[str, Any]]  # prompt conversation (persona system message included)
+    regime: str | None = None  # "duplex" items run as duplex sessions (pipelines.duplex)
+    reference: dict[str, Any] | None = None  # duplex: the scenario timeline the session steps through
 
 
 def derive_seed(job_seed: int, round: int, prompt_id: int, sample_index: int, turn: int) -> int:
@@ -81,6 +83,13 @@ def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", 
     """
     if not items:
         return []
+    duplex = [it for it in items if it.regime == "duplex"]
+    if duplex:
+        from pipelines.duplex import rollouts as duplex_rollouts
+
+        rest = [it for it in items if it.regime != "duplex"]
+        done = duplex_rollouts.generate(policy, duplex, params, job_seed=job_seed, round=round)
+        return done + (generate(policy, rest, params, job_seed=job_seed, round=round) if rest else [])
     scripts = [_script(it.messages) for it in items]
     histories: list[list[dict[str, Any]]] = [[] for _ in items]
     samples: list[list[GeneratedSample]] = [[] for _ in items]
@@ -125,16 +134,29 @@ def store(em: "Earmark", policy_id: int, round: int, params: "SamplingParams", r
     for item, turns, seed in results:
         messages: list[dict[str, Any]] = []
         blob = None
-        for segment, out in zip(_script(item.messages), turns, strict=True):
-            messages.extend(segment)
-            reply, blob = _reply_message(em, out, vocab)
-            messages.append(reply)
         last = turns[-1]
+        timeline = None
+        if "duplex_context" in last.extra:
+            # A duplex session: one sample whose context is what its first decision was prompted
+            # with (the snapshot's prompt, so DPO scores the very sequence that was sampled) and
+            # whose audio is the assistant's session-aligned track (mono, so every audio scorer reads
+            # it; the stereo mix with the user track is rendered on demand from the two blobs).
+            messages.extend(last.extra["duplex_context"])
+            reply, blob = _reply_message(em, last, vocab)
+            messages.append(reply)
+            timeline = dict(last.extra["timeline"])
+            if blob is not None:
+                timeline["assistant"] = {**timeline.get("assistant", {}), "audio_sha256": blob.sha256}
+        else:
+            for segment, out in zip(_script(item.messages), turns, strict=True):
+                messages.extend(segment)
+                reply, blob = _reply_message(em, out, vocab)
+                messages.append(reply)
         rows.append(RolloutCreate(
             prompt_id=item.prompt_id, policy_id=policy_id, round=round, sample_index=item.sample_index,
             messages=messages, text=last.text, token_ids=[int(t) for t in last.token_ids],
             audio_sha256=blob.sha256 if blob else None, duration_s=blob.duration_s if blob else None,
-            ttfa_s=last.ttfa_s, total_s=last.total_s, sampling=params.as_dict(), seed=seed,
-            tool_calls=last.extra.get("tool_calls"),
+            ttfa_s=last.ttfa_s, total_s=last.total_s, sampling={**params.as_dict(), **last.extra.get("sampling_extra", {})},
+            seed=seed, tool_calls=last.extra.get("tool_calls"), timeline=timeline,
         ))
     return em.rollouts.ingest(rows)
