@@ -22,6 +22,7 @@ from earmark.errors import InvalidInput, PermissionDenied
 from earmark.security import Principal
 from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Blob, Comparison, Judgment
+from test_ui_app import ui  # noqa: F401  (the AppTest fixture: the app on committed PostgreSQL)
 
 SR = 16000
 POLICY = "tts-walrus-9k"  # distinctive, so "not in the rater's view" is a meaningful search
@@ -199,3 +200,50 @@ def test_screening_reads_the_planted_hidden_reference(em) -> None:
 
     with pytest.raises(PermissionDenied):
         em.as_principal(make_user(em, "nosy")).quality.apply_hidden_reference_screen()
+
+
+
+def _ref_sha(em, campaign_id: int) -> str:
+    return next(p["audio_sha256"] for c in comparisons(em, campaign_id) for p in c.reason.get("planted", [])
+                if p["role"] == "hidden_reference")
+
+
+def test_reviewer_sees_which_clip_was_planted(em) -> None:
+    seed(em, with_ref=1, without_ref=0)
+    camp = create(em)
+    _rate_all(em, camp.id, "rita", lambda i: 100, ref_sha=_ref_sha(em, camp.id))
+    rev = em.as_principal(make_user(em, "rev", Role.reviewer))
+    (comp,) = comparisons(em, camp.id)
+    item = rev.review.item(comp.id)
+    assert [s.label for s in item.stimuli] == ["A", "B", "C", "hidden ref", "low anchor"]
+    (j,) = item.judgments
+    assert sorted(j.shown_order) == sorted(["A", "B", "C", "hidden ref", "low anchor"])
+    assert j.ratings["mushra"][comp.reason["hidden_reference"]] == 100
+
+
+def test_rate_page_plays_the_reference_and_never_names_planted_clips(ui) -> None:  # noqa: F811
+    from annotation_ui.rating_form import widget_key
+    from test_ui_app import app, login, page_text, report_played, shown
+
+    seed(ui, with_ref=1, without_ref=0)
+    camp = create(ui)
+    make_user(ui, "rita")
+    at = report_played(login(app(), "rita"))
+    item = shown(at)
+    assert [s.label for s in item.stimuli] == ["A", "B", "C", "D", "E"]
+    text_shown = page_text(at).lower()
+    for secret in ("hidden", "anchor", "planted", POLICY, "low-pass", "3.5 khz"):
+        assert secret not in text_shown, secret
+    assert "**reference**" in text_shown and "against the reference" in text_shown
+    audio = at.get("audio")
+    assert len(audio) == 6, "the open reference plus five clips"
+    for i, label in enumerate("ABCDE"):
+        at.slider(key=widget_key(f"mushra-{label}", item.task_id)).set_value(10 * i)
+    at.button(key=widget_key("submit", item.task_id)).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with ui.session() as s:
+        j = s.scalar(select(Judgment).where(Judgment.task_id == item.task_id))
+        comp = s.get(Comparison, j.comparison_id)
+    assert j.campaign_id == camp.id and len(j.ratings["mushra"]) == 5
+    shown_ref = j.presentation["order"].index(comp.reason["hidden_reference"])
+    assert j.ratings["mushra"][comp.reason["hidden_reference"]] == 10 * shown_ref

@@ -23,7 +23,7 @@ from earmark.domain.duplex import Action, AudioTrack, LabelledEvent, Span, Timel
 from earmark.domain.enums import Role
 from earmark.domain.messages import ToolCall
 from earmark.domain.records import RolloutCreate
-from earmark.errors import InvalidInput
+from earmark.errors import InvalidInput, LeaseExpired, NotFound, PermissionDenied
 from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Judgment
 from test_ui_app import ADMIN, app, button, login, page_text, shown, ui  # noqa: F401  (ui is a fixture)
@@ -214,8 +214,20 @@ def test_timeline_view_is_blind_and_stereo_puts_user_left(ui) -> None:
     assert left_on[: int(1.5 * SR)].mean() > 0.5 and not left_on[int(1.7 * SR): int(3.1 * SR)].any()
     assert not right_on[: int(1.9 * SR)].any() and right_on[int(2.0 * SR): int(3.4 * SR)].mean() > 0.5
     assert np.allclose(stereo[: len(user), 0], user, atol=1e-3)
-    with pytest.raises(Exception, match="track 'meta' does not exist"):
+    with pytest.raises(NotFound, match="track 'meta' does not exist"):
         rater.tasks.timeline_audio(view, "meta")
+
+    # Role and lease checks: only the rater holding the lease sees the session through the rater
+    # view; reviewers use their own (role-checked) view; engineers have no annotation view at all.
+    with pytest.raises(LeaseExpired):
+        ui.as_principal(make_user(ui, "bob")).tasks.timeline(item)
+    with pytest.raises(PermissionDenied):
+        ui.as_principal(make_user(ui, "eng", Role.engineer)).tasks.timeline(item)
+    with pytest.raises(PermissionDenied):
+        rater.review.timeline(1)
+    with ui.session() as s:
+        comp_id = s.scalar(text("SELECT id FROM comparisons WHERE campaign_id = :c"), {"c": camp.id})
+    assert ui.as_principal(make_user(ui, "rev", Role.reviewer)).review.timeline(comp_id) == view
 
 
 def test_timeline_campaign_needs_duplex_sessions(ui) -> None:

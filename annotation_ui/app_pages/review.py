@@ -150,6 +150,16 @@ with raters_tab:
                               f"Excluded from aggregation: {', '.join(q.username for q in excluded)}" if excluded
                               else "No rater newly excluded.")
                 st.rerun()
+    with st.expander("MUSHRA hidden-reference screen (ITU-R BS.1534-3)"):
+        st.caption(f"Excludes assessors who rated the hidden reference below {QualityConfig.hidden_ref_min} on more "
+                   f"than {QualityConfig.hidden_ref_max_fail:.0%} of their items with one.")
+        if st.button("Exclude raters failing the hidden reference", key="q-hidden-apply"):
+            with session.service_errors("apply the hidden-reference screen"):
+                excluded = em.quality.apply_hidden_reference_screen()
+                session.flash("warning" if excluded else "success",
+                              f"Excluded from aggregation: {', '.join(q.username for q in excluded)}" if excluded
+                              else "No rater newly excluded.")
+                st.rerun()
     cfg = QualityConfig(min_gold_accuracy=thr, min_gold_items=min_gold)
     with session.service_errors("compute rater quality"):
         report = em.quality.rater_report(None if scope_all else campaign_id, cfg)
