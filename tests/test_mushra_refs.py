@@ -247,3 +247,24 @@ def test_rate_page_plays_the_reference_and_never_names_planted_clips(ui) -> None
     assert j.campaign_id == camp.id and len(j.ratings["mushra"]) == 5
     shown_ref = j.presentation["order"].index(comp.reason["hidden_reference"])
     assert j.ratings["mushra"][comp.reason["hidden_reference"]] == 10 * shown_ref
+
+
+def test_agreement_leaves_out_the_planted_controls(em) -> None:
+    world = seed(em, with_ref=3, without_ref=0)
+    camp = create(em, overlap=2)
+    # Both raters agree perfectly on the reference (100) and the anchor (40 via _rate_all), and
+    # disagree on every system clip: alpha must reflect the systems, not the easy controls.
+    for name, base in (("rita", 10), ("bob", 70)):
+        rater = em.as_principal(make_user(em, name))
+        while leases := rater.tasks.claim(camp.id, want=1):
+            le = leases[0]
+            item = rater.tasks.item(le)
+            comp = next(c for c in comparisons(em, camp.id) if c.id == le.comparison_id)
+            anchor = comp.reason["planted"][1]["audio_sha256"]
+            scores = [100 if s.audio_sha256 == world["ref"] else 5 if s.audio_sha256 == anchor else base + i
+                      for i, s in enumerate(item.stimuli)]
+            rater.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {"mushra": scores})
+    rev = em.as_principal(make_user(em, "rev", Role.reviewer))
+    (mushra,) = [a for a in rev.quality.agreement(camp.id) if a.dimension == "mushra"]
+    assert mushra.units == 9, "3 items x 3 system clips; the reference and anchor are not units"
+    assert mushra.alpha is not None and mushra.alpha < 0

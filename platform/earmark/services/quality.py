@@ -64,6 +64,7 @@ class JudgmentRow:
     order: tuple[int, ...] = ()
     hidden_reference: int | None = None
     created_at: datetime | None = None
+    planted: tuple[int, ...] = ()  # canonical positions of planted clips (hidden reference, anchors)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,10 @@ def _units(rows: list[JudgmentRow], dimension: str) -> dict[tuple[int, int], dic
                 units[(r.comparison_id, 0)][r.rater_id] = float(round(r.ratings["cmos_canonical"]))
         elif dimension in ("mos", "mushra"):
             for i, x in enumerate(r.ratings.get(dimension) or []):
-                units[(r.comparison_id, i)][r.rater_id] = float(x)
+                # Planted controls are agreed on by design (reference ~100, anchor low): counting
+                # them would inflate agreement on the systems under test. They have their own screen.
+                if i not in r.planted:
+                    units[(r.comparison_id, i)][r.rater_id] = float(x)
         elif isinstance(r.ratings.get(dimension), int | float):
             units[(r.comparison_id, 0)][r.rater_id] = float(r.ratings[dimension])
     return units
@@ -334,9 +338,11 @@ class QualityService(Service):
         for r in self.ctx.tx(lambda s: s.execute(q).all()):
             order = tuple((r.presentation or {}).get("order") or ())
             ref = (r.reason or {}).get("hidden_reference")
+            ref = ref if isinstance(ref, int) else None
+            anchors = [a for a in (r.reason or {}).get("anchors") or [] if isinstance(a, int)]
             out.append(JudgmentRow(r.id, r.comparison_id, r.campaign_id, r.rater_id, r.protocol, r.choice,
                                    r.preference, r.ratings or {}, r.is_gold, r.gold_correct, order,
-                                   ref if isinstance(ref, int) else None, r.created_at))
+                                   ref, r.created_at, tuple(([ref] if ref is not None else []) + anchors)))
         return out
 
     def _users(self) -> dict[int, tuple[str, bool]]:
