@@ -41,7 +41,8 @@ class PromptCreate(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=Limits.MAX_MESSAGES)
     persona: str | None = Field(default=None, description="name of a registered persona")
     reference: dict[str, Any] | None = Field(
-        default=None, description="verifiable reference: answer, text, tool_calls"
+        default=None, description="verifiable reference: answer, text, tool_calls; audio_sha256 of a stored "
+        "reference recording (TTS) makes MUSHRA campaigns plant a hidden reference and a low anchor"
     )
     tools: list[dict[str, Any]] | None = Field(default=None, description="tool schemas offered to the model")
     split: str = Field(default="train", pattern=r"^(train|heldout|test)$")

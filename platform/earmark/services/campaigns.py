@@ -156,7 +156,8 @@ class CampaignService(Service):
             for _pid, ext, sha in refs:
                 if sha not in known:
                     raise InvalidInput(f"prompt {ext!r} names reference audio {sha} that is not in the store; "
-                                       "store the clip with `earmark blobs put` / BlobService.put_audio first")
+                                       "store the clip first (Earmark.blobs.put_audio) and put the sha256 it "
+                                       "returns in the prompt's reference")
             return refs
 
         out: dict[int, list[dict[str, Any]]] = {}
