@@ -129,20 +129,35 @@ def test_duplex_loop_rollouts_scores_preferences_dpo(committed_em, checkpoint, r
     assert v1.version == 1 and v1.parent_id == base.id and v1.name == base.name
     assert math.isfinite(metrics["loss"]) and len(run.metrics) >= 2
     assert run.metrics[0]["loss"] == pytest.approx(math.log(2), abs=0.01)  # starts at the reference
-    print(f"\nduplex loop: {n} sessions, decisions {outcomes}, mean turn-taking accuracy "
-          f"{sum(x.score for x in scores.values()) / n:.3f}, {len(snap)} AI-labelled pairs, DPO {len(run.metrics)} steps "
-          f"loss {run.metrics[0]['loss']:.3f} -> {metrics['loss']:.3f}")
-    # the new version runs duplex sessions like v0
+    # DPO moved the decisions themselves: on the decision tokens (the waits and the first act of each
+    # decision) v1 gained log-probability on the chosen sessions relative to the rejected ones
     from pipelines.duplex.policy import DuplexRunner
     from pipelines.duplex.rollouts import user_spans
     from pipelines.policy.base import SamplingParams
     from pipelines.policy.loader import load_policy
 
+    v1_policy = load_policy("offline", v1.uri)
+    gains = []
+    for row in snap:
+        gain = []
+        for rid in (row["chosen_rollout_id"], row["rejected_rollout_id"]):
+            ro = by_id[rid]
+            pos = [a + i for d in ro.timeline["meta"]["duplex"]["decisions"]
+                   for a in [d["tokens"][0]] for i in range(d["wait_chunks"] + 1)]
+            lp0, lp1 = (p.logprobs([ro.messages[:1]], [ro.token_ids])[0] for p in (v0, v1_policy))
+            gain.append(sum(lp1[i] - lp0[i] for i in pos))
+        gains.append(gain[0] - gain[1])
+    decision_margin = sum(gains) / len(gains)
+    print(f"\nduplex loop: {n} sessions, decisions {outcomes}, mean turn-taking accuracy "
+          f"{sum(x.score for x in scores.values()) / n:.3f}, {len(snap)} AI-labelled pairs, DPO {len(run.metrics)} steps "
+          f"loss {run.metrics[0]['loss']:.3f} -> {metrics['loss']:.3f}; decision-token log-prob margin gained "
+          f"{decision_margin:+.3f} (chosen minus rejected, v1 minus v0; {sum(g > 0 for g in gains)}/{len(gains)} pairs > 0)")
+    assert decision_margin > 0
+    # the new version runs duplex sessions like v0
     sc = next(iter(scenarios.values()))
-    out = DuplexRunner(load_policy("offline", v1.uri), DEFAULT_SETTINGS).run(
+    out = DuplexRunner(v1_policy, DEFAULT_SETTINGS).run(
         [], user_spans(sc.timeline), sc.timeline, SamplingParams(max_new_tokens=MAX_NEW_TOKENS), seed=0)
     assert out.decisions and out.token_ids
-
 
 def _by_prompt(rows, value):
     out: dict[int, list] = {}
