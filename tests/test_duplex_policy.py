@@ -186,6 +186,8 @@ def test_transcript_is_shared_over_spans_when_the_scenario_has_no_utterances() -
     got = user_spans(tl)
     assert [(s.start, s.end) for s in got] == [(2, 12), (20, 22)]
     assert " ".join(s.text for s in got) == "How do I keep a plant alive" and all(s.text for s in got)
+    tl3, _ = scenario([(2, 14, "How do I keep a plant alive?"), (30, 32, "mm hmm")])
+    assert [s.text for s in user_spans(tl3)] == ["How do I keep a plant alive?", "mm hmm"]  # cut at the question mark
     tl2 = tl.model_copy(update={"meta": {"utterances": [{"text": "How do I keep a plant", "start_s": 0.33, "end_s": 1.9},
                                                         {"text": "alive", "start_s": 3.2, "end_s": 3.5}]}})
     assert [s.text for s in user_spans(tl2)] == ["How do I keep a plant", "alive"]

@@ -8,7 +8,6 @@ session was prompted with; ``pipelines.rollouts.store`` writes it like any other
 """
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from earmark.domain.duplex import Timeline
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 # a turn with <pause> or <|end|> (~1e-6), so a hot decision temperature makes the K samples of a
 # scenario differ in their decisions (recorded on every row; see DuplexSettings).
 DEFAULT_SETTINGS = DuplexSettings(decision_temperature=12.0)
+PUNCT_PULL = 2.0
 
 
 def scenario_timeline(prompt_id: Any, reference: dict[str, Any] | None) -> Timeline:
@@ -37,7 +37,8 @@ def user_spans(timeline: Timeline) -> list[UserSpan]:
 
     Uses ``meta["utterances"]`` when the scenario lists them (``[{"text", "start_s", "end_s"}]``,
     matched to spans by overlap); otherwise the transcript's words are shared out over the spans in
-    proportion to their length (eSpeak speaks at a steady rate, so this lands within a word or so).
+    proportion to their length (eSpeak speaks at a steady rate, so this lands within a word or so),
+    moved to a sentence mark when one is close.
     """
     spans = timeline.user.speech
     if not spans:
@@ -51,17 +52,27 @@ def user_spans(timeline: Timeline) -> list[UserSpan]:
             best = max(range(len(spans)), key=lambda i: min(b + 1, spans[i].end) - max(a, spans[i].start))
             texts[best].append(str(u["text"]))
         return [UserSpan(s.start, s.end, " ".join(t)) for s, t in zip(spans, texts)]
-    words = re.split(r"\s+", timeline.user.transcript.strip()) if timeline.user.transcript.strip() else []
-    total = sum(s.end - s.start for s in spans)
-    out, used, acc = [], 0, 0
-    for i, s in enumerate(spans):
-        acc += s.end - s.start
-        upto = len(words) if i == len(spans) - 1 else max(used + 1, round(len(words) * acc / total))
-        upto = min(upto, len(words) - (len(spans) - 1 - i)) if len(words) >= len(spans) else min(upto, len(words))
-        out.append(UserSpan(s.start, s.end, " ".join(words[used:upto])))
-        used = max(used, upto)
-    return out
+    words = timeline.user.transcript.split()
+    cuts = _cut_points(words, [s.end - s.start for s in spans])
+    return [UserSpan(s.start, s.end, " ".join(words[a:b])) for s, a, b in zip(spans, [0, *cuts], [*cuts, len(words)])]
 
+
+def _cut_points(words: list[str], lengths: list[int]) -> list[int]:
+    """Where to cut the transcript between spans: near each span's share of the words, preferring a
+    cut right after a sentence mark (utterances of a scenario end in one), at most ``PUNCT_PULL``
+    words away."""
+    total, acc, prev, cuts = sum(lengths), 0, 0, []
+    for i, n in enumerate(lengths[:-1]):
+        acc += n
+        est = len(words) * acc / total
+        lo, hi = prev + 1, len(words) - (len(lengths) - 1 - i)
+        if lo > hi:  # fewer words than spans: this span gets none
+            cuts.append(prev)
+            continue
+        best = min(range(lo, hi + 1), key=lambda j: abs(j - est) - (PUNCT_PULL if words[j - 1][-1] in ".?!," else 0))
+        cuts.append(best)
+        prev = best
+    return cuts
 
 def generate(policy: "Policy", items: list["WorkItem"], params: "SamplingParams", *, job_seed: int = 0,
              round: int = 0, settings: DuplexSettings | None = None) -> list["Result"]:
