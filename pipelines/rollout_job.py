@@ -40,6 +40,9 @@ class RolloutJobConfig(BaseModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     seed: int = Field(default=0, description="job seed: the same plan draws the same samples")
+    duplex_decision_temperature: float = Field(
+        default=12.0, gt=0, description="duplex prompts: temperature of each listen/speak/back-channel/stop decision "
+        "(1.0 = the policy's own; hotter explores decisions so the K samples of a scenario differ)")
     max_restarts: int = Field(default=3, ge=0, description="Ray restarts of a crashed actor")
     max_task_retries: int = Field(default=3, ge=0, description="Ray retries of a task on a restarted actor")
     resubmits: int = Field(default=2, ge=0, description="driver resubmissions of a batch whose actor died for good")
@@ -104,10 +107,11 @@ def _actor_class():  # noqa: ANN202 - built lazily so importing this module need
             self.em = earmark.connect(settings, upgrade=False, pool_size=1)
             self.policy = load_policy(kind, uri, **options)
 
-        def run(self, items: list[WorkItem], params: Any, policy_id: int, round: int, job_seed: int) -> int:
+        def run(self, items: list[WorkItem], params: Any, policy_id: int, round: int, job_seed: int,
+                duplex: dict[str, Any] | None = None) -> int:
             from pipelines import rollouts
 
-            results = rollouts.generate(self.policy, items, params, job_seed=job_seed, round=round)
+            results = rollouts.generate(self.policy, items, params, job_seed=job_seed, round=round, duplex=duplex)
             return len(rollouts.store(self.em, policy_id, round, params, results, vocab=self.policy.name))
 
         def node(self) -> str:
@@ -148,7 +152,8 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
     def submit(slot: int) -> None:
         if batches:
             batch = batches.popleft()
-            ref = actors[slot].run.remote(batch[1], params, policy.id, cfg.round, cfg.seed)
+            ref = actors[slot].run.remote(batch[1], params, policy.id, cfg.round, cfg.seed,
+                                          {"decision_temperature": cfg.duplex_decision_temperature})
             pending[ref] = (slot, actors[slot], batch)
 
     with progress_bar(total=len(items), desc=f"rollouts {policy.name} v{policy.version}", enabled=progress) as bar:

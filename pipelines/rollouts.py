@@ -75,7 +75,7 @@ Result = tuple[WorkItem, list["GeneratedSample"], int]  # (item, one sample per 
 
 
 def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", *, job_seed: int = 0,
-             round: int = 0) -> list[Result]:
+             round: int = 0, duplex: dict[str, Any] | None = None) -> list[Result]:
     """Run every trajectory turn by turn, batching the same turn across items in one policy call.
 
     The batch seed derives from the job seed, the round and the batch's first item, so re-running the
@@ -83,12 +83,12 @@ def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", 
     """
     if not items:
         return []
-    duplex = [it for it in items if it.regime == "duplex"]
-    if duplex:
+    sessions = [it for it in items if it.regime == "duplex"]
+    if sessions:
         from pipelines.duplex import rollouts as duplex_rollouts
 
         rest = [it for it in items if it.regime != "duplex"]
-        done = duplex_rollouts.generate(policy, duplex, params, job_seed=job_seed, round=round)
+        done = duplex_rollouts.generate(policy, sessions, params, job_seed=job_seed, round=round, overrides=duplex)
         return done + (generate(policy, rest, params, job_seed=job_seed, round=round) if rest else [])
     scripts = [_script(it.messages) for it in items]
     histories: list[list[dict[str, Any]]] = [[] for _ in items]

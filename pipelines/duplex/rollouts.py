@@ -75,11 +75,15 @@ def _cut_points(words: list[str], lengths: list[int]) -> list[int]:
     return cuts
 
 def generate(policy: "Policy", items: list["WorkItem"], params: "SamplingParams", *, job_seed: int = 0,
-             round: int = 0, settings: DuplexSettings | None = None) -> list["Result"]:
-    """One duplex session per work item; the seed derives from the item alone (not the batch)."""
+             round: int = 0, settings: DuplexSettings | None = None,
+             overrides: dict[str, Any] | None = None) -> list["Result"]:
+    """One duplex session per work item; the seed derives from the item alone (not the batch).
+    ``overrides`` (e.g. ``{"decision_temperature": 1.0}``) replace fields of ``settings``."""
     from pipelines.rollouts import derive_seed
 
     settings = settings or DEFAULT_SETTINGS
+    if overrides:
+        settings = DuplexSettings(**{**settings.as_dict(), **overrides})
     runner = DuplexRunner(policy, settings)
     tag = f"{getattr(policy, 'name', '?')}@{getattr(policy, 'version', '?')}"
     out = []
