@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,8 @@ from pipelines.policy.offline.markup import CHAT_TOKENS, END, PAD, PAUSE, parse_
 CUE_QUIET = "(then silence)"
 CUE_OVERLAP = "(said while you were speaking)"
 # Short acknowledgements that count as a back-channel rather than taking the turn.
-BACKCHANNEL_WORDS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "huh", "mm-hm", "mm-hmm", "uh-huh", "yeah", "yes", "okay", "ok", "right",
-                               "sure", "i", "see", "got", "it", "ah", "oh"})
+BACKCHANNEL_WORDS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "huh", "mm-hm", "mm-hmm", "uh-huh", "yeah",
+                               "yes", "okay", "ok", "right", "sure", "i", "see", "got", "it", "ah", "oh"})
 MAX_BACKCHANNEL_WORDS = 3
 _WORD_RE = re.compile(r"[a-z]+(?:-[a-z]+)*")
 # A byte-level BPE can sample any byte; C0 controls are not speech and the store refuses them.
@@ -64,7 +64,7 @@ class DuplexSettings:
     speaking (any other token), and the class is drawn from their probabilities raised to
     ``1 / decision_temperature``; a speaking token is then drawn from the LM within its class. At
     1.0 this is exactly the LM's own distribution. A policy trained only on dialogues gives wait and
-    end ~1e-6 at the start of a turn, so all K samples would make the same decision and no
+    end ~1e-7 each at the start of a turn (measured on v0), so all K samples would make the same decision and no
     preference between decisions could be observed; a hotter decision keeps the order of the LM's
     preferences (and so follows whatever training does to them) while exploring the others.
     """
@@ -115,11 +115,11 @@ class DuplexResult:
     text: str
     context: list[Message]  # the conversation the first decision was prompted with (the rollout's prompt)
     decisions: list[dict[str, Any]]
-    seconds: float = 0.0
-    first_decision_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole session (sampling and rendering)
+    first_decision_s: float = 0.0  # wall time until the first decision was sampled and rendered
 
-    def as_sample(self, params: SamplingParams, settings: DuplexSettings, policy_tag: str) -> GeneratedSample:
+    def as_sample(self, settings: DuplexSettings, policy_tag: str) -> GeneratedSample:
+        """The session as one rollout sample (``pipelines.rollouts.store`` writes it)."""
         markup = [d["markup"] for d in self.decisions]
         return GeneratedSample(
             text=self.text, messages=[{"role": "assistant", "content": self.text}], token_ids=list(self.token_ids),

@@ -94,5 +94,5 @@ def generate(policy: "Policy", items: list["WorkItem"], params: "SamplingParams"
         seed = derive_seed(job_seed, round, it.prompt_id, it.sample_index, 0)
         head = [m for m in it.messages if m.get("role") == "system"]
         res = runner.run(head, user_spans(scenario), scenario, params, seed)
-        out.append((it, [res.as_sample(params, runner.settings, tag)], seed))
+        out.append((it, [res.as_sample(runner.settings, tag)], seed))
     return out
