@@ -191,13 +191,8 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     import earmark
     from earmark.domain.enums import Role
     from earmark.security import Principal
-    from earmark.services.campaigns import CampaignCreate
-    from earmark.services.datasets import SnapshotFilters
-    from earmark.services.labels import LabelConfig
+    from pipelines.online_dpo import run_online_dpo_round
     from pipelines.ray_runtime import ensure_ray
-    from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
-    from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
-    from pipelines.loop import train_dpo_round
 
     t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
@@ -222,31 +217,11 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     for rnd in range(1, rounds + 1):
         console.rule(f"round {rnd}: policy v{policy.version} -> v{policy.version + 1}")
         t0 = time.monotonic()
-        run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
-                                             prompt_ids=world["train"], samples=SAMPLES, round=rnd, actors=actors,
-                                             seed=rnd, temperature=TRAIN_TEMPERATURE))
-        run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[rnd], actors=actors))
-        prosody_rm = em.scores.reward_model_id("prosody")
-        camp = admin.campaigns.create(CampaignCreate(
-            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.1, policy_ids=[policy.id],
-            rounds=[rnd], max_items=len(world["train"]) * 2, reward_model_id=prosody_rm, seed=rnd,
-            instructions="Which reply sounds more like the persona described? Listen to both clips fully."))
-        progress = admin.campaigns.progress(camp.id)
-        quota = progress.tasks // 2  # people (or the simulation) judge half; AI labels fill the rest
-        if wait_for_humans:
-            _wait_for_humans(admin, camp.id, quota, human_timeout_s)
-        else:
-            n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
-            console.print(f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
-                          f"(one careless), {progress.tasks - n} slots left for people")
-        flagged = [q.username for q in admin.quality.apply_gold_flags()]
-        ds = admin.datasets.build(f"demo-round-{rnd}", SnapshotFilters(
-            campaign_ids=[camp.id], policy_ids=[policy.id], rounds=[rnd],
-            labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[prosody_rm], ai_dimensions=["prosody_match"])))
-        console.print(f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {ds.manifest['label_counts']} "
-                      f"sha256 {ds.content_sha256[:12]}")
-        new_policy, metrics = train_dpo_round(em, policy, ds, settings)
-        rep = RoundReport(rnd, new_policy.version, label_counts=dict(ds.manifest["label_counts"]), train_metrics=metrics)
+        res = run_online_dpo_round(admin, _round_config(world, policy, rnd, actors, wait_for_humans, human_timeout_s),
+                                   settings, on_campaign=_raters(em, world, rnd, wait_for_humans, human_timeout_s),
+                                   on_progress=_narrate(wait_for_humans))
+        new_policy, metrics, flagged = res.policy, res.train_metrics, res.flagged_raters
+        rep = RoundReport(rnd, new_policy.version, label_counts=dict(res.label_counts), train_metrics=metrics)
         rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors)
         rep.alerts = _drift(em, policy, new_policy, settings)
         if flagged:
@@ -258,18 +233,50 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     return reports
 
 
-def _wait_for_humans(admin: Any, campaign_id: int, quota: int, timeout_s: float) -> None:
-    console.print(f"[bold]waiting for people[/]: open the annotation app (`./run ui`) and judge {quota} items "
-                  f"(timeout {timeout_s:.0f}s); accounts: " + ", ".join(f"{u}/{p}" for u, p in DEMO_ACCOUNTS.values()))
-    deadline = time.monotonic() + timeout_s
-    with console.status("waiting for judgments") as status:
-        while time.monotonic() < deadline:
-            done = admin.campaigns.progress(campaign_id).done
-            status.update(f"{done}/{quota} judgments")
-            if done >= quota:
-                return
-            time.sleep(2)
-    console.print("[yellow]timeout: continuing with the judgments so far; AI labels fill the rest (marked 'ai')")
+def _round_config(world: dict[str, Any], policy: Any, rnd: int, actors: int, wait_for_humans: bool,
+                  human_timeout_s: float) -> Any:
+    """The demo's round as an online DPO round: people judge half the tasks (or the simulation
+    does, before the wait, so the wait is one read); AI labels fill the rest, marked "ai"."""
+    from pipelines.online_dpo import OnlineCampaign, OnlineDPOConfig
+
+    return OnlineDPOConfig(
+        policy=policy.name, policy_version=policy.version, split=None, prompt_ids=world["train"], samples=SAMPLES,
+        round=rnd, actors=actors, seed=rnd, temperature=TRAIN_TEMPERATURE, scorers=SCORERS, ai_reward_model="prosody",
+        ai_dimensions=["prosody_match"], campaign=OnlineCampaign(
+            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.1,
+            max_items=len(world["train"]) * 2, seed=rnd,
+            instructions="Which reply sounds more like the persona described? Listen to both clips fully."),
+        quota_fraction=0.5, timeout_s=human_timeout_s if wait_for_humans else 0, poll_s=2, ai_fill=True,
+        # left open: the summary invites people to judge the demo's campaigns in the app afterwards
+        close_campaign="never", screen_raters=True, snapshot_name=f"demo-round-{rnd}")
+
+
+def _raters(em: Any, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float):  # noqa: ANN202
+    def on_campaign(camp: Any, quota: int) -> None:
+        if wait_for_humans:
+            console.print(f"[bold]waiting for people[/]: open the annotation app (`./run ui`) and judge {quota} "
+                          f"items (timeout {timeout_s:.0f}s); accounts: "
+                          + ", ".join(f"{u}/{p}" for u, p in DEMO_ACCOUNTS.values()))
+            return
+        tasks = em.campaigns.progress(camp.id).tasks
+        n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
+        console.print(f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
+                      f"(one careless), {tasks - n} slots left for people")
+
+    return on_campaign
+
+
+def _narrate(wait_for_humans: bool):  # noqa: ANN202
+    def on_progress(ev: Any) -> None:
+        if ev.stage == "waited" and ev.data["timed_out"] and wait_for_humans:
+            console.print("[yellow]timeout: continuing with the judgments so far; AI labels fill the rest "
+                          "(marked 'ai')")
+        elif ev.stage == "snapshot":
+            ds = ev.data["dataset"]
+            console.print(f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {ds.manifest['label_counts']} "
+                          f"sha256 {ds.content_sha256[:12]}")
+
+    return on_progress
 
 
 def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:

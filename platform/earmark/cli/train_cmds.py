@@ -175,3 +175,78 @@ def show(run_id: int = typer.Argument(...), metrics: bool = typer.Option(False, 
     if metrics:
         doc["metrics"] = r.metrics
     console.print_json(json.dumps(doc, default=str))
+
+
+@train_app.command("online-dpo")
+@handle_errors
+def online_dpo(
+    policy: str = typer.Option(..., help="Registered policy to sample from and train (the DPO reference)."),
+    version: int = typer.Option(None, "--version", help="Its version; latest by default."),
+    samples: int = typer.Option(None, "--samples", "-k", help="Rollouts per prompt (default 4)."),
+    prompts: str = typer.Option(None, "--prompts", help="A split (default train) or comma-separated prompt ids."),
+    round_: int = typer.Option(None, "--round", help="Loop round of the rollouts (default: version + 1)."),
+    actors: int = typer.Option(None, help="Ray actors for rollouts and scoring (default 2)."),
+    scorer: list[str] = typer.Option(None, "--scorer", help="Scorer(s) run on the rollouts (default prosody)."),
+    ai_model: str = typer.Option(None, "--ai-model", help="Scorer that picks pairs and gives AI labels (default prosody)."),
+    quota: int = typer.Option(None, help="Judgments to wait for (default: half the campaign's tasks)."),
+    quota_fraction: float = typer.Option(None, help="Share of the campaign's tasks to wait for (when no --quota)."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for the quota (default 600)."),
+    poll: float = typer.Option(None, "--poll", help="Seconds between progress reads (default 2)."),
+    ai_fill: bool = typer.Option(None, "--ai-fill/--no-ai-fill", help="AI labels for pairs nobody judged (default on)."),
+    close: str = typer.Option(None, "--close", help="Close the campaign: always (default), on_timeout or never."),
+    overlap: int = typer.Option(None, help="Raters per item (default 3)."),
+    gold_ratio: float = typer.Option(None, help="Share of gold items (default 0.1)."),
+    max_items: int = typer.Option(None, help="Comparisons to ask about (default 2 per prompt)."),
+    instructions: str = typer.Option(None, help="Instructions shown to raters."),
+    epochs: int = typer.Option(None, help="DPO epochs (default 3)."),
+    lr: float = typer.Option(None, help="DPO learning rate (default 2e-4)."),
+    beta: float = typer.Option(None, help="DPO beta (default 0.1)."),
+    threads: int = typer.Option(None, help="torch threads for the in-process DPO run."),
+    config: Path = typer.Option(None, "--config", help="JSON file with OnlineDPOConfig fields (flags win)."),
+) -> None:
+    """One online DPO round: rollouts -> a campaign on them -> wait for people -> labels -> DPO -> next version."""
+    from pipelines.online_dpo import OnlineDPOConfig, run_online_dpo_round
+
+    splits = {"train", "heldout", "test"}
+    em = connect()
+    try:
+        base = _overrides(config)
+        campaign = {**base.get("campaign", {}), **{k: v for k, v in dict(
+            overlap=overlap, gold_ratio=gold_ratio, max_items=max_items, instructions=instructions).items() if v is not None}}
+        dpo_over = {**base.get("dpo", {}), **{k: v for k, v in dict(epochs=epochs, lr=lr, beta=beta,
+                                                                       threads=threads).items() if v is not None}}
+        which: dict[str, Any] = {}
+        if prompts is not None:
+            which = {"split": prompts} if prompts in splits else {
+                "split": None, "prompt_ids": [x.strip() for x in prompts.split(",") if x.strip()]}
+        cfg = OnlineDPOConfig.model_validate(_overrides(
+            config, policy=policy, policy_version=version, samples=samples, round=round_, actors=actors,
+            scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None, ai_reward_model=ai_model,
+            quota=quota, quota_fraction=quota_fraction, timeout_s=timeout, poll_s=poll, ai_fill=ai_fill,
+            close_campaign=close, campaign=campaign or None, dpo=dpo_over or None, **which))
+
+        def announce(camp: Any, q: int) -> None:
+            console.print(f"[bold]campaign {escape(camp.name)}[/] (id {camp.id}) is open: judge it in the annotation "
+                          f"app (`earmark ui`, Rate page); waiting for {q} judgments, at most {cfg.timeout_s:.0f}s")
+
+        res = run_online_dpo_round(em, cfg, on_campaign=announce)
+    except (ValidationError, ValueError) as exc:
+        _fail(exc)
+    if res.timed_out:
+        console.print(f"[yellow]timed out[/] after {res.waited_s:.0f}s with {res.judgments}/{res.quota} judgments; "
+                      + ("AI labels filled the rest (marked 'ai')" if cfg.ai_fill else "trained on human labels only"))
+    table = Table(title=f"online DPO round {res.round}: {escape(policy)} v{res.base_policy_version} -> "
+                        f"v{res.new_policy_version}", show_header=False)
+    labels = res.label_counts
+    for key, value in [
+        ("campaign", f"{res.campaign_name} (id {res.campaign_id}, {res.campaign_status})"),
+        ("judgments", f"{res.judgments} of quota {res.quota} ({res.tasks} tasks)"),
+        ("wait", f"{'quota met' if res.quota_met else 'timed out'} after {res.waited_s:.1f}s"),
+        ("labels human/adjudicated/ai", f"{labels.get('human', 0)}/{labels.get('adjudicated', 0)}/{labels.get('ai', 0)}"),
+        ("snapshot", f"{res.dataset_name} v{res.dataset_version} (id {res.dataset_id}) sha256 {res.snapshot_sha256[:16]}"),
+        ("training run", str(res.training_run_id)),
+        ("final step", ", ".join(f"{k} {v:.3f}" for k, v in res.train_metrics.items()) or "-"),
+        ("new policy", f"{res.policy.name} v{res.new_policy_version} (id {res.policy.id})"),
+    ]:
+        table.add_row(key, escape(value))
+    console.print(table)

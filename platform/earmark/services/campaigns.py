@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -306,6 +307,17 @@ class CampaignService(Service):
             total = sum(rows.values())
             return CampaignProgress(campaign_id, items or 0, total, rows.get("done", 0),
                                     rows.get("leased", 0) - expired, rows.get("open", 0) + expired, per_rater)
+
+        return self.ctx.tx(read)
+
+    def judgment_count(self, campaign_id: int, until: datetime | None = None) -> tuple[datetime, int]:
+        """(cut-off, judgments the campaign holds made up to it); the cut-off defaults to the store's
+        clock now (the store's, not this machine's: judgments are stamped by the store)."""
+        def read(s: Session) -> tuple[datetime, int]:
+            cut = until or s.scalar(select(func.clock_timestamp()))
+            n = s.scalar(select(func.count()).select_from(Judgment).where(Judgment.campaign_id == campaign_id,
+                                                                          Judgment.created_at <= cut))
+            return cut, int(n or 0)
 
         return self.ctx.tx(read)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -36,6 +37,9 @@ class LabelConfig(BaseModel):
     ai_dimensions: list[str] | None = Field(default=None, description="dimensions averaged; all when unset")
     ai_min_gap: float = Field(default=0.02, ge=0, description="score gap below which no AI label is given")
     ai_temperature: float = Field(default=0.1, gt=0, description="gap -> margin: sigmoid(gap / T)")
+    judged_before: datetime | None = Field(default=None, description="only judgments and adjudications made up to "
+                                           "this time (store clock): an online round's cut-off, so a rebuild "
+                                           "after late judgments gives the same snapshot")
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,15 @@ class LabelService(Service):
         comps = {c.id: c for c in s.scalars(select(Comparison).where(
             Comparison.campaign_id.in_(campaign_ids), Comparison.is_gold.is_(False),
             func.cardinality(Comparison.rollout_ids) == 2))}
-        adjud = {a.comparison_id: a for a in s.scalars(select(Adjudication).where(Adjudication.comparison_id.in_(list(comps))))}
+        aq = select(Adjudication).where(Adjudication.comparison_id.in_(list(comps)))
+        if cfg.judged_before is not None:
+            aq = aq.where(Adjudication.created_at <= cfg.judged_before)
+        adjud = {a.comparison_id: a for a in s.scalars(aq)}
         q = (select(Judgment.id, Judgment.comparison_id, Judgment.rater_id, Judgment.preference)
              .join(User, User.id == Judgment.rater_id)
              .where(Judgment.comparison_id.in_(list(comps)), Judgment.preference.is_not(None)))
+        if cfg.judged_before is not None:
+            q = q.where(Judgment.created_at <= cfg.judged_before)
         if not cfg.include_uncleared:
             q = q.where(User.cleared_for_aggregation.is_(True))
         by_comp: dict[int, list[tuple[int, int, float]]] = defaultdict(list)
@@ -163,8 +172,10 @@ class LabelService(Service):
             ai: list[PreferenceLabel] = []
             if cfg.ai_fill:
                 covered = {frozenset((h.chosen_rollout_id, h.rejected_rollout_id)) for h in human}
-                judged = set(s.scalars(select(Judgment.comparison_id).where(Judgment.campaign_id.in_(campaign_ids)))) \
-                    if campaign_ids else set()
+                jq = select(Judgment.comparison_id).where(Judgment.campaign_id.in_(campaign_ids))
+                if cfg.judged_before is not None:  # judged after the cut-off = not judged, so AI may fill it
+                    jq = jq.where(Judgment.created_at <= cfg.judged_before)
+                judged = set(s.scalars(jq)) if campaign_ids else set()
                 covered |= {frozenset(c.rollout_ids) for c in s.scalars(select(Comparison).where(Comparison.id.in_(judged)))}
                 ai = self.ai_labels(s, sorted(ai_rollout_ids or []), covered, cfg)
             counts = {"human": sum(x.source == "human" for x in human),
