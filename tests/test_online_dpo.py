@@ -68,6 +68,44 @@ def judgments_until(em, campaign_id: int, cutoff) -> set[int]:
         Judgment.campaign_id == campaign_id, Judgment.created_at <= cutoff)).all()))
 
 
+def test_cutoff_keeps_later_judgments_out_of_the_labels(committed_em) -> None:
+    """The round's cut-off: a judgment stamped after it counts as unjudged (AI may fill its pair),
+    so a rebuild after late judgments gives the same rows."""
+    from annotation_fixtures import make_user, seed_rollouts
+    from earmark.domain.records import RewardModelCreate, ScoreCreate
+    from earmark.services.campaigns import CampaignCreate
+    from earmark.services.datasets import SnapshotFilters
+    from earmark.services.labels import LabelConfig
+
+    em = committed_em
+    data = seed_rollouts(em, n_prompts=3, k=2)
+    rm = em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1", kind="acoustic"))
+    em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match",
+                                  score=0.2 + 0.3 * key[2]) for key, rid in data["rollouts"].items()])
+    camp = em.campaigns.create(CampaignCreate(name="cutoff", overlap=1, gold_ratio=0.0, max_items=3))
+    rater = em.as_principal(make_user(em, "cutoff-rater"))
+    rng = random.Random(0)
+
+    def judge() -> int:
+        lease = rater.tasks.claim(camp.id, want=1)[0]
+        answer = random_oracle(rater.tasks.item(lease), rng) | {"choice": "A", "strength": 2}
+        return rater.tasks.submit(lease.task_id, lease.lease_token, uuid.uuid4(), answer).judgment_id
+
+    early = {judge(), judge()}
+    cutoff, n = em.campaigns.judgment_count(camp.id)
+    late = judge()
+    assert n == 2 and em.campaigns.judgment_count(camp.id, until=cutoff)[1] == 2
+    assert em.campaigns.judgment_count(camp.id)[1] == 3
+    labels = LabelConfig(ai_fill=True, ai_reward_model_ids=[rm.id], ai_min_gap=0.0, judged_before=cutoff)
+    rows, counts = em.datasets.rows(SnapshotFilters(campaign_ids=[camp.id], labels=labels))
+    human = [r for r in rows if r["label_source"] == "human"]
+    assert {j for r in human for j in r["judgment_ids"]} == early and late not in {j for r in rows for j in r["judgment_ids"]}
+    assert counts["human"] == 2 and counts["ai"] == 1  # the late-judged pair is filled by AI, marked so
+    everything, _ = em.datasets.rows(SnapshotFilters(campaign_ids=[camp.id], labels=labels.model_copy(
+        update={"judged_before": None})))
+    assert sum(r["label_source"] == "human" for r in everything) == 3
+
+
 def test_config_refuses_bad_dpo_overrides_before_any_work() -> None:
     with pytest.raises(ValueError, match="dpo overrides.*batch_size"):
         OnlineDPOConfig(policy="p", dpo={"batch_size": 6, "grad_accum": 4})
