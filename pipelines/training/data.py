@@ -30,6 +30,17 @@ class PreferencePair:
     margin: float = 1.0  # label confidence in (0, 1]
     label_source: str = "human"
     group: str = ""  # pairs of one prompt share a group (held-out splits never cut a prompt)
+    # Response token spans [start, end) that the policy observed rather than chose (a duplex
+    # session's user turns inside one growing sequence): context for the tokens after them, but
+    # not scored, so the loss moves only the policy's own decisions.
+    chosen_observed: tuple[tuple[int, int], ...] = ()
+    rejected_observed: tuple[tuple[int, int], ...] = ()
+
+    def chosen_row(self) -> tuple[list[int], list[int], tuple[tuple[int, int], ...]]:
+        return self.prompt, self.chosen, self.chosen_observed
+
+    def rejected_row(self) -> tuple[list[int], list[int], tuple[tuple[int, int], ...]]:
+        return self.prompt, self.rejected, self.rejected_observed
 
     @property
     def tokens(self) -> int:
@@ -95,11 +106,28 @@ def pairs_from_rows(rows: Sequence[dict[str, Any]], policy: Any, *, append_end: 
             chosen=response_ids(r["chosen_ids"], end_id, stops, append_end),
             rejected=response_ids(r["rejected_ids"], end_id, stops, append_end),
             weight=weight, margin=margin, label_source=str(r.get("label_source", "human")),
+            chosen_observed=observed_spans(r.get("chosen_timeline")),
+            rejected_observed=observed_spans(r.get("rejected_timeline")),
             # stable across stores (ids are not): the held-out split must not depend on insertion order
             group=str(r.get("prompt_external_id") or hashlib.sha1(key.encode()).hexdigest()[:12])))
     if not pairs:
         raise ValueError("no preference pairs to train on; check the snapshot and the label_sources filter")
     return pairs
+
+
+def observed_spans(timeline: Any) -> tuple[tuple[int, int], ...]:
+    """Token spans of a rollout's response that were observations (duplex user turns), from its
+    timeline (``meta.duplex.observation_spans``, as written by pipelines.duplex.policy); () if none."""
+    if isinstance(timeline, str):
+        timeline = json.loads(timeline) if timeline else None
+    spans = ((timeline or {}).get("meta") or {}).get("duplex", {}).get("observation_spans") or []
+    out = []
+    for s in spans:
+        a, b = int(s[0]), int(s[1])
+        if not 0 <= a <= b:
+            raise ValueError(f"observation span {s!r} is not a [start, end) token range; rebuild the snapshot")
+        out.append((a, b))
+    return tuple(out)
 
 
 def rows_sha256(rows: Sequence[dict[str, Any]]) -> str:

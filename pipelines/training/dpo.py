@@ -130,7 +130,7 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
         micro = shard_step(idx, backend.rank, backend.world, cfg.grad_accum)
         for m, mb in enumerate(micro):
             n = len(mb)
-            batch = pack([(pairs[i].prompt, pairs[i].chosen) for i in mb] + [(pairs[i].prompt, pairs[i].rejected) for i in mb],
+            batch = pack([pairs[i].chosen_row() for i in mb] + [pairs[i].rejected_row() for i in mb],
                          payload["pad_id"], limit=limit, chunk_tokens=cfg.chunk_tokens).to(device)
             with backend.no_sync(model, last_micro=m == len(micro) - 1):
                 seq = model(batch.chunks, batch.n_rows)["seq_logps"]
@@ -196,7 +196,7 @@ def evaluate(model: Any, pairs: list[PreferencePair], ref_chosen: list[float], r
         return {}
     limit = int(getattr(model.config, "max_position_embeddings", 0)) or None
     model.eval()
-    logps = sequence_logps(model, [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs],
+    logps = sequence_logps(model, [p.chosen_row() for p in pairs] + [p.rejected_row() for p in pairs],
                            pad_id, limit=limit)
     n = len(pairs)
     chosen = beta * (logps[:n] - torch.tensor(ref_chosen, dtype=torch.float64))

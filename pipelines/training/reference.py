@@ -49,7 +49,7 @@ def compute(model: Any, pairs: list[PreferencePair], pad_id: int, *, limit: int 
 
     set_threads(threads)
     model.eval()
-    rows = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+    rows = [p.chosen_row() for p in pairs] + [p.rejected_row() for p in pairs]
     with torch.inference_mode():
         logps = sequence_logps(model, rows, pad_id, limit=limit, chunk_tokens=chunk_tokens).tolist()
     n = len(pairs)

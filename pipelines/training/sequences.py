@@ -57,10 +57,16 @@ def fit_context(prompt: Sequence[int], response: Sequence[int], limit: int | Non
     return prompt, response
 
 
-def pack(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, *, limit: int | None = None,
+def pack(rows: Sequence[tuple[Sequence[int], ...]], pad_id: int, *, limit: int | None = None,
          chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> PackedBatch:
-    """Cut rows into chunks of similar length; row order of the outputs is the input order."""
-    fitted = [fit_context(p, r, limit) for p, r in rows]
+    """Cut rows into chunks of similar length; row order of the outputs is the input order.
+
+    A row is ``(prompt, response)`` or ``(prompt, response, skip)``, where ``skip`` lists response
+    token spans ``[start, end)`` that stay in the input as context but are not scored
+    (observations inside a duplex session's sequence).
+    """
+    fitted = [fit_context(r[0], r[1], limit) for r in rows]
+    scored = [_scored_positions(len(f[1]), r[2] if len(r) > 2 else ()) for f, r in zip(fitted, rows)]
     order = sorted(range(len(fitted)), key=lambda i: -(len(fitted[i][0]) + len(fitted[i][1])))
     groups: list[list[int]] = []
     for i in order:
@@ -80,16 +86,25 @@ def pack(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, *, li
             p, r = fitted[i]
             ids[j, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
             # the hidden state at position t predicts token t + 1
-            pos.extend(j * width + len(p) - 1 + k for k in range(len(r)))
-            tgt.extend(r)
-            row.extend([i] * len(r))
-            tok.extend(range(len(r)))
+            keep = scored[i]
+            pos.extend(j * width + len(p) - 1 + k for k in keep)
+            tgt.extend(r[k] for k in keep)
+            row.extend([i] * len(keep))
+            tok.extend(keep)
             real += len(p) + len(r)
         padded += ids.numel()
         chunks.append({"input_ids": ids, "target_pos": torch.tensor(pos), "target_ids": torch.tensor(tgt),
                        "row": torch.tensor(row), "token_index": torch.tensor(tok)})
-    lengths = torch.tensor([len(r) for _, r in fitted], dtype=torch.long)
+    lengths = torch.tensor([len(k) for k in scored], dtype=torch.long)
     return PackedBatch(chunks, len(fitted), lengths, real, padded)
+
+
+def _scored_positions(n: int, skip: Sequence[Sequence[int]]) -> list[int]:
+    drop = {k for a, b in skip for k in range(max(0, int(a)), min(n, int(b)))}
+    keep = [k for k in range(n) if k not in drop]
+    if not keep:
+        raise ValueError("every response token of a row is marked observed; nothing the policy chose is left to score")
+    return keep
 
 
 class SequenceScorer(nn.Module):
@@ -146,7 +161,7 @@ def to_padded(flat: torch.Tensor, row: torch.Tensor, token_index: torch.Tensor, 
 
 
 @torch.inference_mode()
-def sequence_logps(lm: nn.Module, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, *,
+def sequence_logps(lm: nn.Module, rows: Sequence[tuple[Sequence[int], ...]], pad_id: int, *,
                    limit: int | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
                    rows_per_call: int = 256) -> torch.Tensor:
     """Summed response log-probs of many rows (reference pass, evaluation), in float64 on CPU."""
