@@ -1,8 +1,11 @@
 """Audio decoding and validation (soundfile + numpy only, so the store and UI stay torch-free)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -142,3 +145,21 @@ def stereo_wav(left: tuple[np.ndarray, int], right: tuple[np.ndarray, int], dura
     out[: min(n, la.size), 0] = la[:n]
     out[: min(n, ra.size), 1] = ra[:n]
     return to_wav_bytes(out, sr)
+
+
+def read_source(path: str | None, b64: str | None, base_dir: Path | None, where: str) -> bytes | None:
+    """Bytes of an audio part or track given on import as a file ``path`` (relative to the import
+    file's folder) or ``base64``; None when it has neither (it references a stored blob instead)."""
+    if path:
+        p = Path(path)
+        p = base_dir / p if not p.is_absolute() and base_dir is not None else p
+        try:
+            return p.read_bytes()
+        except OSError:
+            raise InvalidInput(f"{where}: audio file {path} not found; paths are relative to the JSONL file") from None
+    if b64:
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"{where}: audio base64 is not valid base64; encode the WAV bytes") from None
+    return None

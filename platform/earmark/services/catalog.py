@@ -5,8 +5,6 @@ error names the line, the field and the fix.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from earmark.audio import read_source
 from earmark.domain.messages import AudioPart, messages_to_json
 from earmark.domain.records import PersonaCreate, PromptCreate
 from earmark.errors import InvalidInput, NotFound
@@ -119,22 +118,8 @@ class CatalogService(Service):
             for i, part in enumerate(msg.content):
                 if not isinstance(part, AudioPart):
                     continue
-                if part.path:
-                    p = Path(part.path)
-                    if not p.is_absolute() and base_dir is not None:
-                        p = base_dir / p
-                    try:
-                        data = p.read_bytes()
-                    except OSError:
-                        raise InvalidInput(
-                            f"prompt {prompt.external_id}: audio file {part.path} not found; paths are "
-                            "relative to the JSONL file") from None
-                elif part.base64:
-                    try:
-                        data = base64.b64decode(part.base64, validate=True)
-                    except (binascii.Error, ValueError):
-                        raise InvalidInput(f"prompt {prompt.external_id}: audio base64 is not valid base64") from None
-                else:
+                data = read_source(part.path, part.base64, base_dir, f"prompt {prompt.external_id}")
+                if data is None:
                     blobs.get(part.audio_sha256 or "")
                     first = first or part.audio_sha256
                     continue

@@ -169,15 +169,20 @@ class TaskService(Service):
 
         return self.ctx.tx(work)
 
+    def _held_task(self, s: Session, task_id: int, lease_token: uuid.UUID) -> Task:
+        """The task, if the caller still holds its lease; views of an item need a live lease."""
+        task = s.get(Task, task_id)
+        if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != lease_token:
+            raise LeaseExpired("this item is no longer leased to you; load the next item")
+        return task
+
     def item(self, lease: Lease) -> RaterItem:
         """The blind view of a leased task: labels in presentation order, no model identities."""
         self.ctx.require("tasks.rate")
         from earmark.store.models import Blob, Persona, Prompt
 
         def read(s: Session) -> RaterItem:
-            task = s.get(Task, lease.task_id)
-            if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != lease.lease_token:
-                raise LeaseExpired("this item is no longer leased to you; load the next item")
+            task = self._held_task(s, lease.task_id, lease.lease_token)
             comp = s.get(Comparison, task.comparison_id)
             camp = s.get(Campaign, task.campaign_id)
             prompt = s.get(Prompt, comp.prompt_id)
@@ -216,9 +221,7 @@ class TaskService(Service):
         self.ctx.require("tasks.rate")
 
         def read(s: Session) -> TimelineView:
-            task = s.get(Task, item.task_id)
-            if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != item.lease_token:
-                raise LeaseExpired("this item is no longer leased to you; load the next item")
+            task = self._held_task(s, item.task_id, item.lease_token)
             comp = s.get(Comparison, task.comparison_id)
             raw = s.scalar(select(Rollout.timeline).where(Rollout.id == comp.rollout_ids[0]))
             return timeline_view(parse_timeline(raw, f"the session of task {item.task_id}"))

@@ -14,7 +14,6 @@ one bad line changes nothing.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -107,20 +106,8 @@ class TimelineService(Service):
                 raise InvalidInput(f"{where}: blob {blob.sha256[:12]}... has {blob.channels} channels; each track "
                                    "is one mono clip")
             return _Audio(blob.sha256, None, float(blob.duration_s or 0.0))
-        if track.path:
-            p = Path(track.path)
-            p = base_dir / p if not p.is_absolute() and base_dir is not None else p
-            try:
-                data = p.read_bytes()
-            except OSError:
-                raise InvalidInput(f"{where}: audio file {track.path} not found; paths are relative to the "
-                                   "JSONL file") from None
-        elif track.base64:
-            try:
-                data = base64.b64decode(track.base64, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidInput(f"{where}: audio base64 is not valid base64; encode the WAV bytes") from None
-        else:
+        data = audio_mod.read_source(track.path, track.base64, base_dir, where)
+        if data is None:
             return None
         try:
             info = audio_mod.probe(data)
