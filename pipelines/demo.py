@@ -11,6 +11,7 @@ quality control (gold items) has someone to catch.
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def heldout_eval(em: Any, policy: Any, heldout: list[str], round: int, actors: i
     run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
                                          prompt_ids=heldout, samples=HELDOUT_SAMPLES, round=round, actors=actors,
                                          seed=1000 + round))
-    run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors))
+    run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors,
+                                         keep_actors=True))
     return em.scores.means(policy_id=policy.id, rounds=[round], dimensions=list(EVAL_DIMENSIONS))
 
 
@@ -193,6 +195,7 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     from earmark.security import Principal
     from pipelines.online_dpo import run_online_dpo_round
     from pipelines.ray_runtime import ensure_ray
+    from pipelines.scoring_job import release_actors
 
     t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +207,10 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
         world = seed_demo(em)
     console.print(f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0")
     with console.status("starting Ray"):
-        ensure_ray(settings)
+        # The scoring actors stay up between rounds (Whisper loaded once); idle, they still hold
+        # their logical CPUs, so a local Ray gets twice the cores as logical CPUs: the stages run
+        # one after another, never rollouts and scoring at once.
+        ensure_ray(settings, num_cpus=2 * (os.cpu_count() or 1))
     admin = em.as_principal(Principal(None, "demo", Role.admin))
     reports: list[RoundReport] = []
 
@@ -229,6 +235,7 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
         rep.seconds = time.monotonic() - t0
         reports.append(rep)
         policy = new_policy
+    release_actors()
     _print_summary(reports, settings, time.monotonic() - t_start)
     return reports
 
@@ -241,7 +248,8 @@ def _round_config(world: dict[str, Any], policy: Any, rnd: int, actors: int, wai
 
     return OnlineDPOConfig(
         policy=policy.name, policy_version=policy.version, split=None, prompt_ids=world["train"], samples=SAMPLES,
-        round=rnd, actors=actors, seed=rnd, temperature=TRAIN_TEMPERATURE, scorers=SCORERS, ai_reward_model="prosody",
+        round=rnd, actors=actors, keep_scoring_actors=True, seed=rnd, temperature=TRAIN_TEMPERATURE, scorers=SCORERS,
+        ai_reward_model="prosody",
         ai_dimensions=["prosody_match"], campaign=OnlineCampaign(
             name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.1,
             max_items=len(world["train"]) * 2, seed=rnd,

@@ -58,6 +58,9 @@ class OnlineDPOConfig(BaseModel):
     samples: int = Field(4, ge=2, le=64, description="K rollouts per prompt (pairs need at least 2)")
     round: int | None = Field(None, ge=0, description="loop round of the rollouts; default policy version + 1")
     actors: int = Field(2, ge=1, le=256, description="Ray actors for rollouts and scoring")
+    keep_scoring_actors: bool = Field(False, description="keep the scoring actors (models loaded) for the next round "
+                                      "of this process (idle, they still hold their Ray CPUs: leave room for the rollout "
+                                      "actors); pipelines.scoring_job.release_actors() frees them")
     temperature: float = Field(0.9, ge=0, le=5, description="rollout sampling temperature")
     max_new_tokens: int = Field(64, ge=1, le=4096)
     seed: int | None = Field(None, description="rollout seed; default the round")
@@ -213,8 +216,8 @@ def run_online_dpo_round(em: Any, cfg: OnlineDPOConfig, settings: Settings | Non
         prompt_ids=cfg.prompt_ids, samples=cfg.samples, round=rnd, actors=cfg.actors, seed=seed,
         temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens), progress=show)
     _emit(on_progress, "rollouts", f"{ro.written} rollouts written", written=ro.written, planned=ro.planned)
-    run_scoring_job(em, ScoringJobConfig(scorers=cfg.scorers, policy_id=base.id, rounds=[rnd], actors=cfg.actors),
-                    progress=show)
+    run_scoring_job(em, ScoringJobConfig(scorers=cfg.scorers, policy_id=base.id, rounds=[rnd], actors=cfg.actors,
+                                         keep_actors=cfg.keep_scoring_actors), progress=show)
     seconds["rollouts_and_scores"] = time.monotonic() - t0
     rm_id = em.scores.reward_model_id(cfg.ai_reward_model)
     _emit(on_progress, "scored", f"scored with {[s.name for s in cfg.scorers]}", reward_model_id=rm_id)

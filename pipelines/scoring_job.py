@@ -35,6 +35,8 @@ class ScoringJobConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=4096)
     max_restarts: int = Field(default=3, ge=0)
     max_task_retries: int = Field(default=3, ge=0)
+    keep_actors: bool = Field(default=False, description="keep the actors (scorers and models loaded) for later jobs "
+                              "of this driver with the same scorers; release them with release_actors()")
 
 
 @dataclass
@@ -108,6 +110,34 @@ def _actor_class():  # noqa: ANN202
     return ScoringActor
 
 
+# Kept actor pools of this driver process, keyed by what the actors were built with. A loop that
+# scores every round (the demo, online DPO) would otherwise pay actor start-up and model loading
+# (Whisper, judges) in every job: ~25 s of a 45 s job on 2 cores.
+_POOLS: dict[str, list[Any]] = {}
+
+
+def _pool_key(cfg: ScoringJobConfig, settings: Any) -> str:
+    import json
+
+    return json.dumps([[s.model_dump() for s in cfg.scorers], cfg.cpus_per_actor, cfg.max_restarts,
+                       settings.database_url.get_secret_value() if settings.database_url else None,
+                       str(settings.blob_url)], sort_keys=True, default=str)
+
+
+def release_actors() -> int:
+    """Kill every kept scoring actor of this process; returns how many."""
+    import ray
+
+    n = 0
+    for actors in _POOLS.values():
+        for a in actors:
+            if ray.is_initialized():
+                ray.kill(a)
+            n += 1
+    _POOLS.clear()
+    return n
+
+
 def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, use_ray: bool = True) -> ScoringJobResult:
     from pipelines.progress import progress_bar
 
@@ -143,7 +173,9 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
                 em.ctx.engine.url.render_as_string(hide_password=False))})
             Actor = _actor_class().options(num_cpus=cfg.cpus_per_actor, max_restarts=cfg.max_restarts,
                                            max_task_retries=cfg.max_task_retries)
-            actors = [Actor.remote(settings, cfg.scorers) for _ in range(min(cfg.actors, len(batches)))]
+            key = _pool_key(cfg, settings) if cfg.keep_actors else None
+            actors = list(_POOLS.get(key, [])) if key else []
+            actors += [Actor.remote(settings, cfg.scorers) for _ in range(min(cfg.actors, len(batches)) - len(actors))]
             pending: dict[Any, tuple[int, list[int]]] = {}
 
             def submit(slot: int) -> None:
@@ -160,7 +192,10 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
                 merge(ray.get(ready[0]))  # Ray retries on a restarted actor; a final failure raises
                 bar.update(len(b))
                 submit(slot)
-            for a in actors:
-                ray.kill(a)
+            if key:
+                _POOLS[key] = actors
+            else:
+                for a in actors:
+                    ray.kill(a)
     result.seconds = time.monotonic() - t0
     return result

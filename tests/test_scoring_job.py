@@ -30,3 +30,27 @@ def test_scoring_job_scores_missing_only_and_keeps_versions(committed_em, checkp
                               "GROUP BY rm.version")).all()
     assert len(rows) == 2 and all(r[1] == 6 for r in rows)
     assert all(0.0 <= r[2] <= r[3] <= 1.0 and r[4] and r[5] for r in rows)
+
+
+def test_kept_actors_serve_the_next_job_and_are_released(committed_em, checkpoint, ray_local) -> None:
+    import ray
+
+    from pipelines import scoring_job
+
+    em = committed_em
+    seed_offline(em, checkpoint, n_prompts=2, multi=False)
+    run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=2, actors=1, max_new_tokens=24, round=0),
+                    progress=False)
+    cfg = ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=1, batch_size=2, keep_actors=True, rounds=[0])
+    assert run_scoring_job(em, cfg, progress=False).rollouts == 4
+    (pool,) = scoring_job._POOLS.values()
+    first = [a._actor_id.hex() for a in pool]
+    run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=2, actors=1, max_new_tokens=24, round=1),
+                    progress=False)
+    res = run_scoring_job(em, cfg.model_copy(update={"rounds": [1]}), progress=False)
+    assert res.rollouts == 4 and sum(res.per_scorer.values()) == 4
+    (pool,) = scoring_job._POOLS.values()
+    assert [a._actor_id.hex() for a in pool] == first  # the same actor scored the second job
+    assert scoring_job.release_actors() == 1 and not scoring_job._POOLS
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(pool[0].run.remote([]), timeout=60)
