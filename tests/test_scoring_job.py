@@ -54,3 +54,50 @@ def test_kept_actors_serve_the_next_job_and_are_released(committed_em, checkpoin
     assert scoring_job.release_actors() == 1 and not scoring_job._POOLS
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(pool[0].run.remote([]), timeout=60)
+
+
+def _scoring_actor_pids() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("ScoringActor" in part for part in (p.info["cmdline"] or []))]
+
+
+def _score_counts(em) -> tuple[int, int]:
+    with em.session() as s:
+        return tuple(s.execute(text("SELECT count(*), count(DISTINCT (rollout_id, reward_model_id, dimension)) "
+                                    "FROM reward_scores")).one())
+
+
+def test_killed_scoring_actor_mid_job_every_rollout_scored_once(committed_em, checkpoint, ray_local) -> None:
+    """A scoring actor SIGKILLed after some scores landed: Ray restarts it, retries its batches, and
+    every rollout ends with exactly one score per dimension (retried inserts of stored rows add nothing)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    em = committed_em
+    seed_offline(em, checkpoint, n_prompts=6, multi=False)
+    run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=4, actors=1, max_new_tokens=48),
+                    progress=False)
+    n = len(em.rollouts.list())
+    assert n == 24
+    cfg = ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=2, batch_size=1)
+    out: dict = {}
+    job = threading.Thread(target=lambda: out.setdefault("res", run_scoring_job(em, cfg, progress=False)))
+    job.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.is_alive():
+        if _score_counts(em)[0] >= 1 and (pids := _scoring_actor_pids()):
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)  # a crash, not a polite shutdown
+            break
+        time.sleep(0.01)
+    job.join(timeout=300)
+    assert killed is not None, "the job finished before an actor could be killed; make it longer"
+    assert "res" in out, "the scoring job did not finish after its actor was killed"
+    total, distinct = _score_counts(em)
+    assert total == distinct == n  # prosody has one dimension: no rollout lost, none scored twice
+    assert run_scoring_job(em, cfg, progress=False).rollouts == 0  # nothing left missing

@@ -53,10 +53,13 @@ class RaterStats:
 def run_rater(em: Any, campaign_id: int, *, oracle: Oracle = random_oracle, seed: int = 0,
               p_skip: float = 0.0, p_walk_away: float = 0.0, p_double_submit: float = 0.0,
               max_items: int = 10_000, stop: threading.Event | None = None, idle_wait_s: float = 0.0,
-              deadline_s: float = 120.0, think_s: float = 0.0) -> RaterStats:
-    """One rater's session until the pool is empty (or ``stop`` is set)."""
+              deadline_s: float = 120.0, think_s: float = 0.0, start_spread_s: float = 0.0) -> RaterStats:
+    """One rater's session until the pool is empty (or ``stop`` is set). ``start_spread_s``: the
+    rater arrives at a random moment within it (people do not all click "start" in one instant)."""
     rng = random.Random(seed)
     stats = RaterStats()
+    if start_spread_s:
+        time.sleep(rng.uniform(0, start_spread_s))
     t_end = time.monotonic() + deadline_s
     while stats.submitted < max_items and time.monotonic() < t_end and not (stop and stop.is_set()):
         t0 = time.perf_counter()

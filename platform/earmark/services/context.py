@@ -5,13 +5,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from earmark.blobs import LocalBlobStore, S3BlobStore
 from earmark.config import Settings
 from earmark.security import Principal, require
-from earmark.store.engine import run_with_retry
+from earmark.store.engine import run_connection_tx_with_retry, run_statement_with_retry, run_with_retry
 from earmark.store.models import AuditLog
 
 T = TypeVar("T")
@@ -34,6 +34,30 @@ class ServiceContext:
     def tx(self, fn: Callable[[Session], T]) -> T:
         """Run one unit of work, retried as a whole if the database connection drops."""
         return run_with_retry(self.sessions, fn)
+
+    def statement(self, fn: Callable[[Connection], T]) -> T:
+        """Run a unit that is a single statement on an autocommit connection (hot paths), retried
+        as a whole if the connection drops."""
+        if (conn := self._caller_connection()) is not None:
+            return self._in_savepoint(conn, fn)
+        return run_statement_with_retry(self.engine, fn)
+
+    def connection_tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run a unit of a few Core statements in one transaction (hot paths: no ORM session)."""
+        if (conn := self._caller_connection()) is not None:
+            return self._in_savepoint(conn, fn)
+        return run_connection_tx_with_retry(self.engine, fn)
+
+    def _caller_connection(self) -> Connection | None:
+        """Sessions bound to a connection join the caller's transaction (as a savepoint); the Core
+        hot paths must join it too, or they would not see the caller's uncommitted rows."""
+        bind = self.sessions.kw.get("bind")
+        return bind if isinstance(bind, Connection) else None
+
+    @staticmethod
+    def _in_savepoint(conn: Connection, fn: Callable[[Connection], T]) -> T:
+        with conn.begin_nested():
+            return fn(conn)
 
     def audit(self, session: Session, action: str, entity: str, entity_id: Any = None, **details: Any) -> None:
         session.add(AuditLog(actor_id=self.principal.user_id, action=action, entity=entity,

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,35 +77,56 @@ class RaterItem:
     reference: Stimulus | None = None
 
 
-HELD_SQL = text("""
-SELECT id, lease_token, lease_expires_at, comparison_id, campaign_id, presentation FROM tasks
-WHERE campaign_id = :c AND leased_by = :r AND status = 'leased' AND lease_expires_at > now()
-ORDER BY lease_expires_at
-""")
-# One statement per lease: pick the lowest open slot (items complete before new ones start) that this
-# rater has not judged or held, skipping rows other raters are locking, and randomize the order in
-# which the stimuli are shown (blind A/B), recorded on the task. The order covers the rollouts and
-# any planted stimuli (MUSHRA hidden reference and anchor), so those land at random positions too.
+# One statement per call, run on its own (autocommit: a statement is atomic): the rater's live
+# leases in this open campaign, plus one new lease when they hold fewer than :want. The new one is
+# the lowest open slot (items complete before new ones start) whose item this rater has not judged
+# or held, skipping rows other raters are locking; the order in which its stimuli are shown (blind
+# A/B) is randomized and recorded on the task. The order covers the rollouts and any planted
+# stimuli (MUSHRA hidden reference and anchor), so those land at random positions too.
 CLAIM_SQL = text("""
-WITH cand AS (
-  SELECT t.id FROM tasks t
-  WHERE t.campaign_id = :c
-    AND (t.status = 'open' OR (t.status = 'leased' AND t.lease_expires_at <= now()))
+WITH camp AS (
+  SELECT id FROM campaigns WHERE id = :c AND status = 'open'
+), held AS (
+  SELECT t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
+  FROM tasks t JOIN camp ON camp.id = t.campaign_id
+  WHERE t.leased_by = :r AND t.status = 'leased' AND t.lease_expires_at > now()
+), cand AS (
+  SELECT t.id FROM tasks t JOIN camp ON camp.id = t.campaign_id
+  WHERE t.status <> 'done'
+    AND (t.status = 'open' OR t.lease_expires_at <= now())
     AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.comparison_id = t.comparison_id AND j.rater_id = :r)
-    AND NOT (t.comparison_id = ANY(CAST(:holding AS bigint[])))
+    AND t.comparison_id NOT IN (SELECT comparison_id FROM held)
   ORDER BY t.slot, t.id
-  LIMIT 1
-  FOR UPDATE SKIP LOCKED
+  LIMIT (CASE WHEN (SELECT count(*) FROM held) < :want THEN 1 ELSE 0 END)
+  FOR UPDATE OF t SKIP LOCKED
+), claimed AS (
+  UPDATE tasks t SET status = 'leased', leased_by = :r, lease_token = :token, attempts = t.attempts + 1,
+    lease_expires_at = now() + make_interval(secs => :lease_s),
+    presentation = COALESCE(t.presentation, (
+      SELECT jsonb_build_object('order', jsonb_agg(i ORDER BY random()))
+      FROM comparisons c, generate_series(0, cardinality(c.rollout_ids)
+                                             + jsonb_array_length(COALESCE(c.reason->'planted', '[]')) - 1) AS i
+      WHERE c.id = t.comparison_id))
+  FROM cand WHERE t.id = cand.id
+  RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
 )
-UPDATE tasks t SET status = 'leased', leased_by = :r, lease_token = :token, attempts = t.attempts + 1,
-  lease_expires_at = now() + make_interval(secs => :lease_s),
-  presentation = COALESCE(t.presentation, (
-    SELECT jsonb_build_object('order', jsonb_agg(i ORDER BY random()))
-    FROM comparisons c, generate_series(0, cardinality(c.rollout_ids)
-                                           + jsonb_array_length(COALESCE(c.reason->'planted', '[]')) - 1) AS i
-    WHERE c.id = t.comparison_id))
-FROM cand WHERE t.id = cand.id
-RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
+SELECT * FROM held UNION ALL SELECT * FROM claimed ORDER BY lease_expires_at
+""")
+# Everything a rater's view of an item needs, in one read, and only while the caller holds the lease.
+ITEM_SQL = text("""
+SELECT t.id, t.lease_token, t.lease_expires_at, c.rollout_ids, c.reason, k.protocol, k.dimensions, k.instructions,
+       p.messages, pe.card,
+       (SELECT jsonb_object_agg(r.id, jsonb_build_object('sha', r.audio_sha256, 'text', r.text))
+          FROM rollouts r WHERE r.id = ANY(c.rollout_ids)) AS rollouts,
+       (SELECT jsonb_object_agg(b.sha256, b.duration_s) FROM blobs b WHERE b.sha256 IN (
+          SELECT r.audio_sha256 FROM rollouts r WHERE r.id = ANY(c.rollout_ids)
+          UNION SELECT x->>'audio_sha256' FROM jsonb_array_elements(COALESCE(c.reason->'planted', '[]')) x)) AS durations
+FROM tasks t
+JOIN comparisons c ON c.id = t.comparison_id
+JOIN campaigns k ON k.id = t.campaign_id
+JOIN prompts p ON p.id = c.prompt_id
+LEFT JOIN personas pe ON pe.id = p.persona_id
+WHERE t.id = :t AND t.leased_by = :r AND t.lease_token = :token
 """)
 
 
@@ -152,22 +173,27 @@ class TaskService(Service):
         rater = self.ctx.principal.user_id
         lease_s = self.ctx.settings.lease_seconds
 
-        def work(s: Session) -> list[Lease]:
-            row = s.execute(select(Campaign.name, Campaign.status).where(Campaign.id == campaign_id)).first()
-            if row is None:
-                raise NotFound(f"campaign {campaign_id} does not exist")
-            if row.status != "open":
-                raise Conflict(f"campaign {row.name!r} is {row.status}; ask an admin to open it")
-            held = [Lease(*r[:5], list(r[5]["order"])) for r in s.execute(HELD_SQL, {"c": campaign_id, "r": rater})]
-            while len(held) < want:
-                got = s.execute(CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s,
-                                            "holding": [le.comparison_id for le in held]}).first()
-                if got is None:
-                    break
-                held.append(Lease(*got[:5], list(got[5]["order"])))
-            return held
+        def one(c: Connection) -> list[Lease]:
+            return [Lease(*r[:5], list(r[5]["order"])) for r in c.execute(
+                CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want})]
 
-        return self.ctx.tx(work)
+        held = self.ctx.statement(one)
+        while 0 < len(held) < want:  # each call adds at most one lease; stop when the pool has no more
+            more = self.ctx.statement(one)
+            if len(more) == len(held):
+                break
+            held = more
+        if not held:
+            self._check_open(campaign_id)
+        return held
+
+    def _check_open(self, campaign_id: int) -> None:
+        row = self.ctx.statement(lambda c: c.execute(
+            select(Campaign.name, Campaign.status).where(Campaign.id == campaign_id)).first())
+        if row is None:
+            raise NotFound(f"campaign {campaign_id} does not exist")
+        if row.status != "open":
+            raise Conflict(f"campaign {row.name!r} is {row.status}; ask an admin to open it")
 
     def _held_task(self, s: Session, task_id: int, lease_token: uuid.UUID) -> Task:
         """The task, if the caller still holds its lease; views of an item need a live lease."""
@@ -179,41 +205,33 @@ class TaskService(Service):
     def item(self, lease: Lease) -> RaterItem:
         """The blind view of a leased task: labels in presentation order, no model identities."""
         self.ctx.require("tasks.rate")
-        from earmark.store.models import Blob, Persona, Prompt
-
-        def read(s: Session) -> RaterItem:
-            task = self._held_task(s, lease.task_id, lease.lease_token)
-            comp = s.get(Comparison, task.comparison_id)
-            camp = s.get(Campaign, task.campaign_id)
-            prompt = s.get(Prompt, comp.prompt_id)
-            persona = s.get(Persona, prompt.persona_id) if prompt.persona_id else None
-            rows = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(list(comp.rollout_ids))))}
-            planted = planted_of(comp.reason)
-            shas = [r.audio_sha256 for r in rows.values() if r.audio_sha256] + [p["audio_sha256"] for p in planted]
-            durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all())
-            n = len(comp.rollout_ids)
-            # With planted clips, transcripts would give them away (a reference has none, or the
-            # same text as every sample): show none, the prompt already holds the text to judge.
-            blind_text = bool(planted)
-            stimuli = []
-            for shown, canon in enumerate(lease.order):
-                label = chr(ord("A") + shown)
-                if canon >= n:  # role deliberately not carried into the rater's view
-                    sha = planted[canon - n]["audio_sha256"]
-                    stimuli.append(Stimulus(label, sha, "", durations.get(sha)))
-                    continue
-                r = rows[comp.rollout_ids[canon]]
-                stimuli.append(Stimulus(label, r.audio_sha256, "" if blind_text else r.text,
-                                        durations.get(r.audio_sha256)))
-            ref_sha = next((p["audio_sha256"] for p in planted if p.get("role") == "hidden_reference"), None)
-            reference = Stimulus("reference", ref_sha, "", durations.get(ref_sha)) if ref_sha else None
-            card = None
-            if persona is not None:
-                card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
-            return RaterItem(task.id, task.lease_token, task.lease_expires_at, camp.protocol, list(camp.dimensions),
-                             camp.instructions, card, conversation_view(prompt.messages), stimuli, reference)
-
-        return self.ctx.tx(read)
+        row = self.ctx.statement(lambda c: c.execute(ITEM_SQL, {
+            "t": lease.task_id, "r": self.ctx.principal.user_id, "token": lease.lease_token}).first())
+        if row is None:
+            raise LeaseExpired("this item is no longer leased to you; load the next item")
+        rows = {int(k): v for k, v in (row.rollouts or {}).items()}
+        durations = row.durations or {}
+        planted = planted_of(row.reason)
+        n = len(row.rollout_ids)
+        # With planted clips, transcripts would give them away (a reference has none, or the
+        # same text as every sample): show none, the prompt already holds the text to judge.
+        blind_text = bool(planted)
+        stimuli = []
+        for shown, canon in enumerate(lease.order):
+            label = chr(ord("A") + shown)
+            if canon >= n:  # role deliberately not carried into the rater's view
+                sha = planted[canon - n]["audio_sha256"]
+                stimuli.append(Stimulus(label, sha, "", durations.get(sha)))
+                continue
+            r = rows[row.rollout_ids[canon]]
+            stimuli.append(Stimulus(label, r["sha"], "" if blind_text else r["text"], durations.get(r["sha"])))
+        ref_sha = next((p["audio_sha256"] for p in planted if p.get("role") == "hidden_reference"), None)
+        reference = Stimulus("reference", ref_sha, "", durations.get(ref_sha)) if ref_sha else None
+        card = None
+        if row.card is not None:
+            card = {k: row.card.get(k) for k in ("display_name", "description", "style") if row.card.get(k)}
+        return RaterItem(row.id, row.lease_token, row.lease_expires_at, row.protocol, list(row.dimensions),
+                         row.instructions, card, conversation_view(row.messages), stimuli, reference)
 
     def timeline(self, item: RaterItem) -> TimelineView:
         """The duplex session of a timeline task (both tracks, the action channel, the clock), with
@@ -257,8 +275,8 @@ class TaskService(Service):
         self.ctx.require("tasks.rate")
         new_expiry = _now() + timedelta(seconds=self.ctx.settings.lease_seconds)
 
-        def work(s: Session) -> datetime:
-            n = s.execute(update(Task).where(
+        def work(c: Connection) -> datetime:
+            n = c.execute(update(Task).where(
                 Task.id == task_id, Task.leased_by == self.ctx.principal.user_id,
                 Task.lease_token == lease_token, Task.status == "leased",
             ).values(lease_expires_at=new_expiry)).rowcount
@@ -267,12 +285,12 @@ class TaskService(Service):
                                    "load the next item (your work on it was not saved)")
             return new_expiry
 
-        return self.ctx.tx(work)
+        return self.ctx.statement(work)
 
     def release(self, task_id: int, lease_token: uuid.UUID) -> None:
         """The rater skips the item: it goes straight back to the pool."""
         self.ctx.require("tasks.rate")
-        self.ctx.tx(lambda s: s.execute(update(Task).where(
+        self.ctx.statement(lambda c: c.execute(update(Task).where(
             Task.id == task_id, Task.leased_by == self.ctx.principal.user_id, Task.lease_token == lease_token,
             Task.status == "leased").values(status="open", leased_by=None, lease_token=None, lease_expires_at=None)))
 
@@ -286,7 +304,7 @@ class TaskService(Service):
             err = exc.errors()[0]
             raise InvalidInput(f"{'.'.join(map(str, err['loc'])) or 'answer'}: {err['msg']}") from None
 
-        def work(s: Session) -> SubmitResult:
+        def work(s: Connection) -> SubmitResult:
             # One round trip: lock the slot and read everything the checks need, including any
             # judgment already stored under this submission id or by this rater for this slot.
             row = s.execute(LOCK_FOR_SUBMIT_SQL, {"t": task_id, "sub": submission_id, "r": rater}).first()
@@ -335,7 +353,7 @@ class TaskService(Service):
                 raise Conflict("you already judged this item; load the next one") from None
             return SubmitResult(jid, False, late, gold)
 
-        return self.ctx.tx(work)
+        return self.ctx.connection_tx(work)
 
     def judged_count(self, campaign_id: int) -> int:
         return int(self.ctx.tx(lambda s: s.scalar(select(func.count()).select_from(Judgment).where(

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY, BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-    UniqueConstraint, Uuid,
+    UniqueConstraint, Uuid, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -73,6 +73,7 @@ class Task(Base):
         UniqueConstraint("comparison_id", "slot"),
         CheckConstraint("status IN ('open','leased','done')", name="status"),
         Index("ix_tasks_claim", "campaign_id", "status", "lease_expires_at"),
+        Index("ix_tasks_pending", "campaign_id", "slot", "id", postgresql_where=text("status <> 'done'")),
     )
 
 
