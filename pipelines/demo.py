@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from rich.table import Table
 
 from earmark.config import Settings
 
-console = Console()
+# A pipe or CI log gets 120 columns, not rich's 80 (the per-round table would be cut to ellipses).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 DEMO_ACCOUNTS = {"admin": ("admin", "earmark-admin"), "reviewer": ("reviewer", "earmark-review"),
                  "rater": ("rater", "earmark-rater")}
@@ -92,13 +94,40 @@ _STOP = set("a an the and or to of in on for with is are be it you your i me my 
              "can should at as so if but not just".split())
 
 
-def relevance(question: str, answer: str) -> float:
-    """Share of the question's content words (by 4-letter stem) that the answer picks up."""
-    def stems(t: str) -> set[str]:
-        return {w[:4] for w in "".join(c.lower() if c.isalpha() else " " for c in t).split() if w not in _STOP}
+def _stems(t: str) -> set[str]:
+    return {w[:4] for w in "".join(c.lower() if c.isalpha() else " " for c in t).split() if w not in _STOP}
 
-    q = stems(question)
-    return len(q & stems(answer)) / len(q) if q else 0.5
+
+def _topic_vocabulary() -> list[tuple[set[str], set[str]]]:
+    """(question stems, answer stems) per bundled topic: what a listener knows the subject sounds like."""
+    from pipelines.policy.offline.corpus import load_topics
+
+    out = []
+    for t in load_topics():
+        questions = " ".join([*t.get("prompts", []), t.get("heldout", ""), (t.get("follow_up") or {}).get("question", "")])
+        answers = " ".join([t.get("answer", ""), t.get("terse", ""), (t.get("follow_up") or {}).get("answer", "")])
+        out.append((_stems(questions), _stems(answers)))
+    return out
+
+
+_TOPICS: list[tuple[set[str], set[str]]] | None = None
+
+
+def relevance(question: str, answer: str) -> float:
+    """How much the answer is about the question's subject: the share of its content words (by
+    4-letter stem) that belong to the vocabulary of the bundled topic the question is about (answers
+    rarely repeat the question's words: "fall asleep faster?" -> "keep your bedroom dark"). A
+    question outside the bundled topics falls back to the question's own words."""
+    global _TOPICS
+    if _TOPICS is None:
+        _TOPICS = _topic_vocabulary()
+    q, a = _stems(question), _stems(answer)
+    if not q or not a:
+        return 0.5
+    q_vocab, a_vocab = max(_TOPICS, key=lambda t: len(q & t[0]), default=(set(), set()))
+    if not q & q_vocab:
+        return len(q & a) / len(q)
+    return len(a & a_vocab) / len(a)
 
 
 def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, float]], quota: int, seed: int) -> int:
@@ -256,6 +285,11 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
         rep.seconds = time.monotonic() - t0
         reports.append(rep)
         policy = new_policy
+    if rounds > 1:
+        # the whole run in one report: the baseline against the last policy
+        console.rule(f"drift: v{world['v0'].version} -> v{policy.version}")
+        reports[-1].alerts += [f"(v{world['v0'].version} -> v{policy.version}) {a}"
+                               for a in _drift(em, world["v0"], policy, settings)]
     release_actors()
     _print_summary(reports, settings, time.monotonic() - t_start)
     return reports

@@ -17,3 +17,32 @@ def seed_offline(em, checkpoint, n_prompts=4, multi=True):
             {"role": "user", "content": "What if I still can't sleep?"}]})
     em.catalog.import_prompts(prompts)
     return em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
+
+
+def kill_actor_mid_job(job, actor_class: str, progressed, poll_s: float = 0.02):
+    """Run ``job()`` on a thread; once ``progressed()`` is true, SIGKILL one live process of Ray
+    actor ``actor_class`` (a crash, not a polite shutdown). Returns (job result, killed pid)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.setdefault("res", job()))
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and thread.is_alive():
+        pids = [p.pid for p in psutil.process_iter(["cmdline"])
+                if any(actor_class in part for part in (p.info["cmdline"] or []))]
+        if pids and progressed():
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(poll_s)
+    thread.join(timeout=300)
+    assert killed is not None, "the job finished before an actor could be killed; make it longer"
+    assert "res" in out, f"the job did not finish after its {actor_class} was killed"
+    return out["res"], killed

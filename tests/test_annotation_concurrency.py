@@ -32,7 +32,7 @@ def short_lease_em(committed_em):
     engine.dispose()
 
 
-def test_32_raters_with_abandonment(short_lease_em) -> None:
+def test_32_raters_with_abandonment(short_lease_em, record_property) -> None:
     em = short_lease_em
     seed_rollouts(em, n_prompts=12, k=3)  # 12 prompts x 3 pairs = 36 items
     camp = em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
@@ -48,6 +48,10 @@ def test_32_raters_with_abandonment(short_lease_em) -> None:
                                    "GROUP BY 1, 2 HAVING count(*) > 1) d"))
         dup_slots = s.scalar(text("SELECT count(*) FROM (SELECT task_id FROM judgments GROUP BY 1 HAVING count(*) > 1) d"))
         undone = s.scalar(text("SELECT count(*) FROM tasks WHERE campaign_id = :c AND status <> 'done'"), {"c": camp.id})
+    # measured counts, read by bench/reliability.py
+    record_property("judgments_expected", 36 * K)
+    record_property("judgments_lost", sum(max(K - n, 0) for _, n in per_item) + K * (36 - len(per_item)))
+    record_property("duplicates", dup_raters + dup_slots + sum(max(n - K, 0) for _, n in per_item))
     assert len(per_item) == 36
     assert all(n == K for _, n in per_item), per_item
     assert dup_raters == 0 and dup_slots == 0 and undone == 0

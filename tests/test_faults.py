@@ -81,7 +81,7 @@ def test_rollout_job_survives_postgres_restart(restartable_pg, checkpoint, ray_l
     em.close()
 
 
-def test_32_raters_with_a_database_restart(restartable_pg, tmp_path) -> None:
+def test_32_raters_with_a_database_restart(restartable_pg, tmp_path, record_property) -> None:
     import earmark
 
     home, url = restartable_pg
@@ -114,6 +114,9 @@ def test_32_raters_with_a_database_restart(restartable_pg, tmp_path) -> None:
             "WHERE c.campaign_id = :c GROUP BY c.id"), {"c": camp.id})]
         dups = s.scalar(text("SELECT count(*) FROM (SELECT comparison_id, rater_id FROM judgments GROUP BY 1, 2 "
                              "HAVING count(*) > 1) d"))
+    record_property("judgments_expected", 90)  # measured counts, read by bench/reliability.py
+    record_property("judgments_lost", sum(max(3 - n, 0) for n in per_item) + 3 * (30 - len(per_item)))
+    record_property("duplicates", dups + sum(max(n - 3, 0) for n in per_item))
     assert len(per_item) == 30 and set(per_item) == {3}, per_item  # exactly k each: 0 lost
     assert dups == 0
     assert sum(st.submitted for st in stats) == 90
@@ -169,3 +172,37 @@ def test_s3_restart_during_blob_writes_and_orphan_sweep(seaweed, server_url, tmp
         from conftest import truncate_all
 
         truncate_all(server_url)
+
+
+def test_annotation_app_survives_a_database_restart_mid_item(restartable_pg, tmp_path, monkeypatch) -> None:
+    """A rater has an item on screen when PostgreSQL restarts: the app's next call reconnects, the
+    judgment is stored once, and the next item loads; no error reaches the page."""
+    import earmark
+    from annotation_ui.session import _client
+    from test_ui_app import answer, app, login, report_played, shown
+
+    home, url = restartable_pg
+    settings = Settings(home=tmp_path, database_url=url, blob_url=(tmp_path / "blobs").as_uri())
+    em = earmark.connect(settings, pool_size=4)
+    seed_rollouts(em, n_prompts=3)
+    em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
+        CampaignCreate(name="restart-ui", overlap=1, gold_ratio=0.0))
+    make_user(em, "rita")
+    for var, value in (("EARMARK_DATABASE_URL", url), ("EARMARK_BLOB_URL", settings.blob_url),
+                       ("EARMARK_HOME", str(tmp_path))):
+        monkeypatch.setenv(var, value)
+    try:
+        at = login(app(), "rita")
+        tid = shown(at).task_id
+        embedded.stop(home)  # the server goes away while the rater listens ...
+        embedded.start(home)  # ... and comes back: every pooled connection of the app is now dead
+        at = answer(report_played(at), "A")
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert [s.value for s in at.success] == ["Saved. Here is the next item."]
+        assert shown(at).task_id != tid
+        with em.session() as s:
+            assert s.scalar(text("SELECT count(*) FROM judgments WHERE task_id = :t"), {"t": tid}) == 1
+            assert s.scalar(text("SELECT count(*) FROM judgments")) == 1
+    finally:
+        _client.clear()
+        em.close()

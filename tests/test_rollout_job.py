@@ -1,16 +1,11 @@
 """The rollout job on real Ray with the offline speech policy: exactly once, even when actors die."""
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
-import psutil
 import pytest
 from sqlalchemy import text
 
 from earmark.audio import decode
+from pipeline_fixtures import kill_actor_mid_job
 from pipeline_fixtures import seed_offline as _seed
 from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 
@@ -55,27 +50,10 @@ def test_rollouts_exactly_once_and_rerun_adds_nothing(committed_em, checkpoint, 
             assert kinds == {"text", "audio", "token"}
 
 
-def _actor_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RolloutActor" in part for part in (p.info["cmdline"] or []))]
-
-
 def test_killed_actor_mid_job_every_item_exactly_once(committed_em, checkpoint, ray_local) -> None:
     em = committed_em
     _seed(em, checkpoint, n_prompts=6, multi=False)
     cfg = RolloutJobConfig(policy="offline-speech", samples=3, actors=2, batch_size=1, max_new_tokens=48)
-    out: dict = {}
-    job = threading.Thread(target=lambda: out.setdefault("res", run_rollout_job(em, cfg, progress=False)))
-    job.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.is_alive():
-        if _counts(em)[0] >= 2 and (pids := _actor_pids()):
-            killed = pids[0]
-            os.kill(killed, signal.SIGKILL)  # a crash, not a polite shutdown
-            break
-        time.sleep(0.05)
-    job.join(timeout=300)
-    assert killed is not None, "the job finished before an actor could be killed; make it longer"
-    assert "res" in out, "the job did not finish after the actor was killed"
+    kill_actor_mid_job(lambda: run_rollout_job(em, cfg, progress=False), "RolloutActor",
+                       lambda: _counts(em)[0] >= 2, poll_s=0.05)
     assert _counts(em) == (18, 18)  # every prompt x sample once: no loss, no duplicate

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from pipeline_fixtures import seed_offline
+from pipeline_fixtures import kill_actor_mid_job, seed_offline
 from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
 
@@ -56,13 +56,6 @@ def test_kept_actors_serve_the_next_job_and_are_released(committed_em, checkpoin
         ray.get(pool[0].run.remote([]), timeout=60)
 
 
-def _scoring_actor_pids() -> list[int]:
-    import psutil
-
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("ScoringActor" in part for part in (p.info["cmdline"] or []))]
-
-
 def _score_counts(em) -> tuple[int, int]:
     with em.session() as s:
         return tuple(s.execute(text("SELECT count(*), count(DISTINCT (rollout_id, reward_model_id, dimension)) "
@@ -72,11 +65,6 @@ def _score_counts(em) -> tuple[int, int]:
 def test_killed_scoring_actor_mid_job_every_rollout_scored_once(committed_em, checkpoint, ray_local) -> None:
     """A scoring actor SIGKILLed after some scores landed: Ray restarts it, retries its batches, and
     every rollout ends with exactly one score per dimension (retried inserts of stored rows add nothing)."""
-    import os
-    import signal
-    import threading
-    import time
-
     em = committed_em
     seed_offline(em, checkpoint, n_prompts=6, multi=False)
     run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=4, actors=1, max_new_tokens=48),
@@ -84,20 +72,8 @@ def test_killed_scoring_actor_mid_job_every_rollout_scored_once(committed_em, ch
     n = len(em.rollouts.list())
     assert n == 24
     cfg = ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=2, batch_size=1)
-    out: dict = {}
-    job = threading.Thread(target=lambda: out.setdefault("res", run_scoring_job(em, cfg, progress=False)))
-    job.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.is_alive():
-        if _score_counts(em)[0] >= 1 and (pids := _scoring_actor_pids()):
-            killed = pids[0]
-            os.kill(killed, signal.SIGKILL)  # a crash, not a polite shutdown
-            break
-        time.sleep(0.01)
-    job.join(timeout=300)
-    assert killed is not None, "the job finished before an actor could be killed; make it longer"
-    assert "res" in out, "the scoring job did not finish after its actor was killed"
+    kill_actor_mid_job(lambda: run_scoring_job(em, cfg, progress=False), "ScoringActor",
+                       lambda: _score_counts(em)[0] >= 1, poll_s=0.01)
     total, distinct = _score_counts(em)
     assert total == distinct == n  # prosody has one dimension: no rollout lost, none scored twice
     assert run_scoring_job(em, cfg, progress=False).rollouts == 0  # nothing left missing
