@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from annotation_fixtures import make_user, seed_rollouts
 from earmark.domain.enums import Role
+from earmark.domain.records import RewardModelCreate, ScoreCreate
 from earmark.security import Principal
 from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Judgment
@@ -27,6 +28,8 @@ from earmark.store.models import Judgment
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 POLICY = "zebra-policy-xq7"
+RM_NAME = "okapi-scorer-q9"
+SCORE = 0.918273
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -77,7 +80,12 @@ def test_rater_plays_both_clips_and_submits_in_chromium(committed_em, served_app
                                                         record_property) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    seed_rollouts(committed_em, n_prompts=2, policy=POLICY)
+    world = seed_rollouts(committed_em, n_prompts=2, policy=POLICY)
+    # reward-model scores exist for every clip: distinctive name and value, so "never shown" is checkable
+    rm = committed_em.scores.register_reward_model(RewardModelCreate(name=RM_NAME, version="7", kind="acoustic",
+                                                                     dimensions=["prosody_match"]))
+    committed_em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match",
+                                            score=SCORE) for rid in world["rollouts"].values()])
     committed_em.as_principal(Principal(None, "bootstrap", Role.admin)).campaigns.create(
         CampaignCreate(name="browser round", overlap=1, gold_ratio=0.0, instructions="Listen to both clips."))
     rita = make_user(committed_em, "rita")
@@ -121,6 +129,7 @@ def test_rater_plays_both_clips_and_submits_in_chromium(committed_em, served_app
             browser.close()
 
     assert POLICY not in html and "file:///ckpt" not in html, "the rater page leaked the policy"
+    assert RM_NAME not in html and "0.918" not in html and "91.8" not in html, "the rater page leaked a score"
     assert shot.stat().st_size > 10_000
     with committed_em.session() as s:
         rows = s.scalars(select(Judgment)).all()
