@@ -143,12 +143,21 @@ def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, floa
         from earmark.security import Principal
 
         raters.append((em.as_principal(Principal(info.id, info.username, info.role)), i == SIM_RATERS - 1))
-    per_rater = max(1, quota // SIM_RATERS)
-    for i, (r, careless) in enumerate(raters):
-        oracle = prosody_oracle(targets, careless=careless)
-        stats = run_rater(r, campaign_id, oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
-                          seed=seed * 100 + i, p_skip=0.05, max_items=per_rater)
-        done += stats.submitted
+    # Raters take turns, one item each, as people working side by side would: every rater (the
+    # careless one too) meets the gold items mixed through the campaign.
+    left = {i: max(1, quota // SIM_RATERS) for i in range(len(raters))}
+    oracles = [prosody_oracle(targets, careless=careless) for _, careless in raters]
+    turn = 0
+    while left:
+        for i in list(left):
+            r, oracle = raters[i][0], oracles[i]
+            stats = run_rater(r, campaign_id, oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
+                              seed=seed * 100_000 + turn * 100 + i, p_skip=0.05, max_items=1)
+            done += stats.submitted
+            left[i] -= 1
+            if not stats.submitted or not left[i]:  # the pool is empty for them, or their share is done
+                del left[i]
+        turn += 1
     return done
 
 
@@ -306,7 +315,7 @@ def _round_config(world: dict[str, Any], policy: Any, rnd: int, actors: int, wai
         round=rnd, actors=actors, keep_scoring_actors=True, seed=rnd, temperature=TRAIN_TEMPERATURE, scorers=SCORERS,
         ai_reward_model="prosody",
         ai_dimensions=["prosody_match"], campaign=OnlineCampaign(
-            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.1,
+            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.2,
             max_items=len(world["train"]) * 2, seed=rnd,
             instructions="Which reply sounds more like the persona described? Listen to both clips fully."),
         quota_fraction=0.5, timeout_s=human_timeout_s if wait_for_humans else 0, poll_s=2, ai_fill=True,
