@@ -180,7 +180,7 @@ def _cli(*args: str, env: dict[str, str]) -> str:
     return out.stdout
 
 
-def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db, seaweed, checkpoint) -> None:
+def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db, seaweed, checkpoint, tmp_path) -> None:
     import boto3
     import earmark
     import ray
@@ -196,6 +196,8 @@ def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db,
         "EARMARK_BLOB_URL": f"s3://{bucket}/blobs",
         "EARMARK_S3_ENDPOINT_URL": seaweed.endpoint,
         "EARMARK_RAY_ADDRESS": ray_cluster.address,
+        # a pod's own data directory: the checkout's ./.earmark may hold a demo run's local blobs
+        "EARMARK_HOME": str(tmp_path / "pod-home"),
     }
     with mock.patch.dict(os.environ, deploy_env):
         # the pre-deploy migration job, then the check an operator runs
