@@ -4,6 +4,7 @@ Navigation is built per session from the logged-in user's permissions (``earmark
 a page a role may not use is not registered at all, so it is neither listed nor reachable by
 URL, and each page checks again on its own (``session.page_guard``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ if auth is None and oidc_configured():
     auth = oidc_login()
 
 if auth is None:
-    nav = st.navigation([st.Page("app_pages/login.py", title="Log in", icon=":material/login:", default=True)],
-                        position="hidden")
+    nav = st.navigation(
+        [st.Page("app_pages/login.py", title="Log in", icon=":material/login:", default=True)], position="hidden"
+    )
 else:
     sections = pages_for(auth.principal)
     if not sections:

@@ -5,12 +5,14 @@ drift report computed in PostgreSQL; tabs show distributions, hacking signals, t
 reward trap, the policy leaderboard, rater drift and the stored alerts. Wire it into the app
 with ``st.Page`` under the ``dashboard.view`` permission; it checks the role again itself.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+
 from earmark.drift import charts
 from earmark.errors import EarmarkError, PermissionDenied
 from earmark.services.drift import DriftService
@@ -32,22 +34,31 @@ def _chart(chart: Any, empty: str) -> None:
 def _filters(catalog: dict[str, Any]) -> dict[str, Any] | None:
     policies = {n: vs for n, vs in catalog["policies"].items() if len(vs) >= 2}
     if not policies:
-        st.info("No policy has two versions yet. Register a trained version (v+1) and score its rollouts; "
-                "drift compares a candidate version with a baseline.")
+        st.info(
+            "No policy has two versions yet. Register a trained version (v+1) and score its rollouts; "
+            "drift compares a candidate version with a baseline."
+        )
         return None
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     policy = c1.selectbox("Policy", sorted(policies), key="drift-policy")
     versions = policies[policy]
     baseline = c2.selectbox("Baseline", versions, index=0, key="drift-baseline", format_func=lambda v: f"v{v}")
     others = [v for v in versions if v != baseline]
-    candidate = c3.selectbox("Candidate", others, index=len(others) - 1, key="drift-candidate",
-                             format_func=lambda v: f"v{v}")
+    candidate = c3.selectbox(
+        "Candidate", others, index=len(others) - 1, key="drift-candidate", format_func=lambda v: f"v{v}"
+    )
     window = c4.selectbox("Time window", list(WINDOWS), index=1, key="drift-window")
     c5, c6 = st.columns(2)
     regimes = c5.multiselect("Regimes", catalog["regimes"], key="drift-regimes", placeholder="all regimes")
     dims = c6.multiselect("Dimensions", catalog["dimensions"], key="drift-dims", placeholder="all dimensions")
-    return {"policy": policy, "baseline": baseline, "candidate": candidate, "hours": WINDOWS[window],
-            "regimes": regimes, "dimensions": dims}
+    return {
+        "policy": policy,
+        "baseline": baseline,
+        "candidate": candidate,
+        "hours": WINDOWS[window],
+        "regimes": regimes,
+        "dimensions": dims,
+    }
 
 
 def _alerts(rep: Any) -> None:
@@ -65,13 +76,32 @@ def _summary_table(rep: Any) -> None:
     if df.empty:
         st.caption("No reward scores for these versions and filters.")
         return
-    cols = ["label", "kind", "n_baseline", "n_candidate", "mean_baseline", "mean_candidate", "mean_shift_sd", "psi",
-            "psi_band", "ks_d", "ks_p", "js", "wasserstein", "corr_length_candidate", "corr_duration_candidate"]
-    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in cols if c.startswith(("mean_", "psi", "js", "ks_d"))}
-    fmt |= {"ks_p": st.column_config.NumberColumn(format="%.2e"),
-            "wasserstein": st.column_config.NumberColumn(format="%.4f"),
-            "corr_length_candidate": st.column_config.NumberColumn("r(length)", format="%+.2f"),
-            "corr_duration_candidate": st.column_config.NumberColumn("r(duration)", format="%+.2f")}
+    cols = [
+        "label",
+        "kind",
+        "n_baseline",
+        "n_candidate",
+        "mean_baseline",
+        "mean_candidate",
+        "mean_shift_sd",
+        "psi",
+        "psi_band",
+        "ks_d",
+        "ks_p",
+        "js",
+        "wasserstein",
+        "corr_length_candidate",
+        "corr_duration_candidate",
+    ]
+    fmt = {
+        c: st.column_config.NumberColumn(format="%.3f") for c in cols if c.startswith(("mean_", "psi", "js", "ks_d"))
+    }
+    fmt |= {
+        "ks_p": st.column_config.NumberColumn(format="%.2e"),
+        "wasserstein": st.column_config.NumberColumn(format="%.4f"),
+        "corr_length_candidate": st.column_config.NumberColumn("r(length)", format="%+.2f"),
+        "corr_duration_candidate": st.column_config.NumberColumn("r(duration)", format="%+.2f"),
+    }
     fmt.pop("psi_band", None)
     st.dataframe(df[cols], hide_index=True, width="stretch", column_config=fmt)
 
@@ -81,9 +111,20 @@ def _stored(svc: DriftService, policy: str) -> None:
     if not rows:
         st.caption("No alerts stored for this policy yet (`earmark drift report` stores them).")
         return
-    df = pd.DataFrame([{"id": a.id, "when": a.created_at, "severity": a.severity, "kind": a.kind,
-                        "versions": f"v{a.baseline_version}→v{a.candidate_version}", "message": a.message,
-                        "acknowledged": a.acknowledged_at is not None} for a in rows])
+    df = pd.DataFrame(
+        [
+            {
+                "id": a.id,
+                "when": a.created_at,
+                "severity": a.severity,
+                "kind": a.kind,
+                "versions": f"v{a.baseline_version}→v{a.candidate_version}",
+                "message": a.message,
+                "acknowledged": a.acknowledged_at is not None,
+            }
+            for a in rows
+        ]
+    )
     st.dataframe(df, hide_index=True, width="stretch")
     open_ids = [a.id for a in rows if a.acknowledged_at is None]
     if open_ids:
@@ -108,14 +149,30 @@ def render(em: Any) -> None:
         return
     try:
         with st.spinner("Comparing distributions in the database…"):
-            rep = svc.report(f["baseline"], f["candidate"], policy=f["policy"], regimes=f["regimes"],
-                             dimensions=f["dimensions"], store=False, hours=f["hours"])
+            rep = svc.report(
+                f["baseline"],
+                f["candidate"],
+                policy=f["policy"],
+                regimes=f["regimes"],
+                dimensions=f["dimensions"],
+                store=False,
+                hours=f["hours"],
+            )
     except EarmarkError as exc:
         st.error(f"Could not compute the drift report: {exc.message}")
         return
     s = rep.summary
-    tabs = st.tabs(["Overview", "Distributions", "Reward hacking", "Verifiable-reward trap", "Leaderboard", "Raters",
-                    "Stored alerts"])
+    tabs = st.tabs(
+        [
+            "Overview",
+            "Distributions",
+            "Reward hacking",
+            "Verifiable-reward trap",
+            "Leaderboard",
+            "Raters",
+            "Stored alerts",
+        ]
+    )
     with tabs[0]:
         _alerts(rep)
         if rep.alerts and st.button("Store these alerts", key="drift-store"):
@@ -132,19 +189,27 @@ def render(em: Any) -> None:
         st.markdown("#### Reward vs response length and duration")
         _chart(charts.correlations(s), "No correlations (duration or length missing).")
         st.markdown("#### Generative judge vs human raters")
-        _chart(charts.judge_agreement(rep.judge_agreement, s.thresholds),
-               "No pairwise human judgments on items a generative judge has scored.")
+        _chart(
+            charts.judge_agreement(rep.judge_agreement, s.thresholds),
+            "No pairwise human judgments on items a generative judge has scored.",
+        )
         st.markdown("#### Over-optimization (Gao et al., 2023)")
         _chart(charts.overoptimization(rep.overoptimization), "No reward scores per version.")
     with tabs[3]:
         (st.error if rep.trap.flagged else st.info)(rep.trap.message)
         _chart(charts.trap(rep.trap), "No round has both verifiable scores and human ratings yet.")
     with tabs[4]:
-        _chart(charts.leaderboard(rep.leaderboard, rep.leaderboard_style),
-               "No pairwise human judgments between two versions of this policy yet.")
+        _chart(
+            charts.leaderboard(rep.leaderboard, rep.leaderboard_style),
+            "No pairwise human judgments between two versions of this policy yet.",
+        )
         if rep.leaderboard_style is not None and rep.leaderboard_style.style_coef:
-            st.caption("Style coefficients (log-odds per SD of the difference, 95% CI): " + ", ".join(
-                f"{k} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for k, v in rep.leaderboard_style.style_coef.items()))
+            st.caption(
+                "Style coefficients (log-odds per SD of the difference, 95% CI): "
+                + ", ".join(
+                    f"{k} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for k, v in rep.leaderboard_style.style_coef.items()
+                )
+            )
         if rep.leaderboard is not None:
             st.dataframe(pd.DataFrame(rep.leaderboard.rows()), hide_index=True, width="stretch")
     with tabs[5]:

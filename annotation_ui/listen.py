@@ -17,6 +17,7 @@ counts as played once ``covered_ms`` reaches ``PLAYED_FRACTION`` of its duration
 button stays disabled until every clip is played, and the page re-checks before submitting.
 Tests drive the same channel: AppTest sets the component's state, the browser test really plays.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -90,8 +91,13 @@ def _noop() -> None:
 
 def track(task_id: int, labels: list[str]) -> dict[str, dict[str, Any]]:
     """Mount the tracker for this task's clips; returns what the browser reported per label."""
-    result = _tracker(key=tracker_key(task_id), data={"prefix": f"clip-{task_id}-", "labels": labels},
-                      default={"listened": {}}, on_listened_change=_noop, height=0)
+    result = _tracker(
+        key=tracker_key(task_id),
+        data={"prefix": f"clip-{task_id}-", "labels": labels},
+        default={"listened": {}},
+        on_listened_change=_noop,
+        height=0,
+    )
     state = getattr(result, "listened", None) or {}
     return {k: v for k, v in state.items() if isinstance(v, dict)}
 

@@ -1,6 +1,7 @@
 """Optional single sign-on through Streamlit's ``st.login`` (OIDC), only when ``.streamlit/secrets.toml``
 has an ``[auth]`` section. The identity provider proves who someone is; the role still comes from
 an earmark account whose username is the person's e-mail address, created by an admin."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -24,8 +25,10 @@ def oidc_login() -> session.Login | None:
     email = st.user.get("email")
     info = session.client().users.find(email) if email else None
     if info is None or not info.active:
-        st.error(f"No active earmark account for {email or 'this identity'}; ask an admin to create one "
-                 "with your e-mail address as the username.")
+        st.error(
+            f"No active earmark account for {email or 'this identity'}; ask an admin to create one "
+            "with your e-mail address as the username."
+        )
         return None
     session.login(Principal(info.id, info.username, info.role), via="oidc")
     return session.current_login()

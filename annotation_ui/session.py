@@ -5,6 +5,7 @@ at); each browser session binds it to its logged-in principal with ``as_principa
 service call checks that person's role. Pages call ``page_guard`` first: a page that is not in a
 user's navigation is refused even if a session reaches it another way.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,7 @@ AUTH_KEY = "auth"
 FLASH_KEY = "flash"
 
 
-@st.cache_resource(show_spinner="Connecting to the preference store…",
-                   on_release=lambda em: em.close())
+@st.cache_resource(show_spinner="Connecting to the preference store…", on_release=lambda em: em.close())
 def _client(database_url: str | None, blob_url: str | None, home: str) -> Earmark:
     # Keyed by the store it points at, so a test (or an operator) switching EARMARK_DATABASE_URL
     # gets its own connection instead of a stale one.

@@ -10,6 +10,7 @@ Marked events live in ``st.session_state`` per task until the rating form is sub
 Streamlit lets a page clear a form's fields after using them). Nothing here talks to the store:
 the page passes in the ``TimelineView`` and audio it got from ``TaskService``/``ReviewService``.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -80,8 +81,14 @@ def _add(task_id: int, duration_s: float) -> None:
         state[field_key("error", task_id)] = f"The event was not added: {problem}."
         return
     events = marked(task_id)
-    events.append({"id": uuid.uuid4().hex[:8], "kind": kind, "onset_s": round(float(onset), 3),
-                   "note": (state.get(field_key("note", task_id)) or "").strip()})
+    events.append(
+        {
+            "id": uuid.uuid4().hex[:8],
+            "kind": kind,
+            "onset_s": round(float(onset), 3),
+            "note": (state.get(field_key("note", task_id)) or "").strip(),
+        }
+    )
     events.sort(key=lambda e: e["onset_s"])
     state[field_key("onset", task_id)] = ""
     state[field_key("note", task_id)] = ""
@@ -98,8 +105,9 @@ def for_submit(task_id: int) -> list[dict[str, Any]]:
 
 
 def clear(task_id: int) -> None:
-    for key in [k for k in st.session_state if isinstance(k, str) and k.endswith(f"-{task_id}")
-                and k.startswith("tl-")]:
+    for key in [
+        k for k in st.session_state if isinstance(k, str) and k.endswith(f"-{task_id}") and k.startswith("tl-")
+    ]:
         del st.session_state[key]
 
 
@@ -109,10 +117,16 @@ def chart(view: TimelineView, audio: dict[str, bytes], marks: list[dict[str, Any
     import altair as alt
     import pandas as pd
 
-    x = alt.X("t:Q", title="time (s)", scale=alt.Scale(domain=[0, view.duration_s], nice=False),
-              axis=alt.Axis(grid=False))
-    y_axis = alt.Axis(values=[1, 0, _ACTION_Y], title=None, grid=False, labelFontWeight="bold",
-                      labelExpr="datum.value == 1 ? 'user' : datum.value == 0 ? 'assistant' : 'actions'")
+    x = alt.X(
+        "t:Q", title="time (s)", scale=alt.Scale(domain=[0, view.duration_s], nice=False), axis=alt.Axis(grid=False)
+    )
+    y_axis = alt.Axis(
+        values=[1, 0, _ACTION_Y],
+        title=None,
+        grid=False,
+        labelFontWeight="bold",
+        labelExpr="datum.value == 1 ? 'user' : datum.value == 0 ? 'assistant' : 'actions'",
+    )
     y = alt.Y("y:Q", scale=alt.Scale(domain=[-1.7, 1.9]), axis=y_axis)
     layers = []
     step = view.chunk_ms / 1000 if view.n_chunks <= MAX_GRID_LINES else 1.0
@@ -120,36 +134,80 @@ def chart(view: TimelineView, audio: dict[str, bytes], marks: list[dict[str, Any
     layers.append(alt.Chart(grid).mark_rule(color="#999", opacity=0.18, strokeWidth=0.5).encode(x=x))
     for name, center in _CENTER.items():
         track = view.track(name)
-        spans = pd.DataFrame([{"t": a, "t2": b, "y": center - 0.45, "y2": center + 0.45} for a, b in track.speech]
-                             or [{"t": 0.0, "t2": 0.0, "y": center, "y2": center}])
-        layers.append(alt.Chart(spans).mark_rect(color=COLORS[name], opacity=0.14).encode(
-            x=x, x2="t2:Q", y=y, y2="y2:Q", tooltip=[alt.Tooltip("t:Q", title=f"{name} speaks from", format=".2f"),
-                                                     alt.Tooltip("t2:Q", title="until", format=".2f")]))
+        spans = pd.DataFrame(
+            [{"t": a, "t2": b, "y": center - 0.45, "y2": center + 0.45} for a, b in track.speech]
+            or [{"t": 0.0, "t2": 0.0, "y": center, "y2": center}]
+        )
+        layers.append(
+            alt.Chart(spans)
+            .mark_rect(color=COLORS[name], opacity=0.14)
+            .encode(
+                x=x,
+                x2="t2:Q",
+                y=y,
+                y2="y2:Q",
+                tooltip=[
+                    alt.Tooltip("t:Q", title=f"{name} speaks from", format=".2f"),
+                    alt.Tooltip("t2:Q", title="until", format=".2f"),
+                ],
+            )
+        )
         if audio.get(name):
             t, lo, hi, _dur = widgets.envelope(audio[name], bins=600)
             peak = max(1e-6, max(abs(v) for v in lo + hi))
-            wave = pd.DataFrame({"t": t, "y": [center + 0.42 * v / peak for v in lo],
-                                 "y2": [center + 0.42 * v / peak for v in hi]})
-            layers.append(alt.Chart(wave).mark_area(color=COLORS[name], opacity=0.85, interpolate="step-after")
-                          .encode(x=x, y=y, y2="y2:Q"))
+            wave = pd.DataFrame(
+                {"t": t, "y": [center + 0.42 * v / peak for v in lo], "y2": [center + 0.42 * v / peak for v in hi]}
+            )
+            layers.append(
+                alt.Chart(wave)
+                .mark_area(color=COLORS[name], opacity=0.85, interpolate="step-after")
+                .encode(x=x, y=y, y2="y2:Q")
+            )
     if view.actions:
-        acts = pd.DataFrame([{
-            "t": a.t_s, "y": _ACTION_Y, "what": a.label or (a.tool_calls[0]["name"] if a.tool_calls else "plan"),
-            "tools": "; ".join(f"{c['name']}({', '.join(f'{k}={v!r}' for k, v in c['arguments'].items())})"
-                               for c in a.tool_calls),
-            "plan": a.plan[:200]} for a in view.actions])
+        acts = pd.DataFrame(
+            [
+                {
+                    "t": a.t_s,
+                    "y": _ACTION_Y,
+                    "what": a.label or (a.tool_calls[0]["name"] if a.tool_calls else "plan"),
+                    "tools": "; ".join(
+                        f"{c['name']}({', '.join(f'{k}={v!r}' for k, v in c['arguments'].items())})"
+                        for c in a.tool_calls
+                    ),
+                    "plan": a.plan[:200],
+                }
+                for a in view.actions
+            ]
+        )
         tip = [alt.Tooltip("t:Q", title="at (s)", format=".2f"), "what:N", "tools:N", "plan:N"]
-        layers.append(alt.Chart(acts).mark_point(shape="triangle-up", filled=True, size=70, color=COLORS["action"])
-                      .encode(x=x, y=y, tooltip=tip))
-        layers.append(alt.Chart(acts).mark_text(dy=14, fontSize=10, color=COLORS["action"])
-                      .encode(x=x, y=y, text="what:N"))
+        layers.append(
+            alt.Chart(acts)
+            .mark_point(shape="triangle-up", filled=True, size=70, color=COLORS["action"])
+            .encode(x=x, y=y, tooltip=tip)
+        )
+        layers.append(
+            alt.Chart(acts).mark_text(dy=14, fontSize=10, color=COLORS["action"]).encode(x=x, y=y, text="what:N")
+        )
     if marks:
-        df = pd.DataFrame([{"t": m["onset_s"], "y": 1.75, "kind": EVENT_LABELS.get(m["kind"], m["kind"]),
-                            "note": m.get("note", ""), "who": m.get("who", "you")} for m in marks])
+        df = pd.DataFrame(
+            [
+                {
+                    "t": m["onset_s"],
+                    "y": 1.75,
+                    "kind": EVENT_LABELS.get(m["kind"], m["kind"]),
+                    "note": m.get("note", ""),
+                    "who": m.get("who", "you"),
+                }
+                for m in marks
+            ]
+        )
         tip = [alt.Tooltip("t:Q", title="onset (s)", format=".2f"), "kind:N", "note:N", "who:N"]
         layers.append(alt.Chart(df).mark_rule(color=COLORS["mark"], strokeWidth=2).encode(x=x, tooltip=tip))
-        layers.append(alt.Chart(df).mark_point(shape="triangle-down", filled=True, size=60, color=COLORS["mark"])
-                      .encode(x=x, y=y, tooltip=tip))
+        layers.append(
+            alt.Chart(df)
+            .mark_point(shape="triangle-down", filled=True, size=60, color=COLORS["mark"])
+            .encode(x=x, y=y, tooltip=tip)
+        )
     st.altair_chart(alt.layer(*layers).properties(height=height), width="stretch")
 
 
@@ -165,8 +223,10 @@ def players(task_id: int, view: TimelineView, audio: dict[str, bytes]) -> tuple[
     ok = played[MIX] or all(played[t] for t in labels[1:])
     with st.container(key=listen.clip_key(task_id, MIX), border=True):
         badge = ":green-badge[:material/check: played]" if ok else ":orange-badge[not played yet]"
-        st.markdown(f"**Whole session** (stereo: user left, assistant right) · "
-                    f"{widgets.duration_label(view.duration_s)} · {badge}")
+        st.markdown(
+            f"**Whole session** (stereo: user left, assistant right) · "
+            f"{widgets.duration_label(view.duration_s)} · {badge}"
+        )
         st.audio(audio[MIX], format="audio/wav")
     for col, name in zip(st.columns(len(labels) - 1 or 1), labels[1:]):
         with col, st.container(key=listen.clip_key(task_id, name), border=True):
@@ -185,14 +245,29 @@ def event_editor(task_id: int, view: TimelineView) -> list[dict[str, Any]]:
     st.markdown("#### Mark what went wrong, and when")
     with st.form(field_key("add", task_id), border=True):
         c1, c2 = st.columns([2, 1])
-        c1.selectbox("What went wrong", list(EVENT_LABELS), index=None, format_func=EVENT_LABELS.get,
-                     placeholder="Pick a kind of event", key=field_key("kind", task_id))
-        c2.text_input("Onset (seconds, or m:ss)", placeholder="e.g. 2.4", key=field_key("onset", task_id),
-                      help=f"When it starts, between 0 and {view.duration_s:.2f} s; read it off the picture's axis.")
-        st.text_input("Note (optional)", max_chars=500, key=field_key("note", task_id),
-                      placeholder="e.g. talked over the user's question; called get_weather without a city")
-        st.form_submit_button("Add event", on_click=_add, args=(task_id, view.duration_s),
-                              key=field_key("add-button", task_id))
+        c1.selectbox(
+            "What went wrong",
+            list(EVENT_LABELS),
+            index=None,
+            format_func=EVENT_LABELS.get,
+            placeholder="Pick a kind of event",
+            key=field_key("kind", task_id),
+        )
+        c2.text_input(
+            "Onset (seconds, or m:ss)",
+            placeholder="e.g. 2.4",
+            key=field_key("onset", task_id),
+            help=f"When it starts, between 0 and {view.duration_s:.2f} s; read it off the picture's axis.",
+        )
+        st.text_input(
+            "Note (optional)",
+            max_chars=500,
+            key=field_key("note", task_id),
+            placeholder="e.g. talked over the user's question; called get_weather without a city",
+        )
+        st.form_submit_button(
+            "Add event", on_click=_add, args=(task_id, view.duration_s), key=field_key("add-button", task_id)
+        )
     error = st.session_state.pop(field_key("error", task_id), None)
     if error:
         st.error(error)
@@ -212,7 +287,7 @@ def events_side_by_side(judgments: list[Any]) -> None:
     """Reviewer view: one column per rater with the events they marked."""
     per_row = 4
     for start in range(0, len(judgments), per_row):
-        row = judgments[start:start + per_row]
+        row = judgments[start : start + per_row]
         for col, j in zip(st.columns(per_row), row):
             _rater_events(col, j)
 

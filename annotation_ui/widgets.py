@@ -4,6 +4,7 @@ All text that came from users, prompts or models goes through ``md_escape`` (or 
 Streamlit never renders raw HTML without ``unsafe_allow_html`` (which this app never passes), but
 Markdown itself could still draw an image from an attacker's server or a misleading link.
 """
+
 from __future__ import annotations
 
 import re
@@ -87,10 +88,16 @@ def waveform(wav: bytes, *, height: int = 70) -> None:
     fmt = ".2f" if dur < 2 else ".1f" if dur < 20 else ".0f"  # ticks must not repeat on short clips
     peak = max(1e-6, max(abs(x) for x in lo + hi))
     df = pd.DataFrame({"time (s)": t, "lo": [x / peak for x in lo], "hi": [x / peak for x in hi]})
-    chart = (alt.Chart(df).mark_area(color="#4e79a7", opacity=0.85, interpolate="step-after")
-             .encode(x=alt.X("time (s):Q", axis=alt.Axis(tickCount=5, grid=False, title=None, format=fmt)),
-                     y=alt.Y("lo:Q", axis=None, scale=alt.Scale(domain=[-1.05, 1.05])), y2="hi:Q")
-             .properties(height=height))
+    chart = (
+        alt.Chart(df)
+        .mark_area(color="#4e79a7", opacity=0.85, interpolate="step-after")
+        .encode(
+            x=alt.X("time (s):Q", axis=alt.Axis(tickCount=5, grid=False, title=None, format=fmt)),
+            y=alt.Y("lo:Q", axis=None, scale=alt.Scale(domain=[-1.05, 1.05])),
+            y2="hi:Q",
+        )
+        .properties(height=height)
+    )
     st.altair_chart(chart, width="stretch")
 
 

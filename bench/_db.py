@@ -1,4 +1,5 @@
 """Benchmark plumbing: a throwaway database on the configured server, or the embedded one."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ Each rater is a thread calling the real TaskService (claim -> item view -> submi
 time of the claim call plus the submit call, as a browser would wait for them. Target (issue 5):
 p99 < 25 ms on this machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _db import scratch_database  # noqa: E402
+from annotation_fixtures import make_user, seed_rollouts  # noqa: E402
 
 import earmark  # noqa: E402
-from annotation_fixtures import make_user, seed_rollouts  # noqa: E402
 from earmark.config import Settings  # noqa: E402
 from earmark.domain.enums import Role  # noqa: E402
 from earmark.security import Principal  # noqa: E402
@@ -35,8 +36,12 @@ def main() -> None:
     ap.add_argument("--raters", type=int, default=32)
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--overlap", type=int, default=3)
-    ap.add_argument("--think-ms", type=float, default=None,
-                    help="pause between claim and submit (listening); default: run both paced (500 ms) and saturated (0)")
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=None,
+        help="pause between claim and submit (listening); default: run both paced (500 ms) and saturated (0)",
+    )
     args = ap.parse_args()
     with scratch_database("earmark_bench_ann") as url:
         import tempfile
@@ -54,7 +59,8 @@ def main() -> None:
             conn.close()
         for i, (mode, think_s) in enumerate(modes.items()):
             c = em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
-                CampaignCreate(name=f"bench-{mode}", overlap=args.overlap, gold_ratio=0.0, max_items=args.items, seed=i))
+                CampaignCreate(name=f"bench-{mode}", overlap=args.overlap, gold_ratio=0.0, max_items=args.items, seed=i)
+            )
             with em.ctx.engine.connect() as conn:  # a live store has planner statistics; a fresh one has none
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
@@ -68,7 +74,9 @@ def main() -> None:
                 "think_ms": think_s * 1000,
                 "judgments": judged,
                 "expected_judgments": args.items * args.overlap,
-                "claim_submit_ms": {q: round(float(np.percentile(lat, p)), 2) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
+                "claim_submit_ms": {
+                    q: round(float(np.percentile(lat, p)), 2) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+                }
                 | {"mean": round(statistics.fmean(lat), 2)},
                 "judgments_per_s": round(judged / wall, 1),
                 "double_claims": double_claims(stats),

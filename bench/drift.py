@@ -16,6 +16,7 @@ then times, on the same rows:
 
 Checks that both paths agree, then prints one JSON object. Target (issue 7): in-database >= 5x faster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _db import scratch_database
+
 from earmark.domain.records import RolloutCreate
 from earmark.drift import metrics
 from earmark.drift.report import Thresholds, summarize
@@ -41,11 +43,13 @@ from earmark.store.engine import make_engine, make_session_factory
 
 POLICY = "bench-speech"
 # (reward model, kind, dimensions): 10 dimensions per rollout, as a realistic scoring job writes.
-SCORERS = (("prosody", "acoustic", ("prosody_match", "rate_match")),
-           ("answer_match", "verifiable", ("exact_match", "normalized_match")),
-           ("judge", "generative", ("helpfulness", "persona_consistency", "naturalness")),
-           ("bt", "learned", ("preference",)),
-           ("asr_wer", "verifiable", ("transcript_accuracy", "char_accuracy")))
+SCORERS = (
+    ("prosody", "acoustic", ("prosody_match", "rate_match")),
+    ("answer_match", "verifiable", ("exact_match", "normalized_match")),
+    ("judge", "generative", ("helpfulness", "persona_consistency", "naturalness")),
+    ("bt", "learned", ("preference",)),
+    ("asr_wer", "verifiable", ("transcript_accuracy", "char_accuracy")),
+)
 N_DIMS = sum(len(d) for _, _, d in SCORERS)
 REGIMES = ("asr", "tts", "realtime", "reasoning")
 
@@ -55,16 +59,32 @@ def build(sessions, n_rows: int, seed: int = 0) -> None:
     per_version = n_rows // N_DIMS // 2
     n_prompts = 2000
     with sessions.begin() as s:
-        s.execute(text("INSERT INTO prompts (external_id, regime, messages, split, tags) "
-                       "SELECT 'p' || g, (ARRAY['asr','tts','realtime','reasoning'])[1 + g % 4], '[]', 'train', '[]' "
-                       "FROM generate_series(0, :n - 1) g"), {"n": n_prompts})
-        s.execute(text("INSERT INTO policies (name, version, kind, uri, config) VALUES "
-                       "(:p, 0, 'offline', 'file:///v0', '{}'), (:p, 1, 'offline', 'file:///v1', '{}')"), {"p": POLICY})
+        s.execute(
+            text(
+                "INSERT INTO prompts (external_id, regime, messages, split, tags) "
+                "SELECT 'p' || g, (ARRAY['asr','tts','realtime','reasoning'])[1 + g % 4], '[]', 'train', '[]' "
+                "FROM generate_series(0, :n - 1) g"
+            ),
+            {"n": n_prompts},
+        )
+        s.execute(
+            text(
+                "INSERT INTO policies (name, version, kind, uri, config) VALUES "
+                "(:p, 0, 'offline', 'file:///v0', '{}'), (:p, 1, 'offline', 'file:///v1', '{}')"
+            ),
+            {"p": POLICY},
+        )
         rm_ids = []
         for name, kind, dims in SCORERS:
-            rm_ids.append(s.execute(text("INSERT INTO reward_models (name, version, kind, dimensions, config) "
-                                         "VALUES (:n, '1', :k, CAST(:d AS jsonb), '{}') RETURNING id"),
-                                    {"n": name, "k": kind, "d": json.dumps(list(dims))}).scalar_one())
+            rm_ids.append(
+                s.execute(
+                    text(
+                        "INSERT INTO reward_models (name, version, kind, dimensions, config) "
+                        "VALUES (:n, '1', :k, CAST(:d AS jsonb), '{}') RETURNING id"
+                    ),
+                    {"n": name, "k": kind, "d": json.dumps(list(dims))},
+                ).scalar_one()
+            )
         prompt_ids = s.scalars(text("SELECT id FROM prompts ORDER BY id")).all()
         policy_ids = s.scalars(text("SELECT id FROM policies ORDER BY version")).all()
         words = rng.integers(5, 120, size=2 * per_version)
@@ -72,9 +92,16 @@ def build(sessions, n_rows: int, seed: int = 0) -> None:
         for v, pol in enumerate(policy_ids):
             for i in range(per_version):
                 w = int(words[v * per_version + i])
-                rollouts.append(RolloutCreate(prompt_id=prompt_ids[i % n_prompts], policy_id=pol,
-                                              sample_index=i // n_prompts, messages=[], text="word " * w,
-                                              duration_s=0.4 * w * float(rng.uniform(0.8, 1.2))))
+                rollouts.append(
+                    RolloutCreate(
+                        prompt_id=prompt_ids[i % n_prompts],
+                        policy_id=pol,
+                        sample_index=i // n_prompts,
+                        messages=[],
+                        text="word " * w,
+                        duration_s=0.4 * w * float(rng.uniform(0.8, 1.2)),
+                    )
+                )
         keys = bulk.ingest_rollouts(s, rollouts)
         s.execute(text("UPDATE rollouts SET created_at = now() - random() * interval '14 days'"))
         rows = []
@@ -115,8 +142,12 @@ def load_copy_csv(engine, ids: dict[str, int]) -> pd.DataFrame:
     finally:
         raw.close()
     buf.seek(0)
-    df = pd.read_csv(buf, dtype={"rm_id": "int64", "dim": "string", "score": "float64", "dur": "float64",
-                                 "len": "int64"}, true_values=["t"], false_values=["f"])
+    df = pd.read_csv(
+        buf,
+        dtype={"rm_id": "int64", "dim": "string", "score": "float64", "dur": "float64", "len": "int64"},
+        true_values=["t"],
+        false_values=["f"],
+    )
     return df
 
 
@@ -134,8 +165,14 @@ def pandas_summary(df: pd.DataFrame, th: Thresholds) -> dict[tuple[int, str], di
         out[(rm, dim)] = {
             "baseline": metrics.sample_stats(xb, b["dur"].to_numpy(float), b["len"].to_numpy(float)),
             "candidate": metrics.sample_stats(xc, c["dur"].to_numpy(float), c["len"].to_numpy(float)),
-            "psi": m.psi, "js": m.js, "ks_d": m.ks_d, "wasserstein": m.wasserstein,
-            "exact_ks_d": d, "exact_ks_p": p, "exact_wasserstein": metrics.wasserstein(xb, xc)}
+            "psi": m.psi,
+            "js": m.js,
+            "ks_d": m.ks_d,
+            "wasserstein": m.wasserstein,
+            "exact_ks_d": d,
+            "exact_ks_p": p,
+            "exact_wasserstein": metrics.wasserstein(xb, xc),
+        }
     return out
 
 
@@ -169,8 +206,14 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         with engine.connect() as c:
             n_rows = c.execute(text("SELECT count(*) FROM reward_scores")).scalar_one()
-            ids = dict(zip(("base_id", "cand_id"), c.execute(text(
-                "SELECT id FROM policies WHERE name = :p ORDER BY version"), {"p": POLICY}).scalars()))
+            ids = dict(
+                zip(
+                    ("base_id", "cand_id"),
+                    c.execute(
+                        text("SELECT id FROM policies WHERE name = :p ORDER BY version"), {"p": POLICY}
+                    ).scalars(),
+                )
+            )
 
         def in_db():
             with sessions.begin() as s:
@@ -179,14 +222,18 @@ def main() -> None:
         def via(loader):
             def run():
                 return pandas_summary(loader(engine, ids), th)
+
             return run
 
         timings: dict[str, list[float]] = {"in_database": [], "pandas_read_sql": [], "pandas_copy_csv": []}
         results = {}
         in_db()  # warm the buffer cache for both paths alike
         for _ in range(args.repeat):
-            for name, fn in (("in_database", in_db), ("pandas_read_sql", via(load_read_sql)),
-                             ("pandas_copy_csv", via(load_copy_csv))):
+            for name, fn in (
+                ("in_database", in_db),
+                ("pandas_read_sql", via(load_read_sql)),
+                ("pandas_copy_csv", via(load_copy_csv)),
+            ):
                 t = time.perf_counter()
                 results[name] = fn()
                 timings[name].append(time.perf_counter() - t)
@@ -198,20 +245,27 @@ def main() -> None:
         engine.dispose()
     med = {k: statistics.median(v) for k, v in timings.items()}
     summary = results["in_database"]
-    print(json.dumps({
-        "score_rows": n_rows, "dimensions": len(summary.dimensions), "build_s": round(build_s, 1),
-        "repeat": args.repeat,
-        "in_database_s": round(med["in_database"], 3),
-        "pandas_read_sql_s": round(med["pandas_read_sql"], 3),
-        "pandas_read_sql_load_only_s": round(statistics.median(load_t), 3),
-        "pandas_copy_csv_s": round(med["pandas_copy_csv"], 3),
-        "speedup_vs_read_sql": round(med["pandas_read_sql"] / med["in_database"], 2),
-        "speedup_vs_copy_csv": round(med["pandas_copy_csv"] / med["in_database"], 2),
-        "target_speedup": 5.0,
-        "max_abs_diff": compare(summary, results["pandas_read_sql"]),
-        "alerts": sorted({f"{a.kind}:{a.dimension}" for a in summary.fired}),
-        "timings_s": {k: [round(x, 3) for x in v] for k, v in timings.items()},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "score_rows": n_rows,
+                "dimensions": len(summary.dimensions),
+                "build_s": round(build_s, 1),
+                "repeat": args.repeat,
+                "in_database_s": round(med["in_database"], 3),
+                "pandas_read_sql_s": round(med["pandas_read_sql"], 3),
+                "pandas_read_sql_load_only_s": round(statistics.median(load_t), 3),
+                "pandas_copy_csv_s": round(med["pandas_copy_csv"], 3),
+                "speedup_vs_read_sql": round(med["pandas_read_sql"] / med["in_database"], 2),
+                "speedup_vs_copy_csv": round(med["pandas_copy_csv"] / med["in_database"], 2),
+                "target_speedup": 5.0,
+                "max_abs_diff": compare(summary, results["pandas_read_sql"]),
+                "alerts": sorted({f"{a.kind}:{a.dimension}" for a in summary.fired}),
+                "timings_s": {k: [round(x, 3) for x in v] for k, v in timings.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Counts come from the tests' outcomes: a fault test passes only if the job finish
 exactly once; a bad-input test passes only if the input was refused with a clear error and the
 store was unchanged; the concurrency tests fail on any lost or duplicated judgment.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_TESTS = {
     "tests/test_rollout_job.py::test_killed_actor_mid_job_every_item_exactly_once": "rollout actor SIGKILL mid-job",
-    "tests/test_scoring_job.py::test_killed_scoring_actor_mid_job_every_rollout_scored_once":
-        "scoring actor SIGKILL mid-job",
+    "tests/test_scoring_job.py::test_killed_scoring_actor_mid_job_every_rollout_scored_once": "scoring actor SIGKILL mid-job",
     "tests/test_faults.py::test_rollout_job_survives_postgres_restart": "PostgreSQL restart during a rollout job",
     "tests/test_faults.py::test_32_raters_with_a_database_restart": "PostgreSQL restart under 32 raters",
-    "tests/test_faults.py::test_annotation_app_survives_a_database_restart_mid_item":
-        "PostgreSQL restart under the annotation app",
+    "tests/test_faults.py::test_annotation_app_survives_a_database_restart_mid_item": "PostgreSQL restart under the annotation app",
     "tests/test_faults.py::test_s3_restart_during_blob_writes_and_orphan_sweep": "S3 restart during blob writes",
     "tests/test_train_resume.py": "training worker killed mid-run",
 }
@@ -49,25 +48,36 @@ class Collector:
 
 
 def _matching(outcomes: dict[str, str], prefix: str) -> list[str]:
-    return [o for nid, o in outcomes.items() if nid == prefix or nid.startswith(prefix + "::")
-            or nid.startswith(prefix + "[")]
+    return [
+        o
+        for nid, o in outcomes.items()
+        if nid == prefix or nid.startswith(prefix + "::") or nid.startswith(prefix + "[")
+    ]
 
 
 def main() -> None:
-    targets = sorted({t.split("::")[0] for t in FAULT_TESTS} | {t.split("::")[0] for t in JUDGMENT_TESTS}
-                     | set(BAD_INPUT_TESTS) | set(SECURITY_TESTS))
+    targets = sorted(
+        {t.split("::")[0] for t in FAULT_TESTS}
+        | {t.split("::")[0] for t in JUDGMENT_TESTS}
+        | set(BAD_INPUT_TESTS)
+        | set(SECURITY_TESTS)
+    )
     targets = [t for t in targets if (ROOT / t).exists()]
     col = Collector()
     t0 = time.monotonic()
-    pytest.main(["-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *[str(ROOT / t) for t in targets]],
-                plugins=[col])
+    pytest.main(
+        ["-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *[str(ROOT / t) for t in targets]], plugins=[col]
+    )
     outcomes = {nid.replace(str(ROOT) + "/", ""): o for nid, o in col.outcomes.items()}
     faults = {name: _matching(outcomes, t) for t, name in FAULT_TESTS.items()}
     bad = [o for t in BAD_INPUT_TESTS for o in _matching(outcomes, t)]
     judg = [o for t in JUDGMENT_TESTS for o in _matching(outcomes, t)]
     sec = [o for t in SECURITY_TESTS for o in _matching(outcomes, t)]
-    counts = [c for nid, c in col.counts.items()
-              if any(nid.replace(str(ROOT) + "/", "").startswith(t) for t in JUDGMENT_TESTS)]
+    counts = [
+        c
+        for nid, c in col.counts.items()
+        if any(nid.replace(str(ROOT) + "/", "").startswith(t) for t in JUDGMENT_TESTS)
+    ]
     out = {
         "benchmark": "reliability",
         "faults_injected": sum(1 for v in faults.values() if v),
@@ -84,8 +94,14 @@ def main() -> None:
         "seconds": round(time.monotonic() - t0, 1),
     }
     print(json.dumps(out, indent=2))
-    sys.exit(0 if out["faults_injected"] == out["faults_survived"] and out["bad_inputs_tried"] == out["bad_inputs_refused_cleanly"]
-             and out["judgments_lost"] == 0 and out["duplicates"] == 0 else 1)
+    sys.exit(
+        0
+        if out["faults_injected"] == out["faults_survived"]
+        and out["bad_inputs_tried"] == out["bad_inputs_refused_cleanly"]
+        and out["judgments_lost"] == 0
+        and out["duplicates"] == 0
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ included) and stores them through the same bulk path; each actor and the bare lo
 thread. Steady-state rate excludes start-up (Ray init, actors loading the policy), which is
 reported separately. Targets (issue 3): 2 actors >= 1.7x one actor; 1 actor within 10% of bare.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,23 @@ def main() -> None:
     with scratch_database("earmark_bench_roll") as url:
         em = earmark.connect(Settings(home=Path(tempfile.mkdtemp(prefix="earmark-bench-")), database_url=url))
         em.catalog.import_personas(starter.persona_records())
-        recs = [r for r in starter.prompt_records(max_train_per_persona=-(-args.prompts // 6)) if r["split"] == "train"
-                and "multi_turn" not in r["tags"]][: args.prompts]
+        recs = [
+            r
+            for r in starter.prompt_records(max_train_per_persona=-(-args.prompts // 6))
+            if r["split"] == "train" and "multi_turn" not in r["tags"]
+        ][: args.prompts]
         em.catalog.import_prompts([starter.speak_user_turns(r) for r in recs])
         ids = [r["external_id"] for r in recs]
         em.catalog.register_policy("bench-policy", ckpt.as_uri(), kind="offline")
-        base = dict(policy="bench-policy", prompt_ids=ids, split=None, samples=args.samples,
-                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=1)
+        base = dict(
+            policy="bench-policy",
+            prompt_ids=ids,
+            split=None,
+            samples=args.samples,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            seed=1,
+        )
         results = {}
 
         # bare loop: one process, one torch thread, the same library calls the actors make
@@ -63,25 +74,34 @@ def main() -> None:
         t_ready = time.perf_counter()
         params = sampling_params(cfg)
         for i in range(0, len(items), cfg.batch_size):
-            res = rollouts.generate(policy, items[i:i + cfg.batch_size], params, job_seed=cfg.seed, round=cfg.round)
+            res = rollouts.generate(policy, items[i : i + cfg.batch_size], params, job_seed=cfg.seed, round=cfg.round)
             rollouts.store(em, policy_row.id, cfg.round, params, res, vocab=policy.name)
         busy = time.perf_counter() - t_ready
-        results["bare_loop"] = {"samples": len(items), "startup_s": round(t_ready - t0, 2), "busy_s": round(busy, 2),
-                                "samples_per_s": round(len(items) / busy, 3)}
+        results["bare_loop"] = {
+            "samples": len(items),
+            "startup_s": round(t_ready - t0, 2),
+            "busy_s": round(busy, 2),
+            "samples_per_s": round(len(items) / busy, 3),
+        }
 
         ensure_ray(em.settings, num_cpus=2)
         for n, rnd in ((1, 1), (2, 2)):
             r = run_rollout_job(em, RolloutJobConfig(**base, round=rnd, actors=n), progress=False)
-            results[f"ray_{n}_actor"] = {"samples": r.planned, "startup_s": round(r.startup_s, 2),
-                                         "busy_s": round(r.seconds - r.startup_s, 2),
-                                         "samples_per_s": round(r.steady_samples_per_s, 3),
-                                         "end_to_end_samples_per_s": round(r.samples_per_s, 3)}
+            results[f"ray_{n}_actor"] = {
+                "samples": r.planned,
+                "startup_s": round(r.startup_s, 2),
+                "busy_s": round(r.seconds - r.startup_s, 2),
+                "samples_per_s": round(r.steady_samples_per_s, 3),
+                "end_to_end_samples_per_s": round(r.samples_per_s, 3),
+            }
         shutdown()
         em.close()
     one, two, bare = (results[k]["samples_per_s"] for k in ("ray_1_actor", "ray_2_actor", "bare_loop"))
     out = {
         "benchmark": "rollouts",
-        "prompts": len(ids), "samples_per_prompt": args.samples, "batch_size": args.batch_size,
+        "prompts": len(ids),
+        "samples_per_prompt": args.samples,
+        "batch_size": args.batch_size,
         "results": results,
         "speedup_2_vs_1_actor": round(two / one, 3),
         "ray_1_actor_vs_bare": round(one / bare, 3),

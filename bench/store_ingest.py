@@ -4,6 +4,7 @@
 
 Prints one JSON object. Target (issue 2): earmark >= 0.5x raw COPY rows/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,26 @@ def main() -> None:
         sessions = make_session_factory(engine)
         n_rollouts = -(-args.rows // len(DIMENSIONS))
         with sessions.begin() as s:
-            s.execute(text("INSERT INTO prompts (external_id, regime, messages, split, tags) VALUES ('b', 'asr', '[]', 'train', '[]')"))
-            s.execute(text("INSERT INTO policies (name, version, kind, uri, config) VALUES ('b', 0, 'offline', 'u', '{}')"))
-            s.execute(text("INSERT INTO reward_models (name, version, kind, dimensions, config) VALUES ('b', '1', 'acoustic', '[]', '{}')"))
-            keys = bulk.ingest_rollouts(s, (RolloutCreate(prompt_id=1, policy_id=1, sample_index=i % 64, round=i // 64,
-                                                          messages=[], text="x") for i in range(n_rollouts)))
+            s.execute(
+                text(
+                    "INSERT INTO prompts (external_id, regime, messages, split, tags) VALUES ('b', 'asr', '[]', 'train', '[]')"
+                )
+            )
+            s.execute(
+                text("INSERT INTO policies (name, version, kind, uri, config) VALUES ('b', 0, 'offline', 'u', '{}')")
+            )
+            s.execute(
+                text(
+                    "INSERT INTO reward_models (name, version, kind, dimensions, config) VALUES ('b', '1', 'acoustic', '[]', '{}')"
+                )
+            )
+            keys = bulk.ingest_rollouts(
+                s,
+                (
+                    RolloutCreate(prompt_id=1, policy_id=1, sample_index=i % 64, round=i // 64, messages=[], text="x")
+                    for i in range(n_rollouts)
+                ),
+            )
         rollout_ids = sorted(keys.values())
         rows = make_rows(rollout_ids, 1, args.rows)
 
@@ -73,8 +89,12 @@ def main() -> None:
         reset()
         t = time.perf_counter()
         with sessions.begin() as s:
-            bulk._copy_rows(s, "reward_scores", ("rollout_id", "reward_model_id", "dimension", "score", "rationale", "features"),
-                            ((*r[:5], json.dumps(r[5])) for r in rows))
+            bulk._copy_rows(
+                s,
+                "reward_scores",
+                ("rollout_id", "reward_model_id", "dimension", "score", "rationale", "features"),
+                ((*r[:5], json.dumps(r[5])) for r in rows),
+            )
         dt = time.perf_counter() - t
         results["raw_copy"] = {"rows": len(rows), "seconds": round(dt, 3), "rows_per_s": round(len(rows) / dt)}
 
@@ -83,8 +103,11 @@ def main() -> None:
         t = time.perf_counter()
         with sessions.begin() as s:
             for r in rows[:naive_n]:
-                s.add(RewardScore(rollout_id=r[0], reward_model_id=r[1], dimension=r[2], score=r[3], rationale=r[4],
-                                  features=r[5]))
+                s.add(
+                    RewardScore(
+                        rollout_id=r[0], reward_model_id=r[1], dimension=r[2], score=r[3], rationale=r[4], features=r[5]
+                    )
+                )
                 s.flush()
         dt = time.perf_counter() - t
         results["naive_orm_per_row"] = {"rows": naive_n, "seconds": round(dt, 3), "rows_per_s": round(naive_n / dt)}
@@ -95,7 +118,9 @@ def main() -> None:
         "benchmark": "store_ingest",
         "results": results,
         "earmark_vs_copy": round(ratio, 3),
-        "earmark_vs_naive": round(results["earmark_bulk"]["rows_per_s"] / results["naive_orm_per_row"]["rows_per_s"], 1),
+        "earmark_vs_naive": round(
+            results["earmark_bulk"]["rows_per_s"] / results["naive_orm_per_row"]["rows_per_s"], 1
+        ),
         "target": "earmark_vs_copy >= 0.5",
         "target_met": ratio >= 0.5,
     }

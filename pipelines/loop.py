@@ -1,4 +1,5 @@
 """Glue of one loop round that the demo and cluster jobs share: snapshot -> DPO -> policy v+1."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,11 +9,20 @@ from earmark.config import Settings
 # DPO settings the demo uses on the offline policy: a few epochs over a few hundred pairs, in
 # process (Ray Train's start-up costs more than the whole run at this size; the same code runs
 # on N Ray Train workers with num_workers=N).
-DEMO_DPO = {"beta": 0.1, "lr": 2e-4, "epochs": 3, "batch_size": 16, "num_workers": 0, "threads": 2,
-            "checkpoint_every": 0}
+DEMO_DPO = {
+    "beta": 0.1,
+    "lr": 2e-4,
+    "epochs": 3,
+    "batch_size": 16,
+    "num_workers": 0,
+    "threads": 2,
+    "checkpoint_every": 0,
+}
 
 
-def train_dpo_round(em: Any, policy: Any, dataset: Any, settings: Settings, **overrides: Any) -> tuple[Any, dict[str, float]]:
+def train_dpo_round(
+    em: Any, policy: Any, dataset: Any, settings: Settings, **overrides: Any
+) -> tuple[Any, dict[str, float]]:
     """Train on ``dataset`` from ``policy``; returns (registered policy v+1, final-step metrics)."""
     from pipelines.training.dpo import DPOConfig, run_dpo
 

@@ -12,6 +12,7 @@ The wait's cut-off (the store's clock when the round stops waiting) is recorded 
 label filters: judgments that arrive later (a lease still open at the deadline) stay out of this
 round's labels, and rebuilding the snapshot with the same filters later gives the same hash.
 """
+
 from __future__ import annotations
 
 import time
@@ -58,30 +59,44 @@ class OnlineDPOConfig(BaseModel):
     samples: int = Field(4, ge=2, le=64, description="K rollouts per prompt (pairs need at least 2)")
     round: int | None = Field(None, ge=0, description="loop round of the rollouts; default policy version + 1")
     actors: int = Field(2, ge=1, le=256, description="Ray actors for rollouts and scoring")
-    keep_scoring_actors: bool = Field(False, description="keep the scoring actors (models loaded) for the next round "
-                                      "of this process (idle, they still hold their Ray CPUs: leave room for the rollout "
-                                      "actors); pipelines.scoring_job.release_actors() frees them")
+    keep_scoring_actors: bool = Field(
+        False,
+        description="keep the scoring actors (models loaded) for the next round "
+        "of this process (idle, they still hold their Ray CPUs: leave room for the rollout "
+        "actors); pipelines.scoring_job.release_actors() frees them",
+    )
     temperature: float = Field(0.9, ge=0, le=5, description="rollout sampling temperature")
     max_new_tokens: int = Field(64, ge=1, le=4096)
     seed: int | None = Field(None, description="rollout seed; default the round")
-    scorers: list[ScorerSpec] = Field(default_factory=lambda: [ScorerSpec(name="prosody")],
-                                      description="scorers run on the rollouts")
+    scorers: list[ScorerSpec] = Field(
+        default_factory=lambda: [ScorerSpec(name="prosody")], description="scorers run on the rollouts"
+    )
     ai_reward_model: str = Field("prosody", description="scorer whose scores choose the pairs and give AI labels")
-    ai_dimensions: list[str] | None = Field(default_factory=lambda: ["prosody_match"],
-                                            description="its dimensions averaged into AI labels; all when unset")
+    ai_dimensions: list[str] | None = Field(
+        default_factory=lambda: ["prosody_match"], description="its dimensions averaged into AI labels; all when unset"
+    )
     campaign: OnlineCampaign = Field(default_factory=OnlineCampaign)
-    quota: int | None = Field(None, ge=1, description="judgments to wait for (gold items count); wins over "
-                                                      "quota_fraction; capped at the campaign's task count")
+    quota: int | None = Field(
+        None,
+        ge=1,
+        description="judgments to wait for (gold items count); wins over "
+        "quota_fraction; capped at the campaign's task count",
+    )
     quota_fraction: float = Field(0.5, gt=0, le=1, description="share of the campaign's tasks to wait for")
     timeout_s: float = Field(600.0, ge=0, description="stop waiting after this long (0: do not wait)")
     poll_s: float = Field(2.0, ge=0.2, le=300, description="seconds between progress reads while waiting")
     ai_fill: bool = Field(True, description="AI labels for pairs nobody judged by the cut-off (marked 'ai')")
     close_campaign: Literal["always", "on_timeout", "never"] = Field(
-        "always", description="close the campaign when the round stops waiting. Default always: the next round "
+        "always",
+        description="close the campaign when the round stops waiting. Default always: the next round "
         "asks about v+1's rollouts, so judgments of v's pairs after the cut-off would spend rater time on data "
-        "no round trains on; 'never' leaves it open for later snapshots (the demo does, to invite people in)")
-    screen_raters: bool = Field(False, description="exclude raters below the gold-accuracy bar before aggregating "
-                                                   "(needs a reviewer or admin principal)")
+        "no round trains on; 'never' leaves it open for later snapshots (the demo does, to invite people in)",
+    )
+    screen_raters: bool = Field(
+        False,
+        description="exclude raters below the gold-accuracy bar before aggregating "
+        "(needs a reviewer or admin principal)",
+    )
     snapshot_name: str | None = Field(None, description="snapshot name; default online-dpo-<policy>-r<round>")
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields over pipelines.loop.DEMO_DPO")
 
@@ -96,8 +111,10 @@ class OnlineDPOConfig(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(map(str, err["loc"]))
-            raise ValueError(f"dpo overrides{' ' + where if where else ''}: {err['msg']} (fields of "
-                             "pipelines.training.dpo.DPOConfig)") from None
+            raise ValueError(
+                f"dpo overrides{' ' + where if where else ''}: {err['msg']} (fields of "
+                "pipelines.training.dpo.DPOConfig)"
+            ) from None
         if self.prompt_ids is not None and not self.prompt_ids:
             raise ValueError("prompt_ids is empty; give at least one prompt external id or leave it unset")
         return self
@@ -151,8 +168,16 @@ class WaitOutcome:
     cutoff: datetime
 
 
-def wait_for_quota(em: Any, campaign_id: int, quota: int, timeout_s: float, poll_s: float, *,
-                   show: bool = True, on_progress: Callable[[RoundEvent], Any] | None = None) -> WaitOutcome:
+def wait_for_quota(
+    em: Any,
+    campaign_id: int,
+    quota: int,
+    timeout_s: float,
+    poll_s: float,
+    *,
+    show: bool = True,
+    on_progress: Callable[[RoundEvent], Any] | None = None,
+) -> WaitOutcome:
     """Poll the campaign every ``poll_s`` until ``quota`` judgments exist or ``timeout_s`` passes.
 
     Sleeps between reads (one cheap count per poll), so a long wait costs the store nothing."""
@@ -160,8 +185,15 @@ def wait_for_quota(em: Any, campaign_id: int, quota: int, timeout_s: float, poll
 
     t0 = time.monotonic()
     deadline = t0 + timeout_s
-    bar = Progress(TextColumn("[bold]waiting for judgments"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[left]}"), transient=True, disable=not show)
+    bar = Progress(
+        TextColumn("[bold]waiting for judgments"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[left]}"),
+        transient=True,
+        disable=not show,
+    )
     with bar:
         task = bar.add_task("wait", total=quota, left="")
         while True:
@@ -169,9 +201,18 @@ def wait_for_quota(em: Any, campaign_id: int, quota: int, timeout_s: float, poll
             now = time.monotonic()
             bar.update(task, completed=min(done, quota), left=f"timeout in {max(0.0, deadline - now):.0f}s")
             if on_progress:
-                on_progress(RoundEvent("waiting", f"{done}/{quota} judgments",
-                                       {"judgments": done, "quota": quota, "elapsed_s": now - t0,
-                                        "remaining_s": max(0.0, deadline - now)}))
+                on_progress(
+                    RoundEvent(
+                        "waiting",
+                        f"{done}/{quota} judgments",
+                        {
+                            "judgments": done,
+                            "quota": quota,
+                            "elapsed_s": now - t0,
+                            "remaining_s": max(0.0, deadline - now),
+                        },
+                    )
+                )
             if done >= quota or now >= deadline:
                 return WaitOutcome(done, done >= quota, now - t0, cutoff)
             time.sleep(max(0.0, min(poll_s, deadline - now)))
@@ -182,10 +223,15 @@ def _emit(on_progress: Callable[[RoundEvent], Any] | None, stage: str, message: 
         on_progress(RoundEvent(stage, message, data))
 
 
-def run_online_dpo_round(em: Any, cfg: OnlineDPOConfig, settings: Settings | None = None, *,
-                         on_progress: Callable[[RoundEvent], Any] | None = None,
-                         on_campaign: Callable[[Any, int], Any] | None = None,
-                         show: bool = True) -> OnlineRoundResult:
+def run_online_dpo_round(
+    em: Any,
+    cfg: OnlineDPOConfig,
+    settings: Settings | None = None,
+    *,
+    on_progress: Callable[[RoundEvent], Any] | None = None,
+    on_campaign: Callable[[Any, int], Any] | None = None,
+    show: bool = True,
+) -> OnlineRoundResult:
     """One round; see the module docstring. ``on_campaign(campaign, quota)`` runs once the campaign is
     open and before the wait (simulated raters, or a thread of them; a notice to people).
 
@@ -211,29 +257,62 @@ def run_online_dpo_round(em: Any, cfg: OnlineDPOConfig, settings: Settings | Non
     seed = cfg.seed if cfg.seed is not None else rnd
 
     t0 = time.monotonic()
-    ro = run_rollout_job(em, RolloutJobConfig(
-        policy=base.name, policy_version=base.version, split=None if cfg.prompt_ids else cfg.split,
-        prompt_ids=cfg.prompt_ids, samples=cfg.samples, round=rnd, actors=cfg.actors, seed=seed,
-        temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens), progress=show)
+    ro = run_rollout_job(
+        em,
+        RolloutJobConfig(
+            policy=base.name,
+            policy_version=base.version,
+            split=None if cfg.prompt_ids else cfg.split,
+            prompt_ids=cfg.prompt_ids,
+            samples=cfg.samples,
+            round=rnd,
+            actors=cfg.actors,
+            seed=seed,
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
+        ),
+        progress=show,
+    )
     _emit(on_progress, "rollouts", f"{ro.written} rollouts written", written=ro.written, planned=ro.planned)
-    run_scoring_job(em, ScoringJobConfig(scorers=cfg.scorers, policy_id=base.id, rounds=[rnd], actors=cfg.actors,
-                                         keep_actors=cfg.keep_scoring_actors), progress=show)
+    run_scoring_job(
+        em,
+        ScoringJobConfig(
+            scorers=cfg.scorers, policy_id=base.id, rounds=[rnd], actors=cfg.actors, keep_actors=cfg.keep_scoring_actors
+        ),
+        progress=show,
+    )
     seconds["rollouts_and_scores"] = time.monotonic() - t0
     rm_id = em.scores.reward_model_id(cfg.ai_reward_model)
     _emit(on_progress, "scored", f"scored with {[s.name for s in cfg.scorers]}", reward_model_id=rm_id)
 
     c = cfg.campaign
     n_prompts = len(cfg.prompt_ids) if cfg.prompt_ids else len(em.catalog.prompts(split=cfg.split))
-    camp = em.campaigns.create(CampaignCreate(
-        name=c.name or f"online-dpo-{base.name}-v{base.version}-r{rnd}-{int(time.time())}", protocol=c.protocol,
-        overlap=c.overlap, gold_ratio=c.gold_ratio, policy_ids=[base.id], rounds=[rnd],
-        max_items=c.max_items or max(1, 2 * n_prompts), reward_model_id=rm_id,
-        seed=c.seed if c.seed is not None else rnd, instructions=c.instructions))
+    camp = em.campaigns.create(
+        CampaignCreate(
+            name=c.name or f"online-dpo-{base.name}-v{base.version}-r{rnd}-{int(time.time())}",
+            protocol=c.protocol,
+            overlap=c.overlap,
+            gold_ratio=c.gold_ratio,
+            policy_ids=[base.id],
+            rounds=[rnd],
+            max_items=c.max_items or max(1, 2 * n_prompts),
+            reward_model_id=rm_id,
+            seed=c.seed if c.seed is not None else rnd,
+            instructions=c.instructions,
+        )
+    )
     tasks = em.campaigns.progress(camp.id).tasks
     want = cfg.quota if cfg.quota is not None else int(tasks * cfg.quota_fraction)
     quota = max(1, min(want, tasks))  # more than the tasks could never be met
-    _emit(on_progress, "campaign", f"campaign {camp.name} (id {camp.id}): {tasks} tasks, quota {quota}",
-          campaign_id=camp.id, campaign_name=camp.name, tasks=tasks, quota=quota)
+    _emit(
+        on_progress,
+        "campaign",
+        f"campaign {camp.name} (id {camp.id}): {tasks} tasks, quota {quota}",
+        campaign_id=camp.id,
+        campaign_name=camp.name,
+        tasks=tasks,
+        quota=quota,
+    )
     if on_campaign:
         on_campaign(camp, quota)
 
@@ -248,38 +327,86 @@ def run_online_dpo_round(em: Any, cfg: OnlineDPOConfig, settings: Settings | Non
     # exactly the set of judgments the labels below may use.
     _, judgments = em.campaigns.judgment_count(camp.id, until=waited.cutoff)
     seconds["wait"] = time.monotonic() - t0
-    _emit(on_progress, "waited", f"{judgments} judgments by the cut-off" + (" (timed out)" if timed_out else ""),
-          judgments=judgments, quota=quota, timed_out=timed_out, waited_s=waited.waited_s, campaign_status=status)
+    _emit(
+        on_progress,
+        "waited",
+        f"{judgments} judgments by the cut-off" + (" (timed out)" if timed_out else ""),
+        judgments=judgments,
+        quota=quota,
+        timed_out=timed_out,
+        waited_s=waited.waited_s,
+        campaign_status=status,
+    )
     if judgments == 0 and not cfg.ai_fill:
-        raise NoLabels(f"nobody judged campaign {camp.name!r} (id {camp.id}) within timeout_s={cfg.timeout_s:g} "
-                       "and ai_fill is off, so there is nothing to train on; nothing was trained. Give people "
-                       "more time (raise timeout_s / --timeout), or allow AI labels for unjudged pairs "
-                       "(ai_fill=True; drop --no-ai-fill)")
+        raise NoLabels(
+            f"nobody judged campaign {camp.name!r} (id {camp.id}) within timeout_s={cfg.timeout_s:g} "
+            "and ai_fill is off, so there is nothing to train on; nothing was trained. Give people "
+            "more time (raise timeout_s / --timeout), or allow AI labels for unjudged pairs "
+            "(ai_fill=True; drop --no-ai-fill)"
+        )
     flagged = [q.username for q in em.quality.apply_gold_flags()] if cfg.screen_raters else []
 
-    filters = SnapshotFilters(campaign_ids=[camp.id], policy_ids=[base.id], rounds=[rnd], labels=LabelConfig(
-        ai_fill=cfg.ai_fill, ai_reward_model_ids=[rm_id], ai_dimensions=cfg.ai_dimensions,
-        judged_before=waited.cutoff))
+    filters = SnapshotFilters(
+        campaign_ids=[camp.id],
+        policy_ids=[base.id],
+        rounds=[rnd],
+        labels=LabelConfig(
+            ai_fill=cfg.ai_fill,
+            ai_reward_model_ids=[rm_id],
+            ai_dimensions=cfg.ai_dimensions,
+            judged_before=waited.cutoff,
+        ),
+    )
     name = cfg.snapshot_name or f"online-dpo-{base.name}-r{rnd}"
     try:
         ds = em.datasets.build(name, filters)
     except InvalidInput as exc:
-        raise NoLabels(f"round {rnd}: {judgments} judgment(s) by the cut-off gave no usable pair ({exc.message}); "
-                       "nothing was trained") from None
+        raise NoLabels(
+            f"round {rnd}: {judgments} judgment(s) by the cut-off gave no usable pair ({exc.message}); "
+            "nothing was trained"
+        ) from None
     label_counts = dict(ds.manifest["label_counts"])
-    _emit(on_progress, "snapshot", f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {label_counts}",
-          dataset=ds, label_counts=label_counts)
+    _emit(
+        on_progress,
+        "snapshot",
+        f"snapshot {ds.name} v{ds.version}: {ds.row_count} pairs {label_counts}",
+        dataset=ds,
+        label_counts=label_counts,
+    )
 
     t0 = time.monotonic()
     new_policy, metrics = train_dpo_round(em, base, ds, settings, **cfg.dpo)
     seconds["train"] = time.monotonic() - t0
     seconds["total"] = time.monotonic() - t_all
-    _emit(on_progress, "trained", f"registered {new_policy.name} v{new_policy.version}", policy=new_policy,
-          metrics=metrics)
+    _emit(
+        on_progress,
+        "trained",
+        f"registered {new_policy.name} v{new_policy.version}",
+        policy=new_policy,
+        metrics=metrics,
+    )
     return OnlineRoundResult(
-        round=rnd, base_policy_id=base.id, base_policy_version=base.version, campaign_id=camp.id,
-        campaign_name=camp.name, campaign_status=status, tasks=tasks, quota=quota, judgments=judgments,
-        quota_met=waited.quota_met, timed_out=timed_out, waited_s=waited.waited_s, cutoff=waited.cutoff,
-        label_counts=label_counts, dataset_id=ds.id, dataset_name=ds.name, dataset_version=ds.version,
-        snapshot_sha256=ds.content_sha256, training_run_id=new_policy.training_run_id, policy=new_policy,
-        train_metrics=metrics, flagged_raters=[str(f) for f in flagged], seconds=seconds)
+        round=rnd,
+        base_policy_id=base.id,
+        base_policy_version=base.version,
+        campaign_id=camp.id,
+        campaign_name=camp.name,
+        campaign_status=status,
+        tasks=tasks,
+        quota=quota,
+        judgments=judgments,
+        quota_met=waited.quota_met,
+        timed_out=timed_out,
+        waited_s=waited.waited_s,
+        cutoff=waited.cutoff,
+        label_counts=label_counts,
+        dataset_id=ds.id,
+        dataset_name=ds.name,
+        dataset_version=ds.version,
+        snapshot_sha256=ds.content_sha256,
+        training_run_id=new_policy.training_run_id,
+        policy=new_policy,
+        train_metrics=metrics,
+        flagged_raters=[str(f) for f in flagged],
+        seconds=seconds,
+    )

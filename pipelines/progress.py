@@ -1,4 +1,5 @@
 """Progress bars for long work (tqdm), silenced in tests and non-interactive runs on request."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

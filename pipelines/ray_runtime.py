@@ -4,6 +4,7 @@ Local: ``ray.init()`` with no dashboard (it doubles processes and memory on a la
 127.0.0.1. Cluster: ``EARMARK_RAY_ADDRESS``. Actors get one torch thread each via the runtime env,
 so N actors on N cores do not fight over threads.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,15 @@ def ensure_ray(settings: Settings, *, num_cpus: int | None = None) -> Any:
         ray.init(address=settings.ray_address, runtime_env=runtime_env, log_to_driver=False)
     else:
         temp_dir = os.environ.get("EARMARK_RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "earmark-ray")
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env,
-                 _temp_dir=temp_dir, log_to_driver=False, configure_logging=False,
-                 _node_ip_address="127.0.0.1")
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            _temp_dir=temp_dir,
+            log_to_driver=False,
+            configure_logging=False,
+            _node_ip_address="127.0.0.1",
+        )
     return ray
 
 

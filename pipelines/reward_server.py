@@ -12,6 +12,7 @@ Every served score is recorded like any other: the request becomes a rollout of 
 dimension plus the composed ``total``/``verifiable``/``preference`` rows of the ``composition``
 reward model. A bearer token is required; the server binds 127.0.0.1 unless told otherwise.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,9 @@ MAX_BATCH = 512
 class RewardService:
     """Scores batches with the configured scorers + composition and records everything."""
 
-    def __init__(self, em: Any, scorer_specs: list[dict[str, Any]], regime: str = "realtime",
-                 client: str = "openrlhf") -> None:
+    def __init__(
+        self, em: Any, scorer_specs: list[dict[str, Any]], regime: str = "realtime", client: str = "openrlhf"
+    ) -> None:
         from pipelines.scoring_job import ScorerSpec, register
         from reward_models.composition import RewardComposition
 
@@ -42,15 +44,29 @@ class RewardService:
         self.regime = regime
         self.scorers = register(em, [ScorerSpec(**s) for s in scorer_specs])
         self.composition = RewardComposition()
-        comp = em.scores.register_reward_model(RewardModelCreate(
-            name="composition", version=self.composition.version,
-            kind="learned", dimensions=["total", "verifiable", "preference"], config={"regime": regime}))
+        comp = em.scores.register_reward_model(
+            RewardModelCreate(
+                name="composition",
+                version=self.composition.version,
+                kind="learned",
+                dimensions=["total", "verifiable", "preference"],
+                config={"regime": regime},
+            )
+        )
         self.composition_id = comp.id
-        self.policy = em.catalog.register_policy(f"external-{client}", "external://" + client, kind="external", version=0)
+        self.policy = em.catalog.register_policy(
+            f"external-{client}", "external://" + client, kind="external", version=0
+        )
         self.lock = threading.Lock()
 
-    def score(self, queries: list[str], prompts: list[str], labels: list[Any] | None,
-              audio: list[str | None] | None, regime: str | None) -> dict[str, Any]:
+    def score(
+        self,
+        queries: list[str],
+        prompts: list[str],
+        labels: list[Any] | None,
+        audio: list[str | None] | None,
+        regime: str | None,
+    ) -> dict[str, Any]:
         from earmark.audio import decode
         from reward_models.base import ScoringInput
 
@@ -58,15 +74,22 @@ class RewardService:
         items, keys = [], []
         for i, q in enumerate(queries):
             prompt = prompts[i] if i < len(prompts) else ""
-            response = q[len(prompt):] if prompt and q.startswith(prompt) else q
+            response = q[len(prompt) :] if prompt and q.startswith(prompt) else q
             label = labels[i] if labels and i < len(labels) else None
             wav = None
             if audio and i < len(audio) and audio[i]:
                 wav = decode(base64.b64decode(audio[i], validate=True))
             ref = {"answer": label, "text": label} if isinstance(label, str) else label
-            items.append(ScoringInput(regime=regime, messages=[{"role": "user", "content": prompt}], reference=ref,
-                                      response_text=response.strip(), audio=wav[0] if wav else None,
-                                      sample_rate=wav[1] if wav else None))
+            items.append(
+                ScoringInput(
+                    regime=regime,
+                    messages=[{"role": "user", "content": prompt}],
+                    reference=ref,
+                    response_text=response.strip(),
+                    audio=wav[0] if wav else None,
+                    sample_rate=wav[1] if wav else None,
+                )
+            )
             keys.append((prompt, response))
         per_item: list[dict[str, float]] = [{} for _ in items]
         raw: list[list[Any]] = [[] for _ in items]
@@ -86,8 +109,10 @@ class RewardService:
         return {
             "rewards": [c.total for c in composed],
             "scores": [c.total for c in composed],
-            "extra_logs": {"verifiable": [c.verifiable for c in composed],
-                           "preference": [c.preference for c in composed]},
+            "extra_logs": {
+                "verifiable": [c.verifiable for c in composed],
+                "preference": [c.preference for c in composed],
+            },
         }
 
     def _record(self, keys: list[tuple[str, str]], regime: str, raw: list[list[Any]], composed: list[Any]) -> None:
@@ -95,22 +120,38 @@ class RewardService:
         prompt_rows = []
         for prompt, _ in keys:
             ext = "ext-" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
-            prompt_rows.append({"external_id": ext, "regime": regime, "split": "test", "tags": ["served"],
-                                "messages": [{"role": "user", "content": prompt or "(empty prompt)"}]})
+            prompt_rows.append(
+                {
+                    "external_id": ext,
+                    "regime": regime,
+                    "split": "test",
+                    "tags": ["served"],
+                    "messages": [{"role": "user", "content": prompt or "(empty prompt)"}],
+                }
+            )
         em.catalog.import_prompts(list({r["external_id"]: r for r in prompt_rows}.values()), source="reward server")
         ids = {p.external_id: p.id for p in em.catalog.prompts(external_ids=[r["external_id"] for r in prompt_rows])}
         rollouts = []
-        for (prompt, response), pr in zip(keys, prompt_rows, strict=True):
+        for (_prompt, response), pr in zip(keys, prompt_rows, strict=True):
             rnd = int(hashlib.sha256(response.encode()).hexdigest()[:7], 16)  # same response, same row
-            rollouts.append(RolloutCreate(prompt_id=ids[pr["external_id"]], policy_id=self.policy.id, round=rnd,
-                                          sample_index=0, messages=[{"role": "assistant", "content": response}],
-                                          text=response[:20_000]))
+            rollouts.append(
+                RolloutCreate(
+                    prompt_id=ids[pr["external_id"]],
+                    policy_id=self.policy.id,
+                    round=rnd,
+                    sample_index=0,
+                    messages=[{"role": "assistant", "content": response}],
+                    text=response[:20_000],
+                )
+            )
         stored = em.rollouts.ingest(rollouts)
         rows = []
         for ro, scored, comp in zip(rollouts, raw, composed, strict=True):
             rid = stored[(ro.prompt_id, ro.policy_id, ro.sample_index, ro.round)]
-            rows += [(rid, rm_id, r.dimension, float(r.score), r.rationale[:4000] or None, r.features or None)
-                     for rm_id, r in scored]
+            rows += [
+                (rid, rm_id, r.dimension, float(r.score), r.rationale[:4000] or None, r.features or None)
+                for rm_id, r in scored
+            ]
             for dim in ("total", "verifiable", "preference"):
                 v = getattr(comp, dim)
                 if v is not None:
@@ -151,8 +192,9 @@ def make_handler(service: RewardService, token: str) -> type[BaseHTTPRequestHand
                     raise ValueError("'query' must be a list of strings")
                 if len(queries) > MAX_BATCH:
                     raise ValueError(f"at most {MAX_BATCH} queries per request; split the batch")
-                result = service.score(queries, data.get("prompts") or [], data.get("labels"),
-                                       data.get("audio"), data.get("regime"))
+                result = service.score(
+                    queries, data.get("prompts") or [], data.get("labels"), data.get("audio"), data.get("regime")
+                )
             except (KeyError, ValueError, TypeError) as exc:
                 return self._send(400, {"error": f"bad request: {exc}"})
             except Exception:  # noqa: BLE001 - log server-side, answer without internals

@@ -5,6 +5,7 @@ and the bulk ingest skips keys that exist. So Ray is free to retry a task on a r
 (``max_restarts``/``max_task_retries``), the driver may resubmit a batch whose actor died for good,
 and a re-run of the same job computes only the (prompt, sample) pairs still missing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,11 @@ class RolloutJobConfig(BaseModel):
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     seed: int = Field(default=0, description="job seed: the same plan draws the same samples")
     duplex_decision_temperature: float = Field(
-        default=12.0, gt=0, description="duplex prompts: temperature of each listen/speak/back-channel/stop decision "
-        "(1.0 = the policy's own; hotter explores decisions so the K samples of a scenario differ)")
+        default=12.0,
+        gt=0,
+        description="duplex prompts: temperature of each listen/speak/back-channel/stop decision "
+        "(1.0 = the policy's own; hotter explores decisions so the K samples of a scenario differ)",
+    )
     max_restarts: int = Field(default=3, ge=0, description="Ray restarts of a crashed actor")
     max_task_retries: int = Field(default=3, ge=0, description="Ray retries of a task on a restarted actor")
     resubmits: int = Field(default=2, ge=0, description="driver resubmissions of a batch whose actor died for good")
@@ -83,9 +87,16 @@ def plan(em: Any, cfg: RolloutJobConfig) -> tuple[Any, list[WorkItem], int]:
     cards = em.catalog.persona_cards(p.persona_id for p in prompts)
     done = em.rollouts.existing_keys(policy.id, cfg.round, [p.id for p in prompts])
     items = [
-        WorkItem(p.id, k, prompt_conversation(p.messages, cards.get(p.persona_id)), p.regime,
-                 p.reference if p.regime == "duplex" else None)
-        for p in prompts for k in range(cfg.samples) if (p.id, k) not in done
+        WorkItem(
+            p.id,
+            k,
+            prompt_conversation(p.messages, cards.get(p.persona_id)),
+            p.regime,
+            p.reference if p.regime == "duplex" else None,
+        )
+        for p in prompts
+        for k in range(cfg.samples)
+        if (p.id, k) not in done
     ]
     return policy, items, len(done)
 
@@ -107,8 +118,15 @@ def _actor_class():  # noqa: ANN202 - built lazily so importing this module need
             self.em = earmark.connect(settings, upgrade=False, pool_size=1)
             self.policy = load_policy(kind, uri, **options)
 
-        def run(self, items: list[WorkItem], params: Any, policy_id: int, round: int, job_seed: int,
-                duplex: dict[str, Any] | None = None) -> int:
+        def run(
+            self,
+            items: list[WorkItem],
+            params: Any,
+            policy_id: int,
+            round: int,
+            job_seed: int,
+            duplex: dict[str, Any] | None = None,
+        ) -> int:
             from pipelines import rollouts
 
             results = rollouts.generate(self.policy, items, params, job_seed=job_seed, round=round, duplex=duplex)
@@ -133,11 +151,17 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
         return RolloutJobResult(policy.id, 0, 0, existing, time.monotonic() - t0, 0)
     ensure_ray(em.settings)
     # Actors connect to the store the driver resolved (the embedded server's socket URL included).
-    settings = em.settings.model_copy(update={"database_url": SecretStr(str(em.ctx.engine.url.render_as_string(hide_password=False)))})
+    settings = em.settings.model_copy(
+        update={"database_url": SecretStr(str(em.ctx.engine.url.render_as_string(hide_password=False)))}
+    )
     params = sampling_params(cfg)
     n_actors = min(cfg.actors, len(items))
-    Actor = _actor_class().options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
-                                   max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries)
+    Actor = _actor_class().options(
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor,
+        max_restarts=cfg.max_restarts,
+        max_task_retries=cfg.max_task_retries,
+    )
 
     def spawn():  # noqa: ANN202
         return Actor.remote(settings, policy.kind, policy.uri, dict(policy.config or {}))
@@ -145,15 +169,21 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
     actors = [spawn() for _ in range(n_actors)]
     nodes = sorted(set(ray.get([a.node.remote() for a in actors])))
     startup_s = time.monotonic() - t0
-    batches = deque((i, items[i:i + cfg.batch_size], 0) for i in range(0, len(items), cfg.batch_size))
+    batches = deque((i, items[i : i + cfg.batch_size], 0) for i in range(0, len(items), cfg.batch_size))
     pending: dict[Any, tuple[int, Any, tuple]] = {}
     written = failed = 0
 
     def submit(slot: int) -> None:
         if batches:
             batch = batches.popleft()
-            ref = actors[slot].run.remote(batch[1], params, policy.id, cfg.round, cfg.seed,
-                                          {"decision_temperature": cfg.duplex_decision_temperature})
+            ref = actors[slot].run.remote(
+                batch[1],
+                params,
+                policy.id,
+                cfg.round,
+                cfg.seed,
+                {"decision_temperature": cfg.duplex_decision_temperature},
+            )
             pending[ref] = (slot, actors[slot], batch)
 
     with progress_bar(total=len(items), desc=f"rollouts {policy.name} v{policy.version}", enabled=progress) as bar:
@@ -180,11 +210,13 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
             submit(slot)
     for a in actors:
         ray.kill(a)
-    result = RolloutJobResult(policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed,
-                              startup_s)
+    result = RolloutJobResult(
+        policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed, startup_s
+    )
     if failed:
         from earmark.errors import EarmarkError
 
-        raise EarmarkError(f"{failed} rollout batch(es) failed after retries; re-run the same job to fill "
-                           "only the missing samples")
+        raise EarmarkError(
+            f"{failed} rollout batch(es) failed after retries; re-run the same job to fill only the missing samples"
+        )
     return result

@@ -6,6 +6,7 @@ scripted assistant reply between them) are answered turn by turn, each turn give
 rollout row's ``text``/``token_ids``/audio are the final assistant turn (what raters compare and
 trainers score); every generated turn stays in ``messages`` with its own audio blob and token ids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ from earmark.domain.records import RolloutCreate
 if TYPE_CHECKING:
     from earmark.api import Earmark
     from pipelines.policy.base import GeneratedSample, Policy, SamplingParams
+
 
 def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The prompt's messages with the persona card as the system message (unless one is given)."""
@@ -74,8 +76,15 @@ def _script(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 Result = tuple[WorkItem, list["GeneratedSample"], int]  # (item, one sample per generated turn, seed)
 
 
-def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", *, job_seed: int = 0,
-             round: int = 0, duplex: dict[str, Any] | None = None) -> list[Result]:
+def generate(
+    policy: Policy,
+    items: list[WorkItem],
+    params: SamplingParams,
+    *,
+    job_seed: int = 0,
+    round: int = 0,
+    duplex: dict[str, Any] | None = None,
+) -> list[Result]:
     """Run every trajectory turn by turn, batching the same turn across items in one policy call.
 
     The batch seed derives from the job seed, the round and the batch's first item, so re-running the
@@ -105,8 +114,9 @@ def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", 
             groups.setdefault(json.dumps(histories[i], sort_keys=True, default=str), []).append(i)
         keys = list(groups)
         n = max(len(g) for g in groups.values())
-        outs = policy.generate([for_policy(histories[groups[k][0]]) for k in keys], params, num_samples=n,
-                               seed=seed0 + turn)
+        outs = policy.generate(
+            [for_policy(histories[groups[k][0]]) for k in keys], params, num_samples=n, seed=seed0 + turn
+        )
         for k, out in zip(keys, outs, strict=True):
             for j, i in enumerate(groups[k]):
                 samples[i].append(out[j])
@@ -114,7 +124,7 @@ def generate(policy: "Policy", items: list[WorkItem], params: "SamplingParams", 
     return [(items[i], samples[i], seed0) for i in range(len(items))]
 
 
-def _reply_message(em: "Earmark", out: "GeneratedSample", vocab: str | None) -> tuple[dict[str, Any], Any]:
+def _reply_message(em: Earmark, out: GeneratedSample, vocab: str | None) -> tuple[dict[str, Any], Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": out.text}]
     blob = None
     if out.audio is not None and out.sample_rate and np.asarray(out.audio).size:
@@ -127,8 +137,9 @@ def _reply_message(em: "Earmark", out: "GeneratedSample", vocab: str | None) -> 
     return msg, blob
 
 
-def store(em: "Earmark", policy_id: int, round: int, params: "SamplingParams", results: list[Result],
-          vocab: str | None = None) -> dict[tuple[int, int, int, int], int]:
+def store(
+    em: Earmark, policy_id: int, round: int, params: SamplingParams, results: list[Result], vocab: str | None = None
+) -> dict[tuple[int, int, int, int], int]:
     """Audio to the blob store first, then every row in one bulk, idempotent transaction."""
     rows = []
     for item, turns, seed in results:
@@ -152,11 +163,23 @@ def store(em: "Earmark", policy_id: int, round: int, params: "SamplingParams", r
                 messages.extend(segment)
                 reply, blob = _reply_message(em, out, vocab)
                 messages.append(reply)
-        rows.append(RolloutCreate(
-            prompt_id=item.prompt_id, policy_id=policy_id, round=round, sample_index=item.sample_index,
-            messages=messages, text=last.text, token_ids=[int(t) for t in last.token_ids],
-            audio_sha256=blob.sha256 if blob else None, duration_s=blob.duration_s if blob else None,
-            ttfa_s=last.ttfa_s, total_s=last.total_s, sampling={**params.as_dict(), **last.extra.get("sampling_extra", {})},
-            seed=seed, tool_calls=last.extra.get("tool_calls"), timeline=timeline,
-        ))
+        rows.append(
+            RolloutCreate(
+                prompt_id=item.prompt_id,
+                policy_id=policy_id,
+                round=round,
+                sample_index=item.sample_index,
+                messages=messages,
+                text=last.text,
+                token_ids=[int(t) for t in last.token_ids],
+                audio_sha256=blob.sha256 if blob else None,
+                duration_s=blob.duration_s if blob else None,
+                ttfa_s=last.ttfa_s,
+                total_s=last.total_s,
+                sampling={**params.as_dict(), **last.extra.get("sampling_extra", {})},
+                seed=seed,
+                tool_calls=last.extra.get("tool_calls"),
+                timeline=timeline,
+            )
+        )
     return em.rollouts.ingest(rows)

@@ -5,6 +5,7 @@ re-scoring with a new version adds rows beside the old ones. Actors are thin: th
 once, fetch their batch's contexts and audio from the store, score, and bulk-insert (ON CONFLICT DO
 NOTHING keeps retries harmless). Only rollout ids travel through Ray.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,11 @@ class ScoringJobConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=4096)
     max_restarts: int = Field(default=3, ge=0)
     max_task_retries: int = Field(default=3, ge=0)
-    keep_actors: bool = Field(default=False, description="keep the actors (scorers and models loaded) for later jobs "
-                              "of this driver with the same scorers; release them with release_actors()")
+    keep_actors: bool = Field(
+        default=False,
+        description="keep the actors (scorers and models loaded) for later jobs "
+        "of this driver with the same scorers; release them with release_actors()",
+    )
 
 
 @dataclass
@@ -71,8 +75,11 @@ def score_and_store(em: Any, scorers: list[tuple[Any, int]], rollout_ids: list[i
     added = {}
     for scorer, rm_id in scorers:
         results = scorer.score_batch(items)
-        rows = [(item.rollout_id, rm_id, r.dimension, float(r.score), r.rationale[:4000] or None, r.features or None)
-                for item, res in zip(items, results, strict=True) for r in res]
+        rows = [
+            (item.rollout_id, rm_id, r.dimension, float(r.score), r.rationale[:4000] or None, r.features or None)
+            for item, res in zip(items, results, strict=True)
+            for r in res
+        ]
         added[f"{scorer.name}@{scorer.version}"] = em.scores.ingest(rows)
     return added
 
@@ -83,9 +90,15 @@ def register(em: Any, specs: list[ScorerSpec]) -> list[tuple[Any, int]]:
     out = []
     for spec in specs:
         scorer = build_scorer(spec.name, **spec.config)
-        row = em.scores.register_reward_model(RewardModelCreate(
-            name=scorer.name, version=scorer.version, kind=scorer.kind, dimensions=list(scorer.dimensions),
-            config=scorer.config))
+        row = em.scores.register_reward_model(
+            RewardModelCreate(
+                name=scorer.name,
+                version=scorer.version,
+                kind=scorer.kind,
+                dimensions=list(scorer.dimensions),
+                config=scorer.config,
+            )
+        )
         out.append((scorer, row.id))
     return out
 
@@ -119,9 +132,17 @@ _POOLS: dict[str, list[Any]] = {}
 def _pool_key(cfg: ScoringJobConfig, settings: Any) -> str:
     import json
 
-    return json.dumps([[s.model_dump() for s in cfg.scorers], cfg.cpus_per_actor, cfg.max_restarts,
-                       settings.database_url.get_secret_value() if settings.database_url else None,
-                       str(settings.blob_url)], sort_keys=True, default=str)
+    return json.dumps(
+        [
+            [s.model_dump() for s in cfg.scorers],
+            cfg.cpus_per_actor,
+            cfg.max_restarts,
+            settings.database_url.get_secret_value() if settings.database_url else None,
+            str(settings.blob_url),
+        ],
+        sort_keys=True,
+        default=str,
+    )
 
 
 def release_actors() -> int:
@@ -143,14 +164,20 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
 
     t0 = time.monotonic()
     scorers = register(em, cfg.scorers)
-    todo = sorted({rid for scorer, rm_id in scorers
-                   for rid in em.scores.unscored(rm_id, scorer.dimensions, policy_id=cfg.policy_id, rounds=cfg.rounds,
-                                                      regimes=cfg.regimes)})
+    todo = sorted(
+        {
+            rid
+            for scorer, rm_id in scorers
+            for rid in em.scores.unscored(
+                rm_id, scorer.dimensions, policy_id=cfg.policy_id, rounds=cfg.rounds, regimes=cfg.regimes
+            )
+        }
+    )
     result = ScoringJobResult(rollouts=len(todo))
     if not todo:
         result.seconds = time.monotonic() - t0
         return result
-    batches = deque(todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size))
+    batches = deque(todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size))
     label = ", ".join(s.name for s, _ in scorers)
 
     def merge(added: dict[str, int]) -> None:
@@ -169,10 +196,12 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
             from pipelines.ray_runtime import ensure_ray
 
             ensure_ray(em.settings)
-            settings = em.settings.model_copy(update={"database_url": SecretStr(
-                em.ctx.engine.url.render_as_string(hide_password=False))})
-            Actor = _actor_class().options(num_cpus=cfg.cpus_per_actor, max_restarts=cfg.max_restarts,
-                                           max_task_retries=cfg.max_task_retries)
+            settings = em.settings.model_copy(
+                update={"database_url": SecretStr(em.ctx.engine.url.render_as_string(hide_password=False))}
+            )
+            Actor = _actor_class().options(
+                num_cpus=cfg.cpus_per_actor, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries
+            )
             key = _pool_key(cfg, settings) if cfg.keep_actors else None
             actors = list(_POOLS.get(key, [])) if key else []
             actors += [Actor.remote(settings, cfg.scorers) for _ in range(min(cfg.actors, len(batches)) - len(actors))]

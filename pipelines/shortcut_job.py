@@ -4,6 +4,7 @@ The text-only probe is a real model run: the policy answers each prompt with its
 (``reward_models.shortcut.strip_audio``); a prompt it still answers, or whose answer is printed in
 its text, is tagged ``shortcut:remove`` and datasets leave it out by default.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,11 @@ def text_only_answer_fn(policy: Any, max_new_tokens: int = 32):  # noqa: ANN201
 
 
 def run_shortcut_audit(em: Any, *, policy: Any = None, regime: str | None = None, n_samples: int = 1) -> list[dict]:
-    prompts = [{"id": p.id, "messages": p.messages, "reference": p.reference}
-               for p in em.catalog.prompts(regime=regime) if (p.reference or {}).get("answer") is not None]
+    prompts = [
+        {"id": p.id, "messages": p.messages, "reference": p.reference}
+        for p in em.catalog.prompts(regime=regime)
+        if (p.reference or {}).get("answer") is not None
+    ]
     results = audit_prompts(prompts, text_only_answer_fn(policy) if policy is not None else None, n_samples=n_samples)
     em.catalog.record_shortcut_audit([r for r in results if r.get("prompt_id") is not None])
     return results

@@ -6,6 +6,7 @@ Train prompts are the first user turn of one dialogue per (persona, topic); mult
 two user turns for the policy to answer in sequence; held-out prompts are paraphrases and new topics
 the policy never saw. Every user turn is spoken by eSpeak NG and imported as real audio.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,18 +30,20 @@ def persona_records() -> list[dict[str, Any]]:
     out = []
     for p in json.loads((DATA / "personas.json").read_text()):
         pros = p.get("prosody", {})
-        out.append({
-            "name": p["id"],
-            "display_name": p["name"],
-            "description": p["description"],
-            "style": p.get("speaking_style", ""),
-            "prosody": {
-                "f0_mean_hz": F0_TARGET_HZ[pros.get("pitch", "mid")],
-                "rate_wps": RATE_TARGET_WPS[pros.get("rate", "mid")],
-                "pause_ratio": round(0.08 + 0.22 * float(pros.get("pause_rate", 0.3)), 3),
-            },
-            "voice": {"pitch": pros.get("pitch", "mid"), "rate": pros.get("rate", "mid")},
-        })
+        out.append(
+            {
+                "name": p["id"],
+                "display_name": p["name"],
+                "description": p["description"],
+                "style": p.get("speaking_style", ""),
+                "prosody": {
+                    "f0_mean_hz": F0_TARGET_HZ[pros.get("pitch", "mid")],
+                    "rate_wps": RATE_TARGET_WPS[pros.get("rate", "mid")],
+                    "pause_ratio": round(0.08 + 0.22 * float(pros.get("pause_rate", 0.3)), 3),
+                },
+                "voice": {"pitch": pros.get("pitch", "mid"), "rate": pros.get("rate", "mid")},
+            }
+        )
     return out
 
 
@@ -56,8 +59,16 @@ def speak_user_turns(record: dict[str, Any]) -> dict[str, Any]:
     for m in record["messages"]:
         if m["role"] == "user" and isinstance(m["content"], str):
             audio, sr = render_text(m["content"], **USER_VOICE)
-            m = {"role": "user", "content": [{"type": "audio", "transcript": m["content"],
-                                             "base64": base64.b64encode(wav_bytes(audio, sr)).decode()}]}
+            m = {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "audio",
+                        "transcript": m["content"],
+                        "base64": base64.b64encode(wav_bytes(audio, sr)).decode(),
+                    }
+                ],
+            }
         messages.append(m)
     return {**record, "messages": messages}
 
@@ -83,22 +94,48 @@ def prompt_records(max_train_per_persona: int | None = None) -> list[dict[str, A
                 continue
             seen.add(key)
             per_persona[persona] = per_persona.get(persona, 0) + 1
-            out.append({"external_id": f"train-{persona}-{d['topic']}", "regime": "realtime", "persona": persona,
-                        "split": "train", "tags": ["starter", d["topic"]], "messages": [_user_turn(msgs[0]["content"])]})
+            out.append(
+                {
+                    "external_id": f"train-{persona}-{d['topic']}",
+                    "regime": "realtime",
+                    "persona": persona,
+                    "split": "train",
+                    "tags": ["starter", d["topic"]],
+                    "messages": [_user_turn(msgs[0]["content"])],
+                }
+            )
         elif d["kind"] == "follow_up" and not any(o["external_id"] == f"multi-{persona}" for o in out):
             users = [m["content"] for m in msgs if m["role"] == "user"][:2]
-            out.append({"external_id": f"multi-{persona}", "regime": "realtime", "persona": persona, "split": "train",
-                        "tags": ["starter", "multi_turn", d["topic"]], "messages": [_user_turn(u) for u in users]})
+            out.append(
+                {
+                    "external_id": f"multi-{persona}",
+                    "regime": "realtime",
+                    "persona": persona,
+                    "split": "train",
+                    "tags": ["starter", "multi_turn", d["topic"]],
+                    "messages": [_user_turn(u) for u in users],
+                }
+            )
     for h in (json.loads(line) for line in (DATA / "heldout_prompts.jsonl").read_text().splitlines() if line):
         msgs = _strip_system(h["messages"])
-        turns = [_user_turn(m["content"]) if m["role"] == "user" else {"role": m["role"], "content": m["content"]}
-                 for m in msgs]
-        out.append({"external_id": h["id"], "regime": "realtime", "persona": h["persona_id"], "split": "heldout",
-                    "tags": ["starter", h["kind"], h["topic"]], "messages": turns})
+        turns = [
+            _user_turn(m["content"]) if m["role"] == "user" else {"role": m["role"], "content": m["content"]}
+            for m in msgs
+        ]
+        out.append(
+            {
+                "external_id": h["id"],
+                "regime": "realtime",
+                "persona": h["persona_id"],
+                "split": "heldout",
+                "tags": ["starter", h["kind"], h["topic"]],
+                "messages": turns,
+            }
+        )
     return out
 
 
-def seed(em: "Earmark", *, max_train_per_persona: int | None = 12) -> str:
+def seed(em: Earmark, *, max_train_per_persona: int | None = 12) -> str:
     """Import the starter personas and prompts (idempotent)."""
     p = em.catalog.import_personas(persona_records(), source="starter personas")
     existing = {x.external_id for x in em.catalog.prompts()}

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, ClassVar, Literal, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,7 +65,7 @@ class ScoringInput(BaseModel):
         return a.astype(np.float32, copy=False)
 
     @model_validator(mode="after")
-    def _audio_needs_rate(self) -> "ScoringInput":
+    def _audio_needs_rate(self) -> ScoringInput:
         if self.audio is not None:
             if not self.sample_rate or self.sample_rate <= 0:
                 raise ValueError("audio given without a positive sample_rate; pass the blob's sample rate in Hz")
@@ -76,7 +77,7 @@ class ScoringInput(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _tool_calls_from_timeline(self) -> "ScoringInput":
+    def _tool_calls_from_timeline(self) -> ScoringInput:
         # A duplex model calls tools on its action channel; the tool-call scorer reads
         # response_tool_calls, so calls found only there are surfaced, in time order.
         if self.timeline and not self.response_tool_calls:

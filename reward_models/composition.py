@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -37,7 +37,7 @@ class RegimeWeights(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "RegimeWeights":
+    def _disjoint(self) -> RegimeWeights:
         both = set(self.verifiable) & set(self.preference)
         if both:
             raise ValueError(f"dimensions {sorted(both)} are in both parts; each belongs to one part")
@@ -71,7 +71,7 @@ class RewardComposition(BaseModel):
     regimes: dict[Regime, RegimeWeights] = Field(default_factory=_default_regimes)
 
     @model_validator(mode="after")
-    def _all_regimes(self) -> "RewardComposition":
+    def _all_regimes(self) -> RewardComposition:
         missing = set(REGIMES) - set(self.regimes)
         if missing:
             raise ValueError(f"composition {self.name!r} lacks weights for regimes {sorted(missing)}")

@@ -40,12 +40,14 @@ positive when it expects at least one call, predicted positive when the model ma
   expected ones, the share whose predicted calls (extra calls dropped: for each name only its
   first k occurrences, k = how often it is expected) list the names in the expected order.
 """
+
 from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from earmark.domain.duplex import LabelledEvent, Span, Timeline
 from reward_models.base import Scorer, ScoreResult, ScoringInput, register
@@ -84,9 +86,13 @@ def _first_turn_chunk(model: Timeline, spans: list[Span], lo: int, hi: int) -> i
     return None
 
 
-def evaluate_events(model: Timeline, events: Sequence[LabelledEvent] | None = None, *,
-                    respond_window_s: float = RESPOND_WINDOW_S,
-                    stop_window_s: float = STOP_WINDOW_S) -> list[EventOutcome]:
+def evaluate_events(
+    model: Timeline,
+    events: Sequence[LabelledEvent] | None = None,
+    *,
+    respond_window_s: float = RESPOND_WINDOW_S,
+    stop_window_s: float = STOP_WINDOW_S,
+) -> list[EventOutcome]:
     """One outcome per event (``events`` default to the model timeline's own), rules in the module doc."""
     events = list(model.events if events is None else events)
     spans = _turn_spans(model)
@@ -119,8 +125,17 @@ def evaluate_events(model: Timeline, events: Sequence[LabelledEvent] | None = No
                 decision = "stop" if ended and d <= stop_window_s + 1e-9 else "continue"
                 if ev.type == "backchannel" and decision == "continue":
                     delay = None
-        out.append(EventOutcome(type=ev.type, onset_s=t0, expect=str(ev.expect), decision=decision,
-                                correct=decision == ev.expect, delay_s=delay, note=note))
+        out.append(
+            EventOutcome(
+                type=ev.type,
+                onset_s=t0,
+                expect=str(ev.expect),
+                decision=decision,
+                correct=decision == ev.expect,
+                delay_s=delay,
+                note=note,
+            )
+        )
     return out
 
 
@@ -145,9 +160,13 @@ def summarize(outcomes: Sequence[EventOutcome]) -> dict[str, TypeSummary]:
         delays = [o.delay_s for o in items if o.correct and o.delay_s is not None]
         correct = sum(o.correct for o in items)
         out[name] = TypeSummary(
-            n=len(items), correct=correct, accuracy=correct / len(items), delays=delays,
+            n=len(items),
+            correct=correct,
+            accuracy=correct / len(items),
+            delays=delays,
             mean_delay_s=statistics.fmean(delays) if delays else None,
-            median_delay_s=statistics.median(delays) if delays else None)
+            median_delay_s=statistics.median(delays) if delays else None,
+        )
     return out
 
 
@@ -227,8 +246,9 @@ def tool_call_metrics(cases: Sequence[ToolCase | tuple[list[dict[str, Any]], lis
             ps = [c for c in pred if _name(c) == name]
             es = [c for c in exp if _name(c) == name]
             m.argument_pairs += min(len(ps), len(es))
-            m.arguments_correct += int(round(unordered_alignment(
-                [[1.0 if _args_equal(p, e) else 0.0 for e in es] for p in ps])))
+            m.arguments_correct += int(
+                round(unordered_alignment([[1.0 if _args_equal(p, e) else 0.0 for e in es] for p in ps]))
+            )
         if len(exp) >= 2 and not (ec - pc):
             m.order_cases += 1
             m.order_correct += _in_order(pred, exp)
@@ -263,19 +283,40 @@ class TurnTakingScorer(Scorer):
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
         if not item.timeline:
-            raise ValueError(f"rollout {item.rollout_id}: no duplex timeline; the turn_taking scorer needs "
-                             "rollouts with a timeline (duplex policy mode or `earmark duplex import`)")
+            raise ValueError(
+                f"rollout {item.rollout_id}: no duplex timeline; the turn_taking scorer needs "
+                "rollouts with a timeline (duplex policy mode or `earmark duplex import`)"
+            )
         model = Timeline.model_validate(item.timeline)
         events = reference_events(item.reference) or list(model.events)
         if not events:
-            raise ValueError(f"rollout {item.rollout_id}: no labelled events in the prompt's reference timeline "
-                             "or the rollout's; generate scenarios with `earmark duplex generate`")
-        outcomes = evaluate_events(model, events, respond_window_s=float(self.config["respond_window_s"]),
-                                   stop_window_s=float(self.config["stop_window_s"]))
+            raise ValueError(
+                f"rollout {item.rollout_id}: no labelled events in the prompt's reference timeline "
+                "or the rollout's; generate scenarios with `earmark duplex generate`"
+            )
+        outcomes = evaluate_events(
+            model,
+            events,
+            respond_window_s=float(self.config["respond_window_s"]),
+            stop_window_s=float(self.config["stop_window_s"]),
+        )
         summary = summarize(outcomes)["all"]
-        feats = {"events": [asdict(o) for o in outcomes], "mean_delay_s": summary.mean_delay_s,
-                 "median_delay_s": summary.median_delay_s, "n_events": summary.n, "correct": summary.correct}
-        why = "; ".join(f"{o.type}@{o.onset_s:.2f}s: {o.decision}" + (f" after {o.delay_s:.2f}s" if o.delay_s is not None
-                                                                          else "") for o in outcomes)
-        return [ScoreResult(dimension="turn_taking_accuracy", score=float(summary.accuracy or 0.0),
-                            rationale=why[:4000], features=feats)]
+        feats = {
+            "events": [asdict(o) for o in outcomes],
+            "mean_delay_s": summary.mean_delay_s,
+            "median_delay_s": summary.median_delay_s,
+            "n_events": summary.n,
+            "correct": summary.correct,
+        }
+        why = "; ".join(
+            f"{o.type}@{o.onset_s:.2f}s: {o.decision}" + (f" after {o.delay_s:.2f}s" if o.delay_s is not None else "")
+            for o in outcomes
+        )
+        return [
+            ScoreResult(
+                dimension="turn_taking_accuracy",
+                score=float(summary.accuracy or 0.0),
+                rationale=why[:4000],
+                features=feats,
+            )
+        ]

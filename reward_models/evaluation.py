@@ -18,8 +18,9 @@ Metrics per (dimension, rater pool) and per dimension over all pools ("*"):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

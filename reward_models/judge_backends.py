@@ -15,7 +15,8 @@ import json
 import math
 import urllib.error
 import urllib.request
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 ChatPrompt = list[dict[str, str]]
 SCORE_TOKENS: tuple[str, ...] = ("1", "2", "3", "4", "5")

@@ -51,9 +51,15 @@ class LatencyScorer(Scorer):
         if item.ttfa_s is None:
             raise ValueError(
                 f"rollout {item.rollout_id} has no ttfa_s (time to first audio); record it at rollout time "
-                "(pipelines.rollouts does) or leave the latency scorer out for imported rollouts")
+                "(pipelines.rollouts does) or leave the latency scorer out for imported rollouts"
+            )
         good, bad = float(self.config["good_s"]), float(self.config["bad_s"])
         score = latency_score(float(item.ttfa_s), good, bad)
-        return [ScoreResult(dimension="latency", score=score,
-                            rationale=f"first audio after {item.ttfa_s:.3f} s (1 at <= {good} s, 0 at >= {bad} s)",
-                            features={"ttfa_s": float(item.ttfa_s), "good_s": good, "bad_s": bad})]
+        return [
+            ScoreResult(
+                dimension="latency",
+                score=score,
+                rationale=f"first audio after {item.ttfa_s:.3f} s (1 at <= {good} s, 0 at >= {bad} s)",
+                features={"ttfa_s": float(item.ttfa_s), "good_s": good, "bad_s": bad},
+            )
+        ]

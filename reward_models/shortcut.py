@@ -13,7 +13,8 @@ policy to ignore the audio. The audit runs two checks per prompt and decides ret
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from reward_models.base import message_text
 from reward_models.textnorm import normalize_text

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
 from reward_models.textnorm import normalize_text

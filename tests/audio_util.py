@@ -1,4 +1,5 @@
 """Small real audio for tests (a tone, not a mock): numpy + soundfile."""
+
 from __future__ import annotations
 
 import numpy as np

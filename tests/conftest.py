@@ -4,6 +4,7 @@ Store tests run each test inside an outer transaction that is rolled back at the
 commit into SAVEPOINTs (``join_transaction_mode="create_savepoint"``) so they behave exactly as in
 production. Tests that need real commits (threads, Ray, restarts) use ``committed_em`` instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -118,8 +119,9 @@ def _rolled_back_em(url: str, blob_root: Path) -> Iterator[Earmark]:
     outer = conn.begin()
     sessions = sessionmaker(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
     settings = Settings(home=blob_root.parent, database_url=url, blob_url=blob_root.as_uri())
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=sessions,
-                         blobs=LocalBlobStore(blob_root), principal=SYSTEM)
+    ctx = ServiceContext(
+        settings=settings, engine=engine, sessions=sessions, blobs=LocalBlobStore(blob_root), principal=SYSTEM
+    )
     try:
         yield Earmark(ctx)
     finally:

@@ -1,6 +1,7 @@
 """Planted worlds for the drift tests, built through the real services (catalog, rollouts, scores,
 campaigns, tasks): policy versions whose score distributions, lengths, human ratings and A/B
 outcomes are known in advance."""
+
 from __future__ import annotations
 
 import uuid
@@ -8,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from annotation_fixtures import make_user
+from sqlalchemy import select
+
 from earmark.domain.annotation import RATING_DIMENSIONS
 from earmark.domain.enums import Role
 from earmark.domain.records import RewardModelCreate, RolloutCreate, ScoreCreate
@@ -15,7 +18,6 @@ from earmark.security import Principal
 from earmark.services.campaigns import CampaignCreate
 from earmark.services.drift import DriftService
 from earmark.store.models import Comparison, Task
-from sqlalchemy import select
 
 ADMIN = Principal(None, "bootstrap", Role.admin)
 
@@ -27,16 +29,30 @@ def drift(em, role: Role = Role.engineer) -> DriftService:
     return DriftService(em.ctx.as_principal(Principal(None, f"a-{role.value}", role)))
 
 
-def seed_policy(em, name: str = "speech", versions: Sequence[int] = (0, 1), n_prompts: int = 20, k: int = 10,
-                regime: str = "realtime", seed: int = 0,
-                length: Callable[[int, np.random.Generator], int] | None = None) -> dict:
+def seed_policy(
+    em,
+    name: str = "speech",
+    versions: Sequence[int] = (0, 1),
+    n_prompts: int = 20,
+    k: int = 10,
+    regime: str = "realtime",
+    seed: int = 0,
+    length: Callable[[int, np.random.Generator], int] | None = None,
+) -> dict:
     """``n_prompts`` prompts, each with ``k`` rollouts per version; rollout round = version.
     Returns {"policies": {v: Policy}, "rollouts": {v: [ids]}, "words": {rollout id: n words},
     "duration": {rollout id: seconds}}."""
     rng = np.random.default_rng(seed)
-    rep = em.catalog.import_prompts([{"external_id": f"{name}-q{i}", "regime": regime,
-                                      "messages": [{"role": "user", "content": f"question {i}?"}]}
-                                     for i in range(n_prompts)])
+    rep = em.catalog.import_prompts(
+        [
+            {
+                "external_id": f"{name}-q{i}",
+                "regime": regime,
+                "messages": [{"role": "user", "content": f"question {i}?"}],
+            }
+            for i in range(n_prompts)
+        ]
+    )
     out: dict = {"policies": {}, "rollouts": {}, "words": {}, "duration": {}}
     for v in versions:
         pol = em.catalog.register_policy(name, f"file:///{name}/v{v}", version=v)
@@ -46,9 +62,18 @@ def seed_policy(em, name: str = "speech", versions: Sequence[int] = (0, 1), n_pr
             for s in range(k):
                 w = length(v, rng) if length else int(rng.integers(5, 60))
                 words.append(w)
-                rows.append(RolloutCreate(prompt_id=pid, policy_id=pol.id, round=v, sample_index=s, messages=[],
-                                          # distinct texts: campaigns skip pairs of identical responses
-                                          text=" ".join(["word"] * w) + f" (v{v} s{s})", duration_s=0.35 * w + float(rng.uniform(0, 0.5))))
+                rows.append(
+                    RolloutCreate(
+                        prompt_id=pid,
+                        policy_id=pol.id,
+                        round=v,
+                        sample_index=s,
+                        messages=[],
+                        # distinct texts: campaigns skip pairs of identical responses
+                        text=" ".join(["word"] * w) + f" (v{v} s{s})",
+                        duration_s=0.35 * w + float(rng.uniform(0, 0.5)),
+                    )
+                )
         keys = em.rollouts.ingest(rows)
         ids = [keys[(r.prompt_id, r.policy_id, r.sample_index, r.round)] for r in rows]
         out["rollouts"][v] = ids
@@ -58,10 +83,15 @@ def seed_policy(em, name: str = "speech", versions: Sequence[int] = (0, 1), n_pr
 
 
 def add_scores(em, name: str, kind: str, dimension: str, scores: dict[int, float], version: str = "1") -> int:
-    rm = em.scores.register_reward_model(RewardModelCreate(name=name, version=version, kind=kind,
-                                                           dimensions=[dimension]))
-    em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension=dimension, score=float(x))
-                      for rid, x in scores.items()])
+    rm = em.scores.register_reward_model(
+        RewardModelCreate(name=name, version=version, kind=kind, dimensions=[dimension])
+    )
+    em.scores.ingest(
+        [
+            ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension=dimension, score=float(x))
+            for rid, x in scores.items()
+        ]
+    )
     return rm.id
 
 
@@ -73,8 +103,11 @@ def rate(em, rater: Principal, campaign_id: int, answer: Callable[[list[int]], d
     n = 0
     while (limit is None or n < limit) and (leases := me.tasks.claim(campaign_id, want=1)):
         lease = leases[0]
-        ids = em.ctx.tx(lambda s, task=lease.task_id: s.scalar(
-            select(Comparison.rollout_ids).join(Task, Task.comparison_id == Comparison.id).where(Task.id == task)))
+        ids = em.ctx.tx(
+            lambda s, task=lease.task_id: s.scalar(
+                select(Comparison.rollout_ids).join(Task, Task.comparison_id == Comparison.id).where(Task.id == task)
+            )
+        )
         sub = dict(answer(list(ids)))
         if sub.get("choice") in ("A", "B") and len(lease.order) == 2:
             canon = 0 if sub["choice"] == "A" else 1
@@ -88,11 +121,28 @@ def rate(em, rater: Principal, campaign_id: int, answer: Callable[[list[int]], d
     return n
 
 
-def campaign(em, name: str, policy_ids: list[int], *, protocol: str = "pairwise", overlap: int = 1,
-             max_items: int = 200, rounds: list[int] | None = None, gold_ratio: float = 0.0):
-    return em.as_principal(ADMIN).campaigns.create(CampaignCreate(
-        name=name, protocol=protocol, overlap=overlap, gold_ratio=gold_ratio, policy_ids=policy_ids,
-        max_items=max_items, rounds=rounds))
+def campaign(
+    em,
+    name: str,
+    policy_ids: list[int],
+    *,
+    protocol: str = "pairwise",
+    overlap: int = 1,
+    max_items: int = 200,
+    rounds: list[int] | None = None,
+    gold_ratio: float = 0.0,
+):
+    return em.as_principal(ADMIN).campaigns.create(
+        CampaignCreate(
+            name=name,
+            protocol=protocol,
+            overlap=overlap,
+            gold_ratio=gold_ratio,
+            policy_ids=policy_ids,
+            max_items=max_items,
+            rounds=rounds,
+        )
+    )
 
 
 def raters(em, n: int, prefix: str = "r") -> list[Principal]:
@@ -107,19 +157,46 @@ def build_world(em, *, shift: float, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     words = world["words"]
     mu = {0: 0.0, 1: shift / 2, 2: shift}
-    add_scores(em, "bt", "learned", "preference",
-               {rid: float(rng.normal(mu[v], 1.0)) for v in mu for rid in world["rollouts"][v]})
-    add_scores(em, "answer_match", "verifiable", "exact_match",
-               {rid: float(rng.random() < 0.6) for v in mu for rid in world["rollouts"][v]})
-    add_scores(em, "judge", "generative", "helpfulness",
-               {rid: float(np.clip(rng.normal(0.6, 0.15), 0, 1)) for v in mu for rid in world["rollouts"][v]})
+    add_scores(
+        em,
+        "bt",
+        "learned",
+        "preference",
+        {rid: float(rng.normal(mu[v], 1.0)) for v in mu for rid in world["rollouts"][v]},
+    )
+    add_scores(
+        em,
+        "answer_match",
+        "verifiable",
+        "exact_match",
+        {rid: float(rng.random() < 0.6) for v in mu for rid in world["rollouts"][v]},
+    )
+    add_scores(
+        em,
+        "judge",
+        "generative",
+        "helpfulness",
+        {rid: float(np.clip(rng.normal(0.6, 0.15), 0, 1)) for v in mu for rid in world["rollouts"][v]},
+    )
     ab = campaign(em, "ab", [world["policies"][0].id, world["policies"][2].id], max_items=40)
     people = raters(em, 2)
     for r in people:
-        rate(em, r, ab.id, lambda ids: {"choice": "A" if words[ids[0]] >= words[ids[1]] else "B", "strength": 2,
-                                        "ratings": {"prosody": 4, "persona_consistency": 4, "correctness": 4}})
+        rate(
+            em,
+            r,
+            ab.id,
+            lambda ids: {
+                "choice": "A" if words[ids[0]] >= words[ids[1]] else "B",
+                "strength": 2,
+                "ratings": {"prosody": 4, "persona_consistency": 4, "correctness": 4},
+            },
+        )
     for v in mu:
         camp = campaign(em, f"mos-r{v}", [world["policies"][v].id], protocol="mos", rounds=[v], max_items=8)
-        rate(em, people[0], camp.id, lambda ids: {"mos": [4], "ratings": {"prosody": 4, "persona_consistency": 4,
-                                                                          "correctness": 4}})
+        rate(
+            em,
+            people[0],
+            camp.id,
+            lambda ids: {"mos": [4], "ratings": {"prosody": 4, "persona_consistency": 4, "correctness": 4}},
+        )
     return world

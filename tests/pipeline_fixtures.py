@@ -1,20 +1,49 @@
 """Data for pipeline tests: the offline policy registered with a few persona prompts."""
+
 from __future__ import annotations
 
 
 def seed_offline(em, checkpoint, n_prompts=4, multi=True):
-    em.catalog.import_personas([{"name": "librarian", "display_name": "Mara",
-                                 "description": "a calm librarian who loves quiet reading rooms",
-                                 "style": "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences.",
-                                 "prosody": {"f0_mean_hz": 85, "rate_wps": 2.3}}])
-    questions = ["How can I fall asleep faster?", "What should I read next?", "How do I keep a plant alive?",
-                 "Any tips for a rainy day?", "How do I start journaling?", "What is a good way to relax?"]
-    prompts = [{"external_id": f"q{i}", "regime": "realtime", "persona": "librarian",
-                "messages": [{"role": "user", "content": questions[i]}]} for i in range(n_prompts)]
+    em.catalog.import_personas(
+        [
+            {
+                "name": "librarian",
+                "display_name": "Mara",
+                "description": "a calm librarian who loves quiet reading rooms",
+                "style": "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences.",
+                "prosody": {"f0_mean_hz": 85, "rate_wps": 2.3},
+            }
+        ]
+    )
+    questions = [
+        "How can I fall asleep faster?",
+        "What should I read next?",
+        "How do I keep a plant alive?",
+        "Any tips for a rainy day?",
+        "How do I start journaling?",
+        "What is a good way to relax?",
+    ]
+    prompts = [
+        {
+            "external_id": f"q{i}",
+            "regime": "realtime",
+            "persona": "librarian",
+            "messages": [{"role": "user", "content": questions[i]}],
+        }
+        for i in range(n_prompts)
+    ]
     if multi:
-        prompts.append({"external_id": "multi", "regime": "realtime", "persona": "librarian", "messages": [
-            {"role": "user", "content": "How can I fall asleep faster?"},
-            {"role": "user", "content": "What if I still can't sleep?"}]})
+        prompts.append(
+            {
+                "external_id": "multi",
+                "regime": "realtime",
+                "persona": "librarian",
+                "messages": [
+                    {"role": "user", "content": "How can I fall asleep faster?"},
+                    {"role": "user", "content": "What if I still can't sleep?"},
+                ],
+            }
+        )
     em.catalog.import_prompts(prompts)
     return em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
 
@@ -35,8 +64,11 @@ def kill_actor_mid_job(job, actor_class: str, progressed, poll_s: float = 0.02):
     killed = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and thread.is_alive():
-        pids = [p.pid for p in psutil.process_iter(["cmdline"])
-                if any(actor_class in part for part in (p.info["cmdline"] or []))]
+        pids = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if any(actor_class in part for part in (p.info["cmdline"] or []))
+        ]
         if pids and progressed():
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)

@@ -1,12 +1,13 @@
 """Accounts, campaigns and leases on real PostgreSQL."""
+
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import select, text
 
-from annotation_fixtures import make_user, seed_rollouts
 from earmark.domain.enums import Role
 from earmark.errors import AuthenticationFailed, Conflict, InvalidInput, LeaseExpired, PermissionDenied
 from earmark.security import Principal
@@ -18,13 +19,21 @@ ADMIN = Principal(None, "admin", Role.admin)
 
 def _campaign(em, **kw):
     seed_rollouts(em)
-    spec = CampaignCreate(name=kw.pop("name", "c1"), overlap=kw.pop("overlap", 2), gold_ratio=kw.pop("gold_ratio", 0.0), **kw)
+    spec = CampaignCreate(
+        name=kw.pop("name", "c1"), overlap=kw.pop("overlap", 2), gold_ratio=kw.pop("gold_ratio", 0.0), **kw
+    )
     return em.as_principal(ADMIN).campaigns.create(spec)
 
 
 def _answer(choice="A", **kw):
-    return {"choice": choice, "strength": 2, "ratings": {"prosody": 4, "persona_consistency": 3, "correctness": 5},
-            "rationale": "clearer", "listen_ms": {"A": 1200, "B": 900}, **kw}
+    return {
+        "choice": choice,
+        "strength": 2,
+        "ratings": {"prosody": 4, "persona_consistency": 3, "correctness": 5},
+        "rationale": "clearer",
+        "listen_ms": {"A": 1200, "B": 900},
+        **kw,
+    }
 
 
 def test_password_hashed_with_argon2id_and_login_throttled(em) -> None:
@@ -95,14 +104,18 @@ def test_expired_lease_returns_to_pool_and_late_submit_rules(em) -> None:
     bob = em.as_principal(make_user(em, "bob"))
     le = rita.tasks.claim(camp.id, want=1)[0]
     with em.session() as s, s.begin():
-        s.execute(text("UPDATE tasks SET lease_expires_at = now() - interval '1 minute' WHERE id = :i"), {"i": le.task_id})
+        s.execute(
+            text("UPDATE tasks SET lease_expires_at = now() - interval '1 minute' WHERE id = :i"), {"i": le.task_id}
+        )
     # nobody took it yet: the late judgment is kept and marked late
     res = rita.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), _answer())
     assert res.late and not res.duplicate
 
     le2 = rita.tasks.claim(camp.id, want=1)[0]
     with em.session() as s, s.begin():
-        s.execute(text("UPDATE tasks SET lease_expires_at = now() - interval '1 minute' WHERE id = :i"), {"i": le2.task_id})
+        s.execute(
+            text("UPDATE tasks SET lease_expires_at = now() - interval '1 minute' WHERE id = :i"), {"i": le2.task_id}
+        )
     taken = bob.tasks.claim(camp.id, want=2)
     assert le2.task_id in [t.task_id for t in taken]  # back in the pool, handed to bob
     with pytest.raises(LeaseExpired, match="another rater took it"):
@@ -120,13 +133,16 @@ def test_heartbeat_extends_and_release_returns(em) -> None:
     assert rita.campaigns.progress(camp.id).leased == 0
 
 
-@pytest.mark.parametrize("bad", [
-    {"choice": "A", "strength": 2, "ratings": {"prosody": 7, "persona_consistency": 3, "correctness": 5}},
-    {"choice": "A", "strength": 2, "ratings": {"prosody": 4, "persona_consistency": 3}},
-    {"choice": "maybe", "strength": 2, "ratings": {}},
-    {"choice": "A", "ratings": {"prosody": 4, "persona_consistency": 3, "correctness": 5}},
-    {**_answer(), "rationale": "x" * 5000},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"choice": "A", "strength": 2, "ratings": {"prosody": 7, "persona_consistency": 3, "correctness": 5}},
+        {"choice": "A", "strength": 2, "ratings": {"prosody": 4, "persona_consistency": 3}},
+        {"choice": "maybe", "strength": 2, "ratings": {}},
+        {"choice": "A", "ratings": {"prosody": 4, "persona_consistency": 3, "correctness": 5}},
+        {**_answer(), "rationale": "x" * 5000},
+    ],
+)
 def test_bad_answers_refused_and_nothing_stored(em, bad) -> None:
     camp = _campaign(em, overlap=1)
     rita = em.as_principal(make_user(em, "rita"))

@@ -1,4 +1,5 @@
 """The bad-input corpus fed to every entry point: a clear error each time, the store unchanged."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
+from conftest import truncate_all
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from annotation_fixtures import make_user, seed_rollouts
-from conftest import truncate_all
 from earmark.cli.main import app
 from earmark.domain.enums import Role
 from earmark.domain.records import ScoreCreate
@@ -41,9 +42,14 @@ BAD_PROMPT_FILES = {
 }
 BAD_PERSONA_FILES = {"persona_bad_prosody.jsonl": "f0_mean_hz", "persona_html_name.jsonl": "name"}
 BAD_RATINGS = {
-    "nan_rating.json": "prosody", "out_of_range_rating.json": "out of range", "negative_strength.json": "strength",
-    "unknown_choice.json": "choice", "unknown_dimension.json": "vibes", "huge_rationale.json": "rationale",
-    "extra_field.json": "policy", "negative_listen.json": "listen_ms",
+    "nan_rating.json": "prosody",
+    "out_of_range_rating.json": "out of range",
+    "negative_strength.json": "strength",
+    "unknown_choice.json": "choice",
+    "unknown_dimension.json": "vibes",
+    "huge_rationale.json": "rationale",
+    "extra_field.json": "policy",
+    "negative_listen.json": "listen_ms",
 }
 BAD_SCORES = {"nan_score.json": "finite", "inf_score.json": "finite", "bad_dimension.json": "dimension"}
 
@@ -67,8 +73,16 @@ def test_bad_audio_upload(em, name, needle) -> None:
 def test_bad_audio_in_prompt_import(em, tmp_path, name, needle) -> None:
     (tmp_path / name).write_bytes((CORPUS / name).read_bytes())
     f = tmp_path / "p.jsonl"
-    f.write_text(json.dumps({"external_id": "a", "regime": "asr",
-                             "messages": [{"role": "user", "content": [{"type": "audio", "path": name}]}]}) + "\n")
+    f.write_text(
+        json.dumps(
+            {
+                "external_id": "a",
+                "regime": "asr",
+                "messages": [{"role": "user", "content": [{"type": "audio", "path": name}]}],
+            }
+        )
+        + "\n"
+    )
     before = fingerprint(em)
     with pytest.raises(InvalidInput, match=needle):
         em.catalog.import_prompts(f)
@@ -101,7 +115,9 @@ def test_html_in_prompt_text_is_kept_as_data(em) -> None:
 @pytest.mark.parametrize(("name", "needle"), sorted(BAD_RATINGS.items()))
 def test_bad_rating_forms(em, name, needle) -> None:
     seed_rollouts(em)
-    camp = em.as_principal(Principal(None, "a", Role.admin)).campaigns.create(CampaignCreate(name="c", overlap=1, gold_ratio=0))
+    camp = em.as_principal(Principal(None, "a", Role.admin)).campaigns.create(
+        CampaignCreate(name="c", overlap=1, gold_ratio=0)
+    )
     rita = em.as_principal(make_user(em, "rita"))
     le = rita.tasks.claim(camp.id, want=1)[0]
     before = fingerprint(em)
@@ -132,14 +148,17 @@ def test_bad_prompt_files_via_cli(cli_env, name, needle) -> None:
     assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["rollout", "--policy", "x", "--samples", "1000"],
-    ["rollout", "--policy", "x", "--actors", "0"],
-    ["rollout", "--policy", "1'; DROP TABLE policies;--"],
-    ["dataset", "export", "d", "--format", "csv", "--out", "x.csv"],
-    ["users", "add", "bob", "--role", "superuser", "--password", "longenough1"],
-    ["db", "downgrade", "--revision", "nonexistent"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollout", "--policy", "x", "--samples", "1000"],
+        ["rollout", "--policy", "x", "--actors", "0"],
+        ["rollout", "--policy", "1'; DROP TABLE policies;--"],
+        ["dataset", "export", "d", "--format", "csv", "--out", "x.csv"],
+        ["users", "add", "bob", "--role", "superuser", "--password", "longenough1"],
+        ["db", "downgrade", "--revision", "nonexistent"],
+    ],
+)
 def test_bad_cli_arguments(cli_env, args) -> None:
     import earmark
     from earmark.config import Settings
@@ -153,12 +172,15 @@ def test_bad_cli_arguments(cli_env, args) -> None:
     em.close()
 
 
-@pytest.mark.parametrize(("var", "value", "needle"), [
-    ("EARMARK_BLOB_URL", "ftp://x/y", "EARMARK_BLOB_URL"),
-    ("EARMARK_DATABASE_URL", "sqlite:///x.db", "SQLite"),
-    ("EARMARK_LEASE_SECONDS", "-5", "EARMARK_LEASE_SECONDS"),
-    ("EARMARK_LEASE_SECONDS", "abc", "EARMARK_LEASE_SECONDS"),
-])
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("EARMARK_BLOB_URL", "ftp://x/y", "EARMARK_BLOB_URL"),
+        ("EARMARK_DATABASE_URL", "sqlite:///x.db", "SQLite"),
+        ("EARMARK_LEASE_SECONDS", "-5", "EARMARK_LEASE_SECONDS"),
+        ("EARMARK_LEASE_SECONDS", "abc", "EARMARK_LEASE_SECONDS"),
+    ],
+)
 def test_bad_config(monkeypatch, var, value, needle) -> None:
     monkeypatch.setenv(var, value)
     result = runner.invoke(app, ["db", "current"])

@@ -1,4 +1,5 @@
 """Blob store on a local directory and on a real S3 server (SeaweedFS)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,8 +7,8 @@ import io
 import urllib.request
 
 import pytest
-
 from audio_util import tone_wav
+
 from earmark.blobs import LocalBlobStore, blob_key
 from earmark.errors import BlobCorrupt, BlobMissing, InvalidInput
 

@@ -1,12 +1,13 @@
 """Prompt and persona import: audio by path/base64 becomes blobs; bad input writes nothing."""
+
 from __future__ import annotations
 
 import base64
 import json
 
 import pytest
-
 from audio_util import tone_wav
+
 from earmark.errors import InvalidInput, NotFound
 from earmark.store.models import Blob
 
@@ -19,14 +20,32 @@ def _write_jsonl(path, rows):
 def test_import_prompts_with_audio(em, tmp_path) -> None:
     (tmp_path / "q.wav").write_bytes(tone_wav(0.75, 16000))
     em.catalog.import_personas([{"name": "coach", "prosody": {"rate_wps": 3.0}}])
-    f = _write_jsonl(tmp_path / "prompts.jsonl", [
-        {"external_id": "a1", "regime": "asr", "reference": {"text": "hello"},
-         "messages": [{"role": "user", "content": [{"type": "audio", "path": "q.wav"}]}]},
-        {"external_id": "a2", "regime": "realtime", "persona": "coach",
-         "messages": [{"role": "system", "content": "be upbeat"},
-                      {"role": "user", "content": [{"type": "text", "text": "hi"},
-                                                   {"type": "audio", "base64": base64.b64encode(tone_wav(0.5, 22050)).decode()}]}]},
-    ])
+    f = _write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [
+            {
+                "external_id": "a1",
+                "regime": "asr",
+                "reference": {"text": "hello"},
+                "messages": [{"role": "user", "content": [{"type": "audio", "path": "q.wav"}]}],
+            },
+            {
+                "external_id": "a2",
+                "regime": "realtime",
+                "persona": "coach",
+                "messages": [
+                    {"role": "system", "content": "be upbeat"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "hi"},
+                            {"type": "audio", "base64": base64.b64encode(tone_wav(0.5, 22050)).decode()},
+                        ],
+                    },
+                ],
+            },
+        ],
+    )
     rep = em.catalog.import_prompts(f)
     assert rep.added == 2
     prompts = {p.external_id: p for p in em.catalog.prompts()}
@@ -39,17 +58,27 @@ def test_import_prompts_with_audio(em, tmp_path) -> None:
     assert em.catalog.import_prompts(f).added == 0  # re-import is a no-op
 
 
-@pytest.mark.parametrize(("payload", "needle"), [
-    (b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\x00" * 40, "could not be decoded"),
-    (b"this is not audio at all, just text bytes................", "could not be decoded"),
-    (b"RIF", "too short"),
-])
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\x00" * 40, "could not be decoded"),
+        (b"this is not audio at all, just text bytes................", "could not be decoded"),
+        (b"RIF", "too short"),
+    ],
+)
 def test_bad_audio_refused_and_nothing_written(em, tmp_path, payload, needle) -> None:
     (tmp_path / "bad.wav").write_bytes(payload)
-    f = _write_jsonl(tmp_path / "p.jsonl", [
-        {"external_id": "ok", "regime": "asr", "messages": [{"role": "user", "content": "fine"}]},
-        {"external_id": "b", "regime": "asr", "messages": [{"role": "user", "content": [{"type": "audio", "path": "bad.wav"}]}]},
-    ])
+    f = _write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"external_id": "ok", "regime": "asr", "messages": [{"role": "user", "content": "fine"}]},
+            {
+                "external_id": "b",
+                "regime": "asr",
+                "messages": [{"role": "user", "content": [{"type": "audio", "path": "bad.wav"}]}],
+            },
+        ],
+    )
     with pytest.raises(InvalidInput, match=needle):
         em.catalog.import_prompts(f)
     assert em.catalog.prompts() == []
@@ -58,16 +87,25 @@ def test_bad_audio_refused_and_nothing_written(em, tmp_path, payload, needle) ->
 def test_truncated_wav_refused(em, tmp_path) -> None:
     data = tone_wav(1.0)
     (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
-    f = _write_jsonl(tmp_path / "p.jsonl", [
-        {"external_id": "b", "regime": "asr", "messages": [{"role": "user", "content": [{"type": "audio", "path": "cut.wav"}]}]}])
+    f = _write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {
+                "external_id": "b",
+                "regime": "asr",
+                "messages": [{"role": "user", "content": [{"type": "audio", "path": "cut.wav"}]}],
+            }
+        ],
+    )
     with pytest.raises(InvalidInput, match="truncated|decoded"):
         em.catalog.import_prompts(f)
 
 
 def test_unknown_persona_and_bad_utf8(em, tmp_path) -> None:
     with pytest.raises(InvalidInput, match="unknown persona"):
-        em.catalog.import_prompts([{"external_id": "x", "regime": "asr", "persona": "ghost",
-                                    "messages": [{"role": "user", "content": "hi"}]}])
+        em.catalog.import_prompts(
+            [{"external_id": "x", "regime": "asr", "persona": "ghost", "messages": [{"role": "user", "content": "hi"}]}]
+        )
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"name": "ok"}\n{"name": "\xff\xfe"}\n')
     with pytest.raises(InvalidInput, match=r"bad.jsonl:2: not valid UTF-8"):

@@ -1,13 +1,14 @@
 """The `earmark` CLI: --help everywhere, store commands, clear errors with exit code 2."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import typer.main
+from conftest import truncate_all
 from typer.testing import CliRunner
 
-from conftest import truncate_all
 from earmark.cli.main import app
 
 runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})

@@ -12,6 +12,7 @@ node when it is disabled. Each node gets its own temp dir and explicit ports. Th
 by signalling their own `ray start --block` process (and killing what is left of its process tree):
 never `ray stop`, which kills every Ray process on the machine, other test runs' included.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,14 +49,16 @@ def _free_port() -> int:
 
 def _node_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "RAY_AUTH_MODE": "disabled",
-        # Needed for `ray start --address` at all; the loopback node IPs keep it off the external NIC.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # SIGTERM tears the node down at once
-        "OMP_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "RAY_AUTH_MODE": "disabled",
+            # Needed for `ray start --address` at all; the loopback node IPs keep it off the external NIC.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # SIGTERM tears the node down at once
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     for key in [k for k in env if k.startswith("EARMARK_")]:
         del env[key]  # nodes must not inherit the test session's local-Ray settings
     return env
@@ -72,11 +75,21 @@ class RayNode:
 
 def _start_node(name: str, args: list[str], base: Path) -> RayNode:
     temp_dir, log = base / name, base / f"{name}.log"
-    cmd = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus=1", "--disable-usage-stats",
-           f"--temp-dir={temp_dir}", f"--node-manager-port={_free_port()}",
-           f"--object-manager-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-           f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-           f"--metrics-export-port={_free_port()}", "--block"]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        *args,
+        "--num-cpus=1",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        f"--node-manager-port={_free_port()}",
+        f"--object-manager-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        "--block",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=_node_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     node = RayNode(name, proc, temp_dir, log)
@@ -146,8 +159,19 @@ def ray_cluster(seaweed) -> Iterator[Cluster]:
     port = _free_port()
     nodes: list[RayNode] = []
     try:
-        nodes.append(_start_node("head", ["--head", f"--port={port}", f"--node-ip-address={HEAD_IP}",
-                                          "--include-dashboard=false", f"--dashboard-port={_free_port()}"], base))
+        nodes.append(
+            _start_node(
+                "head",
+                [
+                    "--head",
+                    f"--port={port}",
+                    f"--node-ip-address={HEAD_IP}",
+                    "--include-dashboard=false",
+                    f"--dashboard-port={_free_port()}",
+                ],
+                base,
+            )
+        )
         nodes.append(_start_node("worker", [f"--address={HEAD_IP}:{port}", f"--node-ip-address={WORKER_IP}"], base))
         yield Cluster(f"{HEAD_IP}:{port}", nodes)
     finally:
@@ -175,18 +199,20 @@ def cluster_db() -> Iterator[str]:
 
 
 def _cli(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([str(VENV_BIN / "earmark"), *args], env=env, check=False, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(VENV_BIN / "earmark"), *args], env=env, check=False, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, f"earmark {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 
 
 def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db, seaweed, checkpoint, tmp_path) -> None:
     import boto3
-    import earmark
     import ray
+
+    import earmark
     from earmark.blobs import blob_key
     from earmark.config import Settings
-
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
 
@@ -209,17 +235,27 @@ def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db,
         em = earmark.connect(settings, upgrade=False, pool_size=4)
         try:
             seed_offline(em, checkpoint, n_prompts=N_PROMPTS, multi=False)
-            res = run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=SAMPLES, actors=2,
-                                                       cpus_per_actor=1, batch_size=1, max_new_tokens=32),
-                                  progress=False)
+            res = run_rollout_job(
+                em,
+                RolloutJobConfig(
+                    policy="offline-speech",
+                    samples=SAMPLES,
+                    actors=2,
+                    cpus_per_actor=1,
+                    batch_size=1,
+                    max_new_tokens=32,
+                ),
+                progress=False,
+            )
             # joined the cluster, not a local Ray; both raylets hosted a policy actor
             alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
             ips = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
             assert len(alive) == 2 and ips == {HEAD_IP, WORKER_IP}
             assert res.actors == 2 and len(res.nodes) == 2 and set(res.nodes) == alive
 
-            scored = run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=2,
-                                                          batch_size=2), progress=False)
+            scored = run_scoring_job(
+                em, ScoringJobConfig(scorers=[ScorerSpec(name="prosody")], actors=2, batch_size=2), progress=False
+            )
 
             # same shape as the embedded run: prompts x samples rows, each with audio and scores
             n = N_PROMPTS * SAMPLES
@@ -230,15 +266,23 @@ def test_round_on_two_node_cluster_with_postgres_and_s3(ray_cluster, cluster_db,
             assert len({(r.prompt_id, r.sample_index) for r in rows}) == n
             assert all(r.text.strip() and r.token_ids and r.audio_sha256 and r.duration_s > 0 for r in rows)
             with em.session() as s:
-                per_rollout = dict(s.execute(text(
-                    "SELECT r.id, count(rs.*) FROM rollouts r LEFT JOIN reward_scores rs ON rs.rollout_id = r.id "
-                    "GROUP BY r.id")).all())
+                per_rollout = dict(
+                    s.execute(
+                        text(
+                            "SELECT r.id, count(rs.*) FROM rollouts r LEFT JOIN reward_scores rs ON rs.rollout_id = r.id "
+                            "GROUP BY r.id"
+                        )
+                    ).all()
+                )
             assert len(per_rollout) == n and all(c >= 1 for c in per_rollout.values())
 
             # audio landed in S3 (content-addressed keys), not on a node's disk
             s3 = boto3.client("s3", endpoint_url=seaweed.endpoint, region_name="us-east-1")
-            keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="blobs/")
-                    for o in page.get("Contents", [])}
+            keys = {
+                o["Key"]
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="blobs/")
+                for o in page.get("Contents", [])
+            }
             assert {f"blobs/{blob_key(r.audio_sha256)}" for r in rows} <= keys
             assert not (settings.home_dir / "blobs").exists() or not any((settings.home_dir / "blobs").iterdir())
         finally:

@@ -1,4 +1,5 @@
 """Preference labels, snapshots (reproducible hash, lineage) and exports that trainers load."""
+
 from __future__ import annotations
 
 import io
@@ -6,9 +7,9 @@ import json
 import uuid
 
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import text
 
-from annotation_fixtures import make_user, seed_rollouts
 from earmark import exports
 from earmark.domain.enums import Role
 from earmark.domain.records import RewardModelCreate, ScoreCreate
@@ -36,9 +37,16 @@ def _judge_all(em, camp_id, raters, pick):
             else:  # translate the canonical answer to what this rater saw
                 shown_first_is_a = le.order[0] == 0
                 choice = "A" if (canon == "A") == shown_first_is_a else "B"
-            r.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(),
-                           {"choice": choice, "strength": 3, "ratings": {"prosody": 3, "persona_consistency": 3,
-                                                                         "correctness": 3}})
+            r.tasks.submit(
+                le.task_id,
+                le.lease_token,
+                uuid.uuid4(),
+                {
+                    "choice": choice,
+                    "strength": 3,
+                    "ratings": {"prosody": 3, "persona_consistency": 3, "correctness": 3},
+                },
+            )
 
 
 @pytest.fixture
@@ -73,8 +81,13 @@ def test_weighted_majority_adjudication_and_drops(em, world) -> None:
     cid = labels[0].comparison_id
     with em.session() as s, s.begin():
         reviewer = make_user(em, "rev1", Role.reviewer)
-        s.execute(text("INSERT INTO adjudications (comparison_id, reviewer_id, choice, preference, note) "
-                       "VALUES (:c, :r, 'B', -1, 'A mispronounces')"), {"c": cid, "r": reviewer.user_id})
+        s.execute(
+            text(
+                "INSERT INTO adjudications (comparison_id, reviewer_id, choice, preference, note) "
+                "VALUES (:c, :r, 'B', -1, 'A mispronounces')"
+            ),
+            {"c": cid, "r": reviewer.user_id},
+        )
     labels4, counts4 = em.labels.build([camp.id], LabelConfig())
     adj = next(x for x in labels4 if x.comparison_id == cid)
     assert adj.source == "adjudicated" and adj.chosen_rollout_id == comps[cid].rollout_ids[1]
@@ -83,8 +96,10 @@ def test_weighted_majority_adjudication_and_drops(em, world) -> None:
 
 def _ai_setup(em, data):
     rm = em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1", kind="acoustic"))
-    rows = [ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match",
-                        score=0.2 + 0.3 * key[2]) for key, rid in data["rollouts"].items()]
+    rows = [
+        ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match", score=0.2 + 0.3 * key[2])
+        for key, rid in data["rollouts"].items()
+    ]
     em.scores.ingest(rows)
     return rm
 
@@ -106,7 +121,9 @@ def test_snapshot_hash_reproducible_lineage_and_ai_marked(em, world) -> None:
     ai_rows = [r for r in table if r["label_source"] == "ai"]
     assert all(r["judgment_ids"] == [] and r["comparison_id"] is None for r in ai_rows)
     # human pairs are not relabelled by AI
-    human_pairs = {frozenset((r["chosen_rollout_id"], r["rejected_rollout_id"])) for r in table if r["label_source"] == "human"}
+    human_pairs = {
+        frozenset((r["chosen_rollout_id"], r["rejected_rollout_id"])) for r in table if r["label_source"] == "human"
+    }
     assert not any(frozenset((r["chosen_rollout_id"], r["rejected_rollout_id"])) in human_pairs for r in ai_rows)
     # AI-only filter
     only_human = em.datasets.build("prefs-h", filters.model_copy(update={"label_sources": ["human"]}))

@@ -1,10 +1,12 @@
 """Drift and hacking alerts on planted data: a known shift alerts, no shift does not, a planted
 length-reward correlation is caught, alerts are stored, and only dashboard roles may look."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from drift_fixtures import add_scores, drift, seed_policy
+
 from earmark.domain.enums import Role
 from earmark.errors import InvalidInput, NotFound, PermissionDenied
 
@@ -39,13 +41,20 @@ def test_no_shift_raises_nothing(em) -> None:
     _plant(em, shift=0.0)
     s = drift(em).compare(0, 1, policy="speech")
     assert s.fired == []
-    assert all(d.psi_band == "stable" for d in s.dimensions), [(d.label, d.psi, d.binned.psi_counts) for d in s.dimensions]
+    assert all(d.psi_band == "stable" for d in s.dimensions), [
+        (d.label, d.psi, d.binned.psi_counts) for d in s.dimensions
+    ]
 
 
 def test_small_samples_never_alert(em, monkeypatch: pytest.MonkeyPatch) -> None:
     world = seed_policy(em, n_prompts=2, k=5)
-    add_scores(em, "bt", "learned", "preference", {r: 0.0 for r in world["rollouts"][0]}
-               | {r: 5.0 for r in world["rollouts"][1]})
+    add_scores(
+        em,
+        "bt",
+        "learned",
+        "preference",
+        {r: 0.0 for r in world["rollouts"][0]} | {r: 5.0 for r in world["rollouts"][1]},
+    )
     s = drift(em).compare(0, 1)
     assert s.dimensions[0].psi > 1  # an enormous shift, but 10 scores a side
     assert s.fired == []
@@ -60,12 +69,19 @@ def test_planted_length_reward_correlation_fires_hacking_signal(em) -> None:
     scores |= {rid: 0.01 * words[rid] + float(rng.normal(0, 0.05)) for rid in world["rollouts"][1]}
     add_scores(em, "judge", "generative", "helpfulness", scores)
     # a control reward, equally distributed and unrelated to length, must not fire
-    add_scores(em, "prosody", "acoustic", "prosody_match",
-               {rid: float(rng.uniform()) for v in (0, 1) for rid in world["rollouts"][v]})
+    add_scores(
+        em,
+        "prosody",
+        "acoustic",
+        "prosody_match",
+        {rid: float(rng.uniform()) for v in (0, 1) for rid in world["rollouts"][v]},
+    )
     s = drift(em).compare(0, 1)
     hacks = [a for a in s.fired if a.kind.startswith("hacking_")]
-    assert {(a.kind, a.dimension) for a in hacks} == {("hacking_length", "helpfulness"),
-                                                       ("hacking_duration", "helpfulness")}
+    assert {(a.kind, a.dimension) for a in hacks} == {
+        ("hacking_length", "helpfulness"),
+        ("hacking_duration", "helpfulness"),
+    }
     d = next(x for x in s.dimensions if x.dimension == "helpfulness")
     assert d.candidate["corr_length"] > 0.8 and abs(d.baseline["corr_length"]) < 0.2
     assert "length" in next(a for a in hacks if a.kind == "hacking_length").message

@@ -1,4 +1,5 @@
 """`earmark drift report`: HTML + PNG + JSON written, summary printed, exit 1 on an alert, 0 without."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 import typer
 from drift_fixtures import build_world
-from earmark.cli.drift_cmds import drift_app
 from typer.testing import CliRunner
+
+from earmark.cli.drift_cmds import drift_app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Registered the way earmark.cli.main adds it: `earmark drift report ...`.
@@ -27,8 +29,9 @@ def cli_env(committed_em, monkeypatch: pytest.MonkeyPatch):
 
 
 def run(out: Path, *extra: str):
-    return CliRunner().invoke(app, ["drift", "report", "--baseline", "0", "--candidate", "2", "--out", str(out),
-                                          "--bootstrap", "30", *extra])
+    return CliRunner().invoke(
+        app, ["drift", "report", "--baseline", "0", "--candidate", "2", "--out", str(out), "--bootstrap", "30", *extra]
+    )
 
 
 def test_alert_exits_1_and_writes_the_report(cli_env, tmp_path: Path) -> None:

@@ -1,16 +1,25 @@
 """Bradley-Terry leaderboard: bootstrap CIs cover the true strengths, style control removes a
 planted "longer wins" effect, and the store path reads human A/B judgments with style features."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from drift_fixtures import add_scores, campaign, drift, rate, raters, seed_policy
+
 from earmark.domain.records import RewardModelCreate, ScoreCreate
 from earmark.drift.leaderboard import PairRows, fit
 
 
-def simulate(strengths: list[float], n: int, seed: int, *, mean_duration: list[float] | None = None,
-             gamma: float = 0.0, raters: int = 3) -> PairRows:
+def simulate(
+    strengths: list[float],
+    n: int,
+    seed: int,
+    *,
+    mean_duration: list[float] | None = None,
+    gamma: float = 0.0,
+    raters: int = 3,
+) -> PairRows:
     """Comparisons between random versions; each rater prefers A with
     sigmoid(theta_A - theta_B + gamma * normalized duration difference)."""
     rng = np.random.default_rng(seed)
@@ -22,8 +31,15 @@ def simulate(strengths: list[float], n: int, seed: int, *, mean_duration: list[f
     p = 1 / (1 + np.exp(-(np.array(strengths)[a] - np.array(strengths)[b] + gamma * z / 0.2)))
     y = rng.binomial(raters, p) / raters
     nan = np.full(n, np.nan)
-    return PairRows([f"v{i}" for i in range(k)], a, b, y, np.full(n, float(raters)),
-                    {"duration": da, "loudness": nan, "rate": nan}, {"duration": db, "loudness": nan, "rate": nan})
+    return PairRows(
+        [f"v{i}" for i in range(k)],
+        a,
+        b,
+        y,
+        np.full(n, float(raters)),
+        {"duration": da, "loudness": nan, "rate": nan},
+        {"duration": db, "loudness": nan, "rate": nan},
+    )
 
 
 def test_bootstrap_ci_contains_true_strengths() -> None:
@@ -73,12 +89,23 @@ def test_leaderboard_from_human_judgments_in_the_store(em) -> None:
     """A/B campaign over both versions: v1's longer answers win; loudness and rate come from the
     prosody scorer's features, duration from the rollouts."""
     world = seed_policy(em, n_prompts=12, k=3, length=lambda v, rng: int(rng.integers(10, 20) * (1 + v)))
-    rm = em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1", kind="acoustic",
-                                                           dimensions=["prosody_match"]))
+    rm = em.scores.register_reward_model(
+        RewardModelCreate(name="prosody", version="1", kind="acoustic", dimensions=["prosody_match"])
+    )
     rng = np.random.default_rng(0)
-    em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match", score=0.5,
-                                  features={"rate_wps": float(rng.uniform(2, 3)), "loudness_db": float(rng.normal(-20, 2))})
-                      for v in (0, 1) for rid in world["rollouts"][v]])
+    em.scores.ingest(
+        [
+            ScoreCreate(
+                rollout_id=rid,
+                reward_model_id=rm.id,
+                dimension="prosody_match",
+                score=0.5,
+                features={"rate_wps": float(rng.uniform(2, 3)), "loudness_db": float(rng.normal(-20, 2))},
+            )
+            for v in (0, 1)
+            for rid in world["rollouts"][v]
+        ]
+    )
     camp = campaign(em, "ab", [world["policies"][v].id for v in (0, 1)], max_items=200)
     words = world["words"]
     for r in raters(em, 2):
@@ -91,7 +118,9 @@ def test_leaderboard_from_human_judgments_in_the_store(em) -> None:
     assert set(styled.style_used) == {"duration", "loudness", "rate"}
     assert styled.style_coef["duration"][0] > 1  # length explains the wins...
     assert styled.strength[1] < raw.strength[1]  # ...so v1's own strength shrinks
-    add_scores(em, "judge", "generative", "helpfulness", {rid: words[rid] / 40 for v in (0, 1) for rid in world["rollouts"][v]})
+    add_scores(
+        em, "judge", "generative", "helpfulness", {rid: words[rid] / 40 for v in (0, 1) for rid in world["rollouts"][v]}
+    )
     agree = svc.judge_agreement(policy="speech")
     assert agree and agree[0]["agreement"] == pytest.approx(1.0)  # the judge tracks length like the raters
     over = svc.overoptimization("speech", anchor=0)

@@ -1,4 +1,5 @@
 """Drift metrics against scipy and hand-computed references, and the in-database path against numpy."""
+
 from __future__ import annotations
 
 import math
@@ -6,9 +7,10 @@ import math
 import numpy as np
 import pytest
 from drift_fixtures import add_scores, drift, seed_policy
-from earmark.drift import metrics
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
+
+from earmark.drift import metrics
 
 
 def test_psi_hand_computed_and_bands() -> None:
@@ -19,7 +21,12 @@ def test_psi_hand_computed_and_bands() -> None:
     assert metrics.psi(b, b) == 0.0
     assert metrics.psi([10, 0], [5, 5]) > 1  # an emptied bin weighs heavily but stays finite
     assert [metrics.psi_band(x) for x in (0.05, 0.1, 0.2, 0.25, 1.0)] == [
-        "stable", "moderate", "moderate", "significant", "significant"]
+        "stable",
+        "moderate",
+        "moderate",
+        "significant",
+        "significant",
+    ]
     with pytest.raises(ValueError, match="same edges"):
         metrics.psi([1, 2], [1, 2, 3])
 

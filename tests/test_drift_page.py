@@ -4,6 +4,7 @@ A tiny wrapper script (written to tmp_path) connects through EARMARK_DATABASE_UR
 login and calls ``annotation_ui.drift_page.render(em)`` with a principal of the given role, the
 way the app's router will once the page is wired in.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,11 @@ def env(committed_em, monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 
 def text_of(at: AppTest) -> str:
-    parts = [e.value for kind in ("title", "markdown", "caption", "info", "error", "success", "warning")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("title", "markdown", "caption", "info", "error", "success", "warning")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(map(str, parts))
 
 
@@ -120,22 +124,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                  "(apt-get install --no-install-recommends chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install --no-install-recommends chromium)",
+)
 def test_drift_page_in_chromium_saves_a_screenshot(env, tmp_path: Path, record_property) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     build_world(env, shift=1.5)
     cfg = env.settings
     port = _free_port()
-    run_env = {**os.environ, "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(), "EARMARK_BLOB_URL": cfg.blob_url,
-               "EARMARK_HOME": str(cfg.home), "EARMARK_DRIFT_BOOTSTRAP": "30",
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    run_env = {
+        **os.environ,
+        "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(),
+        "EARMARK_BLOB_URL": cfg.blob_url,
+        "EARMARK_HOME": str(cfg.home),
+        "EARMARK_DRIFT_BOOTSTRAP": "30",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(wrapper(tmp_path)), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=run_env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(wrapper(tmp_path)),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=run_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     shot = tmp_path / "drift-page.png"
     try:
@@ -147,11 +177,14 @@ def test_drift_page_in_chromium_saves_a_screenshot(env, tmp_path: Path, record_p
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.1)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                         args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+            )
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})
                 page.set_default_timeout(30_000)

@@ -1,5 +1,6 @@
 """Rater drift: item-adjusted leniency, gold accuracy trend, and Krippendorff's alpha from the
 coincidence matrix PostgreSQL builds, checked against the krippendorff package."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -8,9 +9,10 @@ import krippendorff
 import numpy as np
 import pytest
 from drift_fixtures import campaign, drift, rate, raters, seed_policy
+from sqlalchemy import select
+
 from earmark.drift.raters import alpha_from_coincidences
 from earmark.store.models import Judgment
-from sqlalchemy import select
 
 
 def coincidence(data: np.ndarray) -> dict[tuple[float, float], float]:
@@ -50,13 +52,22 @@ def test_rater_drift_from_the_store(em) -> None:
             x = int(np.clip(quality.get(ids[0], 3) + bias, 1, 5))
             # gold items pair a real answer (A) with a response to another prompt
             choice = "A" if gold_right or ids[0] not in quality else "B"
-            return {"choice": choice, "strength": 2,
-                    "ratings": {"prosody": x, "persona_consistency": x, "correctness": x}}
+            return {
+                "choice": choice,
+                "strength": 2,
+                "ratings": {"prosody": x, "persona_consistency": x, "correctness": x},
+            }
+
         return f
 
     # one item at a time in turn, so each rater gets some of the (single-slot) gold items
-    while sum([rate(em, fair, camp.id, answer(0), limit=1), rate(em, lenient, camp.id, answer(+1), limit=1),
-               rate(em, careless, camp.id, answer(0, gold_right=False), limit=1)]):
+    while sum(
+        [
+            rate(em, fair, camp.id, answer(0), limit=1),
+            rate(em, lenient, camp.id, answer(+1), limit=1),
+            rate(em, careless, camp.id, answer(0, gold_right=False), limit=1),
+        ]
+    ):
         pass
     res = drift(em).rater_drift(campaign_ids=[camp.id])
     len_by = {r["rater"]: r["leniency"] for r in res.leniency}
@@ -65,8 +76,13 @@ def test_rater_drift_from_the_store(em) -> None:
     assert gold["r0"] == 1.0 and gold["r2"] < 0.5
 
     # alpha per dimension equals the package on the same judgments (units = comparisons)
-    rows = em.ctx.tx(lambda s: s.execute(select(Judgment.rater_id, Judgment.comparison_id, Judgment.ratings)
-                                         .where(Judgment.campaign_id == camp.id, Judgment.is_gold.is_(False))).all())
+    rows = em.ctx.tx(
+        lambda s: s.execute(
+            select(Judgment.rater_id, Judgment.comparison_id, Judgment.ratings).where(
+                Judgment.campaign_id == camp.id, Judgment.is_gold.is_(False)
+            )
+        ).all()
+    )
     who = sorted({r for r, _, _ in rows})
     units = sorted({c for _, c, _ in rows})
     data = np.full((len(who), len(units)), np.nan)

@@ -6,6 +6,7 @@ once) -> the turn-taking scorer scores every session timeline against the scenar
 events -> AI-feedback preference labels from those scores -> a frozen snapshot -> DPO -> policy v1
 registered, which runs a duplex session itself. Each stage's rows are checked, not just that it ran.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def test_duplex_loop_rollouts_scores_preferences_dpo(committed_em, checkpoint, r
     base = em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
 
     # -- rollouts: the real job, duplex prompts through the duplex runner, exactly once ----------
-    cfg = RolloutJobConfig(policy="offline-speech", regime="duplex", samples=SAMPLES, actors=1, batch_size=8,
-                           max_new_tokens=MAX_NEW_TOKENS, seed=3)
+    cfg = RolloutJobConfig(
+        policy="offline-speech",
+        regime="duplex",
+        samples=SAMPLES,
+        actors=1,
+        batch_size=8,
+        max_new_tokens=MAX_NEW_TOKENS,
+        seed=3,
+    )
     res = run_rollout_job(em, cfg, progress=False)
     n = len(scenarios) * SAMPLES
     assert (res.planned, res.written) == (n, n)
@@ -58,7 +66,9 @@ def test_duplex_loop_rollouts_scores_preferences_dpo(committed_em, checkpoint, r
         assert tl.n_chunks >= sc.timeline.n_chunks and tl.chunk_ms == 160
         assert tl.assistant.audio_sha256 == r.audio_sha256  # audio_sha256 is the assistant track (mono)
         audio, sr = decode(em.blobs.read(r.audio_sha256))
-        assert audio.ndim == 1 and abs(len(audio) / sr - tl.duration_s) < 1e-3 and abs(r.duration_s - tl.duration_s) < 1e-3
+        assert (
+            audio.ndim == 1 and abs(len(audio) / sr - tl.duration_s) < 1e-3 and abs(r.duration_s - tl.duration_s) < 1e-3
+        )
         assert r.sampling["max_new_tokens"] == MAX_NEW_TOKENS and r.sampling["duplex"] == DEFAULT_SETTINGS.as_dict()
         assert r.seed is not None
         # the row's prompt is the first decision's context; its token_ids are the whole session
@@ -99,8 +109,15 @@ def test_duplex_loop_rollouts_scores_preferences_dpo(committed_em, checkpoint, r
     assert sum(x > 0 for x in spread) >= 2, "sessions of a scenario must differ in score for preferences to exist"
 
     # -- preferences and snapshot: AI labels from the turn-taking scores ------------------------
-    ds = em.datasets.build("duplex-turn-taking", SnapshotFilters(regimes=["duplex"], labels=LabelConfig(
-        ai_fill=True, ai_reward_model_ids=[rm], ai_dimensions=["turn_taking_accuracy"], ai_min_gap=0.05)))
+    ds = em.datasets.build(
+        "duplex-turn-taking",
+        SnapshotFilters(
+            regimes=["duplex"],
+            labels=LabelConfig(
+                ai_fill=True, ai_reward_model_ids=[rm], ai_dimensions=["turn_taking_accuracy"], ai_min_gap=0.05
+            ),
+        ),
+    )
     snap = em.datasets.load(ds).to_pylist()
     assert ds.row_count == len(snap) >= 4
     by_id = {r.id: r for r in rows}
@@ -142,22 +159,30 @@ def test_duplex_loop_rollouts_scores_preferences_dpo(committed_em, checkpoint, r
         gain = []
         for rid in (row["chosen_rollout_id"], row["rejected_rollout_id"]):
             ro = by_id[rid]
-            pos = [a + i for d in ro.timeline["meta"]["duplex"]["decisions"]
-                   for a in [d["tokens"][0]] for i in range(d["wait_chunks"] + 1)]
+            pos = [
+                a + i
+                for d in ro.timeline["meta"]["duplex"]["decisions"]
+                for a in [d["tokens"][0]]
+                for i in range(d["wait_chunks"] + 1)
+            ]
             lp0, lp1 = (p.logprobs([ro.messages[:1]], [ro.token_ids])[0] for p in (v0, v1_policy))
             gain.append(sum(lp1[i] - lp0[i] for i in pos))
         gains.append(gain[0] - gain[1])
     decision_margin = sum(gains) / len(gains)
-    print(f"\nduplex loop: {n} sessions, decisions {outcomes}, mean turn-taking accuracy "
-          f"{sum(x.score for x in scores.values()) / n:.3f}, {len(snap)} AI-labelled pairs, DPO {len(run.metrics)} steps "
-          f"loss {run.metrics[0]['loss']:.3f} -> {metrics['loss']:.3f}; decision-token log-prob margin gained "
-          f"{decision_margin:+.3f} (chosen minus rejected, v1 minus v0; {sum(g > 0 for g in gains)}/{len(gains)} pairs > 0)")
+    print(
+        f"\nduplex loop: {n} sessions, decisions {outcomes}, mean turn-taking accuracy "
+        f"{sum(x.score for x in scores.values()) / n:.3f}, {len(snap)} AI-labelled pairs, DPO {len(run.metrics)} steps "
+        f"loss {run.metrics[0]['loss']:.3f} -> {metrics['loss']:.3f}; decision-token log-prob margin gained "
+        f"{decision_margin:+.3f} (chosen minus rejected, v1 minus v0; {sum(g > 0 for g in gains)}/{len(gains)} pairs > 0)"
+    )
     assert decision_margin > 0
     # the new version runs duplex sessions like v0
     sc = next(iter(scenarios.values()))
     out = DuplexRunner(v1_policy, DEFAULT_SETTINGS).run(
-        [], user_spans(sc.timeline), sc.timeline, SamplingParams(max_new_tokens=MAX_NEW_TOKENS), seed=0)
+        [], user_spans(sc.timeline), sc.timeline, SamplingParams(max_new_tokens=MAX_NEW_TOKENS), seed=0
+    )
     assert out.decisions and out.token_ids
+
 
 def _by_prompt(rows, value):
     out: dict[int, list] = {}

@@ -1,4 +1,5 @@
 """Turn-taking and tool-call metrics against hand-computed values on generated scenarios."""
+
 from __future__ import annotations
 
 import statistics
@@ -15,9 +16,13 @@ def _model(sc, spans: list[tuple[int, int]], actions: list[Action] | None = None
     """The scenario's session as a model produced it: assistant speech on the given chunk spans
     (the session runs on past the scenario when the model speaks longer)."""
     n = max([sc.timeline.n_chunks, *(b for _, b in spans)])
-    return sc.timeline.model_copy(update={
-        "n_chunks": n, "assistant": AudioTrack(speech=[Span(start=a, end=b) for a, b in spans]),
-        "actions": actions or []})
+    return sc.timeline.model_copy(
+        update={
+            "n_chunks": n,
+            "assistant": AudioTrack(speech=[Span(start=a, end=b) for a, b in spans]),
+            "actions": actions or [],
+        }
+    )
 
 
 def _by_type(outcomes):
@@ -55,15 +60,19 @@ def test_taking_the_turn_during_a_pause_is_wrong() -> None:
     cp, ce = tl.chunk_at(pause.onset_s), tl.chunk_at(end.onset_s)
     assert tl.chunk_at(pause.offset_s) >= cp + 5  # a pause of >= 0.8 s spans at least 5 chunks
     eager = evaluate_events(_model(sc, [(cp + 2, tl.n_chunks)]), tl.events)
-    assert [(o.type, o.decision, o.correct) for o in eager] == [("pause", "respond", False), ("normal", "respond", True)]
+    assert [(o.type, o.decision, o.correct) for o in eager] == [
+        ("pause", "respond", False),
+        ("normal", "respond", True),
+    ]
     assert eager[0].delay_s == pytest.approx((cp + 2) * 0.16 - pause.onset_s)
     assert eager[1].delay_s == 0.0  # already speaking when the user finished
     patient = evaluate_events(_model(sc, [(ce + 2, tl.n_chunks)]), tl.events)
     assert [(o.decision, o.correct) for o in patient] == [("wait", True), ("respond", True)]
     assert patient[0].delay_s is None and patient[1].delay_s == pytest.approx((ce + 2) * 0.16 - end.onset_s)
     # an assistant "mm-hm" in the pause (labelled backchannel) is not taking the turn
-    bc = evaluate_events(_model(sc, [(cp + 1, cp + 3), (ce + 2, tl.n_chunks)], [Action(chunk=cp + 1, label="backchannel")]),
-                         tl.events)
+    bc = evaluate_events(
+        _model(sc, [(cp + 1, cp + 3), (ce + 2, tl.n_chunks)], [Action(chunk=cp + 1, label="backchannel")]), tl.events
+    )
     assert bc[0].decision == "wait" and bc[0].correct
     s = summarize(eager + patient)
     assert (s["pause"].n, s["pause"].correct, s["pause"].accuracy) == (2, 1, 0.5)
@@ -78,7 +87,10 @@ def test_stopping_or_not_at_a_barge_in() -> None:
     cs, cb, ce = round(sc.assistant_turn.start_s / 0.16), tl.chunk_at(barge.onset_s), tl.chunk_at(end.onset_s)
     polite = evaluate_events(_model(sc, [(cs, cb + 2), (ce + 3, tl.n_chunks)]), tl.events)
     assert [(o.type, o.decision, o.correct) for o in polite] == [
-        ("normal", "respond", True), ("interrupt", "stop", True), ("normal", "respond", True)]
+        ("normal", "respond", True),
+        ("interrupt", "stop", True),
+        ("normal", "respond", True),
+    ]
     assert polite[0].delay_s == pytest.approx(cs * 0.16 - first.onset_s)
     assert polite[1].delay_s == pytest.approx((cb + 2) * 0.16 - barge.onset_s)
     assert 0.16 < polite[1].delay_s <= 0.32
@@ -112,7 +124,10 @@ def test_backchannel_should_not_stop_the_assistant() -> None:
     bc = next(e for e in tl.events if e.type == "backchannel")
     cs, ct, cb = round(sc.assistant_turn.start_s / 0.16), tl.chunk_at(sc.assistant_turn.end_s), tl.chunk_at(bc.onset_s)
     keeps = evaluate_events(_model(sc, [(cs, ct + 1)]), tl.events)
-    assert [(o.type, o.decision, o.correct) for o in keeps] == [("normal", "respond", True), ("backchannel", "continue", True)]
+    assert [(o.type, o.decision, o.correct) for o in keeps] == [
+        ("normal", "respond", True),
+        ("backchannel", "continue", True),
+    ]
     assert keeps[1].delay_s is None
     yields = evaluate_events(_model(sc, [(cs, cb + 2)]), tl.events)
     assert (yields[1].decision, yields[1].correct) == ("stop", False)
@@ -127,19 +142,25 @@ def test_tool_call_metrics_on_a_planted_set() -> None:
 
     W, T = c("get_weather", city="Paris", day="tomorrow"), c("set_timer", minutes=10)
     cases = [
-        ([W], [c("get_weather", city="paris", day="Tomorrow")]),                    # 1 TP, name ok, args ok (case)
-        ([T], [c("set_timer", minutes="ten")]),                                      # 2 TP, args ok (number words)
-        ([c("get_weather", city="Berlin", day="today"), c("create_reminder", text="pack an umbrella")],
-         [c("create_reminder", text="Pack an umbrella."), c("get_weather", city="Berlin", day="today")]),  # 3 swapped
-        ([c("set_timer", minutes=5), c("play_music", genre="classical")],
-         [c("set_timer", minutes=5), c("play_music", genre="jazz"), c("create_reminder", text="x")]),    # 4 extra
-        ([W], []),                                                                   # 5 FN
-        ([], []),                                                                    # 6 TN
-        ([], [c("play_music", genre="jazz")]),                                       # 7 FP
-        ([], []),                                                                    # 8 TN
-        ([c("set_lights", room="kitchen", on=False), c("lock_door", door="front")],
-         [c("set_lights", room="kitchen", on=False)]),                               # 9 one of two
-        ([T], [c("set_lights", room="kitchen", on=True)]),                           # 10 wrong tool
+        ([W], [c("get_weather", city="paris", day="Tomorrow")]),  # 1 TP, name ok, args ok (case)
+        ([T], [c("set_timer", minutes="ten")]),  # 2 TP, args ok (number words)
+        (
+            [c("get_weather", city="Berlin", day="today"), c("create_reminder", text="pack an umbrella")],
+            [c("create_reminder", text="Pack an umbrella."), c("get_weather", city="Berlin", day="today")],
+        ),  # 3 swapped
+        (
+            [c("set_timer", minutes=5), c("play_music", genre="classical")],
+            [c("set_timer", minutes=5), c("play_music", genre="jazz"), c("create_reminder", text="x")],
+        ),  # 4 extra
+        ([W], []),  # 5 FN
+        ([], []),  # 6 TN
+        ([], [c("play_music", genre="jazz")]),  # 7 FP
+        ([], []),  # 8 TN
+        (
+            [c("set_lights", room="kitchen", on=False), c("lock_door", door="front")],
+            [c("set_lights", room="kitchen", on=False)],
+        ),  # 9 one of two
+        ([T], [c("set_lights", room="kitchen", on=True)]),  # 10 wrong tool
     ]
     m = tool_call_metrics([ToolCase(expected=e, predicted=p) for e, p in cases])
     # Hand computation:

@@ -5,6 +5,7 @@ policy is the real offline checkpoint with its tokenizer, and the assistant trac
 audio. ``Forced`` replaces only the sampling step with given markup, so each test states a token
 sequence and checks what the timeline makes of it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,11 +43,17 @@ class Forced(DuplexRunner):
         return list(self.episodes[index])
 
 
-def scenario(spans: list[tuple[int, int, str]], n_chunks: int = 60, kind: str = "normal") -> tuple[Timeline, list[UserSpan]]:
-    tl = Timeline(n_chunks=n_chunks, scenario=kind,
-                  user=AudioTrack(transcript=" ".join(t for _, _, t in spans),
-                                  speech=[Span(start=a, end=b) for a, b, _ in spans]),
-                  events=[LabelledEvent(type=kind, onset_s=spans[-1][1] * 0.16)])
+def scenario(
+    spans: list[tuple[int, int, str]], n_chunks: int = 60, kind: str = "normal"
+) -> tuple[Timeline, list[UserSpan]]:
+    tl = Timeline(
+        n_chunks=n_chunks,
+        scenario=kind,
+        user=AudioTrack(
+            transcript=" ".join(t for _, _, t in spans), speech=[Span(start=a, end=b) for a, b, _ in spans]
+        ),
+        events=[LabelledEvent(type=kind, onset_s=spans[-1][1] * 0.16)],
+    )
     return tl, [UserSpan(a, b, t) for a, b, t in spans]
 
 
@@ -56,7 +63,7 @@ def run(runner, spans, tl, seed=0):
 
 def chunk_energy(res, chunk: int) -> float:
     cs = int(round(res.sample_rate * 0.16))
-    return float(np.abs(res.audio[chunk * cs:(chunk + 1) * cs]).max(initial=0.0))
+    return float(np.abs(res.audio[chunk * cs : (chunk + 1) * cs]).max(initial=0.0))
 
 
 def test_leading_pauses_delay_the_response_and_tokens_are_one_sequence(policy) -> None:
@@ -88,9 +95,9 @@ def test_mid_sentence_pause_waited_out_then_respond(policy) -> None:
     # the second decision continued the same sequence: prompt + decision 1 + the observed user turn
     obs = res.timeline.meta["duplex"]["observation_spans"]
     assert obs == [[len(r.episodes[0]), len(r.episodes[0]) + (obs[0][1] - obs[0][0])]]
-    seen = policy.tokenizer.decode(res.token_ids[obs[0][0]:obs[0][1]], skip_special_tokens=False)
+    seen = policy.tokenizer.decode(res.token_ids[obs[0][0] : obs[0][1]], skip_special_tokens=False)
     assert seen == f"<|user|>how to keep a plant alive? {CUE_QUIET}<|end|><|assistant|>"
-    assert r.contexts[1] == r.contexts[0] + res.token_ids[:obs[0][1]]
+    assert r.contexts[1] == r.contexts[0] + res.token_ids[: obs[0][1]]
 
 
 def test_premature_response_speaks_into_the_pause(policy) -> None:
@@ -105,8 +112,11 @@ def test_stop_on_interrupt_cuts_the_assistant_audio(policy) -> None:
     tl, spans = scenario([(2, 10, "How do I keep a plant alive?"), (16, 22, "wait, hold on")], kind="interrupt")
     r = Forced(policy, [f" {ANSWER}<|end|>", "<pause><|end|>", "<|end|>"])
     res = run(r, spans, tl)
-    assert [(d["situation"], d["outcome"]) for d in res.decisions] == [("turn", "respond"), ("overlap", "stop"),
-                                                                      ("turn", "silent")]
+    assert [(d["situation"], d["outcome"]) for d in res.decisions] == [
+        ("turn", "respond"),
+        ("overlap", "stop"),
+        ("turn", "silent"),
+    ]
     assert res.decisions[1]["heard"] == "wait, hold on" and res.decisions[1]["wait_chunks"] == 1
     assert [(s.start, s.end) for s in res.timeline.assistant.speech] == [(10, 17)]  # yielded one chunk after onset
     assert chunk_energy(res, 12) > 0.05
@@ -140,8 +150,8 @@ def _check_tokens_match_outcomes(runner, res) -> None:
     for d in res.decisions:
         a, b = d["tokens"]
         ep = res.token_ids[a:b]
-        assert ep[:d["wait_chunks"]] == [runner.pause_id] * d["wait_chunks"]
-        rest = ep[d["wait_chunks"]:]
+        assert ep[: d["wait_chunks"]] == [runner.pause_id] * d["wait_chunks"]
+        rest = ep[d["wait_chunks"] :]
         if d["outcome"] in ("silent", "stop"):
             assert rest == [runner.end_id]  # doing nothing is the end token, right after the waits
         elif d["outcome"] != "listen":
@@ -188,8 +198,16 @@ def test_transcript_is_shared_over_spans_when_the_scenario_has_no_utterances() -
     assert " ".join(s.text for s in got) == "How do I keep a plant alive" and all(s.text for s in got)
     tl3, _ = scenario([(2, 14, "How do I keep a plant alive?"), (30, 32, "mm hmm")])
     assert [s.text for s in user_spans(tl3)] == ["How do I keep a plant alive?", "mm hmm"]  # cut at the question mark
-    tl2 = tl.model_copy(update={"meta": {"utterances": [{"text": "How do I keep a plant", "start_s": 0.33, "end_s": 1.9},
-                                                        {"text": "alive", "start_s": 3.2, "end_s": 3.5}]}})
+    tl2 = tl.model_copy(
+        update={
+            "meta": {
+                "utterances": [
+                    {"text": "How do I keep a plant", "start_s": 0.33, "end_s": 1.9},
+                    {"text": "alive", "start_s": 3.2, "end_s": 3.5},
+                ]
+            }
+        }
+    )
     assert [s.text for s in user_spans(tl2)] == ["How do I keep a plant", "alive"]
 
 

@@ -1,4 +1,5 @@
 """Synthetic duplex scenarios: real eSpeak NG speech, events at the audio's true edges, determinism."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,9 +33,9 @@ def _assert_edge(sc, onset_s: float, *, speech_before: bool) -> None:
     i = _sample(sc, onset_s)
     loud = _loud(sc.user_audio)
     if speech_before:  # the user just stopped: the last audible sample is i-1
-        assert loud[i - 1] and not loud[i:i + int(0.2 * sc.sample_rate)].any()
+        assert loud[i - 1] and not loud[i : i + int(0.2 * sc.sample_rate)].any()
     else:  # the user just started: the first audible sample is i
-        assert loud[i] and not loud[i - int(0.2 * sc.sample_rate):i].any()
+        assert loud[i] and not loud[i - int(0.2 * sc.sample_rate) : i].any()
 
 
 @pytest.mark.parametrize("kind", SCENARIO_KINDS)
@@ -44,12 +45,12 @@ def test_every_kind_is_real_speech_with_consistent_tracks(kind: str) -> None:
     assert sc.id == f"duplex-{kind}-5" and sc.kind == kind and sc.sample_rate == 22050
     assert sc.user_audio.size == round(tl.n_chunks * tl.chunk_s * sc.sample_rate)
     assert hashlib.sha256(sc.user_wav).hexdigest() == tl.user.audio_sha256
-    assert float(np.sqrt(np.mean(sc.user_audio ** 2))) > 0.01  # speech, not silence
+    assert float(np.sqrt(np.mean(sc.user_audio**2))) > 0.01  # speech, not silence
     # spans are measured on the audio: every chunk inside a span holds speech, every chunk outside is silent
     per_chunk = _loud(sc.user_audio).reshape(tl.n_chunks, -1).any(axis=1)
     in_span = np.zeros(tl.n_chunks, bool)
     for s in tl.user.speech:
-        in_span[s.start:s.end] = True
+        in_span[s.start : s.end] = True
     assert not per_chunk[~in_span].any()
     assert per_chunk[[s.start for s in tl.user.speech] + [s.end - 1 for s in tl.user.speech]].all()
     assert tl.user.transcript == sc.transcript and sc.transcript
@@ -63,7 +64,7 @@ def test_normal_event_is_the_end_of_the_question() -> None:
     (ev,) = sc.timeline.events
     assert (ev.type, ev.expect) == ("normal", "respond") and sc.type == "normal"
     _assert_edge(sc, ev.onset_s, speech_before=True)
-    assert not _loud(sc.user_audio)[_sample(sc, ev.onset_s):].any()  # nothing more is said
+    assert not _loud(sc.user_audio)[_sample(sc, ev.onset_s) :].any()  # nothing more is said
     assert sc.tool_calls == [] and sc.tools is None and sc.assistant_turn is None
 
 
@@ -176,8 +177,16 @@ def test_same_bytes_in_a_fresh_process() -> None:
 
     generate_scenario("pause", 3)  # other renders first: they must not matter
     here = generate_scenario("interrupt", 11).timeline.user.audio_sha256
-    code = ("from pipelines.duplex.scenarios import generate_scenario; "
-            "print(generate_scenario('interrupt', 11).timeline.user.audio_sha256)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "from pipelines.duplex.scenarios import generate_scenario; "
+        "print(generate_scenario('interrupt', 11).timeline.user.audio_sha256)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == here

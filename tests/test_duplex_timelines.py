@@ -1,4 +1,5 @@
 """Duplex sessions through JSONL and the real store: round trip, scoring, rendering, bad lines, CLI."""
+
 from __future__ import annotations
 
 import base64
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import truncate_all
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from conftest import truncate_all
 from earmark.audio import decode, probe
 from earmark.domain.duplex import Action, Timeline
 from earmark.domain.enums import Role
@@ -37,11 +38,15 @@ def _session(sc, source: str = "acme") -> dict:
         turns = [(tl.seconds(tl.chunk_at(normal[-1].onset_s) + 3), "Sure, let me help you with that.")]
     audio, spans = render_assistant(sc, turns)
     first = spans[0].start
-    actions = [Action(chunk=first, label="response", tool_calls=sc.tool_calls).model_dump(mode="json", exclude_defaults=True)]
+    actions = [
+        Action(chunk=first, label="response", tool_calls=sc.tool_calls).model_dump(mode="json", exclude_defaults=True)
+    ]
     line = sc.session_record(source=source)
-    line["timeline"]["assistant"] = {"base64": base64.b64encode(wav_bytes(audio, sc.sample_rate)).decode(),
-                                     "transcript": " ".join(t[1] for t in turns),
-                                     "speech": [s.model_dump() for s in spans]}
+    line["timeline"]["assistant"] = {
+        "base64": base64.b64encode(wav_bytes(audio, sc.sample_rate)).decode(),
+        "transcript": " ".join(t[1] for t in turns),
+        "speech": [s.model_dump() for s in spans],
+    }
     line["timeline"]["actions"] = actions
     return line
 
@@ -56,8 +61,13 @@ def _as_stored(tl_json: dict, base_dir: Path) -> tuple[Timeline, dict[str, bytes
     tl, audio = copy.deepcopy(tl_json), {}
     for side in ("user", "assistant"):
         track = tl.get(side) or {}
-        data = (base64.b64decode(track.pop("base64")) if "base64" in track
-                else (base_dir / track.pop("path")).read_bytes() if "path" in track else None)
+        data = (
+            base64.b64decode(track.pop("base64"))
+            if "base64" in track
+            else (base_dir / track.pop("path")).read_bytes()
+            if "path" in track
+            else None
+        )
         if data is not None:
             track["audio_sha256"] = hashlib.sha256(data).hexdigest()
             audio[track["audio_sha256"]] = data
@@ -71,8 +81,10 @@ def _counts(em) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def scenarios():
-    return {k: generate_scenario(k, seed) for k, seed in
-            (("normal", 1), ("interrupt", 3), ("tool_call", 4), ("pause", 2), ("backchannel", 5))}
+    return {
+        k: generate_scenario(k, seed)
+        for k, seed in (("normal", 1), ("interrupt", 3), ("tool_call", 4), ("pause", 2), ("backchannel", 5))
+    }
 
 
 def test_round_trip_through_jsonl_and_the_store(em, tmp_path, scenarios) -> None:
@@ -164,20 +176,36 @@ def test_render_is_user_left_assistant_right(em, tmp_path, scenarios) -> None:
 
 BAD_LINES = {
     "bad json": (lambda line: '{"id": "x", "timeline": ', r"invalid JSON"),
-    "span past end": (lambda line: _set(line, ["timeline", "user", "speech"], [{"start": 0, "end": 10_000}]),
-                      r"runs past the timeline"),
-    "span past audio": (lambda line: _set(_set(line, ["timeline", "n_chunks"], line["timeline"]["n_chunks"] + 60),
-                                          ["timeline", "user", "speech"], [{"start": 2, "end": line["timeline"]["n_chunks"] + 50}]),
-                        r"user speech span .* but the user audio lasts"),
+    "span past end": (
+        lambda line: _set(line, ["timeline", "user", "speech"], [{"start": 0, "end": 10_000}]),
+        r"runs past the timeline",
+    ),
+    "span past audio": (
+        lambda line: _set(
+            _set(line, ["timeline", "n_chunks"], line["timeline"]["n_chunks"] + 60),
+            ["timeline", "user", "speech"],
+            [{"start": 2, "end": line["timeline"]["n_chunks"] + 50}],
+        ),
+        r"user speech span .* but the user audio lasts",
+    ),
     "unknown scenario type": (lambda line: _set(line, ["timeline", "scenario"], "karaoke"), r"timeline\.scenario"),
     "unknown event type": (lambda line: _set(line, ["timeline", "events", 0, "type"], "laugh"), r"timeline\.events\.0"),
-    "corrupt audio": (lambda line: _set(line, ["timeline", "assistant", "base64"],
-                                        base64.b64encode(b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(40)).decode()),
-                      r"assistant track: audio"),
+    "corrupt audio": (
+        lambda line: _set(
+            line,
+            ["timeline", "assistant", "base64"],
+            base64.b64encode(b"RIFF\x10\x00\x00\x00WAVEfmt " + bytes(40)).decode(),
+        ),
+        r"assistant track: audio",
+    ),
     "not base64": (lambda line: _set(line, ["timeline", "user", "base64"], "%%%"), r"not valid base64"),
     "no user audio": (lambda line: _set(line, ["timeline", "user", "base64"], None), r"user track has no audio"),
-    "unknown blob": (lambda line: _set(_set(line, ["timeline", "user", "base64"], None),
-                                       ["timeline", "user", "audio_sha256"], "0" * 64), r"not in the blob store"),
+    "unknown blob": (
+        lambda line: _set(
+            _set(line, ["timeline", "user", "base64"], None), ["timeline", "user", "audio_sha256"], "0" * 64
+        ),
+        r"not in the blob store",
+    ),
 }
 
 
@@ -211,8 +239,9 @@ def test_bad_line_is_named_and_nothing_is_written(em, tmp_path, scenarios, case)
 def test_every_bad_line_is_reported_and_ids_must_agree(em, tmp_path, scenarios) -> None:
     a, b = _session(scenarios["normal"]), _session(scenarios["pause"])
     clash = _set(b, ["id"], a["id"])  # same id, different scenario
-    path = _write(tmp_path / "x.jsonl", [a, _set(a, ["timeline", "scenario"], "karaoke"), clash,
-                                        _set(b, ["persona"], "nobody")])
+    path = _write(
+        tmp_path / "x.jsonl", [a, _set(a, ["timeline", "scenario"], "karaoke"), clash, _set(b, ["persona"], "nobody")]
+    )
     with pytest.raises(InvalidInput) as err:
         em.timelines.import_jsonl(path)
     msg = err.value.message
@@ -252,7 +281,9 @@ def test_cli_generate_import_export_metrics(cli_env, scenarios) -> None:
     assert len(gen.read_text().splitlines()) == 6 and "backchannel 1" in res.output
     res = runner.invoke(app, ["duplex", "import", str(gen)])
     assert res.exit_code == 0 and "6 scenario prompts and 0 rollouts" in res.output, res.output
-    sessions = _write(cli_env / "sessions.jsonl", [_session(scenarios[k]) for k in ("normal", "interrupt", "tool_call")])
+    sessions = _write(
+        cli_env / "sessions.jsonl", [_session(scenarios[k]) for k in ("normal", "interrupt", "tool_call")]
+    )
     res = runner.invoke(app, ["duplex", "import", str(sessions)])
     assert res.exit_code == 0 and "3 rollouts added" in res.output, res.output
     res = runner.invoke(app, ["duplex", "metrics", "--policy", "external-acme"])
@@ -266,8 +297,23 @@ def test_cli_generate_import_export_metrics(cli_env, scenarios) -> None:
     res = runner.invoke(app, ["duplex", "export", "--out", str(out), "--policy", "external-acme"])
     assert res.exit_code == 0 and len(out.read_text().splitlines()) == 9  # 3 sessions + 6 scenarios alone
     prompts = cli_env / "prompts.jsonl"
-    res = runner.invoke(app, ["duplex", "generate", "--n", "2", "--seed", "9", "--out", str(prompts),
-                              "--kinds", "pause", "--format", "prompt"])
+    res = runner.invoke(
+        app,
+        [
+            "duplex",
+            "generate",
+            "--n",
+            "2",
+            "--seed",
+            "9",
+            "--out",
+            str(prompts),
+            "--kinds",
+            "pause",
+            "--format",
+            "prompt",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["prompts", "import", str(prompts)])
     assert res.exit_code == 0 and "2 added" in res.output, res.output

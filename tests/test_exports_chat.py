@@ -3,19 +3,20 @@
 Real PostgreSQL, real blobs, real scorers (WER, answer match, latency); the snapshot is labelled by a
 stand-in reward model's scores (AI labels, marked as such) so no raters are needed.
 """
+
 from __future__ import annotations
 
 import io
 import json
 
 import pytest
+from regime_fixtures import ASR_TRUTH, TIMER_TOOL, TTS_TEXT, add_scores, seed_regimes
 from typer.testing import CliRunner
 
 from earmark import exports
 from earmark.cli.main import app
 from earmark.services.datasets import SNAPSHOT_SCHEMA_VERSION, SnapshotFilters
 from earmark.services.labels import LabelConfig
-from regime_fixtures import ASR_TRUTH, TIMER_TOOL, TTS_TEXT, add_scores, seed_regimes
 
 runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
 
@@ -46,13 +47,17 @@ def test_preference_exports_carry_each_regimes_content(em) -> None:
     # asr: the user's audio part, without its transcript (that is the label); the reference beside it
     asr = trl["asr"][0]
     user = asr["prompt"][-1]
-    assert user["role"] == "user" and _parts(user, "audio") == [{"type": "audio",
-                                                                  "audio_sha256": world["audio"]["asr_user"]}]
+    assert user["role"] == "user" and _parts(user, "audio") == [
+        {"type": "audio", "audio_sha256": world["audio"]["asr_user"]}
+    ]
     assert ASR_TRUTH not in json.dumps(asr["prompt"]) and asr["reference_text"] == ASR_TRUTH
     assert _parts(asr["chosen"][0], "audio") == [] and _parts(asr["chosen"][0], "text")
     # in the text form too, the transcript stays out of the prompt
     asr_text = _by_regime(exports.convert(rows, "trl"))["asr"][0]
-    assert ASR_TRUTH not in asr_text["prompt"][-1]["content"] and exports.AUDIO_PLACEHOLDER in asr_text["prompt"][-1]["content"]
+    assert (
+        ASR_TRUTH not in asr_text["prompt"][-1]["content"]
+        and exports.AUDIO_PLACEHOLDER in asr_text["prompt"][-1]["content"]
+    )
 
     # tts: the text to speak; the reply is the rendered audio (its transcript the spoken text)
     tts = trl["tts"][0]
@@ -64,8 +69,11 @@ def test_preference_exports_carry_each_regimes_content(em) -> None:
     # realtime: persona card as the system message, spoken question as audio with transcript, reply text+audio
     rt = trl["realtime"][0]
     assert rt["prompt"][0]["role"] == "system" and "Mara" in rt["prompt"][0]["content"][0]["text"]
-    assert _parts(rt["prompt"][1], "audio")[0] == {"type": "audio", "audio_sha256": world["audio"]["rt_user"],
-                                                   "transcript": "what should I read next?"}
+    assert _parts(rt["prompt"][1], "audio")[0] == {
+        "type": "audio",
+        "audio_sha256": world["audio"]["rt_user"],
+        "transcript": "what should I read next?",
+    }
     assert [p["type"] for p in rt["chosen"][0]["content"]] == ["text", "audio"]
 
     # duplex: tool calls from the action channel, the action channel with times, the user track, tools
@@ -73,8 +81,15 @@ def test_preference_exports_carry_each_regimes_content(em) -> None:
     best = dx[("Timer set for five minutes.", "Timer set for three minutes.")]
     assert best["chosen"][0]["tool_calls"] == [{"name": "set_timer", "arguments": {"minutes": 5}}]
     assert best["rejected"][0]["tool_calls"] == [{"name": "set_timer", "arguments": {"minutes": 3}}]
-    assert best["actions"] == [{"chunk": 9, "t_s": 1.44, "label": "response", "plan": "user asked for a timer",
-                                "tool_calls": [{"name": "set_timer", "arguments": {"minutes": 5}}]}]
+    assert best["actions"] == [
+        {
+            "chunk": 9,
+            "t_s": 1.44,
+            "label": "response",
+            "plan": "user asked for a timer",
+            "tool_calls": [{"name": "set_timer", "arguments": {"minutes": 5}}],
+        }
+    ]
     assert best["tools"] == [TIMER_TOOL] and best["expected_tool_calls"][0]["arguments"] == {"minutes": 5}
     assert _parts(best["prompt"][-1], "audio")[0]["audio_sha256"] == world["audio"]["dx_user"]
     no_call = dx[("Timer set for three minutes.", "Okay.")]
@@ -91,8 +106,13 @@ def test_preference_exports_carry_each_regimes_content(em) -> None:
     assert nemo["tts"][0]["completions"][0]["completion"][0]["content"][0]["type"] == "audio"
     verl = {r["ability"]: r for r in exports.convert(rows, "verl")}
     assert set(verl) == {"asr", "tts", "duplex", "reasoning"}  # realtime has no verifiable reference
-    assert verl["asr"]["reward_model"]["ground_truth"] == ASR_TRUTH and verl["reasoning"]["reward_model"]["ground_truth"] == "42"
-    assert json.loads(verl["duplex"]["reward_model"]["ground_truth"]) == [{"arguments": {"minutes": 5}, "name": "set_timer"}]
+    assert (
+        verl["asr"]["reward_model"]["ground_truth"] == ASR_TRUTH
+        and verl["reasoning"]["reward_model"]["ground_truth"] == "42"
+    )
+    assert json.loads(verl["duplex"]["reward_model"]["ground_truth"]) == [
+        {"arguments": {"minutes": 5}, "name": "set_timer"}
+    ]
     assert verl["duplex"]["extra_info"]["tools"] == [TIMER_TOOL]
     assert ASR_TRUTH not in json.dumps(verl["asr"]["prompt"])
     ro_ids = {r["chosen_rollout_id"] for r in rows}
@@ -110,8 +130,10 @@ def test_chat_sft_export_and_parquet_load(em) -> None:
     # one conversation per distinct chosen rollout; asr teaches the reference transcript
     assert len({r["rollout_id"] for r in chat}) == len(chat)
     asr = per["asr"]
-    assert all(r["target"] == "reference" and r["messages"][-1]["content"] == [{"type": "text", "text": ASR_TRUTH}]
-               for r in asr)
+    assert all(
+        r["target"] == "reference" and r["messages"][-1]["content"] == [{"type": "text", "text": ASR_TRUTH}]
+        for r in asr
+    )
     assert all(r["target"] == "chosen" for r in per["reasoning"])
     for r in chat:
         assert r["messages"][-1]["role"] == "assistant"
@@ -166,8 +188,10 @@ def test_best_of_n_from_the_cli_by_a_chosen_composition(cli_world, tmp_path) -> 
 
     # the preset's reasoning composition (mix 0.5): correct answer 0.5*1 + 0.5*0.1 beats 0.5*0 + 0.5*0.9
     out = tmp_path / "reasoning.parquet"
-    res = runner.invoke(app, ["dataset", "export", "--format", "best_of_n", "--regime", "reasoning", "--content",
-                              "parts", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        ["dataset", "export", "--format", "best_of_n", "--regime", "reasoning", "--content", "parts", "-o", str(out)],
+    )
     assert res.exit_code == 0, res.output
     import pyarrow.parquet as pq
 
@@ -182,30 +206,51 @@ def test_best_of_n_from_the_cli_by_a_chosen_composition(cli_world, tmp_path) -> 
     from reward_models.composition import RegimeWeights, RewardComposition
 
     base = RewardComposition()
-    feel_only = RewardComposition(name="feel-only", regimes={
-        **base.regimes, "reasoning": RegimeWeights(verifiable={"normalized_match": 1.0},
-                                                   preference={"naturalness": 1.0}, mix=0.0)})
+    feel_only = RewardComposition(
+        name="feel-only",
+        regimes={
+            **base.regimes,
+            "reasoning": RegimeWeights(verifiable={"normalized_match": 1.0}, preference={"naturalness": 1.0}, mix=0.0),
+        },
+    )
     comp_file = tmp_path / "feel.json"
     comp_file.write_text(feel_only.model_dump_json())
     out = tmp_path / "feel.jsonl"
-    res = runner.invoke(app, ["dataset", "export", "--format", "best_of_n", "--regime", "reasoning",
-                              "--composition", str(comp_file), "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "dataset",
+            "export",
+            "--format",
+            "best_of_n",
+            "--regime",
+            "reasoning",
+            "--composition",
+            str(comp_file),
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     [rec] = _jsonl(out)
     assert rec["rollout_id"] == ro[("rs-1", 1)] and rec["composition_version"].startswith("feel-only+")
 
     # a regime nobody scored: a clear error naming the fix
-    res = runner.invoke(app, ["dataset", "export", "--format", "best_of_n", "--regime", "tts", "-o",
-                              str(tmp_path / "x.jsonl")])
+    res = runner.invoke(
+        app, ["dataset", "export", "--format", "best_of_n", "--regime", "tts", "-o", str(tmp_path / "x.jsonl")]
+    )
     assert res.exit_code == 2 and "earmark score --regime tts" in res.output
-    res = runner.invoke(app, ["dataset", "export", "--format", "best_of_n", "--regime", "karaoke", "-o",
-                              str(tmp_path / "x.jsonl")])
+    res = runner.invoke(
+        app, ["dataset", "export", "--format", "best_of_n", "--regime", "karaoke", "-o", str(tmp_path / "x.jsonl")]
+    )
     assert res.exit_code == 2 and "karaoke" in res.output
 
 
 def test_snapshot_exports_from_the_cli(cli_world, tmp_path) -> None:
     em, world = cli_world
-    em.datasets.build("multi", SnapshotFilters(labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[world["ai_rm"].id])))
+    em.datasets.build(
+        "multi", SnapshotFilters(labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[world["ai_rm"].id]))
+    )
     out = tmp_path / "chat.jsonl"
     res = runner.invoke(app, ["dataset", "export", "multi", "--format", "chat", "-o", str(out)])
     assert res.exit_code == 0, res.output

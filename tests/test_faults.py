@@ -1,4 +1,5 @@
 """Fault injection against the real parts: PostgreSQL and S3 restarted mid-job, orphan blobs swept."""
+
 from __future__ import annotations
 
 import threading
@@ -6,10 +7,10 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import text
-
 from annotation_fixtures import make_user, record_judgment_counts, seed_rollouts
 from audio_util import tone
+from sqlalchemy import text
+
 from earmark.blobs import S3BlobStore
 from earmark.config import Settings
 from earmark.domain.enums import Role
@@ -47,8 +48,9 @@ def _restart_later(home, after, down_s=1.5):
 
 
 def test_rollout_job_survives_postgres_restart(restartable_pg, checkpoint, ray_local, tmp_path) -> None:
-    import earmark
     from pipeline_fixtures import seed_offline
+
+    import earmark
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 
     home, url = restartable_pg
@@ -67,15 +69,21 @@ def test_rollout_job_survives_postgres_restart(restartable_pg, checkpoint, ray_l
 
     threading.Thread(target=watch, daemon=True).start()
     restarter = _restart_later(home, first_rows)
-    res = run_rollout_job(em, RolloutJobConfig(policy="offline-speech", samples=3, actors=2, batch_size=1,
-                                               max_new_tokens=48), progress=False)
+    res = run_rollout_job(
+        em,
+        RolloutJobConfig(policy="offline-speech", samples=3, actors=2, batch_size=1, max_new_tokens=48),
+        progress=False,
+    )
     restarter.join(30)
     assert first_rows.is_set() and not restarter.is_alive()
     with em.session() as s:
         total = s.scalar(text("SELECT count(*) FROM rollouts"))
         distinct = s.scalar(text("SELECT count(DISTINCT (prompt_id, sample_index)) FROM rollouts"))
-        dangling = s.scalar(text("SELECT count(*) FROM rollouts r LEFT JOIN blobs b ON b.sha256 = r.audio_sha256 "
-                                 "WHERE b.sha256 IS NULL"))
+        dangling = s.scalar(
+            text(
+                "SELECT count(*) FROM rollouts r LEFT JOIN blobs b ON b.sha256 = r.audio_sha256 WHERE b.sha256 IS NULL"
+            )
+        )
     assert (total, distinct, dangling) == (18, 18, 0)
     assert res.planned == 18
     em.close()
@@ -89,7 +97,8 @@ def test_32_raters_with_a_database_restart(restartable_pg, tmp_path, record_prop
     em = earmark.connect(settings, pool_size=40)
     seed_rollouts(em, n_prompts=10, k=3)
     camp = em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
-        CampaignCreate(name="restart", overlap=3, gold_ratio=0.0, max_items=30))
+        CampaignCreate(name="restart", overlap=3, gold_ratio=0.0, max_items=30)
+    )
     raters = [em.as_principal(make_user(em, f"r{i:02d}")) for i in range(32)]
     some_done = threading.Event()
 
@@ -104,16 +113,28 @@ def test_32_raters_with_a_database_restart(restartable_pg, tmp_path, record_prop
 
     threading.Thread(target=watch, daemon=True).start()
     restarter = _restart_later(home, some_done, down_s=1.0)
-    stats = run_raters(raters, camp.id, p_skip=0.1, p_walk_away=0.03, p_double_submit=0.1, idle_wait_s=0.5,
-                       deadline_s=120)
+    stats = run_raters(
+        raters, camp.id, p_skip=0.1, p_walk_away=0.03, p_double_submit=0.1, idle_wait_s=0.5, deadline_s=120
+    )
     restarter.join(30)
     assert some_done.is_set()
     with em.session() as s:
-        per_item = [n for (n,) in s.execute(text(
-            "SELECT count(j.id) FROM comparisons c LEFT JOIN judgments j ON j.comparison_id = c.id "
-            "WHERE c.campaign_id = :c GROUP BY c.id"), {"c": camp.id})]
-        dups = s.scalar(text("SELECT count(*) FROM (SELECT comparison_id, rater_id FROM judgments GROUP BY 1, 2 "
-                             "HAVING count(*) > 1) d"))
+        per_item = [
+            n
+            for (n,) in s.execute(
+                text(
+                    "SELECT count(j.id) FROM comparisons c LEFT JOIN judgments j ON j.comparison_id = c.id "
+                    "WHERE c.campaign_id = :c GROUP BY c.id"
+                ),
+                {"c": camp.id},
+            )
+        ]
+        dups = s.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT comparison_id, rater_id FROM judgments GROUP BY 1, 2 "
+                "HAVING count(*) > 1) d"
+            )
+        )
     record_judgment_counts(record_property, per_item, 30, 3, dups)
     assert len(per_item) == 30 and set(per_item) == {3}, per_item  # exactly k each: 0 lost
     assert dups == 0
@@ -133,8 +154,11 @@ def test_s3_restart_during_blob_writes_and_orphan_sweep(seaweed, server_url, tmp
     server = SeaweedServer(tmp_path / "weed", __import__("earmark.seaweed").seaweed.free_port()).start()
     try:
         bucket = f"faults-{uuid.uuid4().hex[:6]}"
-        em = earmark.connect(Settings(home=tmp_path, database_url=server_url, blob_url=f"s3://{bucket}/b",
-                                      s3_endpoint_url=server.endpoint))
+        em = earmark.connect(
+            Settings(
+                home=tmp_path, database_url=server_url, blob_url=f"s3://{bucket}/b", s3_endpoint_url=server.endpoint
+            )
+        )
         assert isinstance(em.ctx.blobs, S3BlobStore)
         written, errors = [], []
 
@@ -175,19 +199,24 @@ def test_s3_restart_during_blob_writes_and_orphan_sweep(seaweed, server_url, tmp
 def test_annotation_app_survives_a_database_restart_mid_item(restartable_pg, tmp_path, monkeypatch) -> None:
     """A rater has an item on screen when PostgreSQL restarts: the app's next call reconnects, the
     judgment is stored once, and the next item loads; no error reaches the page."""
+    from test_ui_app import answer, app, login, report_played, shown
+
     import earmark
     from annotation_ui.session import _client
-    from test_ui_app import answer, app, login, report_played, shown
 
     home, url = restartable_pg
     settings = Settings(home=tmp_path, database_url=url, blob_url=(tmp_path / "blobs").as_uri())
     em = earmark.connect(settings, pool_size=4)
     seed_rollouts(em, n_prompts=3)
     em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
-        CampaignCreate(name="restart-ui", overlap=1, gold_ratio=0.0))
+        CampaignCreate(name="restart-ui", overlap=1, gold_ratio=0.0)
+    )
     make_user(em, "rita")
-    for var, value in (("EARMARK_DATABASE_URL", url), ("EARMARK_BLOB_URL", settings.blob_url),
-                       ("EARMARK_HOME", str(tmp_path))):
+    for var, value in (
+        ("EARMARK_DATABASE_URL", url),
+        ("EARMARK_BLOB_URL", settings.blob_url),
+        ("EARMARK_HOME", str(tmp_path)),
+    ):
         monkeypatch.setenv(var, value)
     try:
         at = login(app(), "rita")

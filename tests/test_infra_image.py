@@ -1,6 +1,7 @@
 """infra/Dockerfile checked without a container engine: pins agree with pyproject.toml, torch is
 installed before the project, the image runs as a non-root user and holds no secrets, and the
 files it COPYs are enough to build the earmark wheel with everything the image needs at run time."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,9 @@ def _instructions() -> list[tuple[str, str]]:
 
 
 def _args() -> dict[str, str]:
-    return dict(re.match(r'(\w+)=(.*)', rest).groups() for word, rest in _instructions()
-                if word == "ARG" and "=" in rest)
+    return dict(
+        re.match(r"(\w+)=(.*)", rest).groups() for word, rest in _instructions() if word == "ARG" and "=" in rest
+    )
 
 
 def test_pins_match_pyproject() -> None:
@@ -78,13 +80,35 @@ def test_copied_files_build_a_complete_wheel(tmp_path: Path) -> None:
     for src in sources:
         assert f"!{src}" in dockerignore or f"!{src}/" in dockerignore, f"{src} is excluded from the build context"
     pytest.importorskip("hatchling")
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path / "dist"), str(ctx)], check=False, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ctx),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     wheel = next((tmp_path / "dist").glob("earmark-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("earmark/cli/main.py", "earmark/store/migrations/env.py", "pipelines/rollout_job.py",
-                   "annotation_ui/app.py", "reward_models/base.py", "pipelines/data/personas.json"):
+    for needed in (
+        "earmark/cli/main.py",
+        "earmark/store/migrations/env.py",
+        "pipelines/rollout_job.py",
+        "annotation_ui/app.py",
+        "reward_models/base.py",
+        "pipelines/data/personas.json",
+    ):
         assert needed in names, f"{needed} is not in the image's wheel"
     assert any(n.startswith("pipelines/data/offline-speech-policy-v0/") for n in names)  # bundled checkpoint
     assert any(n.startswith("earmark/store/migrations/versions/") for n in names)

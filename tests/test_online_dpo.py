@@ -2,6 +2,7 @@
 rollouts of the offline policy, real prosody scores, a real campaign, rater principals claiming
 and submitting through TaskService in threads while the round waits, DPO, the next version.
 """
+
 from __future__ import annotations
 
 import random
@@ -10,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from pipeline_fixtures import seed_offline
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -19,8 +21,7 @@ from earmark.security import Principal
 from earmark.services.training import TrainingService
 from earmark.simulate import random_oracle
 from earmark.store.models import Judgment
-from pipeline_fixtures import seed_offline
-from pipelines.online_dpo import NoLabels, OnlineCampaign, OnlineDPOConfig, run_online_dpo_round
+from pipelines.online_dpo import OnlineCampaign, OnlineDPOConfig, run_online_dpo_round
 
 PROMPTS = ["q0", "q1", "q2"]
 QUOTA = 3
@@ -28,9 +29,17 @@ TIMEOUT_S = 120.0  # case (a) must finish far below this
 
 
 def config(**over) -> OnlineDPOConfig:
-    base = dict(policy="offline-speech", split=None, prompt_ids=PROMPTS, samples=3, actors=1, poll_s=0.3,
-                temperature=1.2, campaign=OnlineCampaign(overlap=1, gold_ratio=0.0, max_items=6),
-                dpo={"threads": 1, "epochs": 2, "batch_size": 4})
+    base = dict(
+        policy="offline-speech",
+        split=None,
+        prompt_ids=PROMPTS,
+        samples=3,
+        actors=1,
+        poll_s=0.3,
+        temperature=1.2,
+        campaign=OnlineCampaign(overlap=1, gold_ratio=0.0, max_items=6),
+        dpo={"threads": 1, "epochs": 2, "batch_size": 4},
+    )
     return OnlineDPOConfig(**{**base, **over})
 
 
@@ -64,14 +73,20 @@ def rate_until_closed(em, campaign_id: int, seed: int, stop: threading.Event, su
 
 
 def judgments_until(em, campaign_id: int, cutoff) -> set[int]:
-    return set(em.ctx.tx(lambda s: s.scalars(select(Judgment.id).where(
-        Judgment.campaign_id == campaign_id, Judgment.created_at <= cutoff)).all()))
+    return set(
+        em.ctx.tx(
+            lambda s: s.scalars(
+                select(Judgment.id).where(Judgment.campaign_id == campaign_id, Judgment.created_at <= cutoff)
+            ).all()
+        )
+    )
 
 
 def test_cutoff_keeps_later_judgments_out_of_the_labels(committed_em) -> None:
     """The round's cut-off: a judgment stamped after it counts as unjudged (AI may fill its pair),
     so a rebuild after late judgments gives the same rows."""
     from annotation_fixtures import make_user, seed_rollouts
+
     from earmark.domain.records import RewardModelCreate, ScoreCreate
     from earmark.services.campaigns import CampaignCreate
     from earmark.services.datasets import SnapshotFilters
@@ -80,8 +95,12 @@ def test_cutoff_keeps_later_judgments_out_of_the_labels(committed_em) -> None:
     em = committed_em
     data = seed_rollouts(em, n_prompts=3, k=2)
     rm = em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1", kind="acoustic"))
-    em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match",
-                                  score=0.2 + 0.3 * key[2]) for key, rid in data["rollouts"].items()])
+    em.scores.ingest(
+        [
+            ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match", score=0.2 + 0.3 * key[2])
+            for key, rid in data["rollouts"].items()
+        ]
+    )
     camp = em.campaigns.create(CampaignCreate(name="cutoff", overlap=1, gold_ratio=0.0, max_items=3))
     rater = em.as_principal(make_user(em, "cutoff-rater"))
     rng = random.Random(0)
@@ -99,10 +118,13 @@ def test_cutoff_keeps_later_judgments_out_of_the_labels(committed_em) -> None:
     labels = LabelConfig(ai_fill=True, ai_reward_model_ids=[rm.id], ai_min_gap=0.0, judged_before=cutoff)
     rows, counts = em.datasets.rows(SnapshotFilters(campaign_ids=[camp.id], labels=labels))
     human = [r for r in rows if r["label_source"] == "human"]
-    assert {j for r in human for j in r["judgment_ids"]} == early and late not in {j for r in rows for j in r["judgment_ids"]}
+    assert {j for r in human for j in r["judgment_ids"]} == early and late not in {
+        j for r in rows for j in r["judgment_ids"]
+    }
     assert counts["human"] == 2 and counts["ai"] == 1  # the late-judged pair is filled by AI, marked so
-    everything, _ = em.datasets.rows(SnapshotFilters(campaign_ids=[camp.id], labels=labels.model_copy(
-        update={"judged_before": None})))
+    everything, _ = em.datasets.rows(
+        SnapshotFilters(campaign_ids=[camp.id], labels=labels.model_copy(update={"judged_before": None}))
+    )
     assert sum(r["label_source"] == "human" for r in everything) == 3
 
 
@@ -128,14 +150,21 @@ def test_round_proceeds_when_human_quota_is_met(committed_em, checkpoint, ray_lo
 
     t0 = time.monotonic()
     try:
-        res = run_online_dpo_round(em, config(quota=QUOTA, timeout_s=TIMEOUT_S), on_campaign=start_raters,
-                                   on_progress=lambda ev: ev.stage == "waiting" and waits.append(ev.data), show=False)
+        res = run_online_dpo_round(
+            em,
+            config(quota=QUOTA, timeout_s=TIMEOUT_S),
+            on_campaign=start_raters,
+            on_progress=lambda ev: ev.stage == "waiting" and waits.append(ev.data),
+            show=False,
+        )
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    print(f"\nonline DPO (quota): {res.judgments} judgments in {res.waited_s:.1f}s of wait, labels {res.label_counts}, "
-          f"{res.seconds}; total {time.monotonic() - t0:.0f}s")
+    print(
+        f"\nonline DPO (quota): {res.judgments} judgments in {res.waited_s:.1f}s of wait, labels {res.label_counts}, "
+        f"{res.seconds}; total {time.monotonic() - t0:.0f}s"
+    )
     # proceeded as soon as the quota was in, far from the timeout, and polled (no spinning)
     assert res.quota_met and not res.timed_out and res.quota == QUOTA
     assert res.judgments >= QUOTA and res.waited_s < 30
@@ -163,8 +192,9 @@ def test_round_times_out_and_trains_on_ai_labels_marked_ai(committed_em, checkpo
     em = committed_em
     base = seed_offline(em, checkpoint, n_prompts=3, multi=False)
     timeout = 3.0
-    res = run_online_dpo_round(em, config(quota=QUOTA, timeout_s=timeout, poll_s=0.5, close_campaign="on_timeout"),
-                               show=True)
+    res = run_online_dpo_round(
+        em, config(quota=QUOTA, timeout_s=timeout, poll_s=0.5, close_campaign="on_timeout"), show=True
+    )
     print(f"\nonline DPO (timeout): waited {res.waited_s:.1f}s, labels {res.label_counts}, {res.seconds}")
     assert res.timed_out and not res.quota_met and res.judgments == 0
     assert timeout <= res.waited_s < timeout + 3
@@ -192,10 +222,33 @@ def test_no_judgments_and_no_ai_fill_fails_clearly_and_trains_nothing(cli_env, c
 
     em = cli_env
     seed_offline(em, checkpoint, n_prompts=3, multi=False)
-    res = CliRunner().invoke(train_app, [
-        "online-dpo", "--policy", "offline-speech", "--samples", "3", "--prompts", ",".join(PROMPTS), "--actors", "1",
-        "--quota", "2", "--timeout", "1", "--poll", "0.5", "--no-ai-fill", "--overlap", "1", "--gold-ratio", "0",
-        "--threads", "1"])
+    res = CliRunner().invoke(
+        train_app,
+        [
+            "online-dpo",
+            "--policy",
+            "offline-speech",
+            "--samples",
+            "3",
+            "--prompts",
+            ",".join(PROMPTS),
+            "--actors",
+            "1",
+            "--quota",
+            "2",
+            "--timeout",
+            "1",
+            "--poll",
+            "0.5",
+            "--no-ai-fill",
+            "--overlap",
+            "1",
+            "--gold-ratio",
+            "0",
+            "--threads",
+            "1",
+        ],
+    )
     print(res.output)
     assert res.exit_code == 2
     out = " ".join(res.output.split())

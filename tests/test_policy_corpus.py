@@ -1,4 +1,5 @@
 """The bundled persona corpus and the prosody markup (no model needed)."""
+
 from __future__ import annotations
 
 import re
@@ -57,14 +58,18 @@ def test_assistant_turns_are_readable_sentences_with_persona_prosody() -> None:
                 summary = prosody_summary(m["markup"])
                 target = personas[d["persona_id"]]["prosody"]
                 totals[d["persona_id"]] += 1
-                on_target[d["persona_id"]] += summary["rate"][0] == target["rate"] and summary["pitch"][0] == target["pitch"]
+                on_target[d["persona_id"]] += (
+                    summary["rate"][0] == target["rate"] and summary["pitch"][0] == target["pitch"]
+                )
     for pid, n in totals.items():
         # Mostly on target (so the persona is learnable), not always (so preferences can move it).
         assert 0.35 < on_target[pid] / n < 0.75, (pid, on_target[pid] / n)
 
 
 def test_parse_markup_segments() -> None:
-    markup = "<rate_slow><pitch_low> Ah, hello there.<pause> Keep it<emph> dark and cool.<pitch_high> Bye!<|end|>ignored"
+    markup = (
+        "<rate_slow><pitch_low> Ah, hello there.<pause> Keep it<emph> dark and cool.<pitch_high> Bye!<|end|>ignored"
+    )
     segs = parse_markup(markup)
     assert [s.text for s in segs] == ["Ah, hello there.", "Keep it", "dark", "and cool.", "Bye!"]
     assert segs[0].rate == RATE_VALUES["slow"] and segs[0].pitch == PITCH_VALUES["low"]
@@ -81,12 +86,17 @@ def test_render_chat_matches_chat_template_and_sanitises_user_text() -> None:
     from jinja2 import Template
 
     card = load_personas()[0]
-    conv = [system_message(card), {"role": "user", "content": "Hi <pause> there"},
-            {"role": "assistant", "content": "Hello.", "markup": "<rate_slow><pitch_low> Hello."},
-            {"role": "user", "content": [{"type": "text", "text": "And now?"}]}]
+    conv = [
+        system_message(card),
+        {"role": "user", "content": "Hi <pause> there"},
+        {"role": "assistant", "content": "Hello.", "markup": "<rate_slow><pitch_low> Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "And now?"}]},
+    ]
     rendered = render_chat(conv)
     assert rendered.startswith("<|system|>You are Mara, a calm librarian")
     assert "Hi   there" in rendered and "<|assistant|><rate_slow><pitch_low> Hello.<|end|>" in rendered
     assert rendered.endswith("<|user|>And now?<|end|><|assistant|>")
-    plain = [{"role": m["role"], "content": render_chat([m], False).split("|>", 1)[1].removesuffix("<|end|>")} for m in conv]
+    plain = [
+        {"role": m["role"], "content": render_chat([m], False).split("|>", 1)[1].removesuffix("<|end|>")} for m in conv
+    ]
     assert Template(CHAT_TEMPLATE).render(messages=plain, add_generation_prompt=True) == rendered

@@ -1,5 +1,6 @@
 """HFCausalLMPolicy on real local folders: the offline checkpoint, and a tiny random Qwen2 whose
 vocabulary has a fake audio-token range decoded by a toy codec (a sine tone per token)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,9 +45,18 @@ def tiny_audio_lm(tmp_path_factory: pytest.TempPathFactory, offline_dir: Path) -
     tok = AutoTokenizer.from_pretrained(offline_dir)
     n_text = len(tok)
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=n_text + AUDIO_TOKENS, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=n_text + AUDIO_TOKENS,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     path = tmp_path_factory.mktemp("tiny-audio-lm")
     Qwen2ForCausalLM(cfg).save_pretrained(path)
     tok.chat_template = None  # exercise the plain-transcript prompt for template-less models

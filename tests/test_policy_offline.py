@@ -1,4 +1,5 @@
 """The offline speech policy end to end: build, sample, speak, score (real model, real eSpeak)."""
+
 from __future__ import annotations
 
 import re
@@ -108,7 +109,10 @@ def test_same_seed_same_sample_regardless_of_batch(policy: OfflineSpeechPolicy) 
     b = policy.generate(convs, params, num_samples=2, seed=7)
     alone = policy.generate(convs[2:3], params, num_samples=2, seed=7)
     c = policy.generate(convs, params, num_samples=2, seed=8)
-    ids = lambda out: [[s.token_ids for s in ss] for ss in out]
+
+    def ids(out):
+        return [[s.token_ids for s in ss] for ss in out]
+
     assert ids(a) == ids(b)
     assert ids(alone)[0] == ids(a)[2]
     assert ids(a) != ids(c)
@@ -150,7 +154,9 @@ def test_persona_card_steers_prosody(policy: OfflineSpeechPolicy) -> None:
     prompt = {"role": "user", "content": "How do I keep my houseplants alive?"}
     rates = {}
     for pid in ("librarian", "coach"):
-        out = policy.generate([[system_message(cards[pid]), prompt]], SamplingParams(max_new_tokens=4), num_samples=16, seed=0)
+        out = policy.generate(
+            [[system_message(cards[pid]), prompt]], SamplingParams(max_new_tokens=4), num_samples=16, seed=0
+        )
         rates[pid] = [s.extra["prosody"]["rate"][:1] for s in out[0]]
     assert sum(r == ["slow"] for r in rates["librarian"]) > sum(r == ["slow"] for r in rates["coach"])
     assert sum(r == ["fast"] for r in rates["coach"]) > sum(r == ["fast"] for r in rates["librarian"])
@@ -162,7 +168,9 @@ def test_save_and_reload_as_new_version(policy: OfflineSpeechPolicy, tmp_path: P
     assert again.version == "v1" and again.name == policy.name
     params = SamplingParams(temperature=0.0, max_new_tokens=20)
     convs = _heldout(2)
-    assert [s[0].token_ids for s in again.generate(convs, params)] == [s[0].token_ids for s in policy.generate(convs, params)]
+    assert [s[0].token_ids for s in again.generate(convs, params)] == [
+        s[0].token_ids for s in policy.generate(convs, params)
+    ]
 
 
 def test_bad_inputs_name_the_fix(policy: OfflineSpeechPolicy, tmp_path: Path) -> None:
@@ -181,7 +189,6 @@ def test_sampled_control_bytes_never_reach_the_transcript(policy: OfflineSpeechP
     ids = tok(" Hello", add_special_tokens=False)["input_ids"]
     nul, bel = tok.convert_tokens_to_ids("Ā"), tok.convert_tokens_to_ids("ć")
     assert nul != tok.unk_token_id and bel != tok.unk_token_id
-    sample = policy._finish(ids + [nul, bel] + ids, "stop", None, 0.0, seed=0, prompt_tokens=1,
-                            params=SamplingParams())
+    sample = policy._finish(ids + [nul, bel] + ids, "stop", None, 0.0, seed=0, prompt_tokens=1, params=SamplingParams())
     assert "\x00" not in sample.text and "\x07" not in sample.text
     assert sample.text == "Hello Hello" or sample.text == "HelloHello"

@@ -3,6 +3,7 @@
 The server (stdlib http.server on 127.0.0.1, random port) speaks the chat-completions audio
 protocol and answers with real eSpeak NG WAV audio; it is the only fake in these tests.
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,15 +63,32 @@ class _Handler(BaseHTTPRequestHandler):
         for i in range(body.get("n", 1)):
             transcript = f"Answer {i} with seed {body.get('seed')}: you asked, {question}"
             audio, sr = render_text(transcript, rate=160 + 20 * i)
-            message = {"role": "assistant", "content": None, "audio": {
-                "id": f"audio_{i}", "data": base64.b64encode(wav_bytes(audio, sr)).decode(),
-                "transcript": transcript, "expires_at": 0}}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "audio": {
+                    "id": f"audio_{i}",
+                    "data": base64.b64encode(wav_bytes(audio, sr)).decode(),
+                    "transcript": transcript,
+                    "expires_at": 0,
+                },
+            }
             choice: dict[str, Any] = {"index": i, "finish_reason": "stop", "message": message}
             if body.get("logprobs"):
-                choice["logprobs"] = {"content": [{"token": f"token_id:{100 + i + j}", "logprob": -0.5} for j in range(4)]}
+                choice["logprobs"] = {
+                    "content": [{"token": f"token_id:{100 + i + j}", "logprob": -0.5} for j in range(4)]
+                }
             choices.append(choice)
-        self._reply(200, {"id": "chatcmpl-test", "object": "chat.completion", "model": body["model"],
-                          "choices": choices, "usage": {"prompt_tokens": 12, "completion_tokens": 30}})
+        self._reply(
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": choices,
+                "usage": {"prompt_tokens": 12, "completion_tokens": 30},
+            },
+        )
 
 
 @pytest.fixture()
@@ -94,9 +112,15 @@ def test_generate_returns_real_audio_and_transcripts(server: tuple[str, ServerSt
     url, state = server
     policy = OpenAIChatPolicy(url, "fake-speech", api_key=KEY, voice="verse", version="2025-01")
     assert isinstance(policy, Policy) and KEY not in repr(policy)
-    convs = [_conv(), _conv("Thanks!")[:1] + [{"role": "user", "content": "Hi"},
-                                               {"role": "assistant", "content": "Hello."},
-                                               {"role": "user", "content": [{"type": "text", "text": "Thanks!"}]}]]
+    convs = [
+        _conv(),
+        _conv("Thanks!")[:1]
+        + [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": [{"type": "text", "text": "Thanks!"}]},
+        ],
+    ]
     params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=64)
     out = policy.generate(convs, params, num_samples=2, seed=11)
     assert [len(ss) for ss in out] == [2, 2]

@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): import schemas, presentation-order canonicalization, vote
 aggregation and preference-pair construction."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,11 @@ roles = st.sampled_from(["system", "user", "assistant"])
 message = st.fixed_dictionaries({"role": roles, "content": text})
 
 
-@given(ext=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,30}", fullmatch=True),
-       regime=st.sampled_from(["asr", "tts", "realtime", "duplex", "reasoning"]),
-       messages=st.lists(message, min_size=1, max_size=8))
+@given(
+    ext=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,30}", fullmatch=True),
+    regime=st.sampled_from(["asr", "tts", "realtime", "duplex", "reasoning"]),
+    messages=st.lists(message, min_size=1, max_size=8),
+)
 def test_prompt_schema_round_trips_through_json(ext, regime, messages) -> None:
     p = PromptCreate(external_id=ext, regime=regime, messages=messages)
     again = PromptCreate.model_validate(json.loads(p.model_dump_json()))
@@ -70,8 +73,11 @@ def test_mos_unshuffle_restores_canonical_order(scores, data) -> None:
     assert out["scores"]["mos"] == scores
 
 
-votes = st.lists(st.tuples(st.sampled_from([-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0]),
-                           st.floats(0.05, 5.0)), min_size=1, max_size=12)
+votes = st.lists(
+    st.tuples(st.sampled_from([-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0]), st.floats(0.05, 5.0)),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,5 @@
 """Rater-quality metrics on planted data: the answers are known, so the metrics must find them."""
+
 from __future__ import annotations
 
 import random
@@ -8,17 +9,45 @@ import numpy as np
 import pytest
 
 from earmark.services.quality import (
-    JudgmentRow, QualityConfig, assess, gold_counts, krippendorff_alpha, leave_one_out_majority, peer_agreement, sprt,
+    JudgmentRow,
+    QualityConfig,
+    assess,
+    gold_counts,
+    krippendorff_alpha,
+    leave_one_out_majority,
+    peer_agreement,
+    sprt,
 )
 
 DIMS = ("prosody", "persona_consistency", "correctness")
 _ids = iter(range(1, 10**9))
 
 
-def row(rater: int, item: int, *, choice: str | None = None, ratings: dict | None = None, gold: bool | None = None,
-        order: tuple[int, ...] = (0, 1), hidden_reference: int | None = None, protocol: str = "pairwise") -> JudgmentRow:
-    return JudgmentRow(next(_ids), item, 1, rater, protocol, choice, None, ratings or {}, gold is not None, gold,
-                       order, hidden_reference)
+def row(
+    rater: int,
+    item: int,
+    *,
+    choice: str | None = None,
+    ratings: dict | None = None,
+    gold: bool | None = None,
+    order: tuple[int, ...] = (0, 1),
+    hidden_reference: int | None = None,
+    protocol: str = "pairwise",
+) -> JudgmentRow:
+    return JudgmentRow(
+        next(_ids),
+        item,
+        1,
+        rater,
+        protocol,
+        choice,
+        None,
+        ratings or {},
+        gold is not None,
+        gold,
+        order,
+        hidden_reference,
+    )
 
 
 def users(*ids: int) -> dict[int, tuple[str, bool]]:
@@ -34,13 +63,21 @@ def test_gold_accuracy_and_the_low_gold_flag() -> None:
     assert report[1].gold_accuracy == pytest.approx(0.9) and "low_gold_accuracy" not in report[1].flags
     assert report[2].gold_accuracy == pytest.approx(0.4) and "low_gold_accuracy" in report[2].flags
     assert "low_gold_accuracy" not in report[3].flags  # min_gold_items = 5
-    assert "low_gold_accuracy" in {q.user_id: q for q in assess(rows, users(1, 2, 3), QualityConfig(
-        min_gold_items=3, min_gold_accuracy=0.95))}[1].flags
+    assert (
+        "low_gold_accuracy"
+        in {
+            q.user_id: q for q in assess(rows, users(1, 2, 3), QualityConfig(min_gold_items=3, min_gold_accuracy=0.95))
+        }[1].flags
+    )
 
 
 def _matrix_rows(data: np.ndarray, dim: str) -> list[JudgmentRow]:
-    return [row(r, u, ratings={dim: int(data[r, u])}) for r in range(data.shape[0]) for u in range(data.shape[1])
-            if not np.isnan(data[r, u])]
+    return [
+        row(r, u, ratings={dim: int(data[r, u])})
+        for r in range(data.shape[0])
+        for u in range(data.shape[1])
+        if not np.isnan(data[r, u])
+    ]
 
 
 def test_alpha_equals_krippendorff_package_on_the_same_matrix() -> None:
@@ -61,8 +98,10 @@ def test_alpha_equals_krippendorff_package_on_the_same_matrix() -> None:
 
 
 def test_alpha_is_undefined_without_overlap_or_variation() -> None:
-    assert krippendorff_alpha([row(1, 1, ratings={"prosody": 3}), row(2, 2, ratings={"prosody": 4})],
-                              "prosody").alpha is None
+    assert (
+        krippendorff_alpha([row(1, 1, ratings={"prosody": 3}), row(2, 2, ratings={"prosody": 4})], "prosody").alpha
+        is None
+    )
     same = [row(r, u, ratings={"correctness": 4}) for r in (1, 2) for u in range(5)]
     assert krippendorff_alpha(same, "correctness").alpha in (None, 1.0)
 
@@ -102,10 +141,26 @@ def test_sprt_boundaries() -> None:
 
 def test_near_zero_variance_and_position_bias() -> None:
     rows = [row(1, i, choice="A", ratings={d: 3 for d in DIMS}, order=(0, 1)) for i in range(10)]  # straight-liner
-    rows += [row(2, i, choice="A" if i % 2 else "B", order=(0, 1) if i % 2 else (1, 0),
-                 ratings={d: 1 + (i + j) % 5 for j, d in enumerate(DIMS)}) for i in range(10)]  # always shown-first
-    rows += [row(3, i, choice="AB"[i % 2], order=(0, 1) if i % 3 else (1, 0),
-                 ratings={d: 1 + (i * (j + 2)) % 5 for j, d in enumerate(DIMS)}) for i in range(10)]
+    rows += [
+        row(
+            2,
+            i,
+            choice="A" if i % 2 else "B",
+            order=(0, 1) if i % 2 else (1, 0),
+            ratings={d: 1 + (i + j) % 5 for j, d in enumerate(DIMS)},
+        )
+        for i in range(10)
+    ]  # always shown-first
+    rows += [
+        row(
+            3,
+            i,
+            choice="AB"[i % 2],
+            order=(0, 1) if i % 3 else (1, 0),
+            ratings={d: 1 + (i * (j + 2)) % 5 for j, d in enumerate(DIMS)},
+        )
+        for i in range(10)
+    ]
     report = {q.user_id: q for q in assess(rows, users(1, 2, 3), QualityConfig())}
     assert "near_zero_variance" in report[1].flags and report[1].rating_std["prosody"] == 0
     assert "position_bias" in report[1].flags and report[1].first_position_share == 1.0
@@ -115,8 +170,10 @@ def test_near_zero_variance_and_position_bias() -> None:
 
 def test_mushra_hidden_reference_screen() -> None:
     def trials(rater: int, low: int) -> list[JudgmentRow]:
-        return [row(rater, i, protocol="mushra", hidden_reference=1,
-                    ratings={"mushra": [40, 70 if i < low else 100, 20]}) for i in range(10)]
+        return [
+            row(rater, i, protocol="mushra", hidden_reference=1, ratings={"mushra": [40, 70 if i < low else 100, 20]})
+            for i in range(10)
+        ]
 
     rows = trials(1, 2) + trials(2, 1)  # 20% and 10% of items below 90
     rows += [row(3, i, protocol="mushra", ratings={"mushra": [40, 50, 20]}) for i in range(10)]  # no hidden reference

@@ -1,4 +1,5 @@
 """Quality service on real PostgreSQL: the gold screen excludes, a reviewer clears, new evidence counts."""
+
 from __future__ import annotations
 
 import uuid
@@ -6,9 +7,9 @@ import uuid
 import krippendorff
 import numpy as np
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import select
 
-from annotation_fixtures import make_user, seed_rollouts
 from earmark.domain.annotation import RATING_DIMENSIONS
 from earmark.domain.enums import Role
 from earmark.errors import PermissionDenied
@@ -20,8 +21,9 @@ from earmark.store.models import AuditLog, User
 ADMIN = Principal(None, "bootstrap", Role.admin)
 
 
-def rate_all(em, rater: Principal, campaign_id: int, *, gold_right: bool, limit: int | None = None,
-             rating: int | None = None) -> int:
+def rate_all(
+    em, rater: Principal, campaign_id: int, *, gold_right: bool, limit: int | None = None, rating: int | None = None
+) -> int:
     """Rate every item left for ``rater``; on gold items answer right or wrong on purpose."""
     me = em.as_principal(rater)
     n = 0
@@ -29,9 +31,17 @@ def rate_all(em, rater: Principal, campaign_id: int, *, gold_right: bool, limit:
         le = leases[0]
         canonical_a_shown_as = "A" if le.order[0] == 0 else "B"
         other = "B" if canonical_a_shown_as == "A" else "A"
-        me.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {
-            "choice": canonical_a_shown_as if gold_right else other, "strength": 2,
-            "ratings": {d: rating or 1 + n % 5 for d in RATING_DIMENSIONS}, "listen_ms": {"A": 300, "B": 400}})
+        me.tasks.submit(
+            le.task_id,
+            le.lease_token,
+            uuid.uuid4(),
+            {
+                "choice": canonical_a_shown_as if gold_right else other,
+                "strength": 2,
+                "ratings": {d: rating or 1 + n % 5 for d in RATING_DIMENSIONS},
+                "listen_ms": {"A": 300, "B": 400},
+            },
+        )
         n += 1
     return n
 
@@ -62,8 +72,11 @@ def test_low_gold_rater_excluded_until_a_reviewer_clears(committed_em) -> None:
     assert em.users.find("bad").cleared_for_aggregation is True
     assert reviewer.quality.apply_gold_flags() == []  # a human decision stands against old evidence
     with em.session() as s:
-        actions = s.scalars(select(AuditLog.action).where(AuditLog.entity == "user", AuditLog.entity_id ==
-                                                          str(bad.user_id)).order_by(AuditLog.id)).all()
+        actions = s.scalars(
+            select(AuditLog.action)
+            .where(AuditLog.entity == "user", AuditLog.entity_id == str(bad.user_id))
+            .order_by(AuditLog.id)
+        ).all()
     assert actions[-2:] == ["raters.exclude", "raters.clear"]
 
     c3 = admin.campaigns.create(CampaignCreate(name="c3", overlap=1, gold_ratio=0.5))

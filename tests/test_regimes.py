@@ -1,5 +1,6 @@
 """Regime presets: one source of composition weights, scorers that exist, campaign defaults, the
 latency scorer, `earmark regime list|show`, `earmark score --regime` and campaigns from a preset."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 from pydantic import ValidationError
+from regime_fixtures import FULL_SAMPLING, seed_regimes
 from typer.testing import CliRunner
 
 from earmark.cli.main import app
@@ -16,7 +18,6 @@ from earmark.errors import InvalidInput
 from earmark.regimes import PRESETS, RegimePreset, ScorerRef, check_scorers, get_preset
 from earmark.security import Principal
 from earmark.services.campaigns import CampaignCreate
-from regime_fixtures import FULL_SAMPLING, seed_regimes
 from reward_models.base import REGIMES, ScoringInput, build_scorer, list_scorers
 from reward_models.composition import RegimeWeights, RewardComposition
 from reward_models.latency import latency_score
@@ -42,9 +43,11 @@ def test_one_preset_per_regime_and_composition_defaults_come_from_them() -> None
 
 
 def test_presets_import_without_torch_or_reward_models() -> None:
-    code = ("import sys, earmark.regimes as r; assert r.PRESETS; "
-            "bad = [m for m in ('torch', 'ray', 'reward_models', 'earmark.store') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, earmark.regimes as r; assert r.PRESETS; "
+        "bad = [m for m in ('torch', 'ray', 'reward_models', 'earmark.store') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
@@ -83,8 +86,12 @@ def test_preset_validation_refuses_unknown_exports_and_ratings() -> None:
     with pytest.raises(ValidationError, match="listed twice"):
         RegimePreset.model_validate({**base, "scorers": [base["scorers"][0], base["scorers"][0]]})
     assert PRESETS["asr"].missing_sampling(FULL_SAMPLING) == []
-    assert PRESETS["asr"].missing_sampling({"temperature": 0.0}) == ["top_p", "top_k", "max_new_tokens",
-                                                                      "repetition_penalty"]
+    assert PRESETS["asr"].missing_sampling({"temperature": 0.0}) == [
+        "top_p",
+        "top_k",
+        "max_new_tokens",
+        "repetition_penalty",
+    ]
     assert PRESETS["tts"].missing_sampling({}) == []  # tts records nothing extra
     assert ScorerRef(name="x", dimensions=("d",)).optional is False
 
@@ -137,12 +144,17 @@ def test_score_regime_picks_preset_scorers_and_refuses_unregistered(monkeypatch)
     assert [s["name"] for s in rm_cmds._scorer_specs(None, "reasoning")] == ["answer_match", "judge"]  # no optional
     # explicit scorers with a preset: the preset's config for the ones it names
     assert rm_cmds._scorer_specs("wer,latency", "tts") == [
-        {"name": "wer", "config": {"transcribe_audio": True, "self_reference": True}}, {"name": "latency", "config": {}}]
+        {"name": "wer", "config": {"transcribe_audio": True, "self_reference": True}},
+        {"name": "latency", "config": {}},
+    ]
     with pytest.raises(InvalidInput, match="unknown"):
         rm_cmds._scorer_specs(None, "karaoke")
     # a preset scorer that is not registered is refused before anything runs, naming it and the fix
-    fake = PRESETS["tts"].model_copy(update={"scorers": (ScorerRef(name="speaker_sim", dimensions=("similarity",),
-                                                                   provided_by="reward_models.speaker"),)})
+    fake = PRESETS["tts"].model_copy(
+        update={
+            "scorers": (ScorerRef(name="speaker_sim", dimensions=("similarity",), provided_by="reward_models.speaker"),)
+        }
+    )
     monkeypatch.setitem(PRESETS, "tts", fake)
     res = runner.invoke(app, ["score", "--regime", "tts"])
     assert res.exit_code == 2
@@ -164,8 +176,10 @@ def test_scoring_job_with_a_preset_scores_only_its_regime(em) -> None:
     assert acc[asr[0]] == 1.0 and acc[asr[0]] > acc[asr[1]] > acc[asr[2]]  # one word off, then two
     # latency from the rollouts' ttfa_s, realtime only
     lat = [ScorerSpec(**s) for s in get_preset("realtime").scorer_specs() if s["name"] == "latency"]
-    assert run_scoring_job(em, ScoringJobConfig(scorers=lat, regimes=["realtime"]), progress=False,
-                           use_ray=False).rollouts == 3
+    assert (
+        run_scoring_job(em, ScoringJobConfig(scorers=lat, regimes=["realtime"]), progress=False, use_ray=False).rollouts
+        == 3
+    )
     got = em.scores.by_dimension(list(world["rollouts"].values()))["latency/latency"]
     assert [got[world["rollouts"][("rt-1", s)]] for s in range(3)] == [1.0, 0.5, 0.0]
     # decoding settings the asr preset needs: one asr rollout lacks top_k
@@ -196,8 +210,12 @@ def test_campaign_from_a_preset(em) -> None:
     seed_regimes(em)
     spec = CampaignCreate(name="tts-ab", preset="tts")
     p = PRESETS["tts"].campaign
-    assert (spec.protocol, spec.dimensions, spec.overlap, spec.gold_ratio) == (p.protocol, list(p.dimensions),
-                                                                               p.overlap, p.gold_ratio)
+    assert (spec.protocol, spec.dimensions, spec.overlap, spec.gold_ratio) == (
+        p.protocol,
+        list(p.dimensions),
+        p.overlap,
+        p.gold_ratio,
+    )
     assert spec.regime.value == "tts" and spec.instructions == p.instructions
     # the caller's values win over the preset's
     own = CampaignCreate(name="tts-mos", preset="tts", protocol="mos", overlap=5)

@@ -1,4 +1,5 @@
 """Review service on real PostgreSQL: disputed items, adjudication upserts, blind views, exports."""
+
 from __future__ import annotations
 
 import csv
@@ -8,9 +9,9 @@ import json
 import uuid
 
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import func, select
 
-from annotation_fixtures import make_user, seed_rollouts
 from earmark.domain.annotation import RATING_DIMENSIONS
 from earmark.domain.enums import Role
 from earmark.errors import InvalidInput, PermissionDenied
@@ -35,11 +36,18 @@ def world(em, n_prompts: int = 3):
             le = leases[0]
             first_item = first_item or le.comparison_id
             want = 0 if le.comparison_id == first_item else canon
-            me.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {
-                "choice": "A" if le.order[0] == want else "B", "strength": 3,
-                "ratings": {d: 3 + canon for d in RATING_DIMENSIONS},
-                "rationale": "=HYPERLINK(\"http://evil\")" if name == "bob" else "clear winner",
-                "listen_ms": {"A": 300, "B": 400}})
+            me.tasks.submit(
+                le.task_id,
+                le.lease_token,
+                uuid.uuid4(),
+                {
+                    "choice": "A" if le.order[0] == want else "B",
+                    "strength": 3,
+                    "ratings": {d: 3 + canon for d in RATING_DIMENSIONS},
+                    "rationale": '=HYPERLINK("http://evil")' if name == "bob" else "clear winner",
+                    "listen_ms": {"A": 300, "B": 400},
+                },
+            )
     return camp, first_item
 
 
@@ -58,8 +66,7 @@ def test_disputed_items_listed_most_split_first(em) -> None:
     assert agreed not in [d.comparison_id for d in disputed]
     assert len(disputed) == 2 and all(d.split and d.judgments == 2 for d in disputed)
     # the agreed item shows once a rating spread this small counts (3 vs 4 on every dimension: sd 0.5)
-    assert agreed in [d.comparison_id for d in reviewer.review.disputed(camp.id, min_disagreement=1.0,
-                                                                        rating_std=0.5)]
+    assert agreed in [d.comparison_id for d in reviewer.review.disputed(camp.id, min_disagreement=1.0, rating_std=0.5)]
     assert reviewer.review.disputed(camp.id, min_disagreement=1.0, rating_std=5.0)[0].split
 
 

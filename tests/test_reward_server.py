@@ -1,4 +1,5 @@
 """The reward endpoint: OpenRLHF-shaped requests, bearer token, provenance in the store."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,12 @@ def server(committed_em):
 
 
 def _post(url, body, token=TOKEN):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -34,13 +39,19 @@ def _post(url, body, token=TOKEN):
 def test_openrlhf_request_scored_and_recorded(server) -> None:
     url, em = server
     prompts = ["Q: what is two plus two? A:", "Q: capital of France? A:"]
-    out = _post(url, {"query": [prompts[0] + " 4", prompts[1] + " Berlin"], "prompts": prompts, "labels": ["4", "Paris"]})
+    out = _post(
+        url, {"query": [prompts[0] + " 4", prompts[1] + " Berlin"], "prompts": prompts, "labels": ["4", "Paris"]}
+    )
     assert len(out["rewards"]) == 2 and out["rewards"][0] > out["rewards"][1]
     assert out["extra_logs"]["verifiable"] == [1.0, 0.0]
     with em.session() as s:
-        rows = s.execute(text("SELECT p.name, rm.name, rs.dimension, rs.score FROM reward_scores rs "
-                              "JOIN reward_models rm ON rm.id = rs.reward_model_id JOIN rollouts r ON r.id = rs.rollout_id "
-                              "JOIN policies p ON p.id = r.policy_id ORDER BY rs.id")).all()
+        rows = s.execute(
+            text(
+                "SELECT p.name, rm.name, rs.dimension, rs.score FROM reward_scores rs "
+                "JOIN reward_models rm ON rm.id = rs.reward_model_id JOIN rollouts r ON r.id = rs.rollout_id "
+                "JOIN policies p ON p.id = r.policy_id ORDER BY rs.id"
+            )
+        ).all()
     assert {r[0] for r in rows} == {"external-openrlhf"}
     assert {(r[1], r[2]) for r in rows} >= {("answer_match", "normalized_match"), ("composition", "total")}
 
@@ -50,8 +61,10 @@ def test_audio_takes_part_when_sent(server) -> None:
 
     url, _ = server
     audio, sr = render_text("four", rate=150, pitch=40)
-    out = _post(url, {"query": ["4"], "prompts": [""], "labels": ["4"],
-                      "audio": [base64.b64encode(wav_bytes(audio, sr)).decode()]})
+    out = _post(
+        url,
+        {"query": ["4"], "prompts": [""], "labels": ["4"], "audio": [base64.b64encode(wav_bytes(audio, sr)).decode()]},
+    )
     assert len(out["rewards"]) == 1
 
 

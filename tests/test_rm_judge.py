@@ -201,7 +201,6 @@ def test_smollm2_preset_runs_and_is_weak() -> None:
 def test_pinned_gguf_with_another_hash_is_refused_before_loading(tmp_path) -> None:
     """A repackaged model file that changed is refused by its pinned sha256, with the fix named."""
     (tmp_path / "judge.gguf").write_bytes(b"GGUF not the pinned weights")
-    j = JudgeScorer(model_path=str(tmp_path), gguf_file="judge.gguf", model_sha256="0" * 64,
-                    dimensions=["helpfulness"])
+    j = JudgeScorer(model_path=str(tmp_path), gguf_file="judge.gguf", model_sha256="0" * 64, dimensions=["helpfulness"])
     with pytest.raises(ValueError, match=r"sha256 of .*judge.gguf is [0-9a-f]{64}, expected 0{64}.*Reinstall"):
         _ = j.backend

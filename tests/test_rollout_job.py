@@ -1,12 +1,13 @@
 """The rollout job on real Ray with the offline speech policy: exactly once, even when actors die."""
+
 from __future__ import annotations
 
 import pytest
+from pipeline_fixtures import kill_actor_mid_job
+from pipeline_fixtures import seed_offline as _seed
 from sqlalchemy import text
 
 from earmark.audio import decode
-from pipeline_fixtures import kill_actor_mid_job
-from pipeline_fixtures import seed_offline as _seed
 from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,7 @@ def test_killed_actor_mid_job_every_item_exactly_once(committed_em, checkpoint, 
     em = committed_em
     _seed(em, checkpoint, n_prompts=6, multi=False)
     cfg = RolloutJobConfig(policy="offline-speech", samples=3, actors=2, batch_size=1, max_new_tokens=48)
-    kill_actor_mid_job(lambda: run_rollout_job(em, cfg, progress=False), "RolloutActor",
-                       lambda: _counts(em)[0] >= 2, poll_s=0.05)
+    kill_actor_mid_job(
+        lambda: run_rollout_job(em, cfg, progress=False), "RolloutActor", lambda: _counts(em)[0] >= 2, poll_s=0.05
+    )
     assert _counts(em) == (18, 18)  # every prompt x sample once: no loss, no duplicate

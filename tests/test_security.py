@@ -1,4 +1,5 @@
 """Security: every service call against every role, presigned URL expiry, secrets kept out of logs."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ import urllib.request
 import uuid
 
 import pytest
-
 from annotation_fixtures import make_user, seed_rollouts
+
 from earmark.domain.enums import Role
 from earmark.errors import PermissionDenied
 from earmark.security import PERMISSIONS, Principal
@@ -57,8 +58,14 @@ def test_every_guarded_call_against_every_role(em) -> None:
     assert wrong == [], wrong
     # the table covers what matters most: raters cannot manage, review, export or read data
     rater = {(a, o) for a, r, o, _ in table if r == "rater"}
-    assert {("users.manage", "denied"), ("campaigns.manage", "denied"), ("judgments.review", "denied"),
-            ("data.read", "denied"), ("training.run", "denied"), ("tasks.rate", "allowed")} <= rater
+    assert {
+        ("users.manage", "denied"),
+        ("campaigns.manage", "denied"),
+        ("judgments.review", "denied"),
+        ("data.read", "denied"),
+        ("training.run", "denied"),
+        ("tasks.rate", "allowed"),
+    } <= rater
 
 
 def test_rater_item_view_has_no_model_identity(em) -> None:
@@ -117,9 +124,12 @@ def test_reward_token_not_logged(caplog, committed_em) -> None:
     caplog.set_level(logging.DEBUG)
     port = free_port()
     srv = serve(RewardService(committed_em, [{"name": "answer_match"}], regime="reasoning"), token, port=port)
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/get_reward", method="POST",
-                                 data=json.dumps({"query": ["4"], "prompts": [""], "labels": ["4"]}).encode(),
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/get_reward",
+        method="POST",
+        data=json.dumps({"query": ["4"], "prompts": [""], "labels": ["4"]}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=10).read()
     srv.shutdown()
     assert token not in caplog.text

@@ -1,4 +1,5 @@
 """eSpeak NG synthesis: real audio through the espeakng-loader wheel, measured with Praat."""
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +26,7 @@ def _rms(a: np.ndarray) -> float:
 
 def _longest_zero_run(a: np.ndarray) -> int:
     best = run = 0
-    for is_zero in (a == 0):
+    for is_zero in a == 0:
         run = run + 1 if is_zero else 0
         best = max(best, run)
     return best
@@ -90,7 +91,12 @@ def test_wav_round_trip() -> None:
 
 
 def test_concurrent_rendering_keeps_each_callers_settings() -> None:
-    texts = ["Number one is speaking here.", "Thread two is talking now, slowly.", "Three has a much longer sentence to say than the others.", "Four reads a line of its own."]
+    texts = [
+        "Number one is speaking here.",
+        "Thread two is talking now, slowly.",
+        "Three has a much longer sentence to say than the others.",
+        "Four reads a line of its own.",
+    ]
     pitches = [10, 40, 70, 100]  # about 20 Hz or more apart in mean F0
     serial = [render_text(t, pitch=p)[0] for t, p in zip(texts, pitches)]
     results: dict[int, np.ndarray] = {}

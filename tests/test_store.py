@@ -1,4 +1,5 @@
 """The preference store on real PostgreSQL (the machine's server and the embedded pgserver)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,19 +13,37 @@ from earmark.store.models import Policy, Prompt, RewardModel, RewardScore, Rollo
 
 def _seed(em):
     em.catalog.import_personas([{"name": "librarian", "prosody": {"f0_mean_hz": 95}}])
-    rep = em.catalog.import_prompts([
-        {"external_id": f"p{i}", "regime": "realtime", "persona": "librarian",
-         "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(3)
-    ])
+    rep = em.catalog.import_prompts(
+        [
+            {
+                "external_id": f"p{i}",
+                "regime": "realtime",
+                "persona": "librarian",
+                "messages": [{"role": "user", "content": f"question {i}"}],
+            }
+            for i in range(3)
+        ]
+    )
     pol = em.catalog.register_policy("speech", "file:///ckpt/v0")
     return rep.ids, pol
 
 
 def _rollouts(prompt_ids, policy_id, k=2, round=0):
-    return [RolloutCreate(prompt_id=pid, policy_id=policy_id, round=round, sample_index=i,
-                          messages=[{"role": "assistant", "content": f"answer {i}"}], text=f"answer {i}",
-                          token_ids=[1, 2, 3 + i], sampling={"temperature": 0.8}, seed=7)
-            for pid in prompt_ids for i in range(k)]
+    return [
+        RolloutCreate(
+            prompt_id=pid,
+            policy_id=policy_id,
+            round=round,
+            sample_index=i,
+            messages=[{"role": "assistant", "content": f"answer {i}"}],
+            text=f"answer {i}",
+            token_ids=[1, 2, 3 + i],
+            sampling={"temperature": 0.8},
+            seed=7,
+        )
+        for pid in prompt_ids
+        for i in range(k)
+    ]
 
 
 def test_rollouts_exactly_once_and_provenance(any_em) -> None:
@@ -35,8 +54,9 @@ def test_rollouts_exactly_once_and_provenance(any_em) -> None:
     assert again == keys
     assert any_em.rollouts.count() == 6
     with any_em.session() as s:
-        row = s.execute(select(Rollout, Policy.name, Policy.version, Prompt.external_id)
-                        .join(Policy).join(Prompt).limit(1)).one()
+        row = s.execute(
+            select(Rollout, Policy.name, Policy.version, Prompt.external_id).join(Policy).join(Prompt).limit(1)
+        ).one()
         assert row.name == "speech" and row.version == 0 and row.external_id.startswith("p")
         assert row.Rollout.token_ids[:2] == [1, 2] and row.Rollout.sampling == {"temperature": 0.8}
 
@@ -46,16 +66,31 @@ def test_scores_unique_and_rescore_with_new_version_adds_rows(any_em) -> None:
     keys = any_em.rollouts.ingest(_rollouts(ids.values(), pol.id, k=1))
     rm1 = any_em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1+aaa", kind="acoustic"))
     rm2 = any_em.scores.register_reward_model(RewardModelCreate(name="prosody", version="2+bbb", kind="acoustic"))
-    assert any_em.scores.register_reward_model(
-        RewardModelCreate(name="prosody", version="1+aaa", kind="acoustic")).id == rm1.id
-    scores = [ScoreCreate(rollout_id=r, reward_model_id=rm1.id, dimension="prosody", score=0.5,
-                          rationale="f0 ok", features={"f0_mean_hz": 101.0}) for r in keys.values()]
+    assert (
+        any_em.scores.register_reward_model(RewardModelCreate(name="prosody", version="1+aaa", kind="acoustic")).id
+        == rm1.id
+    )
+    scores = [
+        ScoreCreate(
+            rollout_id=r,
+            reward_model_id=rm1.id,
+            dimension="prosody",
+            score=0.5,
+            rationale="f0 ok",
+            features={"f0_mean_hz": 101.0},
+        )
+        for r in keys.values()
+    ]
     assert any_em.scores.ingest(scores) == 3
     assert any_em.scores.ingest(scores) == 0  # duplicates skipped, not doubled
     assert any_em.scores.ingest([s.model_copy(update={"reward_model_id": rm2.id, "score": 0.7}) for s in scores]) == 3
     with any_em.session() as s:
-        rows = s.execute(select(RewardModel.version, func.avg(RewardScore.score)).join(RewardModel)
-                         .group_by(RewardModel.version).order_by(RewardModel.version)).all()
+        rows = s.execute(
+            select(RewardModel.version, func.avg(RewardScore.score))
+            .join(RewardModel)
+            .group_by(RewardModel.version)
+            .order_by(RewardModel.version)
+        ).all()
     assert [(v, round(a, 3)) for v, a in rows] == [("1+aaa", 0.5), ("2+bbb", 0.7)]
     assert any_em.scores.unscored(rm1.id, ["prosody"]) == []
     assert len(any_em.scores.unscored(rm1.id, ["prosody", "other"])) == 3

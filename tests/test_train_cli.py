@@ -1,14 +1,15 @@
 """`earmark train dpo|runs|show` on a committed store, bad input, and the demo's DPO hook."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from test_train_dpo import build_snapshot, generated  # noqa: F401 - the fixture
 from typer.testing import CliRunner
 
 from earmark.cli.train_cmds import train_app
 from earmark.services.training import TrainingService
-from test_train_dpo import build_snapshot, generated  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -25,8 +26,25 @@ def test_train_dpo_cli_runs_registers_and_lists(cli_env, checkpoint, generated) 
     em = cli_env
     _base, ds = build_snapshot(em, checkpoint, generated)
     runner = CliRunner()
-    res = runner.invoke(train_app, ["dpo", ds.name, "--epochs", "1", "--batch-size", "8", "--lr", "5e-4",
-                                    "--eval-fraction", "0.3", "--workers", "0", "--threads", "1"])
+    res = runner.invoke(
+        train_app,
+        [
+            "dpo",
+            ds.name,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "5e-4",
+            "--eval-fraction",
+            "0.3",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "registered offline-speech v1" in res.output and "held-out accuracy 0.500 ->" in res.output
     run = TrainingService(em.ctx).runs(limit=1)[0]

@@ -3,6 +3,7 @@ acoustic prosody scorer, labelled (AI labels: the sample whose prosody fits the 
 frozen by the snapshot builder; then trained in-process and on Ray Train, evaluated on held-out
 prompts, registered as the next policy version.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,9 @@ def _generate(checkpoint: str):
     # K samples per prompt in one call (distinct row seeds per sample index); stored below with the
     # rollout job's own store function, exactly as its actors store them
     samples = policy.generate(convs, params, num_samples=SAMPLES, seed=11)
-    results = [(rollouts.WorkItem(i, k, convs[i]), [s], 11) for i in range(len(prompts)) for k, s in enumerate(samples[i])]
+    results = [
+        (rollouts.WorkItem(i, k, convs[i]), [s], 11) for i in range(len(prompts)) for k, s in enumerate(samples[i])
+    ]
     return personas, prompts, results, params
 
 
@@ -60,13 +63,19 @@ def build_snapshot(em, checkpoint, generated):
     em.catalog.import_personas(personas)
     ids = em.catalog.import_prompts(prompts).ids
     base = em.catalog.register_policy("offline-speech", checkpoint.as_uri(), kind="offline")
-    stored = [(rollouts.WorkItem(ids[prompts[it.prompt_id]["external_id"]], it.sample_index, it.messages), s, seed)
-              for it, s, seed in results]
+    stored = [
+        (rollouts.WorkItem(ids[prompts[it.prompt_id]["external_id"]], it.sample_index, it.messages), s, seed)
+        for it, s, seed in results
+    ]
     rollouts.store(em, base.id, 0, params, stored, vocab=base.name)
     run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(name="prosody")]), progress=False, use_ray=False)
     rm = em.scores.reward_model_id("prosody")
-    ds = em.datasets.build("prosody-prefs", SnapshotFilters(labels=LabelConfig(
-        ai_fill=True, ai_reward_model_ids=[rm], ai_dimensions=["prosody_match"], ai_min_gap=0.05)))
+    ds = em.datasets.build(
+        "prosody-prefs",
+        SnapshotFilters(
+            labels=LabelConfig(ai_fill=True, ai_reward_model_ids=[rm], ai_dimensions=["prosody_match"], ai_min_gap=0.05)
+        ),
+    )
     return base, ds
 
 
@@ -80,8 +89,9 @@ def test_snapshot_prompts_tokenize_like_the_rollouts(em, checkpoint, generated) 
     policy = OfflineSpeechPolicy.from_pretrained(checkpoint)
     pairs = pairs_from_rows(rows, policy)
     _, _prompts, results, _ = generated
-    expected = {tuple(m["content"] for m in it.messages): policy.prompt_ids(for_policy(it.messages))
-                for it, _, _ in results}
+    expected = {
+        tuple(m["content"] for m in it.messages): policy.prompt_ids(for_policy(it.messages)) for it, _, _ in results
+    }
     for row, pair in zip(rows, pairs, strict=True):
         context = tuple(m["content"] for m in json.loads(row["prompt_messages"]))
         assert pair.prompt == expected[context]  # the snapshot reproduces the context the policy answered
@@ -92,14 +102,25 @@ def test_snapshot_prompts_tokenize_like_the_rollouts(em, checkpoint, generated) 
 def test_dpo_in_process_raises_heldout_accuracy_and_registers_v1(em, checkpoint, generated) -> None:
     base, ds = build_snapshot(em, checkpoint, generated)
     events = []
-    cfg = DPOConfig(beta=0.1, lr=5e-4, epochs=3, batch_size=8, grad_accum=2, checkpoint_every=5, eval_fraction=0.3,
-                    threads=1, seed=1)
+    cfg = DPOConfig(
+        beta=0.1,
+        lr=5e-4,
+        epochs=3,
+        batch_size=8,
+        grad_accum=2,
+        checkpoint_every=5,
+        eval_fraction=0.3,
+        threads=1,
+        seed=1,
+    )
     res = run_dpo(em, cfg, dataset=ds, progress=False, on_event=events.append)
     run = TrainingService(em.ctx).get(res.run_id)
     before, after = run.summary["heldout_before"], run.summary["heldout_after"]
-    print(f"\nDPO in-process: {ds.row_count} pairs, {res.steps} steps; held-out accuracy "
-          f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} on {after['pairs']} pairs, reward margin "
-          f"{after['reward_margin']:+.3f}; {run.summary['tokens_per_s']:.0f} tokens/s, padding {run.summary['padding']:.3f}")
+    print(
+        f"\nDPO in-process: {ds.row_count} pairs, {res.steps} steps; held-out accuracy "
+        f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} on {after['pairs']} pairs, reward margin "
+        f"{after['reward_margin']:+.3f}; {run.summary['tokens_per_s']:.0f} tokens/s, padding {run.summary['padding']:.3f}"
+    )
     assert before["accuracy"] == 0.5 and after["accuracy"] >= 0.5 + MIN_HELDOUT_GAIN
     assert run.status == "succeeded" and run.output_policy_id == res.policy.id and run.dataset_id == ds.id
     assert [m["step"] for m in run.metrics] == list(range(1, res.steps + 1))
@@ -117,8 +138,9 @@ def test_dpo_in_process_raises_heldout_accuracy_and_registers_v1(em, checkpoint,
     v1 = load_policy("offline", res.policy.uri)
     assert v1.version == "v1"
     # the same snapshot against the same reference reuses the stored reference log-probs (IPO this time)
-    res2 = run_dpo(em, cfg.model_copy(update={"loss_type": "ipo", "epochs": 1}), dataset=ds, base_policy=base,
-                   progress=False)
+    res2 = run_dpo(
+        em, cfg.model_copy(update={"loss_type": "ipo", "epochs": 1}), dataset=ds, base_policy=base, progress=False
+    )
     run2 = TrainingService(em.ctx).get(res2.run_id)
     assert run2.algorithm == "ipo" and run2.summary["reference_logps"]["reused"] is True
     assert run2.summary["reference_logps"]["sha256"] == run.summary["reference_logps"]["sha256"]
@@ -128,13 +150,16 @@ def test_dpo_in_process_raises_heldout_accuracy_and_registers_v1(em, checkpoint,
 @pytest.mark.slow
 def test_dpo_on_one_ray_train_worker(em, checkpoint, generated, ray_local) -> None:
     _base, ds = build_snapshot(em, checkpoint, generated)
-    cfg = DPOConfig(beta=0.1, lr=5e-4, epochs=3, batch_size=8, checkpoint_every=10, eval_fraction=0.3, num_workers=1,
-                    seed=1)
+    cfg = DPOConfig(
+        beta=0.1, lr=5e-4, epochs=3, batch_size=8, checkpoint_every=10, eval_fraction=0.3, num_workers=1, seed=1
+    )
     res = run_dpo(em, cfg, dataset=ds, progress=False)
     run = TrainingService(em.ctx).get(res.run_id)
     after = run.summary["heldout_after"]
-    print(f"\nDPO Ray Train x1: held-out accuracy 0.5 -> {after['accuracy']:.3f}; fit {run.summary['fit_seconds']:.1f}s "
-          f"(start-up {run.summary['startup_seconds']:.1f}s), {run.summary['tokens_per_s']:.0f} tokens/s")
+    print(
+        f"\nDPO Ray Train x1: held-out accuracy 0.5 -> {after['accuracy']:.3f}; fit {run.summary['fit_seconds']:.1f}s "
+        f"(start-up {run.summary['startup_seconds']:.1f}s), {run.summary['tokens_per_s']:.0f} tokens/s"
+    )
     assert run.status == "succeeded" and run.summary["mode"] == "ray-train:1"
     assert after["accuracy"] >= 0.5 + MIN_HELDOUT_GAIN
     assert len(run.metrics) == res.steps and run.resumes == []
@@ -150,19 +175,33 @@ def test_grad_accumulation_and_chunking_do_not_change_the_update(checkpoint, gen
     from pipelines.training.worker import LocalBackend, load_state
 
     _, _prompts, results, _ = generated
-    rows = [{"row_id": f"r{i}", "prompt_messages": json.dumps(results[i * SAMPLES][0].messages),
-             "chosen_ids": results[i * SAMPLES][1][0].token_ids, "rejected_ids": results[i * SAMPLES + 1][1][0].token_ids,
-             "weight": 1.0 + i % 3} for i in range(8)]
+    rows = [
+        {
+            "row_id": f"r{i}",
+            "prompt_messages": json.dumps(results[i * SAMPLES][0].messages),
+            "chosen_ids": results[i * SAMPLES][1][0].token_ids,
+            "rejected_ids": results[i * SAMPLES + 1][1][0].token_ids,
+            "weight": 1.0 + i % 3,
+        }
+        for i in range(8)
+    ]
     policy = OfflineSpeechPolicy.from_pretrained(checkpoint)
     pairs = pairs_from_rows(rows, policy)
     _, _, pad_id = policy_token_info(policy)
     ref = reference.compute(policy.model, pairs, pad_id, limit=512)
     finals, steps = [], []
     for accum, chunk in ((1, 4096), (4, 256)):
-        cfg = DPOConfig(lr=1e-3, batch_size=8, grad_accum=accum, chunk_tokens=chunk, max_steps=2, checkpoint_every=0,
-                        threads=1)
-        payload = {"config": cfg.model_dump(), "pairs": pairs, "ref_chosen": ref[0], "ref_rejected": ref[1],
-                   "model_dir": str(checkpoint), "pad_id": pad_id}
+        cfg = DPOConfig(
+            lr=1e-3, batch_size=8, grad_accum=accum, chunk_tokens=chunk, max_steps=2, checkpoint_every=0, threads=1
+        )
+        payload = {
+            "config": cfg.model_dump(),
+            "pairs": pairs,
+            "ref_chosen": ref[0],
+            "ref_rejected": ref[1],
+            "model_dir": str(checkpoint),
+            "pad_id": pad_id,
+        }
         events: list[dict] = []
         backend = LocalBackend(tmp_path / f"a{accum}", events.append)
         from pipelines.training.dpo import train_worker

@@ -1,4 +1,5 @@
 """Observed tokens inside a response (a duplex session's user turns) are context, never scored."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,15 @@ from pipelines.training.sequences import SequenceScorer, pack, sequence_logps
 @pytest.fixture(scope="module")
 def lm() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 

@@ -1,6 +1,7 @@
 """Resuming from checkpoints: a Ray Train DPO worker SIGKILLed mid-run (Ray Train restarts the worker
 group, the new worker resumes from the last checkpoint, the run row records it), and an in-process
 run that failed, continued with ``resume_run_id``."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,10 @@ import signal
 import time
 
 import pytest
+from test_train_dpo import build_snapshot, generated  # noqa: F401 - the fixture
 
 from earmark.services.training import TrainingService
 from pipelines.training.dpo import DPOConfig, run_dpo
-from test_train_dpo import build_snapshot, generated  # noqa: F401 - the fixture
 
 CHECKPOINT_EVERY = 3
 # Ray Train registers a reported checkpoint when its controller next polls the workers (every 2 s by
@@ -32,13 +33,26 @@ def test_killed_worker_resumes_from_its_last_checkpoint(em, checkpoint, generate
             seen["pid"] = event["pid"]
         if event["type"] == "checkpoint" and "first_checkpoint_at" not in seen:
             seen["first_checkpoint_at"] = time.monotonic()
-        if (event["type"] == "step" and event.get("attempt", 0) == 0 and "killed" not in seen
-                and time.monotonic() - seen.get("first_checkpoint_at", float("inf")) > KILL_AFTER_CHECKPOINT_S):
+        if (
+            event["type"] == "step"
+            and event.get("attempt", 0) == 0
+            and "killed" not in seen
+            and time.monotonic() - seen.get("first_checkpoint_at", float("inf")) > KILL_AFTER_CHECKPOINT_S
+        ):
             seen["killed"] = event["step"]
             os.kill(seen["pid"], signal.SIGKILL)  # the worker process dies like an OOM-killed or preempted one
 
-    cfg = DPOConfig(beta=0.1, lr=5e-4, batch_size=8, max_steps=80, epochs=20, checkpoint_every=CHECKPOINT_EVERY,
-                    num_workers=1, max_failures=2, seed=3)
+    cfg = DPOConfig(
+        beta=0.1,
+        lr=5e-4,
+        batch_size=8,
+        max_steps=80,
+        epochs=20,
+        checkpoint_every=CHECKPOINT_EVERY,
+        num_workers=1,
+        max_failures=2,
+        seed=3,
+    )
     res = run_dpo(em, cfg, dataset=ds, progress=False, on_event=chaos)
     run = TrainingService(em.ctx).get(res.run_id)
     print(f"\nkilled at step >= {seen['killed']}; resumes: {run.resumes}; fit {run.summary['fit_seconds']:.1f}s")

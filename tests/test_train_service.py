@@ -1,4 +1,5 @@
 """TrainingService on real PostgreSQL: run lifecycle, appended metrics/resumes, output policy, roles."""
+
 from __future__ import annotations
 
 import pytest

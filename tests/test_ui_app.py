@@ -5,6 +5,7 @@ through the real services with real tone audio. Playback is reported the way the
 reports it: by setting the listen tracker component's state (tests/test_ui_browser.py plays
 the clips for real in chromium).
 """
+
 from __future__ import annotations
 
 import time
@@ -15,10 +16,10 @@ from pathlib import Path
 import altair  # noqa: F401  # warm imports, so no AppTest run pays for them
 import pandas  # noqa: F401
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import select, text
 from streamlit.testing.v1 import AppTest
 
-from annotation_fixtures import make_user, seed_rollouts
 from annotation_ui import listen
 from annotation_ui.rating_form import widget_key
 from annotation_ui.session import Login
@@ -48,8 +49,11 @@ def ui(committed_em, monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 def campaign(em, *, overlap: int = 2, gold_ratio: float = 0.0, n_prompts: int = 3, name: str = "voices"):
     seed_rollouts(em, n_prompts=n_prompts, policy=POLICY)
-    return em.as_principal(ADMIN).campaigns.create(CampaignCreate(
-        name=name, overlap=overlap, gold_ratio=gold_ratio, instructions="Listen to both <clips>, then *choose*."))
+    return em.as_principal(ADMIN).campaigns.create(
+        CampaignCreate(
+            name=name, overlap=overlap, gold_ratio=gold_ratio, instructions="Listen to both <clips>, then *choose*."
+        )
+    )
 
 
 def app() -> AppTest:
@@ -72,8 +76,11 @@ def shown(at: AppTest):
 
 def report_played(at: AppTest, labels: list[str] | None = None) -> AppTest:
     item = shown(at)
-    state = {s.label: {"covered_ms": int(s.duration_s * 1000), "played_ms": int(s.duration_s * 1000) + 40,
-                       "ended": True} for s in item.stimuli if labels is None or s.label in labels}
+    state = {
+        s.label: {"covered_ms": int(s.duration_s * 1000), "played_ms": int(s.duration_s * 1000) + 40, "ended": True}
+        for s in item.stimuli
+        if labels is None or s.label in labels
+    }
     at.session_state[listen.tracker_key(item.task_id)] = {"listened": state}
     return at.run()
 
@@ -88,8 +95,11 @@ def answer(at: AppTest, choice: str, *, rationale: str = "B mumbles the last wor
 
 
 def page_text(at: AppTest) -> str:
-    parts = [e.value for kind in ("title", "markdown", "caption", "text", "info", "error", "success", "warning")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("title", "markdown", "caption", "text", "info", "error", "success", "warning")
+        for e in getattr(at, kind)
+    ]
     parts += [w.label for w in at.radio] + [str(o) for w in at.radio for o in w.options]
     parts += [str(o) for w in at.selectbox for o in w.options]
     return "\n".join(map(str, parts))
@@ -135,7 +145,9 @@ def test_pages_per_role_and_refusals(ui) -> None:
         with pytest.raises(ValueError, match="Could not find a navigation page"):
             rater.switch_page(page)
     reviewer_pages = known_pages(login(app(), "rev"))
-    assert all(p in reviewer_pages for p in ("rate.py", "review.py", "dashboard.py")) and "admin.py" not in reviewer_pages
+    assert (
+        all(p in reviewer_pages for p in ("rate.py", "review.py", "dashboard.py")) and "admin.py" not in reviewer_pages
+    )
     assert all(p in known_pages(login(app(), "ada")) for p in ("rate.py", "review.py", "dashboard.py", "admin.py"))
 
     # Defence in depth: each page refuses a session whose role lacks its permission on its own.
@@ -187,8 +199,9 @@ def test_full_rating_is_stored_in_postgres(ui) -> None:
 @pytest.mark.parametrize("protocol", ["mos", "cmos", "mushra"])
 def test_every_protocol_form_submits(ui, protocol: str) -> None:
     seed_rollouts(ui, n_prompts=2, k=3, policy=POLICY)
-    ui.as_principal(ADMIN).campaigns.create(CampaignCreate(name=f"p-{protocol}", protocol=protocol, overlap=1,
-                                                           gold_ratio=0.0, dimensions=["prosody"]))
+    ui.as_principal(ADMIN).campaigns.create(
+        CampaignCreate(name=f"p-{protocol}", protocol=protocol, overlap=1, gold_ratio=0.0, dimensions=["prosody"])
+    )
     make_user(ui, "rita")
     at = report_played(login(app(), "rita"))
     item = shown(at)
@@ -237,9 +250,13 @@ def test_gold_item_answered_and_scored(ui) -> None:
     for _ in range(6):
         tid = shown(at).task_id
         with ui.session() as s:
-            is_gold, order = s.execute(text(
-                "SELECT c.is_gold, t.presentation->'order' FROM tasks t JOIN comparisons c ON c.id = t.comparison_id "
-                "WHERE t.id = :t"), {"t": tid}).one()
+            is_gold, order = s.execute(
+                text(
+                    "SELECT c.is_gold, t.presentation->'order' FROM tasks t JOIN comparisons c ON c.id = t.comparison_id "
+                    "WHERE t.id = :t"
+                ),
+                {"t": tid},
+            ).one()
         # the gold answer is canonical A: pick whichever label it was shown under
         at = answer(report_played(at), ("A" if order[0] == 0 else "B") if is_gold else "tie")
         if is_gold:
@@ -259,8 +276,13 @@ def test_lost_lease_is_reported_and_the_next_item_loads(ui) -> None:
     at = login(app(), "rita")
     tid = shown(at).task_id
     with ui.session() as s, s.begin():  # the lease lapsed and bob took the slot
-        s.execute(text("UPDATE tasks SET leased_by = :b, lease_token = :t, lease_expires_at = now() + interval '5 min' "
-                       "WHERE id = :i"), {"b": bob.user_id, "t": uuid.uuid4(), "i": tid})
+        s.execute(
+            text(
+                "UPDATE tasks SET leased_by = :b, lease_token = :t, lease_expires_at = now() + interval '5 min' "
+                "WHERE id = :i"
+            ),
+            {"b": bob.user_id, "t": uuid.uuid4(), "i": tid},
+        )
     at = report_played(at)
     assert any("taken by another rater" in e.value for e in at.error)
     assert shown(at).task_id != tid
@@ -292,9 +314,18 @@ def _split_votes(em, camp_id: int) -> None:
         while leases := rater.tasks.claim(camp_id, want=1):
             le = leases[0]
             shown_label = "A" if le.order[0] == canon else "B"
-            rater.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {
-                "choice": shown_label, "strength": 2, "rationale": "x", "listen_ms": {"A": 300, "B": 400},
-                "ratings": {d: 3 for d in RATING_DIMENSIONS}})
+            rater.tasks.submit(
+                le.task_id,
+                le.lease_token,
+                uuid.uuid4(),
+                {
+                    "choice": shown_label,
+                    "strength": 2,
+                    "rationale": "x",
+                    "listen_ms": {"A": 300, "B": 400},
+                    "ratings": {d: 3 for d in RATING_DIMENSIONS},
+                },
+            )
 
 
 def test_reviewer_adjudicates_a_split_item(ui) -> None:
@@ -327,9 +358,17 @@ def test_reviewer_screens_a_low_gold_rater_and_clears_them(ui) -> None:
     me = ui.as_principal(bad)
     while leases := me.tasks.claim(camp.id, want=1):  # every gold item answered wrong
         le = leases[0]
-        me.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(), {
-            "choice": "B" if le.order[0] == 0 else "A", "strength": 1, "listen_ms": {"A": 300, "B": 400},
-            "ratings": {d: 1 + le.task_id % 5 for d in RATING_DIMENSIONS}})
+        me.tasks.submit(
+            le.task_id,
+            le.lease_token,
+            uuid.uuid4(),
+            {
+                "choice": "B" if le.order[0] == 0 else "A",
+                "strength": 1,
+                "listen_ms": {"A": 300, "B": 400},
+                "ratings": {d: 1 + le.task_id % 5 for d in RATING_DIMENSIONS},
+            },
+        )
     make_user(ui, "rev", Role.reviewer)
     at = login(app(), "rev")
     at.switch_page("app_pages/review.py").run()
@@ -391,8 +430,10 @@ def test_ui_and_services_import_no_torch_or_ray() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, annotation_ui.session, annotation_ui.listen, annotation_ui.widgets, annotation_ui.rating_form,"
-            " earmark.services.review, earmark.services.quality;"
-            "print(','.join(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, annotation_ui.session, annotation_ui.listen, annotation_ui.widgets, annotation_ui.rating_form,"
+        " earmark.services.review, earmark.services.quality;"
+        "print(','.join(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the annotation app pulled in heavy modules: {out.stdout}"

@@ -4,6 +4,7 @@ Logs in, really plays both clips (the listen tracker sees the media element's pl
 submits a judgment, saves a screenshot, and checks the judgment row in PostgreSQL and that the
 rater's page never contains the policy's name or checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import select
 
-from annotation_fixtures import make_user, seed_rollouts
 from earmark.domain.enums import Role
 from earmark.domain.records import RewardModelCreate, ScoreCreate
 from earmark.security import Principal
@@ -30,11 +31,21 @@ REPO = Path(__file__).resolve().parents[1]
 POLICY = "zebra-policy-xq7"
 RM_NAME = "okapi-scorer-q9"
 SCORE = 0.918273
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium "
-                                                               "(apt-get install --no-install-recommends chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install --no-install-recommends chromium)",
+)
 
 
 def _free_port() -> int:
@@ -47,13 +58,36 @@ def _free_port() -> int:
 def served_app(committed_em, tmp_path: Path) -> Iterator[str]:
     cfg = committed_em.settings
     port = _free_port()
-    env = {**os.environ, "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(), "EARMARK_BLOB_URL": cfg.blob_url,
-           "EARMARK_HOME": str(cfg.home)}
+    env = {
+        **os.environ,
+        "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(),
+        "EARMARK_BLOB_URL": cfg.blob_url,
+        "EARMARK_HOME": str(cfg.home),
+    }
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "annotation_ui" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "annotation_ui" / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -64,7 +98,9 @@ def served_app(committed_em, tmp_path: Path) -> Iterator[str]:
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.1)
         yield url
     finally:
@@ -76,18 +112,25 @@ def served_app(committed_em, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_rater_plays_both_clips_and_submits_in_chromium(committed_em, served_app: str, tmp_path: Path,
-                                                        record_property) -> None:
+def test_rater_plays_both_clips_and_submits_in_chromium(
+    committed_em, served_app: str, tmp_path: Path, record_property
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     world = seed_rollouts(committed_em, n_prompts=2, policy=POLICY)
     # reward-model scores exist for every clip: distinctive name and value, so "never shown" is checkable
-    rm = committed_em.scores.register_reward_model(RewardModelCreate(name=RM_NAME, version="7", kind="acoustic",
-                                                                     dimensions=["prosody_match"]))
-    committed_em.scores.ingest([ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match",
-                                            score=SCORE) for rid in world["rollouts"].values()])
+    rm = committed_em.scores.register_reward_model(
+        RewardModelCreate(name=RM_NAME, version="7", kind="acoustic", dimensions=["prosody_match"])
+    )
+    committed_em.scores.ingest(
+        [
+            ScoreCreate(rollout_id=rid, reward_model_id=rm.id, dimension="prosody_match", score=SCORE)
+            for rid in world["rollouts"].values()
+        ]
+    )
     committed_em.as_principal(Principal(None, "bootstrap", Role.admin)).campaigns.create(
-        CampaignCreate(name="browser round", overlap=1, gold_ratio=0.0, instructions="Listen to both clips."))
+        CampaignCreate(name="browser round", overlap=1, gold_ratio=0.0, instructions="Listen to both clips.")
+    )
     rita = make_user(committed_em, "rita")
     shot = tmp_path / "rate-page.png"
 

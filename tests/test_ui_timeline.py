@@ -4,6 +4,7 @@ The duplex session is built with the domain model (``earmark.domain.duplex.Timel
 audio blobs: tones where each side speaks, silence elsewhere, so both tracks are session-aligned.
 The rollout carries it as ``rollouts.timeline`` the way duplex rollouts do.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,13 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
-
 from annotation_fixtures import make_user
+from audio_util import tone
+from sqlalchemy import func, select, text
+from test_ui_app import ADMIN, app, button, login, page_text, shown, ui  # noqa: F401  (ui is a fixture)
+
 from annotation_ui import listen, timeline
 from annotation_ui.rating_form import widget_key
-from audio_util import tone
 from earmark.audio import decode
 from earmark.domain.duplex import Action, AudioTrack, LabelledEvent, Span, Timeline
 from earmark.domain.enums import Role
@@ -26,7 +28,6 @@ from earmark.domain.records import RolloutCreate
 from earmark.errors import InvalidInput, LeaseExpired, NotFound, PermissionDenied
 from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Judgment
-from test_ui_app import ADMIN, app, button, login, page_text, shown, ui  # noqa: F401  (ui is a fixture)
 
 SR = 16000
 POLICY = "duplex-narwhal-q3"  # distinctive, so "never rendered" is a meaningful search
@@ -46,29 +47,60 @@ def seed_duplex(em, n_sessions: int = 1) -> dict:
     ub, ab = em.blobs.put_waveform(user, SR), em.blobs.put_waveform(assistant, SR)
     tl = Timeline(
         n_chunks=N_CHUNKS,
-        user=AudioTrack(audio_sha256=ub.sha256, transcript="What's the weather in <b>Paris</b>?",
-                        speech=[Span(start=0, end=10), Span(start=20, end=25)]),
-        assistant=AudioTrack(audio_sha256=ab.sha256, transcript="Let me check that for you.",
-                             speech=[Span(start=12, end=22)]),
-        actions=[Action(chunk=12, label="response", plan="answer the weather question"),
-                 Action(chunk=14, tool_calls=[ToolCall(name="get_weather", arguments={"city": "Paris"})])],
+        user=AudioTrack(
+            audio_sha256=ub.sha256,
+            transcript="What's the weather in <b>Paris</b>?",
+            speech=[Span(start=0, end=10), Span(start=20, end=25)],
+        ),
+        assistant=AudioTrack(
+            audio_sha256=ab.sha256, transcript="Let me check that for you.", speech=[Span(start=12, end=22)]
+        ),
+        actions=[
+            Action(chunk=12, label="response", plan="answer the weather question"),
+            Action(chunk=14, tool_calls=[ToolCall(name="get_weather", arguments={"city": "Paris"})]),
+        ],
         events=[LabelledEvent(type="normal", onset_s=1.6, note="GROUND-TRUTH-SECRET")],
-        scenario="normal", meta={"policy": POLICY, "generator": "scenario-gen v0"})
-    ids = em.catalog.import_prompts([
-        {"external_id": f"duplex{i}", "regime": "duplex", "messages": [{"role": "user", "content": "(live call)"}]}
-        for i in range(n_sessions)]).ids
+        scenario="normal",
+        meta={"policy": POLICY, "generator": "scenario-gen v0"},
+    )
+    ids = em.catalog.import_prompts(
+        [
+            {"external_id": f"duplex{i}", "regime": "duplex", "messages": [{"role": "user", "content": "(live call)"}]}
+            for i in range(n_sessions)
+        ]
+    ).ids
     pol = em.catalog.register_policy(POLICY, "file:///duplex-ckpt")
-    em.rollouts.ingest([RolloutCreate(prompt_id=pid, policy_id=pol.id, sample_index=0, messages=[],
-                                      text="Let me check that for you.", audio_sha256=ab.sha256,
-                                      duration_s=ab.duration_s, timeline=tl.to_json()) for pid in ids.values()])
+    em.rollouts.ingest(
+        [
+            RolloutCreate(
+                prompt_id=pid,
+                policy_id=pol.id,
+                sample_index=0,
+                messages=[],
+                text="Let me check that for you.",
+                audio_sha256=ab.sha256,
+                duration_s=ab.duration_s,
+                timeline=tl.to_json(),
+            )
+            for pid in ids.values()
+        ]
+    )
     return {"user": ub.sha256, "assistant": ab.sha256, "prompts": ids}
 
 
 def timeline_campaign(em, *, overlap: int = 1, n_sessions: int = 1, name: str = "duplex-events"):
     seed_duplex(em, n_sessions)
-    return em.as_principal(ADMIN).campaigns.create(CampaignCreate(
-        name=name, protocol="timeline", overlap=overlap, gold_ratio=0.0, dimensions=["prosody"], regime="duplex",
-        instructions="Mark every <moment> the assistant **misbehaves**."))
+    return em.as_principal(ADMIN).campaigns.create(
+        CampaignCreate(
+            name=name,
+            protocol="timeline",
+            overlap=overlap,
+            gold_ratio=0.0,
+            dimensions=["prosody"],
+            regime="duplex",
+            instructions="Mark every <moment> the assistant **misbehaves**.",
+        )
+    )
 
 
 def add_event(at, kind: str | None, onset: str, note: str = ""):
@@ -83,8 +115,11 @@ def add_event(at, kind: str | None, onset: str, note: str = ""):
 
 def report_session_played(at):
     tid = shown(at).task_id
-    at.session_state[listen.tracker_key(tid)] = {"listened": {
-        timeline.MIX: {"covered_ms": int(DURATION * 1000), "played_ms": int(DURATION * 1000) + 30, "ended": True}}}
+    at.session_state[listen.tracker_key(tid)] = {
+        "listened": {
+            timeline.MIX: {"covered_ms": int(DURATION * 1000), "played_ms": int(DURATION * 1000) + 30, "ended": True}
+        }
+    }
     return at.run()
 
 
@@ -141,15 +176,18 @@ def test_rater_marks_an_event_and_it_lands_with_its_onset(ui) -> None:
     assert j.listen_ms[timeline.MIX] > 0
 
 
-@pytest.mark.parametrize("onset, message", [
-    ("-1", "is before the session starts"),
-    ("6", "is after the session ends at 5.12 s"),
-    ("5.2", "is after the session ends at 5.12 s"),
-    ("nan", "is not a finite number of seconds"),
-    ("inf", "is not a finite number of seconds"),
-    ("soon", "is not a time; enter seconds such as 2.4"),
-    ("", "enter the onset time in seconds"),
-])
+@pytest.mark.parametrize(
+    "onset, message",
+    [
+        ("-1", "is before the session starts"),
+        ("6", "is after the session ends at 5.12 s"),
+        ("5.2", "is after the session ends at 5.12 s"),
+        ("nan", "is not a finite number of seconds"),
+        ("inf", "is not a finite number of seconds"),
+        ("soon", "is not a time; enter seconds such as 2.4"),
+        ("", "enter the onset time in seconds"),
+    ],
+)
 def test_bad_onsets_are_refused_with_a_clear_message(ui, onset: str, message: str) -> None:
     timeline_campaign(ui)
     make_user(ui, "rita")
@@ -176,20 +214,30 @@ def test_service_refuses_onsets_outside_the_session_and_stores_nothing(ui) -> No
     rater = ui.as_principal(make_user(ui, "rita"))
     lease = rater.tasks.claim(camp.id, want=1)[0]
     base = {"ratings": {"prosody": 4}, "listen_ms": {"mix": 5200}}
-    for bad, match in (({"kind": "late_response", "onset_s": 5.5}, r"event 1 \(late_response\): the onset 5.50 s is "
-                                                                   r"after the session ends at 5.12 s"),
-                       ({"kind": "late_response", "onset_s": -0.1}, "onset_s"),
-                       ({"kind": "late_response", "onset_s": float("nan")}, "onset_s"),
-                       ({"kind": "shouting", "onset_s": 1.0}, "kind")):
+    for bad, match in (
+        (
+            {"kind": "late_response", "onset_s": 5.5},
+            r"event 1 \(late_response\): the onset 5.50 s is "
+            r"after the session ends at 5.12 s",
+        ),
+        ({"kind": "late_response", "onset_s": -0.1}, "onset_s"),
+        ({"kind": "late_response", "onset_s": float("nan")}, "onset_s"),
+        ({"kind": "shouting", "onset_s": 1.0}, "kind"),
+    ):
         with pytest.raises(InvalidInput, match=match):
             rater.tasks.submit(lease.task_id, lease.lease_token, uuid.uuid4(), {**base, "events": [bad]})
     with ui.session() as s:
         assert s.scalar(select(func.count()).select_from(Judgment)) == 0
-    ok = rater.tasks.submit(lease.task_id, lease.lease_token, uuid.uuid4(),
-                            {**base, "events": [{"kind": "bad_interruption", "onset_s": DURATION, "note": "at the end"}]})
+    ok = rater.tasks.submit(
+        lease.task_id,
+        lease.lease_token,
+        uuid.uuid4(),
+        {**base, "events": [{"kind": "bad_interruption", "onset_s": DURATION, "note": "at the end"}]},
+    )
     with ui.session() as s:
         assert s.get(Judgment, ok.judgment_id).events == [
-            {"kind": "bad_interruption", "onset_s": DURATION, "note": "at the end"}]
+            {"kind": "bad_interruption", "onset_s": DURATION, "note": "at the end"}
+        ]
 
 
 def test_timeline_view_is_blind_and_stereo_puts_user_left(ui) -> None:
@@ -211,8 +259,8 @@ def test_timeline_view_is_blind_and_stereo_puts_user_left(ui) -> None:
     user, _ = decode(world_user)
     left_on = np.abs(stereo[:, 0]) > 0.05
     right_on = np.abs(stereo[:, 1]) > 0.05
-    assert left_on[: int(1.5 * SR)].mean() > 0.5 and not left_on[int(1.7 * SR): int(3.1 * SR)].any()
-    assert not right_on[: int(1.9 * SR)].any() and right_on[int(2.0 * SR): int(3.4 * SR)].mean() > 0.5
+    assert left_on[: int(1.5 * SR)].mean() > 0.5 and not left_on[int(1.7 * SR) : int(3.1 * SR)].any()
+    assert not right_on[: int(1.9 * SR)].any() and right_on[int(2.0 * SR) : int(3.4 * SR)].mean() > 0.5
     assert np.allclose(stereo[: len(user), 0], user, atol=1e-3)
     with pytest.raises(NotFound, match="track 'meta' does not exist"):
         rater.tasks.timeline_audio(view, "meta")
@@ -250,18 +298,28 @@ def test_admin_creates_a_timeline_campaign(ui) -> None:
     button(at, "Create campaign").click().run()
     assert not at.exception and any("duplex round" in s.value for s in at.success), [e.value for e in at.error]
     with ui.session() as s:
-        assert s.execute(text("SELECT protocol, (SELECT count(*) FROM comparisons c WHERE c.campaign_id = k.id) "
-                              "FROM campaigns k WHERE name = 'duplex round'")).one() == ("timeline", 2)
+        assert s.execute(
+            text(
+                "SELECT protocol, (SELECT count(*) FROM comparisons c WHERE c.campaign_id = k.id) "
+                "FROM campaigns k WHERE name = 'duplex round'"
+            )
+        ).one() == ("timeline", 2)
 
 
 def test_reviewer_sees_each_raters_events_side_by_side(ui) -> None:
     camp = timeline_campaign(ui, overlap=2)
-    for name, events in (("rita", [{"kind": "late_response", "onset_s": 2.4, "note": "slow <b>"}]),
-                         ("bob", [{"kind": "bad_interruption", "onset_s": 3.3, "note": ""}])):
+    for name, events in (
+        ("rita", [{"kind": "late_response", "onset_s": 2.4, "note": "slow <b>"}]),
+        ("bob", [{"kind": "bad_interruption", "onset_s": 3.3, "note": ""}]),
+    ):
         rater = ui.as_principal(make_user(ui, name))
         le = rater.tasks.claim(camp.id, want=1)[0]
-        rater.tasks.submit(le.task_id, le.lease_token, uuid.uuid4(),
-                           {"ratings": {"prosody": 3}, "listen_ms": {"mix": 5200}, "events": events})
+        rater.tasks.submit(
+            le.task_id,
+            le.lease_token,
+            uuid.uuid4(),
+            {"ratings": {"prosody": 3}, "listen_ms": {"mix": 5200}, "events": events},
+        )
     make_user(ui, "rev", Role.reviewer)
     at = login(app(), "rev")
     at.switch_page("app_pages/review.py").run()

@@ -1,5 +1,6 @@
 """Admin: accounts, campaigns, progress and exports. Every action goes through a service that
 checks the role and writes an audit-log row."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -20,9 +21,22 @@ users_tab, campaigns_tab, progress_tab, export_tab = st.tabs(["Users", "Campaign
 
 with users_tab:
     users = em.users.list()
-    st.dataframe(pd.DataFrame([{"id": u.id, "username": u.username, "role": u.role.value, "active": u.active,
-                                "cleared for aggregation": u.cleared_for_aggregation,
-                                "locked until": u.locked_until} for u in users]), hide_index=True)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "id": u.id,
+                    "username": u.username,
+                    "role": u.role.value,
+                    "active": u.active,
+                    "cleared for aggregation": u.cleared_for_aggregation,
+                    "locked until": u.locked_until,
+                }
+                for u in users
+            ]
+        ),
+        hide_index=True,
+    )
     left, right = st.columns(2, gap="large")
     with left, st.form("create-user", clear_on_submit=True):
         st.markdown("**New account**")
@@ -39,9 +53,14 @@ with users_tab:
         others = [u for u in users if u.id != principal.user_id]  # locking yourself out helps no one
         if others:
             users_by_id = {u.id: u for u in others}
-            uid = st.selectbox("Account", list(users_by_id), key="toggle-user",
-                               format_func=lambda i: f"{users_by_id[i].username} "
-                                                     f"({'active' if users_by_id[i].active else 'inactive'})")
+            uid = st.selectbox(
+                "Account",
+                list(users_by_id),
+                key="toggle-user",
+                format_func=lambda i: (
+                    f"{users_by_id[i].username} ({'active' if users_by_id[i].active else 'inactive'})"
+                ),
+            )
             target = users_by_id[uid]
             if st.button("Deactivate" if target.active else "Reactivate", key="toggle-active"):
                 with session.service_errors("change the account"):
@@ -52,14 +71,29 @@ with users_tab:
 with campaigns_tab:
     campaigns = em.campaigns.list()
     if campaigns:
-        st.dataframe(pd.DataFrame([{"id": c.id, "name": c.name, "protocol": c.protocol, "status": c.status,
-                                    "overlap": c.overlap, "gold ratio": c.gold_ratio,
-                                    "dimensions": ", ".join(c.dimensions), "created": c.created_at}
-                                   for c in campaigns]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "id": c.id,
+                        "name": c.name,
+                        "protocol": c.protocol,
+                        "status": c.status,
+                        "overlap": c.overlap,
+                        "gold ratio": c.gold_ratio,
+                        "dimensions": ", ".join(c.dimensions),
+                        "created": c.created_at,
+                    }
+                    for c in campaigns
+                ]
+            ),
+            hide_index=True,
+        )
         camps_by_id = {c.id: c for c in campaigns}
         c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
-        cid = c1.selectbox("Campaign", list(camps_by_id), format_func=lambda i: camps_by_id[i].name,
-                           key="status-campaign")
+        cid = c1.selectbox(
+            "Campaign", list(camps_by_id), format_func=lambda i: camps_by_id[i].name, key="status-campaign"
+        )
         statuses = [s.value for s in CampaignStatus]
         status = c2.selectbox("Status", statuses, index=statuses.index(camps_by_id[cid].status), key="status-value")
         if c3.button("Set status", key="status-set"):
@@ -74,27 +108,52 @@ with campaigns_tab:
         st.caption("Raters see the campaign name and instructions: keep model and policy names out of both.")
         name = st.text_input("Name", key="camp-name")
         c1, c2, c3 = st.columns(3)
-        protocol = c1.selectbox("Protocol", [p.value for p in Protocol], key="camp-protocol",
-                                help="timeline: raters mark events on duplex sessions (duplex rollouts with a "
-                                     "timeline only). mushra: prompts whose reference has audio get a hidden "
-                                     "reference and a 3.5 kHz low anchor.")
+        protocol = c1.selectbox(
+            "Protocol",
+            [p.value for p in Protocol],
+            key="camp-protocol",
+            help="timeline: raters mark events on duplex sessions (duplex rollouts with a "
+            "timeline only). mushra: prompts whose reference has audio get a hidden "
+            "reference and a 3.5 kHz low anchor.",
+        )
         overlap = c2.number_input("Raters per item (overlap k)", 1, 50, 3, key="camp-overlap")
-        gold = c3.slider("Gold ratio", 0.0, 0.5, 0.1, 0.05, key="camp-gold",
-                         help="Share of planted items with a known answer (pairwise and CMOS).")
+        gold = c3.slider(
+            "Gold ratio",
+            0.0,
+            0.5,
+            0.1,
+            0.05,
+            key="camp-gold",
+            help="Share of planted items with a known answer (pairwise and CMOS).",
+        )
         pol_by_id = {p.id: f"{p.name} v{p.version}" for p in policies}
-        policy_ids = st.multiselect("Policy versions (none = all)", list(pol_by_id), format_func=pol_by_id.get,
-                                    key="camp-policies")
+        policy_ids = st.multiselect(
+            "Policy versions (none = all)", list(pol_by_id), format_func=pol_by_id.get, key="camp-policies"
+        )
         c4, c5 = st.columns(2)
         regime = c4.selectbox("Regime", ["any"] + [r.value for r in Regime], key="camp-regime")
         max_items = c5.number_input("Maximum items", 1, 100_000, 200, key="camp-max")
-        dims = st.multiselect("Rating dimensions", list(RATING_DIMENSIONS), default=list(RATING_DIMENSIONS),
-                              format_func=DIMENSION_TITLE.get, key="camp-dims")
+        dims = st.multiselect(
+            "Rating dimensions",
+            list(RATING_DIMENSIONS),
+            default=list(RATING_DIMENSIONS),
+            format_func=DIMENSION_TITLE.get,
+            key="camp-dims",
+        )
         instructions = st.text_area("Instructions for raters", max_chars=4000, key="camp-instructions")
         if st.form_submit_button("Create campaign", type="primary"):
             try:
-                spec = CampaignCreate(name=name.strip(), protocol=protocol, dimensions=dims, overlap=int(overlap),
-                                      gold_ratio=float(gold), instructions=instructions, policy_ids=policy_ids or None,
-                                      regime=None if regime == "any" else regime, max_items=int(max_items))
+                spec = CampaignCreate(
+                    name=name.strip(),
+                    protocol=protocol,
+                    dimensions=dims,
+                    overlap=int(overlap),
+                    gold_ratio=float(gold),
+                    instructions=instructions,
+                    policy_ids=policy_ids or None,
+                    regime=None if regime == "any" else regime,
+                    max_items=int(max_items),
+                )
             except ValidationError as exc:
                 err = exc.errors()[0]
                 st.error(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
@@ -120,23 +179,42 @@ with progress_tab:
             st.progress(prog.done / prog.tasks if prog.tasks else 0.0)
             rows = em.review.throughput(camp.id)
             if rows:
-                st.dataframe(pd.DataFrame([{"rater": r.rater, "judgments": r.judgments, "per hour": r.per_hour,
-                                            "median s/item": r.median_s, "first": r.first_at, "last": r.last_at}
-                                           for r in rows]), hide_index=True)
+                st.dataframe(
+                    pd.DataFrame(
+                        [
+                            {
+                                "rater": r.rater,
+                                "judgments": r.judgments,
+                                "per hour": r.per_hour,
+                                "median s/item": r.median_s,
+                                "first": r.first_at,
+                                "last": r.last_at,
+                            }
+                            for r in rows
+                        ]
+                    ),
+                    hide_index=True,
+                )
 
 with export_tab:
     campaigns = em.campaigns.list()
     if campaigns:
         export_by_id = {c.id: c for c in campaigns}
         c1, c2 = st.columns([3, 1])
-        cid = c1.selectbox("Campaign", list(export_by_id), format_func=lambda i: export_by_id[i].name,
-                           key="export-campaign")
+        cid = c1.selectbox(
+            "Campaign", list(export_by_id), format_func=lambda i: export_by_id[i].name, key="export-campaign"
+        )
         fmt = c2.radio("Format", EXPORT_FORMATS, horizontal=True, key="export-format")
         if st.button("Prepare export", key="export-prepare"):
             with session.service_errors("export the judgments"):
                 st.session_state["export"] = (cid, fmt, em.review.export(cid, fmt))
         ready = st.session_state.get("export")
         if ready and ready[:2] == (cid, fmt):
-            st.download_button(f"Download {len(ready[2]):,} bytes", ready[2], key="export-download",
-                               file_name=f"{export_by_id[cid].name}-judgments.{fmt}",
-                               mime="text/csv" if fmt == "csv" else "application/jsonl", on_click="ignore")
+            st.download_button(
+                f"Download {len(ready[2]):,} bytes",
+                ready[2],
+                key="export-download",
+                file_name=f"{export_by_id[cid].name}-judgments.{fmt}",
+                mime="text/csv" if fmt == "csv" else "application/jsonl",
+                on_click="ignore",
+            )

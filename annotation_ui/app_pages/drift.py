@@ -1,4 +1,5 @@
 """Reward drift: distributions across policy versions, drift and hacking signals, the trap panel."""
+
 from __future__ import annotations
 
 from annotation_ui import drift_page, session

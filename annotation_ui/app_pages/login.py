@@ -1,4 +1,5 @@
 """Log in with a local account (argon2id password, throttled after repeated failures), or SSO."""
+
 from __future__ import annotations
 
 import streamlit as st

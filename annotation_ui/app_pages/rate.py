@@ -5,6 +5,7 @@ in the task's randomized order, the persona card, the prompt and the instruction
 policy, version, rollout id or score exists in that view, so none can be shown here. Timeline
 tasks (duplex sessions) add ``TaskService.timeline``: both tracks on one clock, no identities.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,12 +62,20 @@ def _load(campaign_id: int) -> dict[str, Any] | None:
         audio = {s.label: em.tasks.audio(item, s.label) for s in item.stimuli if s.audio_sha256}
         if item.reference is not None:
             audio["reference"] = em.tasks.audio(item, "reference")
-    prompt_audio = {i: em.tasks.audio(item, f"prompt{i}") for i, t in enumerate(item.conversation)
-                    if t.get("audio_sha256")}
-    rate = {"campaign_id": campaign_id, "lease": lease, "item": item, "audio": audio, "prompt_audio": prompt_audio,
-            "timeline": view,
-            # One id per displayed task: a double click or a rerun resubmits the same id, stored once.
-            "submission_id": uuid.uuid4(), "shown_at": time.time()}
+    prompt_audio = {
+        i: em.tasks.audio(item, f"prompt{i}") for i, t in enumerate(item.conversation) if t.get("audio_sha256")
+    }
+    rate = {
+        "campaign_id": campaign_id,
+        "lease": lease,
+        "item": item,
+        "audio": audio,
+        "prompt_audio": prompt_audio,
+        "timeline": view,
+        # One id per displayed task: a double click or a rerun resubmits the same id, stored once.
+        "submission_id": uuid.uuid4(),
+        "shown_at": time.time(),
+    }
     st.session_state["rate"] = rate
     return rate
 
@@ -135,15 +144,18 @@ if view is not None:
 else:
     must_play = [s.label for s in item.stimuli if s.audio_sha256]
     reports = listen.track(task_id, must_play)
-    durations = {s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3]
-                 for s in item.stimuli if s.audio_sha256}
+    durations = {
+        s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3] for s in item.stimuli if s.audio_sha256
+    }
     unplayed = [lb for lb in must_play if not listen.is_played(reports.get(lb), durations.get(lb))]
     clip_stimuli = item.stimuli
     st.markdown("#### Listen to every clip")
     if item.reference is not None:
         with st.container(border=True):
-            st.markdown(f"**Reference** · {widgets.duration_label(item.reference.duration_s)} · "
-                        "score each clip below against it")
+            st.markdown(
+                f"**Reference** · {widgets.duration_label(item.reference.duration_s)} · "
+                "score each clip below against it"
+            )
             st.audio(rate["audio"]["reference"], format="audio/wav")
 
 for col, stim in zip(st.columns(len(clip_stimuli), gap="medium") if clip_stimuli else [], clip_stimuli):
@@ -161,16 +173,20 @@ for col, stim in zip(st.columns(len(clip_stimuli), gap="medium") if clip_stimuli
 
 # -- the form ----------------------------------------------------------------------------------------
 outcome = rating_form(item, unplayed)
-if st.button("Skip this item", help="Return it to the pool for another rater and load the next one.",
-             key=f"skip-{task_id}"):
+if st.button(
+    "Skip this item", help="Return it to the pool for another rater and load the next one.", key=f"skip-{task_id}"
+):
     _drop(release=True)
     session.flash("info", "Skipped; here is the next item.")
     st.rerun()
 
 if outcome.submitted:
     if unplayed:  # the button was disabled; a stale page could still send the click
-        st.error("Play the whole session to the end before submitting." if view is not None else
-                 f"Play {', '.join(unplayed)} to the end before submitting.")
+        st.error(
+            "Play the whole session to the end before submitting."
+            if view is not None
+            else f"Play {', '.join(unplayed)} to the end before submitting."
+        )
     elif outcome.missing:
         st.error("Please answer: " + "; ".join(outcome.missing) + ".")
     else:
@@ -190,7 +206,11 @@ if outcome.submitted:
         else:
             st.session_state["rated_count"] = st.session_state.get("rated_count", 0) + 1
             timeline.clear(task_id)
-            session.flash("success", "Saved. Here is the next item." if not result.late else
-                          "Saved (your lease had lapsed, but nobody else had taken the item).")
+            session.flash(
+                "success",
+                "Saved. Here is the next item."
+                if not result.late
+                else "Saved (your lease had lapsed, but nobody else had taken the item).",
+            )
             _drop(release=False)
             st.rerun()

@@ -28,6 +28,7 @@ The user turns inside it are observations, not choices: their token ranges are r
 The simulated clock ignores compute time (offline: the LM's latency is not part of the delay), and
 the LM reads a transcript of each user stretch (the offline policy hears no audio) at its onset.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,32 @@ from pipelines.policy.offline.markup import CHAT_TOKENS, END, PAD, PAUSE, parse_
 CUE_QUIET = "(then silence)"
 CUE_OVERLAP = "(said while you were speaking)"
 # Short acknowledgements that count as a back-channel rather than taking the turn.
-BACKCHANNEL_WORDS = frozenset({"mm", "mmm", "hm", "hmm", "mhm", "uh", "huh", "mm-hm", "mm-hmm", "uh-huh", "yeah",
-                               "yes", "okay", "ok", "right", "sure", "i", "see", "got", "it", "ah", "oh"})
+BACKCHANNEL_WORDS = frozenset(
+    {
+        "mm",
+        "mmm",
+        "hm",
+        "hmm",
+        "mhm",
+        "uh",
+        "huh",
+        "mm-hm",
+        "mm-hmm",
+        "uh-huh",
+        "yeah",
+        "yes",
+        "okay",
+        "ok",
+        "right",
+        "sure",
+        "i",
+        "see",
+        "got",
+        "it",
+        "ah",
+        "oh",
+    }
+)
 MAX_BACKCHANNEL_WORDS = 3
 _WORD_RE = re.compile(r"[a-z]+(?:-[a-z]+)*")
 # A byte-level BPE can sample any byte; C0 controls are not speech and the store refuses them.
@@ -77,8 +102,10 @@ class DuplexSettings:
         if self.max_wait_chunks < 0:
             raise ValueError(f"max_wait_chunks must be >= 0, got {self.max_wait_chunks}")
         if not (math.isfinite(self.decision_temperature) and self.decision_temperature > 0):
-            raise ValueError(f"decision_temperature must be a positive number, got {self.decision_temperature}; "
-                             "1.0 samples the LM's own decisions")
+            raise ValueError(
+                f"decision_temperature must be a positive number, got {self.decision_temperature}; "
+                "1.0 samples the LM's own decisions"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,10 +149,21 @@ class DuplexResult:
         """The session as one rollout sample (``pipelines.rollouts.store`` writes it)."""
         markup = [d["markup"] for d in self.decisions]
         return GeneratedSample(
-            text=self.text, messages=[{"role": "assistant", "content": self.text}], token_ids=list(self.token_ids),
-            audio=self.audio, sample_rate=self.sample_rate, ttfa_s=self.first_decision_s, total_s=self.seconds,
-            extra={"duplex_context": self.context, "timeline": self.timeline.to_json(), "markup": " | ".join(markup),
-                   "sampling_extra": {"duplex": settings.as_dict()}, "policy": policy_tag})
+            text=self.text,
+            messages=[{"role": "assistant", "content": self.text}],
+            token_ids=list(self.token_ids),
+            audio=self.audio,
+            sample_rate=self.sample_rate,
+            ttfa_s=self.first_decision_s,
+            total_s=self.seconds,
+            extra={
+                "duplex_context": self.context,
+                "timeline": self.timeline.to_json(),
+                "markup": " | ".join(markup),
+                "sampling_extra": {"duplex": settings.as_dict()},
+                "policy": policy_tag,
+            },
+        )
 
 
 def is_backchannel(text: str) -> bool:
@@ -156,14 +194,18 @@ class DuplexRunner:
     def __init__(self, policy: Any, settings: DuplexSettings | None = None) -> None:
         missing = [a for a in ("model", "tokenizer", "prompt_ids") if not hasattr(policy, a)]
         if missing:
-            raise TypeError(f"duplex mode needs a local LM policy (lacks {missing}); use the offline speech policy "
-                            "(kind 'offline') or a checkpoint fine-tuned from it")
+            raise TypeError(
+                f"duplex mode needs a local LM policy (lacks {missing}); use the offline speech policy "
+                "(kind 'offline') or a checkpoint fine-tuned from it"
+            )
         tok = policy.tokenizer
         ids = {t: tok.convert_tokens_to_ids(t) for t in [*CHAT_TOKENS, PAUSE]}
         absent = [t for t, i in ids.items() if i is None or i == tok.unk_token_id]
         if absent:
-            raise ValueError(f"the policy's tokenizer lacks {absent}; duplex decisions are read from these tokens, so "
-                             "use the offline speech policy or a checkpoint fine-tuned from it")
+            raise ValueError(
+                f"the policy's tokenizer lacks {absent}; duplex decisions are read from these tokens, so "
+                "use the offline speech policy or a checkpoint fine-tuned from it"
+            )
         self.policy = policy
         self.settings = settings or DuplexSettings()
         self.pause_id, self.end_id, self.pad_id = ids[PAUSE], ids[END], ids[PAD]
@@ -172,16 +214,19 @@ class DuplexRunner:
         self.voice = getattr(policy, "voice", None)
 
     # -- one session ---------------------------------------------------------------------------
-    def run(self, head: list[Message], spans: list[UserSpan], scenario: Timeline, params: SamplingParams,
-            seed: int) -> DuplexResult:
+    def run(
+        self, head: list[Message], spans: list[UserSpan], scenario: Timeline, params: SamplingParams, seed: int
+    ) -> DuplexResult:
         """Step through the user's speech; ``head`` is the system message (persona), if any."""
         from pipelines.speech.espeak import sample_rate
 
         if not spans:
             raise ValueError("the scenario's user track has no speech spans; a duplex session needs the user to speak")
         if scenario.chunk_ms != self.settings.chunk_ms:
-            raise ValueError(f"scenario clock is {scenario.chunk_ms} ms but the runner's is {self.settings.chunk_ms} ms; "
-                             "build DuplexSettings(chunk_ms=scenario.chunk_ms)")
+            raise ValueError(
+                f"scenario clock is {scenario.chunk_ms} ms but the runner's is {self.settings.chunk_ms} ms; "
+                "build DuplexSettings(chunk_ms=scenario.chunk_ms)"
+            )
         t0 = time.perf_counter()
         s = _Session(self, head, params, seed, sample_rate())
         spans = merge_adjacent(spans)
@@ -208,7 +253,7 @@ class DuplexRunner:
         from pipelines.policy.sampling import row_seed, sample_batch
 
         st = self.settings
-        ctx = list(context)[-(self.limit - params.max_new_tokens):]
+        ctx = list(context)[-(self.limit - params.max_new_tokens) :]
         gen = torch.Generator().manual_seed(row_seed(seed, 2 * index))
         out: list[int] = []
         with torch.inference_mode():
@@ -226,10 +271,15 @@ class DuplexRunner:
         budget = params.max_new_tokens - len(out)
         if out[-1] in self.stop_ids or out[-1] == self.pause_id or budget < 1:
             return out
-        rest = sample_batch(self.policy.model, [ctx + out], replace(params, max_new_tokens=budget),
-                            [row_seed(seed, 2 * index + 1)], self.stop_ids, self.pad_id)[0]
+        rest = sample_batch(
+            self.policy.model,
+            [ctx + out],
+            replace(params, max_new_tokens=budget),
+            [row_seed(seed, 2 * index + 1)],
+            self.stop_ids,
+            self.pad_id,
+        )[0]
         return out + rest.token_ids
-
 
     def _decision_token(self, logits, gen):  # noqa: ANN001, ANN202 - torch tensors
         """Draw wait / end / speak from the LM's class probabilities at the decision temperature,
@@ -289,10 +339,19 @@ class _Session:
             outcome = ("backchannel" if is_backchannel(text) else "respond") if text else "silent"
         if text:
             self._place(at, spoken, text)
-        self.decisions.append({"chunk": chunk, "situation": situation, "heard": words, "wait_chunks": wait,
-                               "outcome": outcome, "text": text, "markup": self._markup(episode),
-                               "tokens": [len(self.tokens) - len(episode), len(self.tokens)],
-                               "observation": start})
+        self.decisions.append(
+            {
+                "chunk": chunk,
+                "situation": situation,
+                "heard": words,
+                "wait_chunks": wait,
+                "outcome": outcome,
+                "text": text,
+                "markup": self._markup(episode),
+                "tokens": [len(self.tokens) - len(episode), len(self.tokens)],
+                "observation": start,
+            }
+        )
 
     def cancel(self, chunk: int) -> None:
         cur = self.current
@@ -319,7 +378,9 @@ class _Session:
 
     def _markup(self, ids: list[int]) -> str:
         keep = [i for i in ids if i not in self.r.stop_ids]
-        return _CONTROL_CHARS_RE.sub("", self.r.policy.tokenizer.decode(keep, skip_special_tokens=False)) if keep else ""
+        return (
+            _CONTROL_CHARS_RE.sub("", self.r.policy.tokenizer.decode(keep, skip_special_tokens=False)) if keep else ""
+        )
 
     def _place(self, at: int, markup: str, text: str) -> None:
         from pipelines.speech.espeak import DEFAULT_VOICE, render_segments
@@ -344,22 +405,51 @@ class _Session:
         actions: dict[int, Action] = {}
         for u in placed:
             clip = u.audio[: (u.end - u.start) * cs]  # cut where the assistant stopped or was replaced
-            track[u.start * cs: u.start * cs + clip.size] = clip
+            track[u.start * cs : u.start * cs + clip.size] = clip
             for c in range(u.start, u.end):
                 mask[c] = True
-            label = ("backchannel" if is_backchannel(u.text)
-                     else "interrupt" if scenario.user.speaking(u.start) else "response")
-            cut = "" if u.end == u.planned_end else f" (cut after {u.end - u.start} of {u.planned_end - u.start} chunks)"
+            label = (
+                "backchannel"
+                if is_backchannel(u.text)
+                else "interrupt"
+                if scenario.user.speaking(u.start)
+                else "response"
+            )
+            cut = (
+                "" if u.end == u.planned_end else f" (cut after {u.end - u.start} of {u.planned_end - u.start} chunks)"
+            )
             actions[u.start] = Action(chunk=u.start, label=label, plan=f"say: {u.text}{cut}"[:2000])
         for c in self.stops:
             if c < n and c not in actions:
                 actions[c] = Action(chunk=c, plan="stop: yield the turn to the user")
         text = " ".join(u.text for u in placed).strip()
-        meta = {**scenario.meta, "duplex": {"decisions": self.decisions, "observation_spans": self.observations,
-                                            "settings": self.r.settings.as_dict(), "seed": self.seed}}
-        timeline = Timeline(chunk_ms=scenario.chunk_ms, n_chunks=n, user=scenario.user,
-                            assistant=AudioTrack(transcript=text[:20000], speech=spans_from_mask(mask)),
-                            actions=[actions[c] for c in sorted(actions)], events=scenario.events,
-                            scenario=scenario.scenario, meta=meta)
-        return DuplexResult(timeline, track, self.sr, list(self.tokens), text, self.context, self.decisions,
-                            seconds, self.first_s or seconds)
+        meta = {
+            **scenario.meta,
+            "duplex": {
+                "decisions": self.decisions,
+                "observation_spans": self.observations,
+                "settings": self.r.settings.as_dict(),
+                "seed": self.seed,
+            },
+        }
+        timeline = Timeline(
+            chunk_ms=scenario.chunk_ms,
+            n_chunks=n,
+            user=scenario.user,
+            assistant=AudioTrack(transcript=text[:20000], speech=spans_from_mask(mask)),
+            actions=[actions[c] for c in sorted(actions)],
+            events=scenario.events,
+            scenario=scenario.scenario,
+            meta=meta,
+        )
+        return DuplexResult(
+            timeline,
+            track,
+            self.sr,
+            list(self.tokens),
+            text,
+            self.context,
+            self.decisions,
+            seconds,
+            self.first_s or seconds,
+        )

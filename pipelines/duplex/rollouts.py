@@ -6,6 +6,7 @@ the labelled events; see ``pipelines.duplex.scenarios``). The session runs with
 the assistant's session-aligned track and whose ``extra`` holds the timeline and the context the
 session was prompted with; ``pipelines.rollouts.store`` writes it like any other sample.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -27,8 +28,10 @@ PUNCT_PULL = 2.0
 def scenario_timeline(prompt_id: Any, reference: dict[str, Any] | None) -> Timeline:
     tl = (reference or {}).get("timeline")
     if not isinstance(tl, dict):
-        raise ValueError(f"duplex prompt {prompt_id} has no reference.timeline; register duplex prompts with "
-                         "pipelines.duplex.scenarios (Scenario.prompt_record()) or give reference={'timeline': ...}")
+        raise ValueError(
+            f"duplex prompt {prompt_id} has no reference.timeline; register duplex prompts with "
+            "pipelines.duplex.scenarios (Scenario.prompt_record()) or give reference={'timeline': ...}"
+        )
     return Timeline.model_validate(tl)
 
 
@@ -42,8 +45,10 @@ def user_spans(timeline: Timeline) -> list[UserSpan]:
     """
     spans = timeline.user.speech
     if not spans:
-        raise ValueError("the scenario's user track has no speech spans; measure them from the user audio "
-                         "(pipelines.duplex.scenarios.activity_intervals) before running a duplex session")
+        raise ValueError(
+            "the scenario's user track has no speech spans; measure them from the user audio "
+            "(pipelines.duplex.scenarios.activity_intervals) before running a duplex session"
+        )
     utts = timeline.meta.get("utterances")
     if isinstance(utts, list) and utts and all(isinstance(u, dict) and "text" in u for u in utts):
         texts = [[] for _ in spans]
@@ -74,9 +79,17 @@ def _cut_points(words: list[str], lengths: list[int]) -> list[int]:
         prev = best
     return cuts
 
-def generate(policy: "Policy", items: list["WorkItem"], params: "SamplingParams", *, job_seed: int = 0,
-             round: int = 0, settings: DuplexSettings | None = None,
-             overrides: dict[str, Any] | None = None) -> list["Result"]:
+
+def generate(
+    policy: Policy,
+    items: list[WorkItem],
+    params: SamplingParams,
+    *,
+    job_seed: int = 0,
+    round: int = 0,
+    settings: DuplexSettings | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[Result]:
     """One duplex session per work item; the seed derives from the item alone (not the batch).
     ``overrides`` (e.g. ``{"decision_temperature": 1.0}``) replace fields of ``settings``."""
     from pipelines.rollouts import derive_seed

@@ -46,6 +46,7 @@ process, and a regenerated suite re-imports cleanly over a stored one.
 its transcript, ``reference = {"timeline": ..., "tool_calls": [...]}``); ``session_record()`` a
 line of the duplex JSONL that ``earmark duplex import`` reads.
 """
+
 from __future__ import annotations
 
 import base64
@@ -123,17 +124,26 @@ class Scenario:
         """A duplex prompt in the chat form of DESIGN.md; ``audio`` is ``base64`` or ``sha``."""
         part: dict[str, Any] = {"type": "audio", "transcript": self.transcript}
         part.update(_audio_ref(self.user_wav, audio))
-        return {"external_id": self.id, "regime": "duplex",
-                "messages": [{"role": "user", "content": [part]}],
-                "reference": self.reference(), "tools": self.tools,
-                "tags": ["duplex", f"duplex:{self.kind}"]}
+        return {
+            "external_id": self.id,
+            "regime": "duplex",
+            "messages": [{"role": "user", "content": [part]}],
+            "reference": self.reference(),
+            "tools": self.tools,
+            "tags": ["duplex", f"duplex:{self.kind}"],
+        }
 
     def session_record(self, audio: str = "base64", source: str = "synthetic") -> dict[str, Any]:
         """One line of the duplex JSONL (``earmark duplex import``): the scenario, no assistant side."""
         tl = self.timeline.to_json()
         tl["user"] = {k: v for k, v in tl["user"].items() if k != "audio_sha256"} | _audio_ref(self.user_wav, audio)
-        line: dict[str, Any] = {"id": self.id, "source": source, "timeline": tl, "tool_calls": self.tool_calls,
-                                "tags": ["duplex", f"duplex:{self.kind}"]}
+        line: dict[str, Any] = {
+            "id": self.id,
+            "source": source,
+            "timeline": tl,
+            "tool_calls": self.tool_calls,
+            "tags": ["duplex", f"duplex:{self.kind}"],
+        }
         if self.tools:
             line["tools"] = self.tools
         return line
@@ -148,8 +158,9 @@ def _audio_ref(wav: bytes, how: str) -> dict[str, str]:
 
 
 # ---- measuring speech ---------------------------------------------------------------------------
-def activity_intervals(audio: np.ndarray, sample_rate: int, *, threshold: float = ACTIVITY_THRESHOLD,
-                       bridge_gap_s: float = BRIDGE_GAP_S) -> list[tuple[int, int]]:
+def activity_intervals(
+    audio: np.ndarray, sample_rate: int, *, threshold: float = ACTIVITY_THRESHOLD, bridge_gap_s: float = BRIDGE_GAP_S
+) -> list[tuple[int, int]]:
     """Half-open sample ranges of speech: samples above ``threshold``, gaps under ``bridge_gap_s`` joined.
 
     Edges are exact samples (first audible sample, one past the last), so an event measured here
@@ -185,7 +196,7 @@ def _render(text: str, rate: int, pitch: int) -> np.ndarray:
     spans = activity_intervals(audio, _sample_rate(), threshold=ACTIVITY_THRESHOLD * 1.1, bridge_gap_s=float("inf"))
     if not spans:
         raise RuntimeError(f"eSpeak NG rendered no audible speech for {text!r}; check the espeakng-loader install")
-    out = audio[spans[0][0]:spans[-1][1]].copy()
+    out = audio[spans[0][0] : spans[-1][1]].copy()
     out.setflags(write=False)
     return out
 
@@ -223,7 +234,7 @@ class _Session:
     def audio(self, n_samples: int) -> np.ndarray:
         out = np.zeros(n_samples, dtype=np.float32)
         for start, clip in self.pieces:
-            out[start:start + clip.size] += clip[: max(0, n_samples - start)]
+            out[start : start + clip.size] += clip[: max(0, n_samples - start)]
         return np.clip(out, -1.0, 1.0)
 
 
@@ -274,8 +285,11 @@ def generate_scenario(kind: str, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS) ->
         _, paused = s.say(first)
         s.silence(rng.uniform(*PAUSE_S))
         resumed, _ = s.say(second)
-        events.append(LabelledEvent(type="pause", onset_s=paused, offset_s=resumed,
-                                    note="the user paused mid-sentence and resumed"))
+        events.append(
+            LabelledEvent(
+                type="pause", onset_s=paused, offset_s=resumed, note="the user paused mid-sentence and resumed"
+            )
+        )
         events.append(LabelledEvent(type="normal", onset_s=s.cursor / s.sr, note="the user finished a turn"))
         end = s.cursor / s.sr + RESPONSE_ROOM_S
     elif kind == "interrupt":
@@ -283,8 +297,11 @@ def generate_scenario(kind: str, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS) ->
         turn = assistant_answers(asked(question), answer)
         at = turn.start_s + rng.uniform(*BARGE_IN_FRACTION) * (turn.end_s - turn.start_s)
         on, off = s.say(barge, at_s=at)
-        events.append(LabelledEvent(type="interrupt", onset_s=on, offset_s=off,
-                                    note="the user barged in while the assistant was speaking"))
+        events.append(
+            LabelledEvent(
+                type="interrupt", onset_s=on, offset_s=off, note="the user barged in while the assistant was speaking"
+            )
+        )
         events.append(LabelledEvent(type="normal", onset_s=off, note="the user finished the interruption"))
         end = max(off + RESPONSE_ROOM_S, turn.end_s + 0.5)
     else:  # backchannel
@@ -293,16 +310,32 @@ def generate_scenario(kind: str, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS) ->
         token = rng.choice(bank.BACKCHANNELS)
         bc_len = _render(token, voice["rate"], voice["pitch"]).size / s.sr
         lo, hi = turn.start_s + 1.0, turn.end_s - BACKCHANNEL_TAIL_S - bc_len
-        on, off = s.say(token, at_s=rng.uniform(lo, hi) if hi > lo else turn.start_s + 0.3 * (turn.end_s - turn.start_s))
-        events.append(LabelledEvent(type="backchannel", onset_s=on, offset_s=off,
-                                    note="the user back-channelled while the assistant was speaking"))
+        on, off = s.say(
+            token, at_s=rng.uniform(lo, hi) if hi > lo else turn.start_s + 0.3 * (turn.end_s - turn.start_s)
+        )
+        events.append(
+            LabelledEvent(
+                type="backchannel",
+                onset_s=on,
+                offset_s=off,
+                note="the user back-channelled while the assistant was speaking",
+            )
+        )
         end = turn.end_s + 1.5
     return _assemble(kind, seed, chunk_ms, s, end, events, turn, tool_calls, tools)
 
 
-def _assemble(kind: str, seed: int, chunk_ms: int, s: _Session, end_s: float, events: list[LabelledEvent],
-              turn: ScriptedTurn | None, tool_calls: list[dict[str, Any]],
-              tools: list[dict[str, Any]] | None) -> Scenario:
+def _assemble(
+    kind: str,
+    seed: int,
+    chunk_ms: int,
+    s: _Session,
+    end_s: float,
+    events: list[LabelledEvent],
+    turn: ScriptedTurn | None,
+    tool_calls: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+) -> Scenario:
     from pipelines.speech.espeak import read_wav, wav_bytes
 
     chunk_samples = s.sr * chunk_ms / 1000.0
@@ -312,23 +345,42 @@ def _assemble(kind: str, seed: int, chunk_ms: int, s: _Session, end_s: float, ev
     audio, _ = read_wav(wav)
     spans = spans_from_mask(chunk_mask(activity_intervals(audio, s.sr), n_chunks, chunk_samples))
     transcript = " ".join(s.said)
-    meta: dict[str, Any] = {"kind": kind, "seed": seed, "generator": GENERATOR, "sample_rate": s.sr,
-                            "voice": dict(s.voice)}
+    meta: dict[str, Any] = {
+        "kind": kind,
+        "seed": seed,
+        "generator": GENERATOR,
+        "sample_rate": s.sr,
+        "voice": dict(s.voice),
+    }
     if turn is not None:
         meta["assistant_turn"] = turn.as_dict()
     timeline = Timeline(
-        chunk_ms=chunk_ms, n_chunks=n_chunks, events=sorted(events, key=lambda e: e.onset_s),
-        scenario="normal" if kind in ("tool_call", "no_tool_call") else kind, meta=meta,
+        chunk_ms=chunk_ms,
+        n_chunks=n_chunks,
+        events=sorted(events, key=lambda e: e.onset_s),
+        scenario="normal" if kind in ("tool_call", "no_tool_call") else kind,
+        meta=meta,
         user=AudioTrack(audio_sha256=hashlib.sha256(wav).hexdigest(), transcript=transcript, speech=spans),
     )
-    sc = Scenario(id=f"duplex-{kind}-{seed}", kind=kind, seed=seed, timeline=timeline, user_audio=audio,
-                  sample_rate=s.sr, transcript=transcript, assistant_turn=turn, tool_calls=tool_calls, tools=tools)
+    sc = Scenario(
+        id=f"duplex-{kind}-{seed}",
+        kind=kind,
+        seed=seed,
+        timeline=timeline,
+        user_audio=audio,
+        sample_rate=s.sr,
+        transcript=transcript,
+        assistant_turn=turn,
+        tool_calls=tool_calls,
+        tools=tools,
+    )
     sc.__dict__["user_wav"] = wav  # the bytes the sha names; never re-encode
     return sc
 
 
-def scenario_suite(n: int, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS,
-                   kinds: tuple[str, ...] = SCENARIO_KINDS) -> list[Scenario]:
+def scenario_suite(
+    n: int, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS, kinds: tuple[str, ...] = SCENARIO_KINDS
+) -> list[Scenario]:
     """``n`` scenarios cycling through ``kinds`` (every kind appears once per len(kinds)), shuffled;
     scenario ``i`` uses seed ``seed * 100_000 + i`` so suites of different seeds never share ids."""
     if n < 1:
@@ -341,8 +393,9 @@ def scenario_suite(n: int, seed: int, chunk_ms: int = DEFAULT_CHUNK_MS,
     return [generate_scenario(k, seed * 100_000 + i, chunk_ms) for i, k in enumerate(order)]
 
 
-def render_assistant(sc: Scenario, turns: list[tuple[float, str] | tuple[float, str, float | None]]
-                     ) -> tuple[np.ndarray, list[Any]]:
+def render_assistant(
+    sc: Scenario, turns: list[tuple[float, str] | tuple[float, str, float | None]]
+) -> tuple[np.ndarray, list[Any]]:
     """A session-aligned assistant track for ``sc``: each ``(start_s, text[, cut_s])`` spoken by the
     assistant voice from ``start_s`` (silenced from ``cut_s`` on, as a model that stops would be),
     with speech spans measured on the chunk clock like the user's. Returns (audio, spans).
@@ -358,7 +411,7 @@ def render_assistant(sc: Scenario, turns: list[tuple[float, str] | tuple[float, 
         s.say(text, at_s=start_s)
         piece = s.audio(n)
         if cut_s is not None:
-            piece[int(round(cut_s * sc.sample_rate)):] = 0.0
+            piece[int(round(cut_s * sc.sample_rate)) :] = 0.0
         audio += piece
     audio = np.clip(audio, -1.0, 1.0)
     spans = spans_from_mask(chunk_mask(activity_intervals(audio, sc.sample_rate), tl.n_chunks, chunk_samples))

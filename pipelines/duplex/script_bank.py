@@ -5,6 +5,7 @@ generator reads as timing logic and this file can grow without touching it. Expe
 arguments are canonical values (``10``, not ``"ten"``): the tool-call metrics compare them with
 ``reward_models.verifiable.values_equal``, which already accepts spelled-out numbers and case.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,63 +34,113 @@ PAUSED_QUESTIONS = (
 
 # interrupt: the user asks, the assistant gives a long answer, the user barges in.
 INTERRUPTS = (
-    ("Tell me about the history of Rome.",
-     "Rome began as a small settlement on the river Tiber, and over many centuries it grew into the "
-     "centre of an empire that reached from Britain to Egypt, with roads, laws and cities everywhere.",
-     "Sorry, wait, I only need the short version."),
-    ("How does a car engine work?",
-     "A car engine burns a mix of fuel and air inside its cylinders, and each small explosion pushes "
-     "a piston down, which turns the crankshaft and finally the wheels of the car.",
-     "Hold on, I meant an electric car."),
-    ("What can I cook with rice and beans?",
-     "There are many dishes you can make, for example a simple rice and bean bowl with onions and "
-     "spices, a bean soup with rice on the side, or stuffed peppers baked in the oven.",
-     "Actually, stop, I also have some chicken."),
-    ("Explain how airplanes stay in the air.",
-     "Airplanes stay up because their wings are shaped so that air moving over the top travels in a "
-     "way that lowers the pressure above the wing, and the higher pressure below pushes it up.",
-     "Wait, wait, what about helicopters?"),
+    (
+        "Tell me about the history of Rome.",
+        "Rome began as a small settlement on the river Tiber, and over many centuries it grew into the "
+        "centre of an empire that reached from Britain to Egypt, with roads, laws and cities everywhere.",
+        "Sorry, wait, I only need the short version.",
+    ),
+    (
+        "How does a car engine work?",
+        "A car engine burns a mix of fuel and air inside its cylinders, and each small explosion pushes "
+        "a piston down, which turns the crankshaft and finally the wheels of the car.",
+        "Hold on, I meant an electric car.",
+    ),
+    (
+        "What can I cook with rice and beans?",
+        "There are many dishes you can make, for example a simple rice and bean bowl with onions and "
+        "spices, a bean soup with rice on the side, or stuffed peppers baked in the oven.",
+        "Actually, stop, I also have some chicken.",
+    ),
+    (
+        "Explain how airplanes stay in the air.",
+        "Airplanes stay up because their wings are shaped so that air moving over the top travels in a "
+        "way that lowers the pressure above the wing, and the higher pressure below pushes it up.",
+        "Wait, wait, what about helicopters?",
+    ),
 )
 
 # backchannel: while the assistant explains, the user signals "go on".
 BACKCHANNEL_QUESTIONS = (
-    ("Can you walk me through making bread at home?",
-     "First you mix flour, water, salt and yeast in a large bowl, then you knead the dough for about "
-     "ten minutes until it feels smooth, and after that you let it rise in a warm place for an hour "
-     "before you shape it and bake it in a hot oven."),
-    ("How do I start running if I have never done it?",
-     "Begin with short sessions where you alternate one minute of easy running with two minutes of "
-     "walking, do that three times a week, and every week add a little more running time until you "
-     "can run for twenty minutes without stopping."),
-    ("What is the best way to learn a new language?",
-     "The best way is to practise a little every single day, listen to people speaking it as often as "
-     "you can, learn the most common words first, and try to speak with someone early even when you "
-     "still make a lot of mistakes."),
+    (
+        "Can you walk me through making bread at home?",
+        "First you mix flour, water, salt and yeast in a large bowl, then you knead the dough for about "
+        "ten minutes until it feels smooth, and after that you let it rise in a warm place for an hour "
+        "before you shape it and bake it in a hot oven.",
+    ),
+    (
+        "How do I start running if I have never done it?",
+        "Begin with short sessions where you alternate one minute of easy running with two minutes of "
+        "walking, do that three times a week, and every week add a little more running time until you "
+        "can run for twenty minutes without stopping.",
+    ),
+    (
+        "What is the best way to learn a new language?",
+        "The best way is to practise a little every single day, listen to people speaking it as often as "
+        "you can, learn the most common words first, and try to speak with someone early even when you "
+        "still make a lot of mistakes.",
+    ),
 )
 BACKCHANNELS = ("mm hmm", "yeah", "uh huh", "right", "okay")
 
 # Tool schemas (OpenAI function form) offered in the tool-call scenarios.
 TOOLS: dict[str, dict[str, Any]] = {
-    "get_weather": {"type": "function", "function": {
-        "name": "get_weather", "description": "Weather forecast for a city on a given day.",
-        "parameters": {"type": "object", "required": ["city", "day"], "properties": {
-            "city": {"type": "string"}, "day": {"type": "string", "enum": ["today", "tomorrow"]}}}}},
-    "set_timer": {"type": "function", "function": {
-        "name": "set_timer", "description": "Start a countdown timer.",
-        "parameters": {"type": "object", "required": ["minutes"], "properties": {"minutes": {"type": "integer"}}}}},
-    "create_reminder": {"type": "function", "function": {
-        "name": "create_reminder", "description": "Create a reminder with a short text.",
-        "parameters": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}},
-    "play_music": {"type": "function", "function": {
-        "name": "play_music", "description": "Play music of a genre.",
-        "parameters": {"type": "object", "required": ["genre"], "properties": {"genre": {"type": "string"}}}}},
-    "set_lights": {"type": "function", "function": {
-        "name": "set_lights", "description": "Switch the lights of a room on or off.",
-        "parameters": {"type": "object", "required": ["room", "on"], "properties": {
-            "room": {"type": "string"}, "on": {"type": "boolean"}}}}},
-    "lock_door": {"type": "function", "function": {
-        "name": "lock_door", "description": "Lock a door of the house.",
-        "parameters": {"type": "object", "required": ["door"], "properties": {"door": {"type": "string"}}}}},
+    "get_weather": {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather forecast for a city on a given day.",
+            "parameters": {
+                "type": "object",
+                "required": ["city", "day"],
+                "properties": {"city": {"type": "string"}, "day": {"type": "string", "enum": ["today", "tomorrow"]}},
+            },
+        },
+    },
+    "set_timer": {
+        "type": "function",
+        "function": {
+            "name": "set_timer",
+            "description": "Start a countdown timer.",
+            "parameters": {"type": "object", "required": ["minutes"], "properties": {"minutes": {"type": "integer"}}},
+        },
+    },
+    "create_reminder": {
+        "type": "function",
+        "function": {
+            "name": "create_reminder",
+            "description": "Create a reminder with a short text.",
+            "parameters": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+        },
+    },
+    "play_music": {
+        "type": "function",
+        "function": {
+            "name": "play_music",
+            "description": "Play music of a genre.",
+            "parameters": {"type": "object", "required": ["genre"], "properties": {"genre": {"type": "string"}}},
+        },
+    },
+    "set_lights": {
+        "type": "function",
+        "function": {
+            "name": "set_lights",
+            "description": "Switch the lights of a room on or off.",
+            "parameters": {
+                "type": "object",
+                "required": ["room", "on"],
+                "properties": {"room": {"type": "string"}, "on": {"type": "boolean"}},
+            },
+        },
+    },
+    "lock_door": {
+        "type": "function",
+        "function": {
+            "name": "lock_door",
+            "description": "Lock a door of the house.",
+            "parameters": {"type": "object", "required": ["door"], "properties": {"door": {"type": "string"}}},
+        },
+    },
 }
 
 
@@ -103,12 +154,18 @@ TOOL_REQUESTS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
     ("Please set a timer for ten minutes.", [_call("set_timer", minutes=10)]),
     ("Play some jazz music for me.", [_call("play_music", genre="jazz")]),
     ("Remind me to call my mother.", [_call("create_reminder", text="call my mother")]),
-    ("Check the weather in Berlin today and then remind me to pack an umbrella.",
-     [_call("get_weather", city="Berlin", day="today"), _call("create_reminder", text="pack an umbrella")]),
-    ("Set a timer for five minutes and then play some classical music.",
-     [_call("set_timer", minutes=5), _call("play_music", genre="classical")]),
-    ("Turn off the kitchen lights and then lock the front door.",
-     [_call("set_lights", room="kitchen", on=False), _call("lock_door", door="front")]),
+    (
+        "Check the weather in Berlin today and then remind me to pack an umbrella.",
+        [_call("get_weather", city="Berlin", day="today"), _call("create_reminder", text="pack an umbrella")],
+    ),
+    (
+        "Set a timer for five minutes and then play some classical music.",
+        [_call("set_timer", minutes=5), _call("play_music", genre="classical")],
+    ),
+    (
+        "Turn off the kitchen lights and then lock the front door.",
+        [_call("set_lights", room="kitchen", on=False), _call("lock_door", door="front")],
+    ),
 )
 
 # no_tool_call: tools are offered but the request needs none of them.

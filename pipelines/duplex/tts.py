@@ -9,6 +9,7 @@ that is loaded fresh and unloaded afterwards (``dlclose``): every render starts 
 initial state. A private copy, because the shared library may be held open by the policy's renderer
 in the same process, and then ``dlclose`` would not unload it. Costs ~15-30 ms per utterance.
 """
+
 from __future__ import annotations
 
 import _ctypes
@@ -51,8 +52,9 @@ def _private_library() -> tuple[str, bytes]:
     return _PRIVATE[0]
 
 
-def render_fresh(text: str, rate: int = DEFAULT_RATE_WPM, pitch: int = DEFAULT_PITCH,
-                 voice: str = DEFAULT_VOICE) -> tuple[np.ndarray, int]:
+def render_fresh(
+    text: str, rate: int = DEFAULT_RATE_WPM, pitch: int = DEFAULT_PITCH, voice: str = DEFAULT_VOICE
+) -> tuple[np.ndarray, int]:
     """Synthesise ``text`` from eSpeak NG's initial state; returns (mono float32 in [-1, 1], sample_rate)."""
     path, data_path = _private_library()
     chunks: list[np.ndarray] = []
@@ -80,8 +82,16 @@ def render_fresh(text: str, rate: int = DEFAULT_RATE_WPM, pitch: int = DEFAULT_P
             lib.espeak_SetParameter(_RANGE, DEFAULT_RANGE, 0)
             lib.espeak_SetParameter(_VOLUME, 100, 0)
             buf = text.encode("utf-8") + b"\0"
-            lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                         ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_size_t,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
             err = lib.espeak_Synth(buf, len(buf), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if err != 0:
                 raise EspeakError(f"espeak_Synth failed with code {err} for text {text[:60]!r}")

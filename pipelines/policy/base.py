@@ -3,6 +3,7 @@
 Conversations use the chat form of DESIGN.md: a list of ``{"role": ..., "content": str | [parts]}``
 dicts, optionally starting with a system message that carries the persona card.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

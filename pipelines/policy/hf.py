@@ -6,6 +6,7 @@ generated ids into text and audio ids: ``is_audio_token`` says which is which an
 ``audio_decoder`` turns the audio ids into a waveform. A text-only model gets a voice through
 eSpeak NG (``speak_text=True``) so every rollout has audio to rate.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,15 +86,23 @@ class HFCausalLMPolicy:
 
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a Hugging Face model folder (no config.json); pass a local "
-                                    "checkpoint path: this adapter never downloads weights")
+            raise FileNotFoundError(
+                f"{self.path} is not a Hugging Face model folder (no config.json); pass a local "
+                "checkpoint path: this adapter never downloads weights"
+            )
         if audio_decoder is not None and is_audio_token is None:
-            raise ValueError("audio_decoder needs is_audio_token (e.g. AudioTokenRange(start, stop)) to know which ids are audio")
+            raise ValueError(
+                "audio_decoder needs is_audio_token (e.g. AudioTokenRange(start, stop)) to know which ids are audio"
+            )
         self.name = name or self.path.name
         self.version = version
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, trust_remote_code=trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
         # transformers < 4.56 calls the argument torch_dtype.
-        dtype_kw = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+        dtype_kw = (
+            "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+        )
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, local_files_only=True, trust_remote_code=trust_remote_code, **{dtype_kw: getattr(torch, dtype)}
         ).eval()
@@ -124,8 +133,9 @@ class HFCausalLMPolicy:
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(self.tokenizer(_plain_prompt(messages))["input_ids"])
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams,
-                 num_samples: int = 1, seed: int = 0) -> list[list[GeneratedSample]]:
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, num_samples: int = 1, seed: int = 0
+    ) -> list[list[GeneratedSample]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if not conversations:
@@ -139,19 +149,31 @@ class HFCausalLMPolicy:
         def on_token(r: int, _tok: int) -> None:
             first_token.setdefault(r, time.perf_counter() - t0)
 
-        results = sample_batch(self.model, [prompts[ci] for ci, _ in rows], params, seeds,
-                               self._stop_ids, self._pad_id, on_token=on_token)
+        results = sample_batch(
+            self.model, [prompts[ci] for ci, _ in rows], params, seeds, self._stop_ids, self._pad_id, on_token=on_token
+        )
         out: list[list[GeneratedSample]] = [[] for _ in conversations]
         for r, ((ci, _j), res) in enumerate(zip(rows, results)):
-            out[ci].append(self._finish(res.token_ids, res.finish_reason, t0, first_token.get(r), seeds[r],
-                                        len(prompts[ci]), params))
+            out[ci].append(
+                self._finish(
+                    res.token_ids, res.finish_reason, t0, first_token.get(r), seeds[r], len(prompts[ci]), params
+                )
+            )
         return out
 
     def logprobs(self, conversations: list[Conversation], responses: list[list[int]]) -> list[list[float]]:
         return response_logprobs(self.model, [self.prompt_ids(c) for c in conversations], responses, self._pad_id)
 
-    def _finish(self, ids: list[int], finish_reason: str, t0: float, first_token_s: float | None, seed: int,
-                prompt_tokens: int, params: SamplingParams) -> GeneratedSample:
+    def _finish(
+        self,
+        ids: list[int],
+        finish_reason: str,
+        t0: float,
+        first_token_s: float | None,
+        seed: int,
+        prompt_tokens: int,
+        params: SamplingParams,
+    ) -> GeneratedSample:
         audio_ids = [i for i in ids if self.is_audio_token(i)]
         text_ids = [i for i in ids if not self.is_audio_token(i) and i not in self._stop_ids]
         text = " ".join(self.tokenizer.decode(text_ids, skip_special_tokens=True).split())

@@ -6,6 +6,7 @@ kinds:
   openai   an OpenAI-compatible chat-completions endpoint with audio output: ``http(s)://host/v1``;
            options ``model``, ``voice``; the key comes from EARMARK_POLICY_API_KEY, never from the store
 """
+
 from __future__ import annotations
 
 import os

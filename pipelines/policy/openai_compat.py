@@ -5,6 +5,7 @@ Works with hosted speech models and self-hosted servers (vLLM and friends) that 
 library is used (urllib), so rollout workers need no extra HTTP client. The API key is sent as a
 bearer token and never appears in errors or logs.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,9 +44,13 @@ def _to_openai_content(content: Any) -> Any:
             parts.append({"type": "text", "text": str(part.get("text", ""))})
         elif kind == "audio":
             if not part.get("data"):
-                raise ValueError("audio part has no inline 'data' (base64); fetch the blob and set data=base64 WAV "
-                                 "before sending it to an OpenAI-compatible endpoint")
-            parts.append({"type": "input_audio", "input_audio": {"data": part["data"], "format": part.get("format", "wav")}})
+                raise ValueError(
+                    "audio part has no inline 'data' (base64); fetch the blob and set data=base64 WAV "
+                    "before sending it to an OpenAI-compatible endpoint"
+                )
+            parts.append(
+                {"type": "input_audio", "input_audio": {"data": part["data"], "format": part.get("format", "wav")}}
+            )
         # "token" parts are model-internal; a remote endpoint cannot take them, so they are dropped.
     return parts
 
@@ -144,8 +149,9 @@ class OpenAIChatPolicy:
                 last = EndpointError(f"POST {self.url} failed: {self._redact(str(reason))}", None, self.url)
             except json.JSONDecodeError as exc:
                 raise EndpointError(f"POST {self.url} returned invalid JSON: {exc}", None, self.url) from None
-        raise EndpointError(f"{last} (gave up after {self.max_retries + 1} attempts)",
-                            getattr(last, "status", None), self.url) from None
+        raise EndpointError(
+            f"{last} (gave up after {self.max_retries + 1} attempts)", getattr(last, "status", None), self.url
+        ) from None
 
     def request_body(self, conversation: Conversation, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -168,8 +174,9 @@ class OpenAIChatPolicy:
         body.update(self.extra_body)
         return body
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams,
-                 num_samples: int = 1, seed: int = 0) -> list[list[GeneratedSample]]:
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, num_samples: int = 1, seed: int = 0
+    ) -> list[list[GeneratedSample]]:
         """One request per conversation with ``n=num_samples``; determinism is as good as the server's ``seed``."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -181,8 +188,12 @@ class OpenAIChatPolicy:
             reply = self._post(self.request_body(conv, params, num_samples, seed))
             choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
             if len(choices) < num_samples:
-                raise EndpointError(f"POST {self.url} returned {len(choices)} choices for n={num_samples}; "
-                                    "the server may not support n>1: call with num_samples=1", None, self.url)
+                raise EndpointError(
+                    f"POST {self.url} returned {len(choices)} choices for n={num_samples}; "
+                    "the server may not support n>1: call with num_samples=1",
+                    None,
+                    self.url,
+                )
             samples = []
             for choice in choices[:num_samples]:
                 msg: Message = choice.get("message") or {}
@@ -192,24 +203,26 @@ class OpenAIChatPolicy:
                     audio, sr = read_wav(base64.b64decode(audio_obj["data"]))
                 text = audio_obj.get("transcript") or msg.get("content") or ""
                 elapsed = time.perf_counter() - t0
-                samples.append(GeneratedSample(
-                    text=text,
-                    messages=[{"role": "assistant", "content": text}],
-                    token_ids=_token_ids(choice.get("logprobs")),
-                    audio=audio,
-                    sample_rate=sr,
-                    ttfa_s=elapsed,  # non-streaming: audio arrives with the whole response
-                    total_s=elapsed,
-                    extra={
-                        "finish_reason": choice.get("finish_reason"),
-                        "audio_id": audio_obj.get("id"),
-                        "response_id": reply.get("id"),
-                        "server_model": reply.get("model"),
-                        "usage": reply.get("usage"),
-                        "policy": f"{self.name}@{self.version}",
-                        "sampling": params.as_dict(),
-                    },
-                ))
+                samples.append(
+                    GeneratedSample(
+                        text=text,
+                        messages=[{"role": "assistant", "content": text}],
+                        token_ids=_token_ids(choice.get("logprobs")),
+                        audio=audio,
+                        sample_rate=sr,
+                        ttfa_s=elapsed,  # non-streaming: audio arrives with the whole response
+                        total_s=elapsed,
+                        extra={
+                            "finish_reason": choice.get("finish_reason"),
+                            "audio_id": audio_obj.get("id"),
+                            "response_id": reply.get("id"),
+                            "server_model": reply.get("model"),
+                            "usage": reply.get("usage"),
+                            "policy": f"{self.name}@{self.version}",
+                            "sampling": params.as_dict(),
+                        },
+                    )
+                )
             out.append(samples)
         return out
 

@@ -6,6 +6,7 @@ seeded from (seed, sample index), so a rollout is reproducible from the values r
 row, and a callback sees each token as it is produced (the offline policy renders its first
 speech segment from there to measure time to first audio honestly).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -23,7 +24,9 @@ MAX_SEED = 2**63 - 1
 
 def row_seed(seed: int, sample_index: int) -> int:
     """Seed for the ``sample_index``-th sample of a request; independent of batch layout."""
-    return int(np.random.SeedSequence([int(seed) & MAX_SEED, int(sample_index)]).generate_state(2, np.uint64)[0] & MAX_SEED)
+    return int(
+        np.random.SeedSequence([int(seed) & MAX_SEED, int(sample_index)]).generate_state(2, np.uint64)[0] & MAX_SEED
+    )
 
 
 @dataclass
@@ -90,7 +93,9 @@ def sample_batch(
     limit = _context_limit(model)
     keep = (limit - params.max_new_tokens) if limit else None
     if keep is not None and keep < 1:
-        raise ValueError(f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in a {limit}-token context")
+        raise ValueError(
+            f"max_new_tokens={params.max_new_tokens} leaves no room for a prompt in a {limit}-token context"
+        )
     rows = [list(p)[-keep:] if keep else list(p) for p in prompts]
     if any(not r for r in rows):
         raise ValueError("empty prompt: every conversation needs at least one token of input")
@@ -99,8 +104,8 @@ def sample_batch(
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):  # left padding keeps every row's last token in the last column
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -135,8 +140,9 @@ def sample_batch(
             break
         step_ids = torch.tensor([[t if not d else pad_id] for t, d in zip(chosen, done)], device=device)
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
-        result = model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos, use_cache=True,
-                       **{cache_kw: past}, **extra)
+        result = model(
+            input_ids=step_ids, attention_mask=mask, position_ids=next_pos, use_cache=True, **{cache_kw: past}, **extra
+        )
         past, logits = _cache_of(result), result.logits[:, -1, :].float()
         next_pos = next_pos + 1
     return [RowResult(o, "stop" if (o and o[-1] in stop_ids) else "length") for o in out]
@@ -148,7 +154,9 @@ def response_logprobs(
 ) -> list[list[float]]:
     """Log-probability (temperature 1) of each response token given its prompt and the tokens before it."""
     if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} conversations but {len(responses)} responses; pass one response per conversation")
+        raise ValueError(
+            f"got {len(prompts)} conversations but {len(responses)} responses; pass one response per conversation"
+        )
     limit = _context_limit(model)
     device = next(model.parameters()).device
     results: list[list[float]] = []
@@ -160,7 +168,7 @@ def response_logprobs(
             if limit and len(p) + len(r) > limit:
                 if len(r) >= limit:
                     raise ValueError(f"response of {len(r)} tokens does not fit the model's {limit}-token context")
-                p = p[-(limit - len(r)):]
+                p = p[-(limit - len(r)) :]
             rows.append((p, r))
         width = max(len(p) + len(r) for p, r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

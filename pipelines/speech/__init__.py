@@ -1,4 +1,5 @@
 """Speech synthesis used by the offline policy and as a fallback voice for text-only policies."""
+
 from pipelines.speech.espeak import (
     Segment,
     read_wav,

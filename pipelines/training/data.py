@@ -8,6 +8,7 @@ The plan (which pairs form optimizer step s) is a pure function of (pair count, 
 epochs, seed): a worker restarted from a checkpoint at step s recomputes it and skips to s, so
 no data-loader state needs checkpointing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,7 +48,9 @@ class PreferencePair:
         return 2 * len(self.prompt) + len(self.chosen) + len(self.rejected)
 
 
-def response_ids(ids: Sequence[int], end_id: int | None, stop_ids: Iterable[int] = (), append_end: bool = True) -> list[int]:
+def response_ids(
+    ids: Sequence[int], end_id: int | None, stop_ids: Iterable[int] = (), append_end: bool = True
+) -> list[int]:
     """The response as trained: generated ids without trailing stop tokens, then the end token.
 
     The offline policy ends every finished turn with ``<|end|>`` (it is in its training labels and
@@ -79,14 +82,17 @@ def policy_token_info(policy: Any) -> tuple[int | None, set[int], int]:
     return eos, ({eos} if eos is not None else set()), int(pad if pad is not None else (eos or 0))
 
 
-def pairs_from_rows(rows: Sequence[dict[str, Any]], policy: Any, *, append_end: bool = True,
-                    label_sources: Sequence[str] | None = None) -> list[PreferencePair]:
+def pairs_from_rows(
+    rows: Sequence[dict[str, Any]], policy: Any, *, append_end: bool = True, label_sources: Sequence[str] | None = None
+) -> list[PreferencePair]:
     """Turn snapshot rows into pairs; prompts are tokenized once per distinct conversation."""
     if rows:
         missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
         if missing:
-            raise ValueError(f"snapshot rows lack column(s) {missing}; build the snapshot with "
-                             "`earmark dataset build` (schema v1) or add them to your Parquet")
+            raise ValueError(
+                f"snapshot rows lack column(s) {missing}; build the snapshot with "
+                "`earmark dataset build` (schema v1) or add them to your Parquet"
+            )
     end_id, stops, _ = policy_token_info(policy)
     cache: dict[str, list[int]] = {}
     pairs = []
@@ -101,15 +107,21 @@ def pairs_from_rows(rows: Sequence[dict[str, Any]], policy: Any, *, append_end: 
         if weight <= 0:
             raise ValueError(f"row {r['row_id']}: weight must be > 0, got {weight}; drop the row instead")
         margin = float(r.get("margin") if r.get("margin") is not None else 1.0)
-        pairs.append(PreferencePair(
-            row_id=str(r["row_id"]), prompt=cache[key],
-            chosen=response_ids(r["chosen_ids"], end_id, stops, append_end),
-            rejected=response_ids(r["rejected_ids"], end_id, stops, append_end),
-            weight=weight, margin=margin, label_source=str(r.get("label_source", "human")),
-            chosen_observed=observed_spans(r.get("chosen_timeline")),
-            rejected_observed=observed_spans(r.get("rejected_timeline")),
-            # stable across stores (ids are not): the held-out split must not depend on insertion order
-            group=str(r.get("prompt_external_id") or hashlib.sha1(key.encode()).hexdigest()[:12])))
+        pairs.append(
+            PreferencePair(
+                row_id=str(r["row_id"]),
+                prompt=cache[key],
+                chosen=response_ids(r["chosen_ids"], end_id, stops, append_end),
+                rejected=response_ids(r["rejected_ids"], end_id, stops, append_end),
+                weight=weight,
+                margin=margin,
+                label_source=str(r.get("label_source", "human")),
+                chosen_observed=observed_spans(r.get("chosen_timeline")),
+                rejected_observed=observed_spans(r.get("rejected_timeline")),
+                # stable across stores (ids are not): the held-out split must not depend on insertion order
+                group=str(r.get("prompt_external_id") or hashlib.sha1(key.encode()).hexdigest()[:12]),
+            )
+        )
     if not pairs:
         raise ValueError("no preference pairs to train on; check the snapshot and the label_sources filter")
     return pairs
@@ -134,12 +146,23 @@ def rows_sha256(rows: Sequence[dict[str, Any]]) -> str:
     """Content hash of the columns training reads (for snapshots that are not in the store)."""
     h = hashlib.sha256()
     for r in sorted(rows, key=lambda x: str(x["row_id"])):
-        h.update(json.dumps([str(r["row_id"]), r["prompt_messages"], list(map(int, r["chosen_ids"])),
-                             list(map(int, r["rejected_ids"]))], separators=(",", ":")).encode())
+        h.update(
+            json.dumps(
+                [
+                    str(r["row_id"]),
+                    r["prompt_messages"],
+                    list(map(int, r["chosen_ids"])),
+                    list(map(int, r["rejected_ids"])),
+                ],
+                separators=(",", ":"),
+            ).encode()
+        )
     return h.hexdigest()
 
 
-def split_heldout(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+def split_heldout(
+    pairs: list[PreferencePair], fraction: float, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Hold out whole prompt groups (never half a prompt), deterministically from the seed."""
     if fraction <= 0:
         return pairs, []
@@ -166,9 +189,9 @@ def step_plan(n_pairs: int, batch_size: int, epochs: int, max_steps: int | None,
         order = list(range(n_pairs))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         for i in range(0, n_pairs, batch_size):
-            batch = order[i:i + batch_size]
+            batch = order[i : i + batch_size]
             while len(batch) < batch_size:
-                batch += order[:batch_size - len(batch)]
+                batch += order[: batch_size - len(batch)]
             steps.append(batch)
         if max_steps is not None and len(steps) >= max_steps:
             break
@@ -179,7 +202,9 @@ def shard_step(indices: list[int], rank: int, world: int, grad_accum: int) -> li
     """This rank's micro-batches of one step (strided, so every rank gets a similar share)."""
     mine = indices[rank::world]
     if len(mine) < grad_accum:
-        raise ValueError(f"a step of {len(indices)} pairs cannot feed {world} worker(s) x {grad_accum} micro-batches; "
-                         "raise batch_size or lower num_workers/grad_accum")
+        raise ValueError(
+            f"a step of {len(indices)} pairs cannot feed {world} worker(s) x {grad_accum} micro-batches; "
+            "raise batch_size or lower num_workers/grad_accum"
+        )
     size = -(-len(mine) // grad_accum)
-    return [mine[i:i + size] for i in range(0, len(mine), size)]
+    return [mine[i : i + size] for i in range(0, len(mine), size)]

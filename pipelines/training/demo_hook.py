@@ -4,6 +4,7 @@ Measured on a 2-core machine: Ray Train spends ~25 s starting its controller and
 before the first step, while a demo round's DPO takes a few seconds of training, so the demo trains
 in-process; ``earmark train dpo --workers N`` runs the same loop on Ray Train.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,9 @@ from typing import Any
 DEMO_DPO = {"beta": 0.1, "lr": 5e-4, "epochs": 3, "batch_size": 8, "checkpoint_every": 0, "eval_fraction": 0.2}
 
 
-def train_dpo_round(em: Any, policy: Any, dataset: Any, settings: Any = None,
-                    threads: int | None = None) -> tuple[Any, dict[str, float]]:
+def train_dpo_round(
+    em: Any, policy: Any, dataset: Any, settings: Any = None, threads: int | None = None
+) -> tuple[Any, dict[str, float]]:
     """Train ``policy`` on ``dataset`` -> (the registered next version, metrics for the round table).
 
     Metrics: the last step's ``loss``/``accuracy``/``reward_margin``/``kl`` and, when held-out pairs
@@ -21,8 +23,9 @@ def train_dpo_round(em: Any, policy: Any, dataset: Any, settings: Any = None,
     """
     from pipelines.training.dpo import DPOConfig, run_dpo
 
-    cfg = DPOConfig(**DEMO_DPO, threads=threads or max(1, min(4, os.cpu_count() or 1)),
-                    seed=int(getattr(policy, "version", 0)))
+    cfg = DPOConfig(
+        **DEMO_DPO, threads=threads or max(1, min(4, os.cpu_count() or 1)), seed=int(getattr(policy, "version", 0))
+    )
     groups = {r for r in em.datasets.load(dataset).column("prompt_id").to_pylist()} if dataset.row_count else set()
     if len(groups) < 5:  # too few prompts to hold some out
         cfg = cfg.model_copy(update={"eval_fraction": 0.0})

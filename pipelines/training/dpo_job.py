@@ -4,6 +4,7 @@ Everything the run does is on its ``training_runs`` row: the config, the dataset
 the reference sidecar's sha256, per-step metrics, resumes, the held-out evaluation and the output
 policy. A failure marks the row failed with the error before re-raising.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -13,7 +14,14 @@ from typing import Any
 
 from pipelines.training.dpo import DPOConfig, evaluate
 from pipelines.training.driver import (
-    RunRecorder, RunResult, cleanup, fit, load_local_policy, mark_failed, policy_row, publish_policy,
+    RunRecorder,
+    RunResult,
+    cleanup,
+    fit,
+    load_local_policy,
+    mark_failed,
+    policy_row,
+    publish_policy,
 )
 
 ENTRY = "pipelines.training.dpo:train_worker"
@@ -33,16 +41,25 @@ def _base_row(em: Any, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
     if base_policy is None:
         ids = Counter(r["policy_id"] for r in rows if r.get("policy_id") is not None)
         if not ids:
-            raise ValueError("the snapshot rows name no policy_id; pass base_policy= (a policy row or id) to train from")
+            raise ValueError(
+                "the snapshot rows name no policy_id; pass base_policy= (a policy row or id) to train from"
+            )
         base_policy = ids.most_common(1)[0][0]  # the policy that generated the responses: DPO's natural reference
     return policy_row(em, base_policy) if isinstance(base_policy, int) else base_policy
 
 
-def run_preference_job(em: Any, cfg: DPOConfig, *, dataset: Any = None, rows: list[dict[str, Any]] | None = None,
-                       base_policy: Any = None, progress: bool = True, on_event: Any = None,
-                       resume_run_id: int | None = None) -> RunResult:
+def run_preference_job(
+    em: Any,
+    cfg: DPOConfig,
+    *,
+    dataset: Any = None,
+    rows: list[dict[str, Any]] | None = None,
+    base_policy: Any = None,
+    progress: bool = True,
+    on_event: Any = None,
+    resume_run_id: int | None = None,
+) -> RunResult:
     from earmark.services.training import TrainingService
-
     from pipelines.training import reference
     from pipelines.training.data import pairs_from_rows, policy_token_info, rows_sha256, split_heldout, step_plan
     from pipelines.training.worker import default_threads, load_state
@@ -54,8 +71,11 @@ def run_preference_job(em: Any, cfg: DPOConfig, *, dataset: Any = None, rows: li
         if run.algorithm not in ("dpo", "ipo"):
             raise ValueError(f"run {resume_run_id} is a {run.algorithm} run; resume it with its own command")
         cfg = DPOConfig.model_validate(run.config)  # a resumed run keeps its own config
-        dataset = dataset if dataset is not None or rows is not None else (
-            _dataset_by_id(em, run.dataset_id) if run.dataset_id else None)
+        dataset = (
+            dataset
+            if dataset is not None or rows is not None
+            else (_dataset_by_id(em, run.dataset_id) if run.dataset_id else None)
+        )
         base_policy = base_policy if base_policy is not None else run.base_policy_id
     if isinstance(dataset, str):
         dataset = em.datasets.get(dataset)
@@ -72,42 +92,98 @@ def run_preference_job(em: Any, cfg: DPOConfig, *, dataset: Any = None, rows: li
     pairs = pairs_from_rows(rows, policy, append_end=cfg.append_end, label_sources=cfg.label_sources)
     train, heldout = split_heldout(pairs, cfg.eval_fraction, cfg.seed)
     if run is None:
-        run = training.create_run(cfg.algorithm, cfg.model_dump(mode="json"), dataset_id=dataset_id,
-                                  base_policy_id=base.id, summary={"dataset_sha256": data_sha})
+        run = training.create_run(
+            cfg.algorithm,
+            cfg.model_dump(mode="json"),
+            dataset_id=dataset_id,
+            base_policy_id=base.id,
+            summary={"dataset_sha256": data_sha},
+        )
     training.mark_running(run.id)
     recorder = None
     final = None
     try:
-        key = reference.reference_key(data_sha, reference.weights_sha256(model_dir), append_end=cfg.append_end,
-                                      context=limit)
-        ref_c, ref_r, ref_info = reference.ensure(em, training, run.id, pairs, policy.model, pad_id, key=key,
-                                                  limit=limit, threads=default_threads(cfg.threads, True))
+        key = reference.reference_key(
+            data_sha, reference.weights_sha256(model_dir), append_end=cfg.append_end, context=limit
+        )
+        ref_c, ref_r, ref_info = reference.ensure(
+            em,
+            training,
+            run.id,
+            pairs,
+            policy.model,
+            pad_id,
+            key=key,
+            limit=limit,
+            threads=default_threads(cfg.threads, True),
+        )
         pos = {p.row_id: i for i, p in enumerate(pairs)}
-        pick = lambda ps, xs: [xs[pos[p.row_id]] for p in ps]
+
+        def pick(ps, xs):
+            return [xs[pos[p.row_id]] for p in ps]
+
         heldout_before = evaluate(policy.model, heldout, pick(heldout, ref_c), pick(heldout, ref_r), pad_id, cfg.beta)
         steps = len(step_plan(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed))
-        recorder = RunRecorder(training, run.id, steps, progress=progress, on_event=on_event,
-                               desc=f"{cfg.algorithm} run {run.id} ({'in-process' if not cfg.num_workers else f'{cfg.num_workers} Ray Train workers'})")
-        payload = {"config": cfg.model_dump(mode="json"), "pairs": train, "ref_chosen": pick(train, ref_c),
-                   "ref_rejected": pick(train, ref_r), "model_dir": str(model_dir.resolve()), "pad_id": pad_id}
+        recorder = RunRecorder(
+            training,
+            run.id,
+            steps,
+            progress=progress,
+            on_event=on_event,
+            desc=f"{cfg.algorithm} run {run.id} ({'in-process' if not cfg.num_workers else f'{cfg.num_workers} Ray Train workers'})",
+        )
+        payload = {
+            "config": cfg.model_dump(mode="json"),
+            "pairs": train,
+            "ref_chosen": pick(train, ref_c),
+            "ref_rejected": pick(train, ref_r),
+            "model_dir": str(model_dir.resolve()),
+            "pad_id": pad_id,
+        }
         t0 = time.perf_counter()
-        final = fit(em, ENTRY, payload, run_id=run.id, algorithm=cfg.algorithm, num_workers=cfg.num_workers,
-                        use_gpu=cfg.use_gpu, cpus_per_worker=cfg.cpus_per_worker, max_failures=cfg.max_failures,
-                        keep=cfg.keep_checkpoints, storage_path=cfg.storage_path, recorder=recorder)
+        final = fit(
+            em,
+            ENTRY,
+            payload,
+            run_id=run.id,
+            algorithm=cfg.algorithm,
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            cpus_per_worker=cfg.cpus_per_worker,
+            max_failures=cfg.max_failures,
+            keep=cfg.keep_checkpoints,
+            storage_path=cfg.storage_path,
+            recorder=recorder,
+        )
         fit_s = time.perf_counter() - t0
         recorder.flush()
-        row, path = publish_policy(em, training, run.id, base, policy, load_state(final[0]),
-                                   name=cfg.output_name or base.name, dataset_id=dataset_id)
+        row, path = publish_policy(
+            em,
+            training,
+            run.id,
+            base,
+            policy,
+            load_state(final[0]),
+            name=cfg.output_name or base.name,
+            dataset_id=dataset_id,
+        )
         heldout_after = evaluate(policy.model, heldout, pick(heldout, ref_c), pick(heldout, ref_r), pad_id, cfg.beta)
         m = recorder.metrics
         step_s = sum(x["seconds"] for x in m)
         summary = {
-            "pairs": len(train), "heldout_pairs": len(heldout), "steps": steps, "fit_seconds": round(fit_s, 3),
-            "step_seconds": round(step_s, 3), "startup_seconds": round(max(0.0, fit_s - step_s), 3),
+            "pairs": len(train),
+            "heldout_pairs": len(heldout),
+            "steps": steps,
+            "fit_seconds": round(fit_s, 3),
+            "step_seconds": round(step_s, 3),
+            "startup_seconds": round(max(0.0, fit_s - step_s), 3),
             "tokens_per_s": sum(x["tokens"] for x in m) / step_s if step_s else 0.0,
             "padding": sum(x["padding"] for x in m) / len(m) if m else 0.0,
-            "final": m[-1] if m else {}, "heldout_before": heldout_before, "heldout_after": heldout_after,
-            "mode": "in-process" if not cfg.num_workers else f"ray-train:{cfg.num_workers}", "output_path": str(path),
+            "final": m[-1] if m else {},
+            "heldout_before": heldout_before,
+            "heldout_after": heldout_after,
+            "mode": "in-process" if not cfg.num_workers else f"ray-train:{cfg.num_workers}",
+            "output_path": str(path),
             "reference_logps": ref_info,
         }
         training.mark_succeeded(run.id, summary, output_policy_id=row.id)

@@ -6,6 +6,7 @@ checkpoint), a progress bar, and the caller's ``on_event`` hook. ``fit`` runs a 
 in this process or on a ``TorchTrainer``; ``publish_policy`` saves the final checkpoint as the
 next version of a policy and registers it with its lineage (parent, run, dataset).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,16 @@ class RunResult:
 
 
 class RunRecorder:
-    def __init__(self, training: Any, run_id: int, total_steps: int, *, progress: bool, desc: str,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        training: Any,
+        run_id: int,
+        total_steps: int,
+        *,
+        progress: bool,
+        desc: str,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         from pipelines.progress import progress_bar
 
         self.training, self.run_id, self.on_event = training, run_id, on_event
@@ -60,8 +69,11 @@ class RunRecorder:
             self.bar.set_postfix_str(_postfix(row))
         elif kind == "resumed":
             self.flush()
-            info = {"from_step": event["from_step"], "attempt": event.get("attempt", 0),
-                    "reason": event.get("reason", "restarted from the last checkpoint after a worker failure")}
+            info = {
+                "from_step": event["from_step"],
+                "attempt": event.get("attempt", 0),
+                "reason": event.get("reason", "restarted from the last checkpoint after a worker failure"),
+            }
             self.resumes.append(info)
             self.training.mark_resumed(self.run_id, info)
             self.done_steps = min(self.done_steps, event["from_step"])
@@ -86,14 +98,27 @@ class RunRecorder:
 
 def _postfix(m: dict[str, Any]) -> str:
     keys = ("loss", "accuracy", "reward_margin", "reward", "kl")
-    return " ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), float)) + \
-        (f" {m['tokens_per_s']:.0f} tok/s" if m.get("tokens_per_s") else "")
+    return " ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), float)) + (
+        f" {m['tokens_per_s']:.0f} tok/s" if m.get("tokens_per_s") else ""
+    )
 
 
 # ---- running a worker function ----------------------------------------------------------------------
-def fit(em: Any, entry: str, payload: dict[str, Any], *, run_id: int, algorithm: str, num_workers: int,
-        use_gpu: bool, cpus_per_worker: float, max_failures: int, keep: int, storage_path: str | None,
-        recorder: RunRecorder) -> tuple[Path, bool]:
+def fit(
+    em: Any,
+    entry: str,
+    payload: dict[str, Any],
+    *,
+    run_id: int,
+    algorithm: str,
+    num_workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    max_failures: int,
+    keep: int,
+    storage_path: str | None,
+    recorder: RunRecorder,
+) -> tuple[Path, bool]:
     """Run ``entry`` ("module:function") in-process (0 workers) or on Ray Train.
 
     Returns the final checkpoint folder and whether it is a temporary copy the caller should remove.
@@ -107,9 +132,20 @@ def fit(em: Any, entry: str, payload: dict[str, Any], *, run_id: int, algorithm:
         if final is None:
             raise RuntimeError(f"training run {run_id} finished without a final checkpoint")
         return final, False
-    return _fit_ray(em, entry, payload, run_id=run_id, algorithm=algorithm, num_workers=num_workers, use_gpu=use_gpu,
-                    cpus_per_worker=cpus_per_worker, max_failures=max_failures, keep=keep,
-                    storage_path=storage_path, recorder=recorder), True
+    return _fit_ray(
+        em,
+        entry,
+        payload,
+        run_id=run_id,
+        algorithm=algorithm,
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus_per_worker,
+        max_failures=max_failures,
+        keep=keep,
+        storage_path=storage_path,
+        recorder=recorder,
+    ), True
 
 
 def run_dir(em: Any, algorithm: str, run_id: int) -> Path:
@@ -133,9 +169,21 @@ def ray_train_entry(config: dict[str, Any]) -> None:
     _resolve(config["entry"])(ray.get(config["payload"]), backend)
 
 
-def _fit_ray(em: Any, entry: str, payload: dict[str, Any], *, run_id: int, algorithm: str, num_workers: int,
-             use_gpu: bool, cpus_per_worker: float, max_failures: int, keep: int, storage_path: str | None,
-             recorder: RunRecorder) -> Path:
+def _fit_ray(
+    em: Any,
+    entry: str,
+    payload: dict[str, Any],
+    *,
+    run_id: int,
+    algorithm: str,
+    num_workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    max_failures: int,
+    keep: int,
+    storage_path: str | None,
+    recorder: RunRecorder,
+) -> Path:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -155,7 +203,8 @@ def _fit_ray(em: Any, entry: str, payload: dict[str, Any], *, run_id: int, algor
             name=f"earmark-{algorithm}-run{run_id}",
             storage_path=storage_path or str(em.settings.home_dir / "training" / "ray"),
             failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep)),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
+        ),
     )
     box: dict[str, Any] = {}
 
@@ -181,26 +230,38 @@ def _fit_ray(em: Any, entry: str, payload: dict[str, Any], *, run_id: int, algor
         raise box["error"]
     result = box["result"]
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {run_id} ended without a checkpoint; see the worker logs under "
-                           f"{storage_path or em.settings.home_dir / 'training' / 'ray'}")
+        raise RuntimeError(
+            f"Ray Train run {run_id} ended without a checkpoint; see the worker logs under "
+            f"{storage_path or em.settings.home_dir / 'training' / 'ray'}"
+        )
     local = Path(tempfile.mkdtemp(prefix=f"earmark-{algorithm}-final-"))
     return Path(result.checkpoint.to_directory(str(local)))
 
 
 # ---- publishing the result -------------------------------------------------------------------------------
-def publish_policy(em: Any, training: Any, run_id: int, base_row: Any, policy: Any, state: dict[str, Any], *,
-                   name: str, dataset_id: int | None) -> tuple[Any, Path]:
+def publish_policy(
+    em: Any,
+    training: Any,
+    run_id: int,
+    base_row: Any,
+    policy: Any,
+    state: dict[str, Any],
+    *,
+    name: str,
+    dataset_id: int | None,
+) -> tuple[Any, Path]:
     """Load the trained weights into ``policy``, save it as ``$EARMARK_HOME/models/<name>-v<k>``, register v<k>."""
     import json
 
     from earmark.errors import NotFound
-
     from pipelines.training.reference import weights_sha256
 
-    weights = {k[len("lm."):]: v for k, v in state["model"].items() if k.startswith("lm.")}
+    weights = {k[len("lm.") :]: v for k, v in state["model"].items() if k.startswith("lm.")}
     missing, unexpected = policy.model.load_state_dict(weights, strict=False)
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:  # lm_head may be tied
-        raise RuntimeError(f"checkpoint does not fit the base policy (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise RuntimeError(
+            f"checkpoint does not fit the base policy (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     try:
         k = em.catalog.policy(name).version + 1
     except NotFound:
@@ -215,12 +276,26 @@ def publish_policy(em: Any, training: Any, run_id: int, base_row: Any, policy: A
         policy.tokenizer.save_pretrained(path)
     manifest_path = path / "earmark_policy.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest.update({"name": name, "version": f"v{k}", "weights_sha256": weights_sha256(path),
-                     "parent": f"{base_row.name}@v{base_row.version}", "training_run_id": run_id})
+    manifest.update(
+        {
+            "name": name,
+            "version": f"v{k}",
+            "weights_sha256": weights_sha256(path),
+            "parent": f"{base_row.name}@v{base_row.version}",
+            "training_run_id": run_id,
+        }
+    )
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    row = training.register_output_policy(run_id, name, path.resolve().as_uri(), kind=base_row.kind,
-                                          parent_id=base_row.id, dataset_id=dataset_id, version=k,
-                                          config=dict(base_row.config or {}))  # loader options, nothing else
+    row = training.register_output_policy(
+        run_id,
+        name,
+        path.resolve().as_uri(),
+        kind=base_row.kind,
+        parent_id=base_row.id,
+        dataset_id=dataset_id,
+        version=k,
+        config=dict(base_row.config or {}),
+    )  # loader options, nothing else
     return row, path
 
 
@@ -239,8 +314,10 @@ def load_local_policy(row: Any) -> tuple[Any, Path]:
     from pipelines.policy.loader import load_policy, uri_to_path
 
     if row.kind not in ("offline", "hf"):
-        raise ValueError(f"policy {row.name} v{row.version} is a {row.kind!r} endpoint; training needs local "
-                         "weights (an offline or hf policy registered with a file:// uri)")
+        raise ValueError(
+            f"policy {row.name} v{row.version} is a {row.kind!r} endpoint; training needs local "
+            "weights (an offline or hf policy registered with a file:// uri)"
+        )
     policy = load_policy(row.kind, row.uri, **dict(row.config or {}))  # as the rollout actors load it
     return policy, uri_to_path(row.uri)
 

@@ -6,6 +6,7 @@ maths can be checked on tiny tensors without a model; the workers in this packag
 Conventions: ``*_logps`` are summed log-probabilities of a whole response (response tokens only);
 token-level tensors are ``[B, T]`` with a 0/1 ``mask`` marking real response tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -131,8 +132,9 @@ def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, kind: KLEstimator 
 
 
 # ---- PPO ----------------------------------------------------------------------------------------
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, arXiv:1506.02438) over response tokens.
 
     ``rewards``/``values``/``mask`` are ``[B, T]``; masked-out tokens (right padding) are treated as
@@ -167,8 +169,9 @@ class PolicyLossOutput:
     approx_kl: torch.Tensor  # k3 estimate of KL(old || new) on these tokens (detached)
 
 
-def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                    clip_eps: float = 0.2) -> PolicyLossOutput:
+def ppo_policy_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2
+) -> PolicyLossOutput:
     """PPO's clipped surrogate (Schulman et al. 2017, arXiv:1707.06347, eq. 7), token-mean over the mask:
     L = -E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)], rho = pi / pi_old."""
     log_ratio = logps - old_logps
@@ -182,8 +185,13 @@ def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
     return PolicyLossOutput(loss, clip_fraction, approx_kl)
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_eps: float | None = 0.2) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float | None = 0.2,
+) -> torch.Tensor:
     """Value regression, with PPO2's clipping of the update around the old value (baselines ppo2):
     0.5 * max((V - R)^2, (clip(V, V_old +- eps) - R)^2)."""
     err = (values - returns) ** 2
@@ -194,8 +202,9 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 
 
 # ---- GRPO ---------------------------------------------------------------------------------------
-def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, scale: bool = True,
-                    eps: float = 1e-6) -> torch.Tensor:
+def grpo_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, scale: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
     """Group-relative advantages of GRPO (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300, sec. 4.1.2):
     each of the K samples of a prompt is scored against its own group, A_i = (r_i - mean_g) / std_g,
     so no value model is needed. ``scale=False`` keeps only the mean baseline (Dr. GRPO, Liu et al.
@@ -204,8 +213,10 @@ def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, scale: bool 
     A group whose rewards are all equal gets advantage 0: it carries no signal, not noise.
     """
     if rewards.dim() != 1 or group_ids.shape != rewards.shape:
-        raise ValueError(f"rewards and group_ids must be 1-D of equal length, got {tuple(rewards.shape)} "
-                         f"and {tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards and group_ids must be 1-D of equal length, got {tuple(rewards.shape)} "
+            f"and {tuple(group_ids.shape)}"
+        )
     _, inverse = torch.unique(group_ids, return_inverse=True)
     n_groups = int(inverse.max()) + 1 if inverse.numel() else 0
     counts = torch.zeros(n_groups, dtype=rewards.dtype).index_add_(0, inverse, torch.ones_like(rewards))
@@ -220,9 +231,15 @@ def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, scale: bool 
     return centered / (std[inverse] + eps)
 
 
-def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, clip_eps: float = 0.2, kl_coef: float = 0.04) -> tuple[torch.Tensor, PolicyLossOutput,
-                                                                                       torch.Tensor]:
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+    kl_coef: float = 0.04,
+) -> tuple[torch.Tensor, PolicyLossOutput, torch.Tensor]:
     """GRPO objective (DeepSeekMath eq. 3): the clipped surrogate with one advantage per sequence
     broadcast over its tokens, plus kl_coef * k3 KL to the reference as a loss term (not folded
     into the reward as PPO does). Returns (loss, policy part, mean KL)."""

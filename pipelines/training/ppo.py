@@ -12,6 +12,7 @@ prompt, group-relative advantages, no value head, k3 KL to the reference as a lo
 Log-probs are taken at the sampling temperature, so the ratio compares the same distributions
 that produced the samples.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,9 @@ def _default_scorers() -> list[dict[str, Any]]:
 class PPOConfig(BaseModel):
     """One online RL run (PPO or GRPO); stored verbatim on its training run row."""
 
-    algorithm: Literal["ppo", "grpo"] = Field("grpo", description="ppo: value head + GAE; grpo: group-relative, no critic")
+    algorithm: Literal["ppo", "grpo"] = Field(
+        "grpo", description="ppo: value head + GAE; grpo: group-relative, no critic"
+    )
     policy: str = Field(description="registered policy to start from (and the KL reference)")
     policy_version: int | None = Field(None, description="its version; latest when unset")
     split: str | None = Field("train", description="training prompts: this split ...")
@@ -35,14 +38,21 @@ class PPOConfig(BaseModel):
     heldout_split: str | None = Field("heldout", description="evaluation prompts: this split ...")
     heldout_prompt_ids: list[str] | None = Field(None, description="... or these external ids")
     regime: str | None = Field(None, description="only prompts of this regime")
-    scorers: list[dict[str, Any]] = Field(default_factory=_default_scorers,
-                                          description="scoring-job specs [{name, config}] whose scores make the reward")
-    composition: dict[str, Any] | None = Field(None, description="RewardComposition as JSON; the default weights when unset")
+    scorers: list[dict[str, Any]] = Field(
+        default_factory=_default_scorers, description="scoring-job specs [{name, config}] whose scores make the reward"
+    )
+    composition: dict[str, Any] | None = Field(
+        None, description="RewardComposition as JSON; the default weights when unset"
+    )
     rounds: int = Field(3, ge=1, le=1000)
     samples: int = Field(4, ge=1, le=64, description="K rollouts per prompt per round (GRPO's group size)")
-    eval_samples: int = Field(2, ge=1, le=64, description="rollouts per held-out prompt for the before/after evaluation")
+    eval_samples: int = Field(
+        2, ge=1, le=64, description="rollouts per held-out prompt for the before/after evaluation"
+    )
     temperature: float = Field(1.0, gt=0, le=5, description="sampling temperature (log-probs use the same)")
-    top_p: float = Field(1.0, gt=0, le=1, description="keep 1.0: truncated sampling is not the policy PPO differentiates")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="keep 1.0: truncated sampling is not the policy PPO differentiates"
+    )
     max_new_tokens: int = Field(64, ge=1, le=4096)
     lr: float = Field(2e-4, gt=0)
     value_lr: float = Field(1e-3, gt=0, description="PPO value head learning rate")
@@ -61,9 +71,16 @@ class PPOConfig(BaseModel):
     rollout_actors: int = Field(1, ge=1, le=256)
     scoring_actors: int = Field(1, ge=1, le=256)
     rollout_batch_size: int = Field(8, ge=1, le=1024, description="trajectories per rollout-actor call")
-    threads: int | None = Field(None, ge=1, le=256, description="torch threads of the learner (and in-process "
-                                "sampling); default: all cores in-process, learner_cpus on Ray")
-    learner_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the learner actor (it idles while rollouts run)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch threads of the learner (and in-process "
+        "sampling); default: all cores in-process, learner_cpus on Ray",
+    )
+    learner_cpus: float = Field(
+        1.0, ge=0, description="Ray CPUs reserved by the learner actor (it idles while rollouts run)"
+    )
     seed: int = 0
     output_name: str | None = Field(None, description="registered name of the result; default: the base policy's")
 
@@ -99,8 +116,9 @@ class RLLearner:
             self.step = int(state["step"])
 
     # -- one round -----------------------------------------------------------------------------
-    def update(self, prompts: list[list[int]], responses: list[list[int]], rewards: list[float],
-               groups: list[int], round: int) -> list[dict[str, Any]]:
+    def update(
+        self, prompts: list[list[int]], responses: list[list[int]], rewards: list[float], groups: list[int], round: int
+    ) -> list[dict[str, Any]]:
         """PPO/GRPO epochs over one round's rollouts; returns one metrics dict per optimizer step."""
         import random
 
@@ -132,7 +150,7 @@ class RLLearner:
             rng.shuffle(order)
             for s in range(0, n, cfg.minibatch_size):
                 t0 = time.perf_counter()
-                idx = order[s:s + cfg.minibatch_size]
+                idx = order[s : s + cfg.minibatch_size]
                 batch = pack([rows[i] for i in idx], self.pad_id, limit=self.limit).to(self.device)
                 res = self.model(batch.chunks, batch.n_rows)
                 width = mask.shape[1]
@@ -148,23 +166,36 @@ class RLLearner:
                     metrics["value_loss"] = float(vloss.detach())
                     kl_now = L.masked_mean(L.kl_estimate(logps.detach(), ref["logps"][sel], "k3"), m)
                 else:
-                    loss, pol, kl_now = L.grpo_loss(logps, old["logps"][sel], ref["logps"][sel], seq_adv[sel], m,
-                                                    cfg.clip_eps, cfg.kl_coef)
+                    loss, pol, kl_now = L.grpo_loss(
+                        logps, old["logps"][sel], ref["logps"][sel], seq_adv[sel], m, cfg.clip_eps, cfg.kl_coef
+                    )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.opt.step()
                 self.step += 1
                 dt = time.perf_counter() - t0
-                metrics.update(step=self.step, loss=float(loss.detach()), policy_loss=float(pol.loss.detach()),
-                               clip_fraction=float(pol.clip_fraction), approx_kl=float(pol.approx_kl),
-                               kl=float(kl_now), grad_norm=float(grad_norm), tokens=batch.real_tokens,
-                               tokens_per_s=batch.real_tokens / dt if dt > 0 else 0.0, seconds=dt)
+                metrics.update(
+                    step=self.step,
+                    loss=float(loss.detach()),
+                    policy_loss=float(pol.loss.detach()),
+                    clip_fraction=float(pol.clip_fraction),
+                    approx_kl=float(pol.approx_kl),
+                    kl=float(kl_now),
+                    grad_norm=float(grad_norm),
+                    tokens=batch.real_tokens,
+                    tokens_per_s=batch.real_tokens / dt if dt > 0 else 0.0,
+                    seconds=dt,
+                )
                 out.append(metrics)
         seq_kl = (kl_tok.sum(1)).mean()
         for m_ in out:  # the round's reward and sampling-policy KL ride on every step row
-            m_.update(reward_mean=float(scores.mean()), reward_std=float(scores.std()) if n > 1 else 0.0,
-                      kl_seq_k1=float(seq_kl), samples=n)
+            m_.update(
+                reward_mean=float(scores.mean()),
+                reward_std=float(scores.std()) if n > 1 else 0.0,
+                kl_seq_k1=float(seq_kl),
+                samples=n,
+            )
         return out
 
     def _token_tensors(self, scorer: Any, rows: list[tuple[list[int], list[int]]]) -> dict[str, Any]:
@@ -176,7 +207,7 @@ class RLLearner:
         width = max(len(r) for _, r in rows)
         logps_all, mask_all, values_all = [], [], []
         for s in range(0, len(rows), 64):
-            part = rows[s:s + 64]
+            part = rows[s : s + 64]
             batch = pack(part, self.pad_id, limit=self.limit).to(self.device)
             res = scorer(batch.chunks, batch.n_rows)
             lp, m = to_padded(res["token_logps"], res["row"], res["token_index"], len(part), width)
@@ -199,9 +230,11 @@ class RLLearner:
             self.model.eval()
             cur, ref = self._token_tensors(self.model, rows), self._token_tensors(self.ref, rows)
         m = cur["mask"]
-        return {"kl_k1_per_token": float(L.masked_mean(L.kl_estimate(cur["logps"], ref["logps"], "k1"), m)),
-                "kl_k3_per_token": float(L.masked_mean(L.kl_estimate(cur["logps"], ref["logps"], "k3"), m)),
-                "kl_k1_per_sequence": float(((cur["logps"] - ref["logps"]) * m).sum(1).mean())}
+        return {
+            "kl_k1_per_token": float(L.masked_mean(L.kl_estimate(cur["logps"], ref["logps"], "k1"), m)),
+            "kl_k3_per_token": float(L.masked_mean(L.kl_estimate(cur["logps"], ref["logps"], "k3"), m)),
+            "kl_k1_per_sequence": float(((cur["logps"] - ref["logps"]) * m).sum(1).mean()),
+        }
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ memory during training, no second forward per step) and store them as a sidecar 
 sidecar's sha256 under a key that hashes the data, the reference weights and the recipe (end
 token, context limit), so training the same snapshot against the same reference again reuses it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,15 @@ def reference_key(data_sha256: str, ref_weights_sha256: str, *, append_end: bool
     return hashlib.sha256(f"{data_sha256}:{ref_weights_sha256}:{recipe}".encode()).hexdigest()
 
 
-def compute(model: Any, pairs: list[PreferencePair], pad_id: int, *, limit: int | None, threads: int = 1,
-            chunk_tokens: int = 4096) -> tuple[list[float], list[float]]:
+def compute(
+    model: Any,
+    pairs: list[PreferencePair],
+    pad_id: int,
+    *,
+    limit: int | None,
+    threads: int = 1,
+    chunk_tokens: int = 4096,
+) -> tuple[list[float], list[float]]:
     """(ref chosen, ref rejected) summed log-probs, in pair order."""
     import torch
 
@@ -60,11 +68,13 @@ def to_parquet(pairs: list[PreferencePair], chosen: list[float], rejected: list[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"row_id": [p.row_id for p in pairs], "ref_chosen_logp": chosen, "ref_rejected_logp": rejected},
-                     schema=pa.schema([("row_id", pa.string()), ("ref_chosen_logp", pa.float64()),
-                                       ("ref_rejected_logp", pa.float64())],
-                                      metadata={"earmark.reference_key": key,
-                                                "earmark.sidecar_version": str(SIDECAR_VERSION)}))
+    table = pa.table(
+        {"row_id": [p.row_id for p in pairs], "ref_chosen_logp": chosen, "ref_rejected_logp": rejected},
+        schema=pa.schema(
+            [("row_id", pa.string()), ("ref_chosen_logp", pa.float64()), ("ref_rejected_logp", pa.float64())],
+            metadata={"earmark.reference_key": key, "earmark.sidecar_version": str(SIDECAR_VERSION)},
+        ),
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
@@ -77,8 +87,18 @@ def from_parquet(data: bytes) -> dict[str, tuple[float, float]]:
     return {r: (c, j) for r, c, j in zip(t["row_id"], t["ref_chosen_logp"], t["ref_rejected_logp"], strict=True)}
 
 
-def ensure(em: Any, training: Any, run_id: int, pairs: list[PreferencePair], model: Any, pad_id: int, *,
-           key: str, limit: int | None, threads: int = 1) -> tuple[list[float], list[float], dict[str, Any]]:
+def ensure(
+    em: Any,
+    training: Any,
+    run_id: int,
+    pairs: list[PreferencePair],
+    model: Any,
+    pad_id: int,
+    *,
+    key: str,
+    limit: int | None,
+    threads: int = 1,
+) -> tuple[list[float], list[float], dict[str, Any]]:
     """Reuse the sidecar recorded under ``key`` if it covers every pair, else compute and store it.
 
     Records ``reference_logps`` {key, sha256, rows, reused, seconds} in the run summary either way.
@@ -91,13 +111,23 @@ def ensure(em: Any, training: Any, run_id: int, pairs: list[PreferencePair], mod
         except Exception:  # noqa: BLE001 - a missing or unreadable blob just means: compute again
             table = {}
         if all(p.row_id in table for p in pairs):
-            info = {"key": key, "sha256": found["sha256"], "rows": len(pairs), "reused": True,
-                    "seconds": round(time.perf_counter() - t0, 3)}
+            info = {
+                "key": key,
+                "sha256": found["sha256"],
+                "rows": len(pairs),
+                "reused": True,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
             training.update_summary(run_id, reference_logps=info)
             return [table[p.row_id][0] for p in pairs], [table[p.row_id][1] for p in pairs], info
     chosen, rejected = compute(model, pairs, pad_id, limit=limit, threads=threads)
     blob = em.blobs.put_file(to_parquet(pairs, chosen, rejected, key), SIDECAR_MIME)
-    info = {"key": key, "sha256": blob.sha256, "rows": len(pairs), "reused": False,
-            "seconds": round(time.perf_counter() - t0, 3)}
+    info = {
+        "key": key,
+        "sha256": blob.sha256,
+        "rows": len(pairs),
+        "reused": False,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     training.update_summary(run_id, reference_logps=info)
     return chosen, rejected, info

@@ -11,6 +11,7 @@ stores through ``pipelines.rollouts.store``, the function the rollout actors cal
 runs the rollout job and the scoring job on their Ray actor pools and the learner in a Ray actor,
 re-created from the last round's checkpoint if it dies (the run row records the resume).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,20 @@ EVAL_ROUND = 1000  # held-out evaluation rollouts; training rounds are 1..rounds
 
 def _single_turn(prompts: list[Any]) -> list[Any]:
     """Prompts with one user turn to answer: the only ones whose context is fully known to the learner."""
-    return [p for p in prompts if sum(m.get("role") == "user" for m in p.messages) == 1
-            and p.messages[-1].get("role") == "user"]
+    return [
+        p
+        for p in prompts
+        if sum(m.get("role") == "user" for m in p.messages) == 1 and p.messages[-1].get("role") == "user"
+    ]
 
 
 def _prompts(em: Any, split: str | None, ids: list[str] | None, regime: str | None, what: str) -> list[Any]:
     found = _single_turn(em.catalog.prompts(regime=regime, split=None if ids else split, external_ids=ids))
     if not found:
-        raise ValueError(f"no single-turn {what} prompts (split={split!r}, ids={ids}); import prompts or change the "
-                         f"{'heldout_' if what == 'held-out' else ''}split/prompt ids")
+        raise ValueError(
+            f"no single-turn {what} prompts (split={split!r}, ids={ids}); import prompts or change the "
+            f"{'heldout_' if what == 'held-out' else ''}split/prompt ids"
+        )
     return found
 
 
@@ -53,8 +59,9 @@ class _Rounds:
     def rollouts(self, policy_row: Any, prompts: list[Any], round: int, samples: int, seed: int) -> list[Any]:
         from pipelines.policy.base import SamplingParams
 
-        params = SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                max_new_tokens=self.cfg.max_new_tokens)
+        params = SamplingParams(
+            temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens
+        )
         if self.cfg.num_workers == 0:
             from pipelines import rollouts
 
@@ -69,25 +76,46 @@ class _Rounds:
                 conv = rollouts.prompt_conversation(p.messages, cards.get(p.persona_id))
                 p_seed = rollouts.derive_seed(seed, round, p.id, 0, 0)
                 out = self.policy.generate([rollouts.for_policy(conv)], params, num_samples=samples, seed=p_seed)[0]
-                results += [(rollouts.WorkItem(p.id, k, conv), [s], p_seed) for k, s in enumerate(out) if (p.id, k) not in have]
+                results += [
+                    (rollouts.WorkItem(p.id, k, conv), [s], p_seed) for k, s in enumerate(out) if (p.id, k) not in have
+                ]
             if results:
                 rollouts.store(self.em, policy_row.id, round, params, results, vocab=self.policy.name)
         else:
             from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
 
-            run_rollout_job(self.em, RolloutJobConfig(
-                policy=policy_row.name, policy_version=policy_row.version, split=None, regime=self.cfg.regime,
-                prompt_ids=[p.external_id for p in prompts], samples=samples, round=round,
-                actors=self.cfg.rollout_actors, batch_size=self.cfg.rollout_batch_size, temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens, seed=seed), progress=False)
+            run_rollout_job(
+                self.em,
+                RolloutJobConfig(
+                    policy=policy_row.name,
+                    policy_version=policy_row.version,
+                    split=None,
+                    regime=self.cfg.regime,
+                    prompt_ids=[p.external_id for p in prompts],
+                    samples=samples,
+                    round=round,
+                    actors=self.cfg.rollout_actors,
+                    batch_size=self.cfg.rollout_batch_size,
+                    temperature=self.cfg.temperature,
+                    top_p=self.cfg.top_p,
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    seed=seed,
+                ),
+                progress=False,
+            )
         return self.em.rollouts.list(policy_id=policy_row.id, round=round, prompt_ids=[p.id for p in prompts])
 
     def rewards(self, policy_row: Any, rows: list[Any], round: int, regimes: dict[int, str]) -> list[float]:
         from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
 
-        run_scoring_job(self.em, ScoringJobConfig(scorers=self.specs, policy_id=policy_row.id, rounds=[round],
-                                                  actors=self.cfg.scoring_actors),
-                        progress=False, use_ray=self.cfg.num_workers > 0)
+        run_scoring_job(
+            self.em,
+            ScoringJobConfig(
+                scorers=self.specs, policy_id=policy_row.id, rounds=[round], actors=self.cfg.scoring_actors
+            ),
+            progress=False,
+            use_ray=self.cfg.num_workers > 0,
+        )
         dims: dict[int, dict[str, list[float]]] = {}
         for s in self.em.scores.for_rollouts([r.id for r in rows]):
             if s.reward_model_id in self.rm_ids:
@@ -107,9 +135,11 @@ def _learner(cfg: PPOConfig, model_dir: Path, pad_id: int, state: dict[str, Any]
 
     from pipelines.training.worker import default_threads
 
-    actor = ray.remote(RLLearner).options(num_cpus=cfg.learner_cpus, num_gpus=1 if cfg.use_gpu else 0,
-                                          runtime_env={"env_vars": {"OMP_NUM_THREADS": str(
-                                              default_threads(cfg.threads, False, cfg.learner_cpus))}})
+    actor = ray.remote(RLLearner).options(
+        num_cpus=cfg.learner_cpus,
+        num_gpus=1 if cfg.use_gpu else 0,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(default_threads(cfg.threads, False, cfg.learner_cpus))}},
+    )
     return actor.remote(*args)
 
 
@@ -125,7 +155,6 @@ def _call(learner: Any, method: str, *args: Any) -> Any:
 def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = None) -> RunResult:
     """Run ``cfg.rounds`` online rounds and register the result; everything is recorded on the run row."""
     from earmark.services.training import TrainingService
-
     from pipelines.training.data import policy_token_info
     from pipelines.training.worker import default_threads, set_threads
 
@@ -145,12 +174,21 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
 
         ensure_ray(em.settings)
     set_threads(default_threads(cfg.threads, cfg.num_workers == 0))
-    recorder = RunRecorder(training, run.id, cfg.rounds, progress=progress, on_event=on_event,
-                           desc=f"{cfg.algorithm} run {run.id}")
+    recorder = RunRecorder(
+        training, run.id, cfg.rounds, progress=progress, on_event=on_event, desc=f"{cfg.algorithm} run {run.id}"
+    )
     try:
         t_start = time.perf_counter()
-        current = training.register_output_policy(run.id, run_name, base.uri, kind=base.kind, parent_id=base.id,
-                                                  dataset_id=None, version=0, config=dict(base.config or {}))
+        current = training.register_output_policy(
+            run.id,
+            run_name,
+            base.uri,
+            kind=base.kind,
+            parent_id=base.id,
+            dataset_id=None,
+            version=0,
+            config=dict(base.config or {}),
+        )
         rounds = _Rounds(em, cfg, policy, run_name)
         before_rows = rounds.rollouts(current, heldout, EVAL_ROUND, cfg.eval_samples, cfg.seed + EVAL_ROUND)
         before = rounds.rewards(current, before_rows, EVAL_ROUND, regimes)
@@ -169,34 +207,63 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
                 if not cfg.num_workers or not _actor_died(exc):
                     raise
                 learner = _learner(cfg, model_dir, pad_id, state)
-                recorder({"type": "resumed", "from_step": r - 1, "attempt": len(recorder.resumes) + 1,
-                          "reason": f"learner actor died ({type(exc).__name__}); re-created from round {r - 1}"})
+                recorder(
+                    {
+                        "type": "resumed",
+                        "from_step": r - 1,
+                        "attempt": len(recorder.resumes) + 1,
+                        "reason": f"learner actor died ({type(exc).__name__}); re-created from round {r - 1}",
+                    }
+                )
                 metrics = _call(learner, "update", prompts, responses, rewards, [row.prompt_id for row in rows], r)
             t_update = time.perf_counter()
             # The driver writes the round's policy (weights fetched from the learner, wherever it runs), so
             # the rollout actors of the next round load it from the same place as any registered policy.
             state = _call(learner, "state_dict")
             path = _save_round(policy, state, folder / f"round-{r}", run_name, r)
-            current = training.register_output_policy(run.id, run_name, path.resolve().as_uri(), kind=base.kind,
-                                                      parent_id=current.id, dataset_id=None, version=r,
-                                                      config=dict(base.config or {}))
-            timing = {"rollout_s": t_roll - t0, "score_s": t_score - t_roll, "update_s": t_update - t_score,
-                      "round_s": time.perf_counter() - t0}
+            current = training.register_output_policy(
+                run.id,
+                run_name,
+                path.resolve().as_uri(),
+                kind=base.kind,
+                parent_id=current.id,
+                dataset_id=None,
+                version=r,
+                config=dict(base.config or {}),
+            )
+            timing = {
+                "rollout_s": t_roll - t0,
+                "score_s": t_score - t_roll,
+                "update_s": t_update - t_score,
+                "round_s": time.perf_counter() - t0,
+            }
             for m in metrics:
                 recorder({"type": "step", **m, **timing})
             recorder({"type": "checkpoint", "step": r})
         recorder.flush()
-        row, path = publish_policy(em, training, run.id, base, policy, state, name=cfg.output_name or base.name,
-                                   dataset_id=None)
+        row, path = publish_policy(
+            em, training, run.id, base, policy, state, name=cfg.output_name or base.name, dataset_id=None
+        )
         after_rows = rounds.rollouts(row, heldout, EVAL_ROUND, cfg.eval_samples, cfg.seed + EVAL_ROUND)
         after = rounds.rewards(row, after_rows, EVAL_ROUND, regimes)
-        kl = _call(learner, "kl_to_reference", [policy.prompt_ids(_context(em, x)) for x in after_rows],
-                   [list(x.token_ids) for x in after_rows])
+        kl = _call(
+            learner,
+            "kl_to_reference",
+            [policy.prompt_ids(_context(em, x)) for x in after_rows],
+            [list(x.token_ids) for x in after_rows],
+        )
         summary = {
-            "rounds": cfg.rounds, "train_prompts": len(train_prompts), "heldout_prompts": len(heldout),
-            "heldout_reward_before": sum(before) / len(before), "heldout_reward_after": sum(after) / len(after),
-            "heldout_kl": kl, "round_policy": run_name, "output_path": str(path), "composition": rounds.composition.version,
-            "scorers": [s.model_dump() for s in rounds.specs], "seconds": round(time.perf_counter() - t_start, 3),
+            "rounds": cfg.rounds,
+            "train_prompts": len(train_prompts),
+            "heldout_prompts": len(heldout),
+            "heldout_reward_before": sum(before) / len(before),
+            "heldout_reward_after": sum(after) / len(after),
+            "heldout_kl": kl,
+            "round_policy": run_name,
+            "output_path": str(path),
+            "composition": rounds.composition.version,
+            "scorers": [s.model_dump() for s in rounds.specs],
+            "seconds": round(time.perf_counter() - t_start, 3),
             "mode": "in-process" if not cfg.num_workers else "ray",
         }
         training.mark_succeeded(run.id, summary, output_policy_id=row.id)
@@ -204,8 +271,9 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
             import ray
 
             ray.kill(learner)
-        return RunResult(run.id, row, path, len(recorder.metrics), list(recorder.metrics), summary,
-                         list(recorder.resumes))
+        return RunResult(
+            run.id, row, path, len(recorder.metrics), list(recorder.metrics), summary, list(recorder.resumes)
+        )
     except BaseException as exc:
         recorder.flush()
         mark_failed(training, run.id, exc)
@@ -227,7 +295,7 @@ def _save_round(policy: Any, state: dict[str, Any], folder: Path, run_name: str,
     and save it as a loadable checkpoint, with the learner state beside it for recovery."""
     import torch
 
-    policy.model.load_state_dict({k[len("lm."):]: v for k, v in state["model"].items() if k.startswith("lm.")})
+    policy.model.load_state_dict({k[len("lm.") :]: v for k, v in state["model"].items() if k.startswith("lm.")})
     path = policy.save(folder / "policy", version=f"v{round}") if hasattr(policy, "save") else None
     if path is None:
         path = folder / "policy"

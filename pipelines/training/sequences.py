@@ -10,6 +10,7 @@ to earlier ones, so no attention mask is needed and SDPA takes its causal fast p
 The LM head runs only on the hidden states that predict response tokens (the prompt's logits
 are never used), which saves the vocabulary projection for every prompt position.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,14 +52,21 @@ def fit_context(prompt: Sequence[int], response: Sequence[int], limit: int | Non
         raise ValueError("empty response: every preference pair and rollout needs at least one response token")
     if limit and len(prompt) + len(response) > limit:
         if len(response) >= limit:
-            raise ValueError(f"response of {len(response)} tokens does not fit the model's {limit}-token context; "
-                             "filter long responses out of the snapshot or use a longer-context policy")
-        prompt = prompt[-(limit - len(response)):]
+            raise ValueError(
+                f"response of {len(response)} tokens does not fit the model's {limit}-token context; "
+                "filter long responses out of the snapshot or use a longer-context policy"
+            )
+        prompt = prompt[-(limit - len(response)) :]
     return prompt, response
 
 
-def pack(rows: Sequence[tuple[Sequence[int], ...]], pad_id: int, *, limit: int | None = None,
-         chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> PackedBatch:
+def pack(
+    rows: Sequence[tuple[Sequence[int], ...]],
+    pad_id: int,
+    *,
+    limit: int | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> PackedBatch:
     """Cut rows into chunks of similar length; row order of the outputs is the input order.
 
     A row is ``(prompt, response)`` or ``(prompt, response, skip)``, where ``skip`` lists response
@@ -93,8 +101,15 @@ def pack(rows: Sequence[tuple[Sequence[int], ...]], pad_id: int, *, limit: int |
             tok.extend(keep)
             real += len(p) + len(r)
         padded += ids.numel()
-        chunks.append({"input_ids": ids, "target_pos": torch.tensor(pos), "target_ids": torch.tensor(tgt),
-                       "row": torch.tensor(row), "token_index": torch.tensor(tok)})
+        chunks.append(
+            {
+                "input_ids": ids,
+                "target_pos": torch.tensor(pos),
+                "target_ids": torch.tensor(tgt),
+                "row": torch.tensor(row),
+                "token_index": torch.tensor(tok),
+            }
+        )
     lengths = torch.tensor([len(k) for k in scored], dtype=torch.long)
     return PackedBatch(chunks, len(fitted), lengths, real, padded)
 
@@ -141,16 +156,22 @@ class SequenceScorer(nn.Module):
                 values.append(self.value_head(h.float()).squeeze(-1))
         token_logps = torch.cat(logps)
         row = torch.cat(rows)
-        out = {"token_logps": token_logps, "row": row, "token_index": torch.cat(index),
-               "seq_logps": torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device)
-               .index_add(0, row, token_logps)}
+        out = {
+            "token_logps": token_logps,
+            "row": row,
+            "token_index": torch.cat(index),
+            "seq_logps": torch.zeros(n_rows, dtype=token_logps.dtype, device=token_logps.device).index_add(
+                0, row, token_logps
+            ),
+        }
         if values:
             out["values"] = torch.cat(values)
         return out
 
 
-def to_padded(flat: torch.Tensor, row: torch.Tensor, token_index: torch.Tensor, n_rows: int,
-              width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def to_padded(
+    flat: torch.Tensor, row: torch.Tensor, token_index: torch.Tensor, n_rows: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scatter flat per-token values into a right-padded [R, T] tensor and its 0/1 mask."""
     width = width or int(token_index.max()) + 1
     out = torch.zeros(n_rows, width, dtype=flat.dtype, device=flat.device)
@@ -161,14 +182,20 @@ def to_padded(flat: torch.Tensor, row: torch.Tensor, token_index: torch.Tensor, 
 
 
 @torch.inference_mode()
-def sequence_logps(lm: nn.Module, rows: Sequence[tuple[Sequence[int], ...]], pad_id: int, *,
-                   limit: int | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-                   rows_per_call: int = 256) -> torch.Tensor:
+def sequence_logps(
+    lm: nn.Module,
+    rows: Sequence[tuple[Sequence[int], ...]],
+    pad_id: int,
+    *,
+    limit: int | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    rows_per_call: int = 256,
+) -> torch.Tensor:
     """Summed response log-probs of many rows (reference pass, evaluation), in float64 on CPU."""
     scorer = SequenceScorer(lm).eval()
     device = next(lm.parameters()).device
     out = []
     for s in range(0, len(rows), rows_per_call):
-        batch = pack(rows[s:s + rows_per_call], pad_id, limit=limit, chunk_tokens=chunk_tokens).to(device)
+        batch = pack(rows[s : s + rows_per_call], pad_id, limit=limit, chunk_tokens=chunk_tokens).to(device)
         out.append(scorer(batch.chunks, batch.n_rows)["seq_logps"].double().cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

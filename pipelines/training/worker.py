@@ -9,6 +9,7 @@ per-step events reach the driver through a Ray queue: the driver, not the worker
 A checkpoint is a folder with ``state.pt``: model and optimizer state, the optimizer step and the
 attempt counter; the step plan is recomputed from the config, so nothing else is needed to resume.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
-               extra: dict[str, Any] | None = None) -> Path:
+def save_state(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {"model": unwrap(model).state_dict(), "step": step, **(extra or {})}
     if optimizer is not None:
@@ -91,8 +97,14 @@ class Backend:
     def latest_checkpoint(self) -> Path | None:
         raise NotImplementedError
 
-    def checkpoint(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, metrics: dict[str, Any],
-                   final: bool = False) -> None:
+    def checkpoint(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        metrics: dict[str, Any],
+        final: bool = False,
+    ) -> None:
         """Every rank calls this at the same steps (Ray's report is a barrier); rank 0 writes."""
         raise NotImplementedError
 
@@ -122,10 +134,16 @@ class LocalBackend(Backend):
         found = self._all()
         return found[-1] if found else None
 
-    def checkpoint(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, metrics: dict[str, Any],
-                   final: bool = False) -> None:
+    def checkpoint(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        metrics: dict[str, Any],
+        final: bool = False,
+    ) -> None:
         save_state(self.dir / f"step-{step:07d}", model, optimizer, step, {"final": final, "attempt": self.attempt})
-        for old in self._all()[:-self.keep]:
+        for old in self._all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         self.emit({"type": "checkpoint", "step": step, "final": final})
 
@@ -164,8 +182,14 @@ class RayTrainBackend(Backend):
         self._ckpt_dir = Path(tempfile.mkdtemp(prefix="earmark-resume-"))
         return Path(ckpt.to_directory(str(self._ckpt_dir)))
 
-    def checkpoint(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, metrics: dict[str, Any],
-                   final: bool = False) -> None:
+    def checkpoint(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        metrics: dict[str, Any],
+        final: bool = False,
+    ) -> None:
         import ray.train
 
         clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
@@ -174,8 +198,9 @@ class RayTrainBackend(Backend):
             return
         with tempfile.TemporaryDirectory(prefix="earmark-ckpt-") as tmp:
             save_state(Path(tmp), model, optimizer, step, {"final": final, "attempt": self.attempt})
-            ray.train.report(clean, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"step-{step:07d}")
+            ray.train.report(
+                clean, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step-{step:07d}"
+            )
         self.emit({"type": "checkpoint", "step": step, "final": final})
 
 

@@ -3,6 +3,7 @@
 ``earmark.connect()`` is the Python API; ``earmark`` on the command line is the CLI.
 Importing this package has no side effects and pulls in no torch or ray.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from earmark.api import Earmark
 
 
-def connect(*args: Any, **kwargs: Any) -> "Earmark":
+def connect(*args: Any, **kwargs: Any) -> Earmark:
     from earmark.api import connect as _connect
 
     return _connect(*args, **kwargs)

@@ -1,10 +1,11 @@
 """The notebook-facing entry point: ``earmark.connect()`` returns services bound to one store.
 
-    import earmark
-    em = earmark.connect()                 # embedded PostgreSQL + local blobs under ./.earmark
-    em.catalog.import_prompts(Path("prompts.jsonl"))
-    em.rollouts.count()
+import earmark
+em = earmark.connect()                 # embedded PostgreSQL + local blobs under ./.earmark
+em.catalog.import_prompts(Path("prompts.jsonl"))
+em.rollouts.count()
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -15,10 +16,10 @@ from earmark.security import SYSTEM, Principal
 from earmark.services.blob_service import BlobService
 from earmark.services.campaigns import CampaignService
 from earmark.services.catalog import CatalogService
+from earmark.services.context import ServiceContext
 from earmark.services.datasets import DatasetService
 from earmark.services.drift import DriftService
 from earmark.services.labels import LabelService
-from earmark.services.context import ServiceContext
 from earmark.services.quality import QualityService
 from earmark.services.review import ReviewService
 from earmark.services.rollouts import RolloutService
@@ -90,7 +91,7 @@ class Earmark:
     def timelines(self) -> TimelineService:
         return TimelineService(self.ctx)
 
-    def as_principal(self, principal: Principal) -> "Earmark":
+    def as_principal(self, principal: Principal) -> Earmark:
         return Earmark(self.ctx.as_principal(principal))
 
     def session(self):  # noqa: ANN201 - a plain Session for ad-hoc reads in notebooks
@@ -99,22 +100,25 @@ class Earmark:
     def close(self) -> None:
         self.ctx.engine.dispose()
 
-    def __enter__(self) -> "Earmark":
+    def __enter__(self) -> Earmark:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def connect(settings: Settings | None = None, *, principal: Principal = SYSTEM, upgrade: bool = True,
-            pool_size: int = 5) -> Earmark:
+def connect(
+    settings: Settings | None = None, *, principal: Principal = SYSTEM, upgrade: bool = True, pool_size: int = 5
+) -> Earmark:
     """Open the configured store (starting the embedded one if needed) and migrate it to head."""
     settings = settings or get_settings()
     engine = make_engine(resolve_database_url(settings), pool_size=pool_size)
     if upgrade and not migrate.is_current(engine):
         migrate.upgrade(engine)
-    blobs = open_blob_store(settings.resolved_blob_url(), endpoint_url=settings.s3_endpoint_url,
-                            region=settings.s3_region)
-    ctx = ServiceContext(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                         blobs=blobs, principal=principal)
+    blobs = open_blob_store(
+        settings.resolved_blob_url(), endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+    )
+    ctx = ServiceContext(
+        settings=settings, engine=engine, sessions=make_session_factory(engine), blobs=blobs, principal=principal
+    )
     return Earmark(ctx)

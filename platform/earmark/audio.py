@@ -1,4 +1,5 @@
 """Audio decoding and validation (soundfile + numpy only, so the store and UI stay torch-free)."""
+
 from __future__ import annotations
 
 import base64
@@ -83,7 +84,7 @@ def _check_riff_sizes(data: bytes) -> None:
         )
     pos = 12
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if chunk == b"data" and pos + 8 + size > len(data):
             raise InvalidInput(
                 f"audio is truncated: the WAV data chunk declares {size} bytes but only "

@@ -5,6 +5,7 @@ land completely before they become visible (temp file + rename locally; a single
 multipart upload on S3), and callers insert the database row only after ``put`` returns, so no row
 can point at a blob that was not written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -123,8 +124,7 @@ class LocalBlobStore(_Common):
             return open(self._path(sha256), "rb")
         except FileNotFoundError:
             raise BlobMissing(
-                f"blob {sha256} is missing from {self.url}; check EARMARK_BLOB_URL points at the store "
-                "that wrote it"
+                f"blob {sha256} is missing from {self.url}; check EARMARK_BLOB_URL points at the store that wrote it"
             ) from None
 
     def exists(self, sha256: str) -> bool:
@@ -286,7 +286,9 @@ class S3BlobStore(_Common):
         )
 
 
-def open_blob_store(url: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> LocalBlobStore | S3BlobStore:
+def open_blob_store(
+    url: str, *, endpoint_url: str | None = None, region: str = "us-east-1"
+) -> LocalBlobStore | S3BlobStore:
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalBlobStore(parsed.path)

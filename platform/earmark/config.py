@@ -3,6 +3,7 @@
 Nothing here touches the disk or the network: building a ``Settings`` only reads the environment,
 so importing earmark stays free of side effects.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,7 +47,9 @@ class Settings(BaseSettings):
         description="Ray cluster address (ray://host:10001 or host:6379). Unset: ray.init() locally.",
     )
     lease_seconds: int = Field(
-        default=300, ge=10, le=3600,
+        default=300,
+        ge=10,
+        le=3600,
         description="Annotation task lease length; a heartbeat renews it while the rater works.",
     )
     login_max_failures: int = Field(
@@ -97,41 +100,66 @@ class Settings(BaseSettings):
 
     # ---- reward drift (earmark.drift): thresholds of stored alerts and `earmark drift report` ----
     drift_psi_warn: float = Field(
-        default=0.1, ge=0, description="PSI at or above this is a moderate shift (shown, not alerted).")
+        default=0.1, ge=0, description="PSI at or above this is a moderate shift (shown, not alerted)."
+    )
     drift_psi_alert: float = Field(
-        default=0.25, gt=0, description="PSI at or above this raises a drift alert (significant shift).")
+        default=0.25, gt=0, description="PSI at or above this raises a drift alert (significant shift)."
+    )
     drift_pvalue: float = Field(
-        default=0.01, gt=0, lt=1,
-        description="Significance level: a PSI, KS or mean-shift alert also needs its test's p-value below this.")
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Significance level: a PSI, KS or mean-shift alert also needs its test's p-value below this.",
+    )
     drift_ks_min_statistic: float = Field(
-        default=0.1, ge=0, le=1,
-        description="KS D must also reach this: with 100k scores a trivial shift is 'significant' by p alone.")
+        default=0.1,
+        ge=0,
+        le=1,
+        description="KS D must also reach this: with 100k scores a trivial shift is 'significant' by p alone.",
+    )
     drift_mean_shift: float = Field(
-        default=0.5, gt=0, description="Mean shift, in baseline standard deviations, that raises an alert.")
+        default=0.5, gt=0, description="Mean shift, in baseline standard deviations, that raises an alert."
+    )
     drift_min_samples: int = Field(
-        default=100, ge=2,
-        description="Scores needed on each side before a dimension can raise an alert (10 per PSI bin).")
+        default=100,
+        ge=2,
+        description="Scores needed on each side before a dimension can raise an alert (10 per PSI bin).",
+    )
     drift_hist_bins: int = Field(
-        default=20, ge=2, le=200, description="Equal-width histogram bins (Jensen-Shannon and the charts).")
+        default=20, ge=2, le=200, description="Equal-width histogram bins (Jensen-Shannon and the charts)."
+    )
     drift_psi_bins: int = Field(
-        default=10, ge=2, le=100, description="PSI bins: quantiles of the baseline (10 = deciles).")
+        default=10, ge=2, le=100, description="PSI bins: quantiles of the baseline (10 = deciles)."
+    )
     drift_hacking_corr: float = Field(
-        default=0.4, gt=0, le=1,
-        description="Reward-duration or reward-length correlation of the candidate that signals reward hacking.")
+        default=0.4,
+        gt=0,
+        le=1,
+        description="Reward-duration or reward-length correlation of the candidate that signals reward hacking.",
+    )
     drift_hacking_corr_rise: float = Field(
-        default=0.2, ge=0, le=2, description="...and how much it must have risen over the baseline's.")
+        default=0.2, ge=0, le=2, description="...and how much it must have risen over the baseline's."
+    )
     drift_judge_agreement_min: float = Field(
-        default=0.6, ge=0, le=1,
-        description="Generative judge vs human pairwise agreement below this in the latest window is flagged.")
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Generative judge vs human pairwise agreement below this in the latest window is flagged.",
+    )
     drift_trap_verifiable_rise: float = Field(
-        default=0.02, ge=0, description="Verifiable-reward trap: rise of the verifiable mean (0-1 scale) across rounds.")
+        default=0.02, ge=0, description="Verifiable-reward trap: rise of the verifiable mean (0-1 scale) across rounds."
+    )
     drift_trap_human_fall: float = Field(
-        default=0.05, ge=0,
-        description="Verifiable-reward trap: fall of the human naturalness/prosody/persona mean (0-1 scale).")
+        default=0.05,
+        ge=0,
+        description="Verifiable-reward trap: fall of the human naturalness/prosody/persona mean (0-1 scale).",
+    )
     drift_window_hours: int = Field(
-        default=24, ge=1, le=24 * 90, description="Width of the time windows in drift and rater-drift charts.")
+        default=24, ge=1, le=24 * 90, description="Width of the time windows in drift and rater-drift charts."
+    )
     drift_bootstrap: int = Field(
-        default=200, ge=20, le=10_000, description="Bootstrap resamples for leaderboard confidence intervals.")
+        default=200, ge=20, le=10_000, description="Bootstrap resamples for leaderboard confidence intervals."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 Edges (CLI, Streamlit pages, HTTP endpoints) translate these; services and the store raise them.
 """
+
 from __future__ import annotations
 
 

@@ -27,6 +27,7 @@ Per regime (``_reply``/``_prompt``/``regime_extras``):
   action channel on the reply; ``actions`` column (chunk, t_s, label, plan, tool_calls).
 - reasoning: ``answer`` column keeps the verifiable answer beside the (human-preferred) reply.
 """
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,11 @@ def _part(p: Any, regime: str | None, role: str, content: str) -> Any:
         out = {"type": "audio", "audio_sha256": p.get("audio_sha256")}
         return {**out, "transcript": transcript} if transcript else out
     if kind == "token":
-        return None if content == "text" else {"type": "token", "ids": list(p.get("ids") or []),
-                                                **({"vocab": p["vocab"]} if p.get("vocab") else {})}
+        return (
+            None
+            if content == "text"
+            else {"type": "token", "ids": list(p.get("ids") or []), **({"vocab": p["vocab"]} if p.get("vocab") else {})}
+        )
     text = str(p.get("text") or "")
     return text if content == "text" else {"type": "text", "text": text}
 
@@ -98,15 +102,24 @@ def _prompt(row: dict[str, Any], content: str) -> list[dict[str, Any]]:
     user = tl.get("user") or {}
     if row.get("regime") == "duplex" and user.get("audio_sha256") and user["audio_sha256"] not in _audio_shas(raw):
         # the session's user track is what the model heard; the prompt may only describe the scenario
-        part = _part({"type": "audio", "audio_sha256": user["audio_sha256"], "transcript": user.get("transcript")},
-                     "duplex", "user", content)
+        part = _part(
+            {"type": "audio", "audio_sha256": user["audio_sha256"], "transcript": user.get("transcript")},
+            "duplex",
+            "user",
+            content,
+        )
         msgs.append({"role": "user", "content": part if content == "text" else [part]})
     return msgs
 
 
 def _audio_shas(messages: list[dict[str, Any]]) -> set[str]:
-    return {p.get("audio_sha256") for m in messages if isinstance(m.get("content"), list)
-            for p in m["content"] if isinstance(p, dict) and p.get("type") == "audio"}
+    return {
+        p.get("audio_sha256")
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, dict) and p.get("type") == "audio"
+    }
 
 
 def actions(timeline: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -114,9 +127,16 @@ def actions(timeline: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not timeline:
         return []
     chunk_s = float(timeline.get("chunk_ms", 160)) / 1000.0
-    return [{"chunk": int(a["chunk"]), "t_s": round(int(a["chunk"]) * chunk_s, 3), "label": a.get("label"),
-             "plan": a.get("plan", ""), "tool_calls": [_tool_call(t) for t in a.get("tool_calls") or []]}
-            for a in timeline.get("actions") or []]
+    return [
+        {
+            "chunk": int(a["chunk"]),
+            "t_s": round(int(a["chunk"]) * chunk_s, 3),
+            "label": a.get("label"),
+            "plan": a.get("plan", ""),
+            "tool_calls": [_tool_call(t) for t in a.get("tool_calls") or []],
+        }
+        for a in timeline.get("actions") or []
+    ]
 
 
 def _reply(row: dict[str, Any], prefix: str, content: str, text: str | None = None) -> dict[str, Any]:
@@ -152,16 +172,26 @@ def regime_extras(row: dict[str, Any], prefix: str = "chosen_") -> dict[str, Any
         "reference_text": str(ref["text"]) if regime == "asr" and ref.get("text") else None,
         "text_to_speak": str(ref["text"]) if regime == "tts" and ref.get("text") else None,
         "answer": answer if answer is None or isinstance(answer, str) else json.dumps(answer),
-        "expected_tool_calls": [_tool_call(t) for t in ref["tool_calls"]] if ref.get("tool_calls") is not None else None,
+        "expected_tool_calls": [_tool_call(t) for t in ref["tool_calls"]]
+        if ref.get("tool_calls") is not None
+        else None,
         "actions": actions(_loads(row.get(f"{prefix}timeline"))) if regime == "duplex" else None,
     }
 
 
 def to_trl(rows: list[dict[str, Any]], content: str = "text") -> list[dict[str, Any]]:
     _check_mode(content)
-    return [{"prompt": _prompt(r, content), "chosen": [_reply(r, "chosen_", content)],
-             "rejected": [_reply(r, "rejected_", content)], "row_id": r["row_id"], "label_source": r["label_source"],
-             **regime_extras(r)} for r in rows]
+    return [
+        {
+            "prompt": _prompt(r, content),
+            "chosen": [_reply(r, "chosen_", content)],
+            "rejected": [_reply(r, "rejected_", content)],
+            "row_id": r["row_id"],
+            "label_source": r["label_source"],
+            **regime_extras(r),
+        }
+        for r in rows
+    ]
 
 
 def to_openrlhf(rows: list[dict[str, Any]], content: str = "text") -> list[dict[str, Any]]:
@@ -169,9 +199,16 @@ def to_openrlhf(rows: list[dict[str, Any]], content: str = "text") -> list[dict[
     out = []
     for r in rows:
         prompt = _prompt(r, content)
-        out.append({"prompt": prompt, "chosen": prompt + [_reply(r, "chosen_", content)],
-                    "rejected": prompt + [_reply(r, "rejected_", content)], "margin": r["margin"],
-                    "row_id": r["row_id"], **regime_extras(r)})
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": prompt + [_reply(r, "chosen_", content)],
+                "rejected": prompt + [_reply(r, "rejected_", content)],
+                "margin": r["margin"],
+                "row_id": r["row_id"],
+                **regime_extras(r),
+            }
+        )
     return out
 
 
@@ -197,18 +234,29 @@ def to_verl(rows: list[dict[str, Any]], split: str = "train", content: str = "te
         if tools := _loads(r.get("tools")):
             extra["tools"] = tools
         seen[r["prompt_id"]] = {
-            "data_source": f"earmark/{r['regime']}", "prompt": _prompt(r, content),
-            "ability": r["regime"], "reward_model": {"style": "rule", "ground_truth": truth}, "extra_info": extra,
+            "data_source": f"earmark/{r['regime']}",
+            "prompt": _prompt(r, content),
+            "ability": r["regime"],
+            "reward_model": {"style": "rule", "ground_truth": truth},
+            "extra_info": extra,
         }
     return list(seen.values())
 
 
 def to_nemo_rl(rows: list[dict[str, Any]], content: str = "text") -> list[dict[str, Any]]:
     _check_mode(content)
-    return [{"context": _prompt(r, content),
-             "completions": [{"rank": 0, "completion": [_reply(r, "chosen_", content)]},
-                             {"rank": 1, "completion": [_reply(r, "rejected_", content)]}],
-             "row_id": r["row_id"], **regime_extras(r)} for r in rows]
+    return [
+        {
+            "context": _prompt(r, content),
+            "completions": [
+                {"rank": 0, "completion": [_reply(r, "chosen_", content)]},
+                {"rank": 1, "completion": [_reply(r, "rejected_", content)]},
+            ],
+            "row_id": r["row_id"],
+            **regime_extras(r),
+        }
+        for r in rows
+    ]
 
 
 def to_chat(rows: list[dict[str, Any]], content: str = "parts") -> list[dict[str, Any]]:
@@ -223,14 +271,24 @@ def to_chat(rows: list[dict[str, Any]], content: str = "parts") -> list[dict[str
         # asr: a reference transcript is the ground truth; no sampled transcript beats it.
         use_ref = r.get("regime") == "asr" and bool(ref.get("text"))
         reply = _reply(r, "chosen_", content, text=str(ref["text"]) if use_ref else None)
-        out.append({"messages": _prompt(r, content) + [reply], "rollout_id": r["chosen_rollout_id"],
-                    "target": "reference" if use_ref else "chosen", "label_source": r["label_source"],
-                    **regime_extras(r)})
+        out.append(
+            {
+                "messages": _prompt(r, content) + [reply],
+                "rollout_id": r["chosen_rollout_id"],
+                "target": "reference" if use_ref else "chosen",
+                "label_source": r["label_source"],
+                **regime_extras(r),
+            }
+        )
     return out
 
 
 CONVERTERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "trl": to_trl, "openrlhf": to_openrlhf, "verl": to_verl, "nemo_rl": to_nemo_rl, "chat": to_chat,
+    "trl": to_trl,
+    "openrlhf": to_openrlhf,
+    "verl": to_verl,
+    "nemo_rl": to_nemo_rl,
+    "chat": to_chat,
 }
 DEFAULT_CONTENT = {"chat": "parts"}  # the others default to text: what text trainers load unchanged
 
@@ -256,8 +314,13 @@ def best_of_n(candidates: list[dict[str, Any]], content: str = "text") -> list[d
             best[c["prompt_id"]] = c
     out = []
     for pid, b in sorted(best.items()):
-        rec = {"messages": _prompt(b, content) + [_reply(b, "", content)], "score": b["score"],
-               "rollout_id": b["rollout_id"], "prompt_id": pid, "n_candidates": n[pid]}
+        rec = {
+            "messages": _prompt(b, content) + [_reply(b, "", content)],
+            "score": b["score"],
+            "rollout_id": b["rollout_id"],
+            "prompt_id": pid,
+            "n_candidates": n[pid],
+        }
         for k in ("verifiable", "preference", "composition_version"):
             if k in b:
                 rec[k] = b[k]

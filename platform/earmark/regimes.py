@@ -9,6 +9,7 @@ Pure data plus validation: this module imports pydantic and ``earmark.domain`` o
 ``reward_models``), so the CLI lists presets instantly. Checks that need the scorer registry take
 the registry as an argument (``check_scorers``); the edges pass ``reward_models.list_scorers()``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -35,8 +36,10 @@ class ScorerRef(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="scorer config overriding its defaults")
     dimensions: tuple[str, ...] = Field(description="dimensions the preset relies on this scorer for")
     requires: tuple[str, ...] = Field(default=(), description="what each rollout needs, e.g. 'reference.text'")
-    optional: bool = Field(default=False, description="not run by `earmark score --regime` (needs data not "
-                                                      "every prompt has); name it with --scorers")
+    optional: bool = Field(
+        default=False,
+        description="not run by `earmark score --regime` (needs data not every prompt has); name it with --scorers",
+    )
     provided_by: str = Field(default="", description="module that registers the scorer (for error messages)")
 
 
@@ -61,7 +64,7 @@ class CampaignDefaults(BaseModel):
     instructions: str = Field(max_length=4000, description="what raters read before each item")
 
     @model_validator(mode="after")
-    def _known_dimensions(self) -> "CampaignDefaults":
+    def _known_dimensions(self) -> CampaignDefaults:
         unknown = [d for d in self.dimensions if d not in RATING_DIMENSIONS]
         if unknown:
             raise ValueError(f"rating dimension(s) {unknown} are unknown; use {list(RATING_DIMENSIONS)}")
@@ -80,7 +83,7 @@ class RegimePreset(BaseModel):
     required_sampling: tuple[str, ...] = Field(default=(), description="keys each rollout's sampling must record")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RegimePreset":
+    def _consistent(self) -> RegimePreset:
         bad = [f for f in self.export_formats if f not in EXPORT_FORMATS]
         if bad:
             raise ValueError(f"preset {self.name}: export format(s) {bad} are unknown; use {list(EXPORT_FORMATS)}")
@@ -96,8 +99,14 @@ class RegimePreset(BaseModel):
     def campaign_fields(self) -> dict[str, Any]:
         """CampaignCreate fields this preset fills (the caller's own values win)."""
         c = self.campaign
-        return {"protocol": c.protocol.value, "dimensions": list(c.dimensions), "overlap": c.overlap,
-                "gold_ratio": c.gold_ratio, "instructions": c.instructions, "regime": self.name}
+        return {
+            "protocol": c.protocol.value,
+            "dimensions": list(c.dimensions),
+            "overlap": c.overlap,
+            "gold_ratio": c.gold_ratio,
+            "instructions": c.instructions,
+            "regime": self.name,
+        }
 
     def missing_sampling(self, sampling: Mapping[str, Any] | None) -> list[str]:
         """Decoding settings this regime needs recorded but the rollout's ``sampling`` lacks."""
@@ -107,117 +116,210 @@ class RegimePreset(BaseModel):
 
 _ASR_INSTRUCTIONS = (
     "Both transcripts are of the same audio clip. Listen to the clip and choose the transcript closer to "
-    "what is said: wrong, missing or extra words count most; punctuation and casing do not.")
+    "what is said: wrong, missing or extra words count most; punctuation and casing do not."
+)
 _TTS_INSTRUCTIONS = (
     "Both clips speak the same text in the same voice. Choose the one that sounds more natural and "
-    "expressive for that text. Mispronounced, skipped or added words count against a clip.")
+    "expressive for that text. Mispronounced, skipped or added words count against a clip."
+)
 _REALTIME_INSTRUCTIONS = (
     "Listen to both spoken replies to the same conversation. Choose the one that better stays in "
-    "character (the persona card is shown), helps the user, and sounds natural to listen to.")
+    "character (the persona card is shown), helps the user, and sounds natural to listen to."
+)
 _DUPLEX_INSTRUCTIONS = (
     "Play the user and assistant tracks on the time axis. Mark each bad interruption, missed "
-    "backchannel, late response and wrong tool call at the moment it happens, with a short note.")
+    "backchannel, late response and wrong tool call at the moment it happens, with a short note."
+)
 _REASONING_INSTRUCTIONS = (
     "Both replies answer the same question. Choose the one you would rather hear: clear, natural and "
-    "conversational. Rate correctness separately; a right answer that sounds robotic should not win on feel.")
+    "conversational. Rate correctness separately; a right answer that sounds robotic should not win on feel."
+)
 
-PRESETS: dict[str, RegimePreset] = {p.name: p for p in (
-    RegimePreset(
-        name="asr",
-        summary="verifiable WER/CER against the reference transcript; decoding settings recorded per rollout",
-        scorers=(ScorerRef(name="wer", config={"transcribe_audio": False},
-                           dimensions=("transcript_accuracy", "char_accuracy"), requires=("reference.text",),
-                           provided_by="reward_models.verifiable"),),
-        # The reference transcript decides; a preference part would only add noise.
-        composition=CompositionWeights(verifiable={"transcript_accuracy": 1.0, "char_accuracy": 0.5}, mix=1.0),
-        human_signals=("spot checks of transcripts (correctness)",),
-        campaign=CampaignDefaults(protocol=Protocol.pairwise, dimensions=("correctness",), overlap=1,
-                                  gold_ratio=0.1, instructions=_ASR_INSTRUCTIONS),
-        export_formats=("verl", "chat", "best_of_n", "trl"),
-        # WER moves with decoding (greedy vs sampled, multi-token/MTP): a reward without the settings
-        # that produced it cannot be compared across runs.
-        required_sampling=RECORDED_SAMPLING_KEYS,
-    ),
-    RegimePreset(
-        name="tts",
-        summary="human A/B on the same text and voice, prosody scorer, CER of the rendered audio",
-        scorers=(
-            ScorerRef(name="prosody", dimensions=("prosody_match",), requires=("audio",),
-                      provided_by="reward_models.prosody"),
-            # Whisper hears the rendered audio; the reference text is the text to speak (the
-            # response text when a prompt has none).
-            ScorerRef(name="wer", config={"transcribe_audio": True, "self_reference": True},
-                      dimensions=("char_accuracy",), requires=("audio",), provided_by="reward_models.verifiable"),
+PRESETS: dict[str, RegimePreset] = {
+    p.name: p
+    for p in (
+        RegimePreset(
+            name="asr",
+            summary="verifiable WER/CER against the reference transcript; decoding settings recorded per rollout",
+            scorers=(
+                ScorerRef(
+                    name="wer",
+                    config={"transcribe_audio": False},
+                    dimensions=("transcript_accuracy", "char_accuracy"),
+                    requires=("reference.text",),
+                    provided_by="reward_models.verifiable",
+                ),
+            ),
+            # The reference transcript decides; a preference part would only add noise.
+            composition=CompositionWeights(verifiable={"transcript_accuracy": 1.0, "char_accuracy": 0.5}, mix=1.0),
+            human_signals=("spot checks of transcripts (correctness)",),
+            campaign=CampaignDefaults(
+                protocol=Protocol.pairwise,
+                dimensions=("correctness",),
+                overlap=1,
+                gold_ratio=0.1,
+                instructions=_ASR_INSTRUCTIONS,
+            ),
+            export_formats=("verl", "chat", "best_of_n", "trl"),
+            # WER moves with decoding (greedy vs sampled, multi-token/MTP): a reward without the settings
+            # that produced it cannot be compared across runs.
+            required_sampling=RECORDED_SAMPLING_KEYS,
         ),
-        composition=CompositionWeights(verifiable={"char_accuracy": 1.0},
-                                       preference={"human_preference": 1.0, "prosody_match": 0.5, "naturalness": 0.5},
-                                       mix=0.3),
-        human_signals=("pairwise A/B preference (same text, same voice)", "prosody rating"),
-        campaign=CampaignDefaults(protocol=Protocol.pairwise, dimensions=("prosody",), overlap=3, gold_ratio=0.1,
-                                  instructions=_TTS_INSTRUCTIONS),
-        export_formats=("trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
-    ),
-    RegimePreset(
-        name="realtime",
-        summary="generative judge for persona consistency and helpfulness, human preference, latency",
-        scorers=(
-            ScorerRef(name="judge", dimensions=("persona_consistency", "helpfulness", "naturalness"),
-                      requires=("persona",), provided_by="reward_models.judge"),
-            ScorerRef(name="prosody", dimensions=("prosody_match",), requires=("audio",),
-                      provided_by="reward_models.prosody"),
-            ScorerRef(name="latency", dimensions=("latency",), requires=("ttfa_s",),
-                      provided_by="reward_models.latency"),
+        RegimePreset(
+            name="tts",
+            summary="human A/B on the same text and voice, prosody scorer, CER of the rendered audio",
+            scorers=(
+                ScorerRef(
+                    name="prosody",
+                    dimensions=("prosody_match",),
+                    requires=("audio",),
+                    provided_by="reward_models.prosody",
+                ),
+                # Whisper hears the rendered audio; the reference text is the text to speak (the
+                # response text when a prompt has none).
+                ScorerRef(
+                    name="wer",
+                    config={"transcribe_audio": True, "self_reference": True},
+                    dimensions=("char_accuracy",),
+                    requires=("audio",),
+                    provided_by="reward_models.verifiable",
+                ),
+            ),
+            composition=CompositionWeights(
+                verifiable={"char_accuracy": 1.0},
+                preference={"human_preference": 1.0, "prosody_match": 0.5, "naturalness": 0.5},
+                mix=0.3,
+            ),
+            human_signals=("pairwise A/B preference (same text, same voice)", "prosody rating"),
+            campaign=CampaignDefaults(
+                protocol=Protocol.pairwise,
+                dimensions=("prosody",),
+                overlap=3,
+                gold_ratio=0.1,
+                instructions=_TTS_INSTRUCTIONS,
+            ),
+            export_formats=("trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
         ),
-        composition=CompositionWeights(
-            # latency is measured, not judged: it sits in the verifiable part so a faster but
-            # blander policy shows up as verifiable up, preference down (the trap, made visible).
-            verifiable={"normalized_match": 1.0, "latency": 0.5},
-            preference={"human_preference": 1.0, "persona_consistency": 1.0, "helpfulness": 1.0,
-                        "naturalness": 0.5, "prosody_match": 0.5},
-            mix=0.2),
-        human_signals=("pairwise preference on persona, helpfulness and naturalness",),
-        campaign=CampaignDefaults(protocol=Protocol.pairwise,
-                                  dimensions=("persona_consistency", "prosody", "correctness"), overlap=3,
-                                  gold_ratio=0.1, instructions=_REALTIME_INSTRUCTIONS),
-        export_formats=("trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
-    ),
-    RegimePreset(
-        name="duplex",
-        summary="turn-taking accuracy and delay, tool calls on the action channel, human timeline events",
-        scorers=(
-            ScorerRef(name="turn_taking", dimensions=("turn_taking_accuracy",), requires=("timeline",),
-                      provided_by="reward_models.duplex"),
-            ScorerRef(name="tool_calls", dimensions=("tool_call_accuracy",), requires=("reference.tool_calls",),
-                      optional=True, provided_by="reward_models.verifiable"),
+        RegimePreset(
+            name="realtime",
+            summary="generative judge for persona consistency and helpfulness, human preference, latency",
+            scorers=(
+                ScorerRef(
+                    name="judge",
+                    dimensions=("persona_consistency", "helpfulness", "naturalness"),
+                    requires=("persona",),
+                    provided_by="reward_models.judge",
+                ),
+                ScorerRef(
+                    name="prosody",
+                    dimensions=("prosody_match",),
+                    requires=("audio",),
+                    provided_by="reward_models.prosody",
+                ),
+                ScorerRef(
+                    name="latency", dimensions=("latency",), requires=("ttfa_s",), provided_by="reward_models.latency"
+                ),
+            ),
+            composition=CompositionWeights(
+                # latency is measured, not judged: it sits in the verifiable part so a faster but
+                # blander policy shows up as verifiable up, preference down (the trap, made visible).
+                verifiable={"normalized_match": 1.0, "latency": 0.5},
+                preference={
+                    "human_preference": 1.0,
+                    "persona_consistency": 1.0,
+                    "helpfulness": 1.0,
+                    "naturalness": 0.5,
+                    "prosody_match": 0.5,
+                },
+                mix=0.2,
+            ),
+            human_signals=("pairwise preference on persona, helpfulness and naturalness",),
+            campaign=CampaignDefaults(
+                protocol=Protocol.pairwise,
+                dimensions=("persona_consistency", "prosody", "correctness"),
+                overlap=3,
+                gold_ratio=0.1,
+                instructions=_REALTIME_INSTRUCTIONS,
+            ),
+            export_formats=("trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
         ),
-        composition=CompositionWeights(verifiable={"turn_taking_accuracy": 1.0, "tool_call_accuracy": 1.0},
-                                       preference={"human_preference": 1.0, "naturalness": 0.5}, mix=0.6),
-        human_signals=("timeline events with onset times (bad interruption, missed backchannel, late response, "
-                       "wrong tool call)",),
-        campaign=CampaignDefaults(protocol=Protocol.timeline, dimensions=("correctness",), overlap=2,
-                                  gold_ratio=0.0, instructions=_DUPLEX_INSTRUCTIONS),
-        export_formats=("chat", "best_of_n", "trl"),
-    ),
-    RegimePreset(
-        name="reasoning",
-        summary="verifiable correctness kept beside human-rated conversational feel",
-        scorers=(
-            ScorerRef(name="answer_match", dimensions=("normalized_match",), requires=("reference.answer",),
-                      provided_by="reward_models.verifiable"),
-            ScorerRef(name="judge", config={"dimensions": ["naturalness", "helpfulness"]},
-                      dimensions=("naturalness", "helpfulness"), provided_by="reward_models.judge"),
-            ScorerRef(name="tool_calls", dimensions=("tool_call_accuracy",), requires=("reference.tool_calls",),
-                      optional=True, provided_by="reward_models.verifiable"),
+        RegimePreset(
+            name="duplex",
+            summary="turn-taking accuracy and delay, tool calls on the action channel, human timeline events",
+            scorers=(
+                ScorerRef(
+                    name="turn_taking",
+                    dimensions=("turn_taking_accuracy",),
+                    requires=("timeline",),
+                    provided_by="reward_models.duplex",
+                ),
+                ScorerRef(
+                    name="tool_calls",
+                    dimensions=("tool_call_accuracy",),
+                    requires=("reference.tool_calls",),
+                    optional=True,
+                    provided_by="reward_models.verifiable",
+                ),
+            ),
+            composition=CompositionWeights(
+                verifiable={"turn_taking_accuracy": 1.0, "tool_call_accuracy": 1.0},
+                preference={"human_preference": 1.0, "naturalness": 0.5},
+                mix=0.6,
+            ),
+            human_signals=(
+                "timeline events with onset times (bad interruption, missed backchannel, late response, "
+                "wrong tool call)",
+            ),
+            campaign=CampaignDefaults(
+                protocol=Protocol.timeline,
+                dimensions=("correctness",),
+                overlap=2,
+                gold_ratio=0.0,
+                instructions=_DUPLEX_INSTRUCTIONS,
+            ),
+            export_formats=("chat", "best_of_n", "trl"),
         ),
-        composition=CompositionWeights(verifiable={"normalized_match": 1.0, "tool_call_accuracy": 0.5},
-                                       preference={"human_preference": 1.0, "naturalness": 1.0, "helpfulness": 0.5},
-                                       mix=0.5),
-        human_signals=("pairwise preference on conversational feel", "correctness rating kept apart"),
-        campaign=CampaignDefaults(protocol=Protocol.pairwise, dimensions=("correctness", "prosody"), overlap=3,
-                                  gold_ratio=0.1, instructions=_REASONING_INSTRUCTIONS),
-        export_formats=("verl", "trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
-    ),
-)}
+        RegimePreset(
+            name="reasoning",
+            summary="verifiable correctness kept beside human-rated conversational feel",
+            scorers=(
+                ScorerRef(
+                    name="answer_match",
+                    dimensions=("normalized_match",),
+                    requires=("reference.answer",),
+                    provided_by="reward_models.verifiable",
+                ),
+                ScorerRef(
+                    name="judge",
+                    config={"dimensions": ["naturalness", "helpfulness"]},
+                    dimensions=("naturalness", "helpfulness"),
+                    provided_by="reward_models.judge",
+                ),
+                ScorerRef(
+                    name="tool_calls",
+                    dimensions=("tool_call_accuracy",),
+                    requires=("reference.tool_calls",),
+                    optional=True,
+                    provided_by="reward_models.verifiable",
+                ),
+            ),
+            composition=CompositionWeights(
+                verifiable={"normalized_match": 1.0, "tool_call_accuracy": 0.5},
+                preference={"human_preference": 1.0, "naturalness": 1.0, "helpfulness": 0.5},
+                mix=0.5,
+            ),
+            human_signals=("pairwise preference on conversational feel", "correctness rating kept apart"),
+            campaign=CampaignDefaults(
+                protocol=Protocol.pairwise,
+                dimensions=("correctness", "prosody"),
+                overlap=3,
+                gold_ratio=0.1,
+                instructions=_REASONING_INSTRUCTIONS,
+            ),
+            export_formats=("verl", "trl", "openrlhf", "nemo_rl", "chat", "best_of_n"),
+        ),
+    )
+}
 
 
 def get_preset(name: str) -> RegimePreset:
@@ -227,8 +329,9 @@ def get_preset(name: str) -> RegimePreset:
         raise ValueError(f"regime preset {name!r} is unknown; use one of {', '.join(PRESETS)}") from None
 
 
-def check_scorers(preset: RegimePreset, registry: Mapping[str, Mapping[str, Any] | Sequence[str]],
-                  include_optional: bool = True) -> list[str]:
+def check_scorers(
+    preset: RegimePreset, registry: Mapping[str, Mapping[str, Any] | Sequence[str]], include_optional: bool = True
+) -> list[str]:
     """Problems with the preset's scorers against a registry (``reward_models.list_scorers()``:
     name -> {"dimensions": [...]} or name -> [dimensions]); an empty list means all are usable."""
     problems = []
@@ -240,7 +343,8 @@ def check_scorers(preset: RegimePreset, registry: Mapping[str, Mapping[str, Any]
             problems.append(
                 f"scorer {ref.name!r} of preset {preset.name!r} is not registered (registered: "
                 f"{', '.join(sorted(registry)) or 'none'}); it comes from {ref.provided_by or 'its module'}, "
-                f"which this install does not load yet: update earmark, or pick registered scorers with --scorers")
+                f"which this install does not load yet: update earmark, or pick registered scorers with --scorers"
+            )
             continue
         dims = entry.get("dimensions", []) if isinstance(entry, Mapping) else list(entry)
         lacking = [d for d in ref.dimensions if d not in dims]
@@ -249,8 +353,10 @@ def check_scorers(preset: RegimePreset, registry: Mapping[str, Mapping[str, Any]
         if configured is not None:
             lacking = [d for d in lacking if d not in configured]
         if lacking:
-            problems.append(f"scorer {ref.name!r} of preset {preset.name!r} does not score {lacking} "
-                            f"(it scores {list(dims)}); fix the preset's dimensions")
+            problems.append(
+                f"scorer {ref.name!r} of preset {preset.name!r} does not score {lacking} "
+                f"(it scores {list(dims)}); fix the preset's dimensions"
+            )
     return problems
 
 
@@ -259,5 +365,14 @@ def describe(preset: RegimePreset) -> dict[str, Any]:
     return preset.model_dump(mode="json")
 
 
-__all__ = ["EXPORT_FORMATS", "PRESETS", "CampaignDefaults", "CompositionWeights", "RegimePreset", "ScorerRef",
-           "check_scorers", "describe", "get_preset"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "PRESETS",
+    "CampaignDefaults",
+    "CompositionWeights",
+    "RegimePreset",
+    "ScorerRef",
+    "check_scorers",
+    "describe",
+    "get_preset",
+]

@@ -3,6 +3,7 @@
 Used by ``earmark services up --s3`` and by the tests. Every port is explicit (``weed`` otherwise
 opens port+10000 gRPC listeners and extras), everything binds to 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,20 +48,38 @@ class SeaweedServer:
         return self.directory / "weed.pid"
 
     def command(self) -> list[str]:
-        ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-            "filer.port.grpc", "s3.port.grpc", "metricsPort")}
-        args = [weed_binary(), "mini", f"-dir={self.directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-s3.port={self.s3_port}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
-                "-s3.port.lance=0"]
+        ports = {
+            name: free_port()
+            for name in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.grpc",
+                "metricsPort",
+            )
+        }
+        args = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.directory / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.s3_port}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
         args += [f"-{k}={v}" for k, v in ports.items()]
         return args
 
-    def start(self, timeout_s: float = 60.0) -> "SeaweedServer":
+    def start(self, timeout_s: float = 60.0) -> SeaweedServer:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_file.write_text(f"{self.process.pid} {self.s3_port}")
         self.wait_ready(timeout_s)
         return self
@@ -77,8 +96,9 @@ class SeaweedServer:
                 return  # 403/404 from the S3 gateway means it is answering
             except OSError:
                 time.sleep(0.2)
-        raise EarmarkError(f"SeaweedFS S3 did not answer on {self.endpoint} within {timeout_s:.0f}s; "
-                           f"see {self.directory / 'weed.log'}")
+        raise EarmarkError(
+            f"SeaweedFS S3 did not answer on {self.endpoint} within {timeout_s:.0f}s; see {self.directory / 'weed.log'}"
+        )
 
     def stop(self, timeout_s: float = 15.0) -> None:
         pid = self.process.pid if self.process else _read_pid(self.pid_file)

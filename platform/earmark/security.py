@@ -1,4 +1,5 @@
 """Principals, role checks and password hashing. Every service call names its principal."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -4,6 +4,7 @@ A simulated rater claims, sometimes abandons (skips, or walks away and lets the 
 submits an answer produced by an ``oracle`` (for the demo: a noisy reading of what a human would
 hear; for load tests: random). Every call goes through ``TaskService`` exactly as the app's would.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,8 +24,11 @@ DIMENSION_RATINGS = {"prosody": 3, "persona_consistency": 3, "correctness": 3}
 
 def random_oracle(item: RaterItem, rng: random.Random) -> dict[str, Any]:
     ratings = {d: rng.randint(1, 5) for d in item.dimensions if d in DIMENSION_RATINGS}
-    base: dict[str, Any] = {"ratings": ratings, "rationale": "simulated",
-                            "listen_ms": {st.label: int(1000 * (st.duration_s or 1.0)) for st in item.stimuli}}
+    base: dict[str, Any] = {
+        "ratings": ratings,
+        "rationale": "simulated",
+        "listen_ms": {st.label: int(1000 * (st.duration_s or 1.0)) for st in item.stimuli},
+    }
     if item.protocol == "pairwise":
         base |= {"choice": rng.choice(["A", "B", "A", "B", "tie"]), "strength": rng.randint(1, 3)}
     elif item.protocol == "cmos":
@@ -50,10 +54,22 @@ class RaterStats:
     holds: list[tuple[int, float, float]] = field(default_factory=list)
 
 
-def run_rater(em: Any, campaign_id: int, *, oracle: Oracle = random_oracle, seed: int = 0,
-              p_skip: float = 0.0, p_walk_away: float = 0.0, p_double_submit: float = 0.0,
-              max_items: int = 10_000, stop: threading.Event | None = None, idle_wait_s: float = 0.0,
-              deadline_s: float = 120.0, think_s: float = 0.0, start_spread_s: float = 0.0) -> RaterStats:
+def run_rater(
+    em: Any,
+    campaign_id: int,
+    *,
+    oracle: Oracle = random_oracle,
+    seed: int = 0,
+    p_skip: float = 0.0,
+    p_walk_away: float = 0.0,
+    p_double_submit: float = 0.0,
+    max_items: int = 10_000,
+    stop: threading.Event | None = None,
+    idle_wait_s: float = 0.0,
+    deadline_s: float = 120.0,
+    think_s: float = 0.0,
+    start_spread_s: float = 0.0,
+) -> RaterStats:
     """One rater's session until the pool is empty (or ``stop`` is set). ``start_spread_s``: the
     rater arrives at a random moment within it (people do not all click "start" in one instant)."""
     rng = random.Random(seed)

@@ -4,6 +4,7 @@ Import ``OfflineSpeechPolicy`` from ``pipelines.policy.offline.policy`` and ``en
 from ``pipelines.policy.offline.build``; both are re-exported here lazily so that importing the
 corpus or markup helpers does not pull in torch.
 """
+
 from __future__ import annotations
 
 from typing import Any

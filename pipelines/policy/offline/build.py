@@ -12,6 +12,7 @@ another machine's, and shipping one copy gives every worker and every CI run the
 ``ensure_checkpoint`` copies it when its manifest matches the current corpus and recipe, and
 builds otherwise (or when asked to: ``--force``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -184,7 +185,8 @@ def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
     )
     model.train()
     pad = tok.pad_token_id
@@ -219,7 +221,11 @@ def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
 
     model.eval()
     model.generation_config = GenerationConfig(
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=True, temperature=0.8, top_p=0.95,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.95,
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -276,12 +282,17 @@ def bundled_is_current(cfg: BuildConfig = BuildConfig()) -> bool:
     if not is_complete(BUNDLED_DIR):
         return False
     manifest = json.loads((BUNDLED_DIR / MANIFEST).read_text())
-    return (manifest.get("corpus_sha256") == hashlib.sha256(DIALOGUES_FILE.read_bytes()).hexdigest()
-            and manifest.get("config") == asdict(cfg))
+    return manifest.get("corpus_sha256") == hashlib.sha256(DIALOGUES_FILE.read_bytes()).hexdigest() and manifest.get(
+        "config"
+    ) == asdict(cfg)
 
 
-def ensure_checkpoint(path: str | os.PathLike[str] | None = None, cfg: BuildConfig = BuildConfig(),
-                      progress: bool = True, use_bundled: bool = True) -> Path:
+def ensure_checkpoint(
+    path: str | os.PathLike[str] | None = None,
+    cfg: BuildConfig = BuildConfig(),
+    progress: bool = True,
+    use_bundled: bool = True,
+) -> Path:
     """Return a checkpoint folder, materialising it first if it is missing.
 
     Default location: ``$EARMARK_HOME/models/offline-speech-policy-v0`` (EARMARK_HOME defaults to
@@ -310,13 +321,22 @@ def ensure_checkpoint(path: str | os.PathLike[str] | None = None, cfg: BuildConf
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Build the offline speech policy checkpoint (tiny Llama + prosody BPE).")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: $EARMARK_HOME/models/offline-speech-policy-v0)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: $EARMARK_HOME/models/offline-speech-policy-v0)"
+    )
     ap.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps")
     ap.add_argument("--seed", type=int, default=BuildConfig.seed, help="seed for init and data order")
-    ap.add_argument("--threads", type=int, default=BuildConfig.threads,
-                    help="torch threads for training (part of the recipe: other values give other weights)")
-    ap.add_argument("--force", action="store_true",
-                    help="train from scratch even if the folder holds a checkpoint or the shipped one matches")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=BuildConfig.threads,
+        help="torch threads for training (part of the recipe: other values give other weights)",
+    )
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="train from scratch even if the folder holds a checkpoint or the shipped one matches",
+    )
     ap.add_argument("--samples", type=int, default=3, help="sample generations to print after building")
     args = ap.parse_args(argv)
 

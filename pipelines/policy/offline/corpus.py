@@ -7,6 +7,7 @@ reproducible: ``python -m pipelines.policy.offline.corpus`` rewrites them, and a
 the committed files match. Prosody follows the persona most of the time and deviates on purpose
 otherwise, so sampled responses differ in prosody and preference training has something to move.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,14 @@ SHIFT_PROB = 0.15  # share with a pitch change before the closing line
 
 # Persona-less requests (no system message) get a neutral voice and no stock phrases.
 NEUTRAL = {"id": "neutral", "prosody": {"pitch": "mid", "rate": "mid", "pause_rate": 0.3, "emphasis_rate": 0.3}}
-THANKS = ["Thank you!", "Thanks, that helps.", "Great, thanks.", "Thank you so much.", "Thanks a lot!", "That was useful, thank you."]
+THANKS = [
+    "Thank you!",
+    "Thanks, that helps.",
+    "Great, thanks.",
+    "Thank you so much.",
+    "Thanks a lot!",
+    "That was useful, thank you.",
+]
 BRIEFLY = ["Can you say that more briefly?", "What is the main point?", "Give me the short version."]
 # Greetings in front of some prompts, so the model keys on the question rather than its first words.
 PREFIXES = ["Hi {name}! ", "Quick question. ", "Hello. ", "Hey {name}, "]
@@ -77,7 +85,7 @@ def _sentences(text: str) -> list[str]:
 
 
 def _sentence_markup(sentence: str, emphasise: bool) -> str:
-    """" *word*" becomes "<emph> word" (stressed) or " word"; always returns a leading space."""
+    """ " *word*" becomes "<emph> word" (stressed) or " word"; always returns a leading space."""
     return re.sub(r" \*(\S+?)\*", (EMPH + r" \1") if emphasise else r" \1", " " + sentence)
 
 
@@ -132,54 +140,110 @@ def build_corpus(seed: int = CORPUS_SEED) -> tuple[list[dict[str, Any]], list[di
     train: list[dict[str, Any]] = []
 
     def add(card: dict[str, Any], topic_id: str, kind: str, messages: list[dict[str, Any]]) -> None:
-        train.append({"id": f"{card['id']}-{topic_id}-{kind}-{len(train)}", "persona_id": card["id"],
-                      "topic": topic_id, "kind": kind, "messages": _system(card) + messages})
+        train.append(
+            {
+                "id": f"{card['id']}-{topic_id}-{kind}-{len(train)}",
+                "persona_id": card["id"],
+                "topic": topic_id,
+                "kind": kind,
+                "messages": _system(card) + messages,
+            }
+        )
 
     for t_i, topic in enumerate(topics):
         for p_i, card in enumerate(personas):
             prompt = topic["prompts"][(t_i + p_i) % 2]
             if rng.random() < PREFIX_PROB:
                 prompt = rng.choice(PREFIXES).format(name=card["name"]) + prompt
-            add(card, topic["id"], "single", [{"role": "user", "content": prompt}, _assistant(rng, card, _body(card, topic), True)])
+            add(
+                card,
+                topic["id"],
+                "single",
+                [{"role": "user", "content": prompt}, _assistant(rng, card, _body(card, topic), True)],
+            )
             if "follow_up" in topic:
                 other = topic["prompts"][(t_i + p_i + 1) % 2]
-                add(card, topic["id"], "follow_up", [
-                    {"role": "user", "content": other}, _assistant(rng, card, _body(card, topic), True),
-                    {"role": "user", "content": topic["follow_up"]["question"]},
-                    _assistant(rng, card, _body(card, topic, "follow_up"), False),
-                ])
-        add(NEUTRAL, topic["id"], "single", [{"role": "user", "content": topic["prompts"][1]},
-                                             _assistant(rng, NEUTRAL, _body(NEUTRAL, topic), False)])
+                add(
+                    card,
+                    topic["id"],
+                    "follow_up",
+                    [
+                        {"role": "user", "content": other},
+                        _assistant(rng, card, _body(card, topic), True),
+                        {"role": "user", "content": topic["follow_up"]["question"]},
+                        _assistant(rng, card, _body(card, topic, "follow_up"), False),
+                    ],
+                )
+        add(
+            NEUTRAL,
+            topic["id"],
+            "single",
+            [{"role": "user", "content": topic["prompts"][1]}, _assistant(rng, NEUTRAL, _body(NEUTRAL, topic), False)],
+        )
     # Generic follow-ups that need the history: thanks, and a request to repeat the gist.
     for p_i, card in enumerate(personas):
         for j in range(8):
             topic = topics[(7 * p_i + 5 * j + 3) % len(topics)]
-            first = [{"role": "user", "content": topic["prompts"][j % 2]}, _assistant(rng, card, _body(card, topic), True)]
+            first = [
+                {"role": "user", "content": topic["prompts"][j % 2]},
+                _assistant(rng, card, _body(card, topic), True),
+            ]
             if j % 2 == 0:
                 farewell = rng.choice(card["farewells"])
                 markup_turn = _assistant(rng, {**card, "openers": []}, [farewell], False)
-                add(card, topic["id"], "thanks", first + [{"role": "user", "content": THANKS[(p_i + j // 2) % len(THANKS)]}, markup_turn])
+                add(
+                    card,
+                    topic["id"],
+                    "thanks",
+                    first + [{"role": "user", "content": THANKS[(p_i + j // 2) % len(THANKS)]}, markup_turn],
+                )
             else:
                 gist = _body(card, topic)[0]
                 if card["id"] == "tutor":
                     gist = _sentences(topic["answer"])[0]
                 turn = _assistant(rng, {**card, "openers": []}, [card["brief_intro"], gist], False)
-                add(card, topic["id"], "briefly", first + [{"role": "user", "content": BRIEFLY[(p_i + j // 2) % len(BRIEFLY)]}, turn])
+                add(
+                    card,
+                    topic["id"],
+                    "briefly",
+                    first + [{"role": "user", "content": BRIEFLY[(p_i + j // 2) % len(BRIEFLY)]}, turn],
+                )
 
     heldout: list[dict[str, Any]] = []
     for t_i, topic in enumerate(topics):
         card = personas[t_i % len(personas)]
-        heldout.append({"id": f"heldout-{topic['id']}", "persona_id": card["id"], "topic": topic["id"], "kind": "paraphrase",
-                        "messages": _system(card) + [{"role": "user", "content": topic["heldout"]}]})
+        heldout.append(
+            {
+                "id": f"heldout-{topic['id']}",
+                "persona_id": card["id"],
+                "topic": topic["id"],
+                "kind": "paraphrase",
+                "messages": _system(card) + [{"role": "user", "content": topic["heldout"]}],
+            }
+        )
     for n_i, prompt in enumerate(NEW_TOPIC_PROMPTS):
         card = personas[(n_i + 3) % len(personas)]
-        heldout.append({"id": f"heldout-new-{n_i}", "persona_id": card["id"], "topic": None, "kind": "new_topic",
-                        "messages": _system(card) + [{"role": "user", "content": prompt}]})
+        heldout.append(
+            {
+                "id": f"heldout-new-{n_i}",
+                "persona_id": card["id"],
+                "topic": None,
+                "kind": "new_topic",
+                "messages": _system(card) + [{"role": "user", "content": prompt}],
+            }
+        )
     for p_i, card in enumerate(personas):
         topic = topics[(11 * p_i + 2) % len(topics)]
         first = [{"role": "user", "content": topic["heldout"]}, _assistant(rng, card, _body(card, topic), True)]
-        heldout.append({"id": f"heldout-multi-{card['id']}", "persona_id": card["id"], "topic": topic["id"], "kind": "multi_turn",
-                        "messages": _system(card) + first + [{"role": "user", "content": HELDOUT_THANKS}]})
+        heldout.append(
+            {
+                "id": f"heldout-multi-{card['id']}",
+                "persona_id": card["id"],
+                "topic": topic["id"],
+                "kind": "multi_turn",
+                "messages": _system(card) + first + [{"role": "user", "content": HELDOUT_THANKS}],
+            }
+        )
 
     seen = {m["content"] for d in train for m in d["messages"] if m["role"] == "user"}
     leaked = [h["id"] for h in heldout if h["messages"][-1]["content"] in seen]

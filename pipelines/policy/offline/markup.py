@@ -8,6 +8,7 @@ Rate and pitch tokens set the voice until the next change, ``<pause>`` inserts a
 ``<emph>`` stresses the next word. Control tokens attach to the preceding text and the text that
 follows starts with a space, so the byte-level tokenizer always sees words in one form.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,7 +55,11 @@ def persona_system_text(card: dict[str, Any]) -> str:
     name = str(card.get("name") or "").strip()
     desc = str(card.get("description") or "").strip().rstrip(".")
     style = str(card.get("speaking_style") or "").strip()
-    head = f"You are {name}, {desc}." if name and desc else (f"You are {name}." if name else (f"You are {desc}." if desc else ""))
+    head = (
+        f"You are {name}, {desc}."
+        if name and desc
+        else (f"You are {name}." if name else (f"You are {desc}." if desc else ""))
+    )
     return " ".join(p for p in (head, style) if p)
 
 

@@ -5,6 +5,7 @@ The model writes English with prosody-control tokens; each sample is parsed into
 sampling loop as soon as it is complete, so ``ttfa_s`` is the latency a streaming deployment
 would see, measured rather than estimated.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,15 @@ EMPTY_AUDIO_S = 0.2  # a sample that says nothing still gets a valid (silent) cl
 class OfflineSpeechPolicy:
     """The project's offline speech policy; any checkpoint with its tokenizer loads the same way."""
 
-    def __init__(self, model, tokenizer, name: str = POLICY_NAME, version: str = "v0",
-                 voice: str = DEFAULT_VOICE, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str = POLICY_NAME,
+        version: str = "v0",
+        voice: str = DEFAULT_VOICE,
+        path: Path | None = None,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -52,8 +60,10 @@ class OfflineSpeechPolicy:
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in [*CONTROL_TOKENS, END, PAD, SYSTEM, USER, ASSISTANT]}
         missing = [t for t, i in ids.items() if i is None or i == tokenizer.unk_token_id]
         if missing:
-            raise ValueError(f"tokenizer lacks the offline policy's special tokens {missing}; load a checkpoint built by "
-                             "pipelines.policy.offline.build (or one fine-tuned from it)")
+            raise ValueError(
+                f"tokenizer lacks the offline policy's special tokens {missing}; load a checkpoint built by "
+                "pipelines.policy.offline.build (or one fine-tuned from it)"
+            )
         self._control_ids = {ids[t] for t in CONTROL_TOKENS}
         self._stop_ids = {ids[END], ids[PAD], ids[SYSTEM], ids[USER], ids[ASSISTANT]}
         self._pad_id = ids[PAD]
@@ -61,24 +71,40 @@ class OfflineSpeechPolicy:
 
     # -- loading and saving ------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], name: str | None = None, version: str | None = None,
-                        tokenizer_path: str | os.PathLike[str] | None = None, voice: str = DEFAULT_VOICE) -> OfflineSpeechPolicy:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        version: str | None = None,
+        tokenizer_path: str | os.PathLike[str] | None = None,
+        voice: str = DEFAULT_VOICE,
+    ) -> OfflineSpeechPolicy:
         """Load a checkpoint folder (the built v0, or a later version saved with ``save_pretrained``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a model folder (no config.json); build one with "
-                                    "`python -m pipelines.policy.offline.build --out {path}` or pass a saved checkpoint")
+            raise FileNotFoundError(
+                f"{path} is not a model folder (no config.json); build one with "
+                "`python -m pipelines.policy.offline.build --out {path}` or pass a saved checkpoint"
+            )
         tok_dir = Path(tokenizer_path) if tokenizer_path else path
         if not (tok_dir / "tokenizer.json").is_file() and not (tok_dir / "tokenizer_config.json").is_file():
-            raise FileNotFoundError(f"no tokenizer in {tok_dir}; save it next to the model (tokenizer.save_pretrained) "
-                                    "or pass tokenizer_path= the v0 checkpoint")
+            raise FileNotFoundError(
+                f"no tokenizer in {tok_dir}; save it next to the model (tokenizer.save_pretrained) "
+                "or pass tokenizer_path= the v0 checkpoint"
+            )
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else {}
-        return cls(model, tokenizer, name=name or manifest.get("name", POLICY_NAME),
-                   version=version or manifest.get("version", path.name), voice=voice, path=path)
+        return cls(
+            model,
+            tokenizer,
+            name=name or manifest.get("name", POLICY_NAME),
+            version=version or manifest.get("version", path.name),
+            voice=voice,
+            path=path,
+        )
 
     @classmethod
     def default(cls, path: str | os.PathLike[str] | None = None) -> OfflineSpeechPolicy:
@@ -106,7 +132,7 @@ class OfflineSpeechPolicy:
         if conversation[-1].get("role") == "assistant":
             raise ValueError("the conversation ends with an assistant turn; append the user turn to answer")
         system = [m for m in conversation[:1] if m.get("role") == "system"]
-        turns = conversation[len(system):]
+        turns = conversation[len(system) :]
         budget = self._max_positions - max_new_tokens
         while True:
             ids = self.tokenizer(render_chat(system + turns), add_special_tokens=False)["input_ids"]
@@ -115,8 +141,9 @@ class OfflineSpeechPolicy:
             turns = turns[1:]
 
     # -- the Policy protocol -----------------------------------------------------------------
-    def generate(self, conversations: list[Conversation], params: SamplingParams,
-                 num_samples: int = 1, seed: int = 0) -> list[list[GeneratedSample]]:
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams, num_samples: int = 1, seed: int = 0
+    ) -> list[list[GeneratedSample]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if not conversations:
@@ -139,12 +166,22 @@ class OfflineSpeechPolicy:
                 audio, _ = render_segments(segments[:1], voice=self.voice)
                 first_audio[r] = (audio, time.perf_counter() - t0)
 
-        results = sample_batch(self.model, [prompts[ci] for ci, _ in rows], params, seeds,
-                               self._stop_ids, self._pad_id, on_token=on_token)
+        results = sample_batch(
+            self.model, [prompts[ci] for ci, _ in rows], params, seeds, self._stop_ids, self._pad_id, on_token=on_token
+        )
         out: list[list[GeneratedSample]] = [[] for _ in conversations]
-        for r, ((ci, j), res) in enumerate(zip(rows, results)):
-            out[ci].append(self._finish(res.token_ids, res.finish_reason, first_audio.get(r), t0,
-                                        seed=seeds[r], prompt_tokens=len(prompts[ci]), params=params))
+        for r, ((ci, _j), res) in enumerate(zip(rows, results)):
+            out[ci].append(
+                self._finish(
+                    res.token_ids,
+                    res.finish_reason,
+                    first_audio.get(r),
+                    t0,
+                    seed=seeds[r],
+                    prompt_tokens=len(prompts[ci]),
+                    params=params,
+                )
+            )
         return out
 
     def logprobs(self, conversations: list[Conversation], responses: list[list[int]]) -> list[list[float]]:
@@ -164,8 +201,16 @@ class OfflineSpeechPolicy:
         audio, sr = render_segments(segments, voice=self.voice)
         return audio, sr, segments
 
-    def _finish(self, ids: list[int], finish_reason: str, first: tuple[np.ndarray, float] | None, t0: float,
-                seed: int, prompt_tokens: int, params: SamplingParams) -> GeneratedSample:
+    def _finish(
+        self,
+        ids: list[int],
+        finish_reason: str,
+        first: tuple[np.ndarray, float] | None,
+        t0: float,
+        seed: int,
+        prompt_tokens: int,
+        params: SamplingParams,
+    ) -> GeneratedSample:
         markup = self._decode(ids)
         segments = parse_markup(markup)
         if first is not None:  # the first segment was rendered during sampling; render the rest

@@ -4,6 +4,7 @@ Chat role and prosody-control tokens are special tokens with fixed ids (0..N-1, 
 ``markup.SPECIAL_TOKENS``) so the policy can find them without string matching, and byte-level
 fallback means any user text (held-out prompts, other languages) still tokenizes.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE):
     tok.train_from_iterator(_text_pieces(texts), trainer)
     for i, t in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(t) != i:
-            raise RuntimeError(f"special token {t} got id {tok.token_to_id(t)}, expected {i}; tokenizers changed behaviour")
+            raise RuntimeError(
+                f"special token {t} got id {tok.token_to_id(t)}, expected {i}; tokenizers changed behaviour"
+            )
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=END,

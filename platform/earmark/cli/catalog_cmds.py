@@ -1,4 +1,5 @@
 """`earmark personas|prompts|policies ...`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def personas_import(file: Path = typer.Argument(..., help="JSONL, one persona pe
 
 @prompts_app.command("import")
 @handle_errors
-def prompts_import(file: Path = typer.Argument(..., help="JSONL, one prompt per line (audio as path or base64).")) -> None:
+def prompts_import(
+    file: Path = typer.Argument(..., help="JSONL, one prompt per line (audio as path or base64)."),
+) -> None:
     """Import prompts; audio parts are validated and stored as blobs first."""
     rep = connect().catalog.import_prompts(_existing(file))
     console.print(f"prompts: {rep.added} added, {rep.skipped} already present")

@@ -1,4 +1,5 @@
 """Shared CLI plumbing: one console, one error translation, one way to connect."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """`earmark dataset build|show|export|lineage`: frozen preference snapshots and trainer formats."""
+
 from __future__ import annotations
 
 import json
@@ -28,19 +29,26 @@ def build(
     from earmark.services.datasets import SnapshotFilters
     from earmark.services.labels import LabelConfig
 
-    filters = SnapshotFilters(campaign_ids=campaign, policy_ids=policy_id or None, rounds=round or None,
-                              label_sources=source,
-                              labels=LabelConfig(min_agreement=min_agreement, ai_fill=ai_fill,
-                                                 ai_reward_model_ids=ai_reward_model))
+    filters = SnapshotFilters(
+        campaign_ids=campaign,
+        policy_ids=policy_id or None,
+        rounds=round or None,
+        label_sources=source,
+        labels=LabelConfig(min_agreement=min_agreement, ai_fill=ai_fill, ai_reward_model_ids=ai_reward_model),
+    )
     ds = connect().datasets.build(name, filters)
     m = ds.manifest
-    console.print(f"dataset {ds.name} v{ds.version}: {ds.row_count} rows, sha256 {ds.content_sha256[:16]}..., "
-                  f"labels {m['label_counts']}")
+    console.print(
+        f"dataset {ds.name} v{ds.version}: {ds.row_count} rows, sha256 {ds.content_sha256[:16]}..., "
+        f"labels {m['label_counts']}"
+    )
 
 
 @dataset_app.command("show")
 @handle_errors
-def show(name: str = typer.Argument(...), version: int = typer.Option(None, help="Version; latest by default.")) -> None:
+def show(
+    name: str = typer.Argument(...), version: int = typer.Option(None, help="Version; latest by default.")
+) -> None:
     """Print a snapshot's manifest."""
     ds = connect().datasets.get(name, version)
     console.print_json(json.dumps({"name": ds.name, "version": ds.version, "filters": ds.filters, **ds.manifest}))
@@ -49,18 +57,27 @@ def show(name: str = typer.Argument(...), version: int = typer.Option(None, help
 @dataset_app.command("export")
 @handle_errors
 def export(
-    name: str = typer.Argument(None, help="Snapshot name. best_of_n: optional; its prompts and policy versions "
-                                          "select the candidates."),
+    name: str = typer.Argument(
+        None, help="Snapshot name. best_of_n: optional; its prompts and policy versions select the candidates."
+    ),
     format: str = typer.Option("trl", "--format", "-f", help="trl, openrlhf, verl, nemo_rl, chat or best_of_n."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.parquet or .jsonl)."),
     version: int = typer.Option(None, help="Version; latest by default."),
-    content: str = typer.Option(None, "--content", help="Message content: 'text' (strings, for text trainers; "
-                                "the default) or 'parts' (DESIGN.md chat form with audio parts by sha256; "
-                                "the default for chat)."),
-    regime: str = typer.Option(None, "--regime", help="best_of_n: rank by this regime preset's composition, "
-                               "over that regime's prompts only."),
-    composition: Path = typer.Option(None, "--composition", help="best_of_n: a RewardComposition JSON file "
-                                     "(name + weights per regime); the presets' weights by default."),
+    content: str = typer.Option(
+        None,
+        "--content",
+        help="Message content: 'text' (strings, for text trainers; "
+        "the default) or 'parts' (DESIGN.md chat form with audio parts by sha256; "
+        "the default for chat).",
+    ),
+    regime: str = typer.Option(
+        None, "--regime", help="best_of_n: rank by this regime preset's composition, over that regime's prompts only."
+    ),
+    composition: Path = typer.Option(
+        None,
+        "--composition",
+        help="best_of_n: a RewardComposition JSON file (name + weights per regime); the presets' weights by default.",
+    ),
     policy_id: list[int] = typer.Option([], "--policy-id", help="best_of_n: only rollouts of these policy ids."),
     round: list[int] = typer.Option([], "--round", help="best_of_n: only rollouts of these rounds."),
     split: list[str] = typer.Option([], "--split", help="best_of_n: only prompts of these splits."),
@@ -77,8 +94,10 @@ def export(
     if suffix not in ("parquet", "jsonl"):
         raise typer.BadParameter(f"{out}: use a .parquet or .jsonl file name")
     if format != "best_of_n" and (regime or composition or policy_id or round or split):
-        raise typer.BadParameter("--regime, --composition, --policy-id, --round and --split select best_of_n "
-                                 "candidates; a snapshot export takes the snapshot as built")
+        raise typer.BadParameter(
+            "--regime, --composition, --policy-id, --round and --split select best_of_n "
+            "candidates; a snapshot export takes the snapshot as built"
+        )
     if format != "best_of_n" and name is None:
         raise typer.BadParameter(f"--format {format} exports a snapshot: give its NAME (see `earmark dataset build`)")
     em = connect()
@@ -114,8 +133,13 @@ def _best_of_n(em, name, version, regime, composition, policy_ids, rounds, split
         snap = em.datasets.load(em.datasets.get(name, version)).to_pylist()
         prompt_ids = sorted({r["prompt_id"] for r in snap})
         policy_ids = policy_ids or sorted({r["policy_id"] for r in snap})
-    cands = em.datasets.candidates(prompt_ids=prompt_ids, policy_ids=policy_ids or None, rounds=rounds or None,
-                                   regimes=[regime] if regime else None, splits=splits or None)
+    cands = em.datasets.candidates(
+        prompt_ids=prompt_ids,
+        policy_ids=policy_ids or None,
+        rounds=rounds or None,
+        regimes=[regime] if regime else None,
+        splits=splits or None,
+    )
     ranked, unscored = [], 0
     for c in cands:
         try:
@@ -123,20 +147,32 @@ def _best_of_n(em, name, version, regime, composition, policy_ids, rounds, split
         except ValueError:  # no score on any weighted dimension of its regime: nothing to rank it by
             unscored += 1
             continue
-        ranked.append({**c, "score": r.total, "verifiable": r.verifiable, "preference": r.preference,
-                       "composition_version": r.composition_version})
+        ranked.append(
+            {
+                **c,
+                "score": r.total,
+                "verifiable": r.verifiable,
+                "preference": r.preference,
+                "composition_version": r.composition_version,
+            }
+        )
     if not ranked:
-        raise InvalidInput(f"none of {len(cands)} candidate rollouts has a score on a dimension the composition "
-                           f"weights{' for ' + regime if regime else ''}; run `earmark score"
-                           f"{' --regime ' + regime if regime else ''}` first")
+        raise InvalidInput(
+            f"none of {len(cands)} candidate rollouts has a score on a dimension the composition "
+            f"weights{' for ' + regime if regime else ''}; run `earmark score"
+            f"{' --regime ' + regime if regime else ''}` first"
+        )
     note = f" (top of {len(ranked)} scored rollouts by {comp.version}; {unscored} without usable scores skipped)"
     return exports.best_of_n(ranked, content=content), note
 
 
 @dataset_app.command("lineage")
 @handle_errors
-def lineage(name: str = typer.Argument(...), row_id: str = typer.Argument(..., help="row_id of an exported row."),
-            version: int = typer.Option(None)) -> None:
+def lineage(
+    name: str = typer.Argument(...),
+    row_id: str = typer.Argument(..., help="row_id of an exported row."),
+    version: int = typer.Option(None),
+) -> None:
     """Trace a row back to its rollouts, policy versions, judgments and raters."""
     em = connect()
     info = em.datasets.lineage(em.datasets.get(name, version), row_id)

@@ -1,4 +1,5 @@
 """`earmark drift report`: compare a candidate policy version with a baseline, gate a pipeline on it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,20 +36,46 @@ def report(
     em = connect()
     svc = getattr(em, "drift", None) or DriftService(em.ctx)
     with console.status(f"comparing v{candidate} with v{baseline} in the database"):
-        rep = svc.report(baseline, candidate, policy=policy, regimes=regime, dimensions=dimension, store=store,
-                         bootstrap=bootstrap)
+        rep = svc.report(
+            baseline, candidate, policy=policy, regimes=regime, dimensions=dimension, store=store, bootstrap=bootstrap
+        )
         paths = write_report(rep, out)
     sel = rep.summary.selection
-    table = Table("reward model / dimension", "n base", "n cand", "mean base", "mean cand", "shift SD", "PSI", "band",
-                  "KS D", "KS p", "JS", "W1", "r(len)", title=f"{sel.policy}: v{sel.candidate} vs v{sel.baseline}")
+    table = Table(
+        "reward model / dimension",
+        "n base",
+        "n cand",
+        "mean base",
+        "mean cand",
+        "shift SD",
+        "PSI",
+        "band",
+        "KS D",
+        "KS p",
+        "JS",
+        "W1",
+        "r(len)",
+        title=f"{sel.policy}: v{sel.candidate} vs v{sel.baseline}",
+    )
     colors = {"significant": "red", "moderate": "yellow", "stable": "green"}
     for d in rep.summary.dimensions:
         r = d.row()
         band = f"[{colors.get(d.psi_band, 'white')}]{d.psi_band}[/]"
-        table.add_row(escape(d.label), str(r["n_baseline"]), str(r["n_candidate"]), _f(r["mean_baseline"]),
-                      _f(r["mean_candidate"]), _f(r["mean_shift_sd"], "+.2f"), _f(r["psi"]), band, _f(r["ks_d"]),
-                      _f(r["ks_p"], ".2g"), _f(r["js"]), _f(r["wasserstein"], ".4f"),
-                      _f(r["corr_length_candidate"], "+.2f"))
+        table.add_row(
+            escape(d.label),
+            str(r["n_baseline"]),
+            str(r["n_candidate"]),
+            _f(r["mean_baseline"]),
+            _f(r["mean_candidate"]),
+            _f(r["mean_shift_sd"], "+.2f"),
+            _f(r["psi"]),
+            band,
+            _f(r["ks_d"]),
+            _f(r["ks_p"], ".2g"),
+            _f(r["js"]),
+            _f(r["wasserstein"], ".4f"),
+            _f(r["corr_length_candidate"], "+.2f"),
+        )
     console.print(table)
     for a in sorted(rep.alerts, key=lambda a: a.severity != "alert"):
         color = "red" if a.severity == "alert" else "yellow"
@@ -77,7 +104,14 @@ def alerts(
     rows = svc.alerts(policy=policy, limit=limit, include_acknowledged=not open_only)
     table = Table("id", "when", "severity", "kind", "policy", "versions", "message", "ack")
     for a in rows:
-        table.add_row(str(a.id), f"{a.created_at:%Y-%m-%d %H:%M}", a.severity, a.kind, escape(a.policy),
-                      f"v{a.baseline_version}->v{a.candidate_version}", escape(a.message),
-                      "yes" if a.acknowledged_at else "")
+        table.add_row(
+            str(a.id),
+            f"{a.created_at:%Y-%m-%d %H:%M}",
+            a.severity,
+            a.kind,
+            escape(a.policy),
+            f"v{a.baseline_version}->v{a.candidate_version}",
+            escape(a.message),
+            "yes" if a.acknowledged_at else "",
+        )
     console.print(table if rows else "no drift alerts stored")

@@ -1,4 +1,5 @@
 """`earmark duplex generate|import|export|metrics|render`: full-duplex scenarios and sessions."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ from rich.table import Table
 from earmark.cli.common import connect, console, handle_errors
 from earmark.errors import InvalidInput
 
-duplex_app = typer.Typer(help="Full-duplex timelines: synthetic scenarios, JSONL import/export, turn-taking metrics.",
-                         no_args_is_help=True)
+duplex_app = typer.Typer(
+    help="Full-duplex timelines: synthetic scenarios, JSONL import/export, turn-taking metrics.", no_args_is_help=True
+)
 
 
 def _fmt(x: float | None, pattern: str = "{:.2f}") -> str:
@@ -25,10 +27,14 @@ def generate(
     seed: int = typer.Option(0, help="Suite seed; the same seed gives the same scenarios."),
     out: Path = typer.Option(..., help="JSONL to write, one duplex session per line."),
     chunk_ms: int = typer.Option(160, min=10, max=2000, help="Chunk clock in milliseconds."),
-    kinds: str = typer.Option("", help="Comma-separated subset of normal,pause,interrupt,backchannel,"
-                                       "tool_call,no_tool_call (default: all)."),
-    fmt: str = typer.Option("session", "--format",
-                            help="'session' (for `earmark duplex import`) or 'prompt' (for `earmark prompts import`)."),
+    kinds: str = typer.Option(
+        "", help="Comma-separated subset of normal,pause,interrupt,backchannel,tool_call,no_tool_call (default: all)."
+    ),
+    fmt: str = typer.Option(
+        "session",
+        "--format",
+        help="'session' (for `earmark duplex import`) or 'prompt' (for `earmark prompts import`).",
+    ),
 ) -> None:
     """Synthesise duplex scenarios (eSpeak NG user speech, events at known times) for `earmark duplex import`."""
     from pipelines.duplex.scenarios import SCENARIO_KINDS, scenario_suite
@@ -57,8 +63,10 @@ def import_(file: Path = typer.Argument(..., help="JSONL of duplex sessions (tim
     if not file.exists():
         raise typer.BadParameter(f"{file} does not exist; give the path of a JSONL file")
     rep = connect().timelines.import_jsonl(file)
-    console.print(f"{rep.lines} lines: {rep.prompts_added} scenario prompts and {rep.rollouts_added} rollouts added"
-                  + (f" (policies {', '.join(rep.policies)})" if rep.policies else ""))
+    console.print(
+        f"{rep.lines} lines: {rep.prompts_added} scenario prompts and {rep.rollouts_added} rollouts added"
+        + (f" (policies {', '.join(rep.policies)})" if rep.policies else "")
+    )
 
 
 def _policy_id(em, policy: str | None, version: int | None) -> int | None:  # noqa: ANN001
@@ -81,8 +89,10 @@ def export(
 
 @duplex_app.command("render")
 @handle_errors
-def render(rollout_id: int = typer.Argument(..., help="Rollout with a duplex timeline."),
-           out: Path = typer.Option(..., help="Stereo WAV to write (user left, assistant right).")) -> None:
+def render(
+    rollout_id: int = typer.Argument(..., help="Rollout with a duplex timeline."),
+    out: Path = typer.Option(..., help="Stereo WAV to write (user left, assistant right)."),
+) -> None:
     """Render a rollout's timeline to a stereo WAV for listening."""
     out.write_bytes(connect().timelines.render_rollout(rollout_id))
     console.print(f"wrote {out}")
@@ -103,18 +113,34 @@ def metrics(
     em = connect()
     rows = em.timelines.evaluation_rows(_policy_id(em, policy, version))  # type: ignore[arg-type]
     if not rows:
-        raise InvalidInput(f"policy {policy} has no duplex rollouts with a timeline; run duplex rollouts or "
-                           "`earmark duplex import` first")
+        raise InvalidInput(
+            f"policy {policy} has no duplex rollouts with a timeline; run duplex rollouts or "
+            "`earmark duplex import` first"
+        )
     outcomes, cases = [], []
     for r in rows:
         tl = Timeline.model_validate(r["timeline"])
-        outcomes += evaluate_events(tl, reference_events(r["reference"]) or tl.events,
-                                    respond_window_s=respond_window, stop_window_s=stop_window)
+        outcomes += evaluate_events(
+            tl,
+            reference_events(r["reference"]) or tl.events,
+            respond_window_s=respond_window,
+            stop_window_s=stop_window,
+        )
         if "tool_calls" in r["reference"]:
-            cases.append(ToolCase(expected=r["reference"]["tool_calls"] or [],
-                                  predicted=r["tool_calls"] or [c.model_dump() for c in tl.tool_calls()]))
-    table = Table("scenario type", "events", "accuracy", "mean delay (s)", "median delay (s)",
-                  title=f"turn-taking: {policy} ({len(rows)} rollouts)")
+            cases.append(
+                ToolCase(
+                    expected=r["reference"]["tool_calls"] or [],
+                    predicted=r["tool_calls"] or [c.model_dump() for c in tl.tool_calls()],
+                )
+            )
+    table = Table(
+        "scenario type",
+        "events",
+        "accuracy",
+        "mean delay (s)",
+        "median delay (s)",
+        title=f"turn-taking: {policy} ({len(rows)} rollouts)",
+    )
     for name, s in sorted(summarize(outcomes).items(), key=lambda kv: (kv[0] == "all", kv[0])):
         table.add_row(name, str(s.n), _fmt(s.accuracy, "{:.3f}"), _fmt(s.mean_delay_s), _fmt(s.median_delay_s))
     console.print(table)

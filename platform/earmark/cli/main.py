@@ -1,4 +1,5 @@
 """`earmark` CLI entry point: sub-apps per area, each command with --help."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,8 @@ from earmark.cli.ui_cmds import ui, users_app
 
 app = typer.Typer(
     help="earmark: RLHF reward and preference data for audio-language models.",
-    no_args_is_help=True, pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
 )
 app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
@@ -66,8 +68,9 @@ def init(
 @handle_errors
 def demo(
     rounds: int = typer.Option(2, min=1, max=5, help="Rounds of the loop."),
-    wait_for_humans: bool = typer.Option(False, "--wait-for-humans",
-                                         help="Pause after each campaign opens until people judge its quota in the app."),
+    wait_for_humans: bool = typer.Option(
+        False, "--wait-for-humans", help="Pause after each campaign opens until people judge its quota in the app."
+    ),
     human_timeout: float = typer.Option(1800, min=10, help="Seconds to wait for people before AI labels fill in."),
     actors: int = typer.Option(2, min=1, max=64, help="Ray actors for rollouts and scoring."),
 ) -> None:

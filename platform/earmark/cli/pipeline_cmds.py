@@ -1,4 +1,5 @@
 """Commands that run Ray pipelines: rollouts (and, as they land, scoring and training)."""
+
 from __future__ import annotations
 
 import typer
@@ -27,11 +28,19 @@ def rollout(
 
     splits = {"train", "heldout", "test"}
     cfg = RolloutJobConfig(
-        policy=policy, policy_version=version, regime=regime,
+        policy=policy,
+        policy_version=version,
+        regime=regime,
         split=prompts if prompts in splits else None,
         prompt_ids=None if prompts in splits else [p.strip() for p in prompts.split(",") if p.strip()],
-        samples=samples, actors=actors, round=round, batch_size=batch_size, gpus_per_actor=gpus_per_actor,
-        temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+        samples=samples,
+        actors=actors,
+        round=round,
+        batch_size=batch_size,
+        gpus_per_actor=gpus_per_actor,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
     )
     em = connect()
     res = run_rollout_job(em, cfg)

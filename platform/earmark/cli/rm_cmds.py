@@ -1,4 +1,5 @@
 """`earmark score`, `earmark rm eval`, `earmark rm serve`: reward models on stored rollouts."""
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,18 @@ rm_app = typer.Typer(help="Reward models: evaluation against humans, the reward 
 
 @handle_errors
 def score(
-    scorers: str = typer.Option(None, "--scorers", show_default="prosody",
-                                help="Comma list: prosody, wer, answer_match, tool_calls, judge, latency, ..."),
-    regime: str = typer.Option(None, "--regime",
-                               help="Regime preset (asr, tts, realtime, duplex, reasoning): its scorers and configs, "
-                                    "on that regime's rollouts only. With --scorers, those scorers instead."),
+    scorers: str = typer.Option(
+        None,
+        "--scorers",
+        show_default="prosody",
+        help="Comma list: prosody, wer, answer_match, tool_calls, judge, latency, ...",
+    ),
+    regime: str = typer.Option(
+        None,
+        "--regime",
+        help="Regime preset (asr, tts, realtime, duplex, reasoning): its scorers and configs, "
+        "on that regime's rollouts only. With --scorers, those scorers instead.",
+    ),
     policy: str = typer.Option(None, "--policy", help="Only rollouts of this policy name (latest version)."),
     version: int = typer.Option(None, "--version", help="Policy version."),
     actors: int = typer.Option(1, "--actors", min=1, max=256, help="Scoring actors on Ray."),
@@ -34,11 +42,17 @@ def score(
 
         keys = get_preset(regime).required_sampling
         if lacking := em.scores.lacking_sampling(keys, regimes=[regime], policy_id=pid):
-            err_console.print(f"[yellow]warning:[/] {lacking} {regime} rollout(s) lack decoding settings "
-                              f"{list(keys)} in their sampling column; their rewards cannot be compared across "
-                              "decoding set-ups (record them at rollout time)")
-    res = run_scoring_job(em, ScoringJobConfig(scorers=[ScorerSpec(**s) for s in specs], policy_id=pid,
-                                               regimes=[regime] if regime else None, actors=actors))
+            err_console.print(
+                f"[yellow]warning:[/] {lacking} {regime} rollout(s) lack decoding settings "
+                f"{list(keys)} in their sampling column; their rewards cannot be compared across "
+                "decoding set-ups (record them at rollout time)"
+            )
+    res = run_scoring_job(
+        em,
+        ScoringJobConfig(
+            scorers=[ScorerSpec(**s) for s in specs], policy_id=pid, regimes=[regime] if regime else None, actors=actors
+        ),
+    )
     console.print(f"scored {res.rollouts} rollouts in {res.seconds:.1f}s: {res.per_scorer or 'nothing missing'}")
 
 
@@ -68,7 +82,9 @@ def _scorer_specs(scorers: str | None, regime: str | None) -> list[dict]:
 @rm_app.command("eval")
 @handle_errors
 def rm_eval(
-    campaign: list[int] = typer.Option([], "--campaign", "-c", help="Campaigns whose judgments to use (all by default)."),
+    campaign: list[int] = typer.Option(
+        [], "--campaign", "-c", help="Campaigns whose judgments to use (all by default)."
+    ),
     plot: Path = typer.Option(Path("rm-calibration.png"), help="Where to write the reliability plot."),
 ) -> None:
     """Pairwise accuracy, Kendall tau and calibration of every reward model vs human judgments."""
@@ -84,8 +100,14 @@ def rm_eval(
     rows = evaluate_against_humans(scores, judgments)
     table = Table("reward model / dimension", "rater pool", "pairs", "accuracy", "kendall tau", "ECE")
     for r in rows:
-        table.add_row(r["dimension"], r["rater_pool"], str(r.get("n", "")), f"{r.get('pairwise_accuracy', float('nan')):.3f}",
-                      f"{r.get('kendall_tau', float('nan')):.3f}", f"{r.get('ece', float('nan')):.3f}")
+        table.add_row(
+            r["dimension"],
+            r["rater_pool"],
+            str(r.get("n", "")),
+            f"{r.get('pairwise_accuracy', float('nan')):.3f}",
+            f"{r.get('kendall_tau', float('nan')):.3f}",
+            f"{r.get('ece', float('nan')):.3f}",
+        )
     console.print(table)
     reliability_plot(rows, plot)
     console.print(f"reliability plot: {plot}")

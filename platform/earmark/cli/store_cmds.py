@@ -1,4 +1,5 @@
 """`earmark db ...` and `earmark services ...`: the store, the embedded servers."""
+
 from __future__ import annotations
 
 import typer
@@ -28,7 +29,9 @@ def db_upgrade(revision: str = typer.Option("head", help="Target revision.")) ->
 
 @db_app.command("downgrade")
 @handle_errors
-def db_downgrade(revision: str = typer.Option("-1", help="Target revision (-1 = one step back, base = empty).")) -> None:
+def db_downgrade(
+    revision: str = typer.Option("-1", help="Target revision (-1 = one step back, base = empty)."),
+) -> None:
     """Migrate the store down to REVISION."""
     from earmark.store import migrate
 
@@ -71,8 +74,10 @@ def services_up(
             console.print(f"SeaweedFS already running (pid {st[0]}) on http://127.0.0.1:{st[1]}")
         else:
             server = seaweed.SeaweedServer(directory, s3_port).start()
-            console.print(f"SeaweedFS S3 on {server.endpoint}; set EARMARK_S3_ENDPOINT_URL={server.endpoint} "
-                          "and EARMARK_BLOB_URL=s3://earmark/blobs to use it")
+            console.print(
+                f"SeaweedFS S3 on {server.endpoint}; set EARMARK_S3_ENDPOINT_URL={server.endpoint} "
+                "and EARMARK_BLOB_URL=s3://earmark/blobs to use it"
+            )
 
 
 @services_app.command("down")

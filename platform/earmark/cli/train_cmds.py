@@ -2,6 +2,7 @@
 
 torch and ray load inside the commands only, so `earmark --help` stays fast.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from rich.table import Table
 
 from earmark.cli.common import connect, console, err_console, handle_errors
 
-train_app = typer.Typer(help="Train policies: DPO/IPO on a snapshot, PPO/GRPO online; runs are recorded.",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train policies: DPO/IPO on a snapshot, PPO/GRPO online; runs are recorded.", no_args_is_help=True
+)
 
 
 def _overrides(config: Path | None, **flags: Any) -> dict[str, Any]:
@@ -75,11 +77,26 @@ def dpo(
 
     em = connect()
     try:
-        cfg = DPOConfig.model_validate(_overrides(
-            config, loss_type=loss, beta=beta, label_smoothing=label_smoothing, lr=lr, epochs=epochs,
-            max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, num_workers=workers, use_gpu=gpu,
-            checkpoint_every=checkpoint_every, eval_fraction=eval_fraction, threads=threads, seed=seed,
-            output_name=output_name))
+        cfg = DPOConfig.model_validate(
+            _overrides(
+                config,
+                loss_type=loss,
+                beta=beta,
+                label_smoothing=label_smoothing,
+                lr=lr,
+                epochs=epochs,
+                max_steps=max_steps,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                num_workers=workers,
+                use_gpu=gpu,
+                checkpoint_every=checkpoint_every,
+                eval_fraction=eval_fraction,
+                threads=threads,
+                seed=seed,
+                output_name=output_name,
+            )
+        )
         if dataset is None and resume is None:
             raise typer.BadParameter("give a DATASET name (or --resume RUN_ID)")
         ds = em.datasets.get(dataset, dataset_version) if dataset else None
@@ -88,12 +105,16 @@ def dpo(
     except (ValidationError, ValueError) as exc:
         _fail(exc)
     s = res.summary
-    console.print(f"{cfg.algorithm}: {s['pairs']} pairs, {res.steps} steps in {s['fit_seconds']:.1f}s "
-                  f"({s['tokens_per_s']:.0f} tokens/s, padding {100 * s['padding']:.1f}%), final loss "
-                  f"{s['final'].get('loss', float('nan')):.4f}, accuracy {s['final'].get('accuracy', float('nan')):.3f}")
+    console.print(
+        f"{cfg.algorithm}: {s['pairs']} pairs, {res.steps} steps in {s['fit_seconds']:.1f}s "
+        f"({s['tokens_per_s']:.0f} tokens/s, padding {100 * s['padding']:.1f}%), final loss "
+        f"{s['final'].get('loss', float('nan')):.4f}, accuracy {s['final'].get('accuracy', float('nan')):.3f}"
+    )
     if s.get("heldout_after"):
-        console.print(f"held-out accuracy {s['heldout_before']['accuracy']:.3f} -> {s['heldout_after']['accuracy']:.3f} "
-                      f"on {s['heldout_after']['pairs']} pairs")
+        console.print(
+            f"held-out accuracy {s['heldout_before']['accuracy']:.3f} -> {s['heldout_after']['accuracy']:.3f} "
+            f"on {s['heldout_after']['pairs']} pairs"
+        )
     console.print(_summary_line(res))
 
 
@@ -107,11 +128,15 @@ def ppo(
     samples: int = typer.Option(None, "--samples", "-k", help="Rollouts per prompt per round (default 4)."),
     prompts: str = typer.Option(None, "--prompts", help="Training prompts: a split (default train) or comma ids."),
     heldout: str = typer.Option(None, "--heldout", help="Evaluation prompts: a split (default heldout) or comma ids."),
-    scorer: list[str] = typer.Option(None, "--scorer", help="Scorer name(s) whose scores form the reward (default prosody)."),
+    scorer: list[str] = typer.Option(
+        None, "--scorer", help="Scorer name(s) whose scores form the reward (default prosody)."
+    ),
     lr: float = typer.Option(None),
     kl_coef: float = typer.Option(None, help="KL penalty (PPO: in the reward; GRPO: loss term)."),
     epochs: int = typer.Option(None, help="Passes over each round's rollouts."),
-    workers: int = typer.Option(None, "--workers", "-n", help="0: all in this process; 1: rollouts, scoring, learner on Ray."),
+    workers: int = typer.Option(
+        None, "--workers", "-n", help="0: all in this process; 1: rollouts, scoring, learner on Ray."
+    ),
     gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="Learner on one GPU."),
     seed: int = typer.Option(None),
     output_name: str = typer.Option(None, help="Register the result under this name (default: the base's)."),
@@ -132,46 +157,84 @@ def ppo(
 
     em = connect()
     try:
-        cfg = PPOConfig.model_validate(_overrides(
-            config, policy=policy, policy_version=policy_version, algorithm=algorithm, rounds=rounds, samples=samples,
-            scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None, lr=lr, kl_coef=kl_coef,
-            epochs=epochs, num_workers=workers, use_gpu=gpu, seed=seed, output_name=output_name,
-            **which(prompts, "split", "prompt_ids"), **which(heldout, "heldout_split", "heldout_prompt_ids")))
+        cfg = PPOConfig.model_validate(
+            _overrides(
+                config,
+                policy=policy,
+                policy_version=policy_version,
+                algorithm=algorithm,
+                rounds=rounds,
+                samples=samples,
+                scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None,
+                lr=lr,
+                kl_coef=kl_coef,
+                epochs=epochs,
+                num_workers=workers,
+                use_gpu=gpu,
+                seed=seed,
+                output_name=output_name,
+                **which(prompts, "split", "prompt_ids"),
+                **which(heldout, "heldout_split", "heldout_prompt_ids"),
+            )
+        )
         res = run_rl(em, cfg)
     except (ValidationError, ValueError) as exc:
         _fail(exc)
     s = res.summary
-    console.print(f"{cfg.algorithm}: {cfg.rounds} round(s) on {s['train_prompts']} prompts in {s['seconds']:.0f}s; "
-                  f"held-out reward {s['heldout_reward_before']:.3f} -> {s['heldout_reward_after']:.3f} "
-                  f"({s['heldout_prompts']} prompts), KL(pi||ref) {s['heldout_kl']['kl_k3_per_token']:.4f}/token")
+    console.print(
+        f"{cfg.algorithm}: {cfg.rounds} round(s) on {s['train_prompts']} prompts in {s['seconds']:.0f}s; "
+        f"held-out reward {s['heldout_reward_before']:.3f} -> {s['heldout_reward_after']:.3f} "
+        f"({s['heldout_prompts']} prompts), KL(pi||ref) {s['heldout_kl']['kl_k3_per_token']:.4f}/token"
+    )
     console.print(_summary_line(res))
 
 
 @train_app.command("runs")
 @handle_errors
-def runs(algorithm: str = typer.Option(None, help="Only runs of this algorithm."),
-         limit: int = typer.Option(20, min=1, max=1000)) -> None:
+def runs(
+    algorithm: str = typer.Option(None, help="Only runs of this algorithm."),
+    limit: int = typer.Option(20, min=1, max=1000),
+) -> None:
     """List training runs, newest first."""
     from earmark.services.training import TrainingService
 
     table = Table("run", "algorithm", "status", "dataset", "base", "output", "steps", "resumes", "started")
     for r in TrainingService(connect().ctx).runs(algorithm=algorithm, limit=limit):
-        table.add_row(str(r.id), r.algorithm, r.status, str(r.dataset_id or "-"), str(r.base_policy_id or "-"),
-                      str(r.output_policy_id or "-"), str(len(r.metrics or [])), str(len(r.resumes or [])),
-                      r.started_at.isoformat(timespec="seconds") if r.started_at else "-")
+        table.add_row(
+            str(r.id),
+            r.algorithm,
+            r.status,
+            str(r.dataset_id or "-"),
+            str(r.base_policy_id or "-"),
+            str(r.output_policy_id or "-"),
+            str(len(r.metrics or [])),
+            str(len(r.resumes or [])),
+            r.started_at.isoformat(timespec="seconds") if r.started_at else "-",
+        )
     console.print(table)
 
 
 @train_app.command("show")
 @handle_errors
-def show(run_id: int = typer.Argument(...), metrics: bool = typer.Option(False, help="Print every step's metrics.")) -> None:
+def show(
+    run_id: int = typer.Argument(...), metrics: bool = typer.Option(False, help="Print every step's metrics.")
+) -> None:
     """Print a run's config, summary and resumes (and per-step metrics with --metrics)."""
     from earmark.services.training import TrainingService
 
     r = TrainingService(connect().ctx).get(run_id)
-    doc = {"id": r.id, "algorithm": r.algorithm, "status": r.status, "dataset_id": r.dataset_id,
-           "base_policy_id": r.base_policy_id, "output_policy_id": r.output_policy_id, "config": r.config,
-           "summary": r.summary, "resumes": r.resumes, "steps": len(r.metrics or [])}
+    doc = {
+        "id": r.id,
+        "algorithm": r.algorithm,
+        "status": r.status,
+        "dataset_id": r.dataset_id,
+        "base_policy_id": r.base_policy_id,
+        "output_policy_id": r.output_policy_id,
+        "config": r.config,
+        "summary": r.summary,
+        "resumes": r.resumes,
+        "steps": len(r.metrics or []),
+    }
     if metrics:
         doc["metrics"] = r.metrics
     console.print_json(json.dumps(doc, default=str))
@@ -187,12 +250,16 @@ def online_dpo(
     round_: int = typer.Option(None, "--round", help="Loop round of the rollouts (default: version + 1)."),
     actors: int = typer.Option(None, help="Ray actors for rollouts and scoring (default 2)."),
     scorer: list[str] = typer.Option(None, "--scorer", help="Scorer(s) run on the rollouts (default prosody)."),
-    ai_model: str = typer.Option(None, "--ai-model", help="Scorer that picks pairs and gives AI labels (default prosody)."),
+    ai_model: str = typer.Option(
+        None, "--ai-model", help="Scorer that picks pairs and gives AI labels (default prosody)."
+    ),
     quota: int = typer.Option(None, help="Judgments to wait for (default: half the campaign's tasks)."),
     quota_fraction: float = typer.Option(None, help="Share of the campaign's tasks to wait for (when no --quota)."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for the quota (default 600)."),
     poll: float = typer.Option(None, "--poll", help="Seconds between progress reads (default 2)."),
-    ai_fill: bool = typer.Option(None, "--ai-fill/--no-ai-fill", help="AI labels for pairs nobody judged (default on)."),
+    ai_fill: bool = typer.Option(
+        None, "--ai-fill/--no-ai-fill", help="AI labels for pairs nobody judged (default on)."
+    ),
     close: str = typer.Option(None, "--close", help="Close the campaign: always (default), on_timeout or never."),
     overlap: int = typer.Option(None, help="Raters per item (default 3)."),
     gold_ratio: float = typer.Option(None, help="Share of gold items (default 0.1)."),
@@ -211,39 +278,80 @@ def online_dpo(
     em = connect()
     try:
         base = _overrides(config)
-        campaign = {**base.get("campaign", {}), **{k: v for k, v in dict(
-            overlap=overlap, gold_ratio=gold_ratio, max_items=max_items, instructions=instructions).items() if v is not None}}
-        dpo_over = {**base.get("dpo", {}), **{k: v for k, v in dict(epochs=epochs, lr=lr, beta=beta,
-                                                                       threads=threads).items() if v is not None}}
+        campaign = {
+            **base.get("campaign", {}),
+            **{
+                k: v
+                for k, v in dict(
+                    overlap=overlap, gold_ratio=gold_ratio, max_items=max_items, instructions=instructions
+                ).items()
+                if v is not None
+            },
+        }
+        dpo_over = {
+            **base.get("dpo", {}),
+            **{k: v for k, v in dict(epochs=epochs, lr=lr, beta=beta, threads=threads).items() if v is not None},
+        }
         which: dict[str, Any] = {}
         if prompts is not None:
-            which = {"split": prompts} if prompts in splits else {
-                "split": None, "prompt_ids": [x.strip() for x in prompts.split(",") if x.strip()]}
-        cfg = OnlineDPOConfig.model_validate(_overrides(
-            config, policy=policy, policy_version=version, samples=samples, round=round_, actors=actors,
-            scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None, ai_reward_model=ai_model,
-            quota=quota, quota_fraction=quota_fraction, timeout_s=timeout, poll_s=poll, ai_fill=ai_fill,
-            close_campaign=close, campaign=campaign or None, dpo=dpo_over or None, **which))
+            which = (
+                {"split": prompts}
+                if prompts in splits
+                else {"split": None, "prompt_ids": [x.strip() for x in prompts.split(",") if x.strip()]}
+            )
+        cfg = OnlineDPOConfig.model_validate(
+            _overrides(
+                config,
+                policy=policy,
+                policy_version=version,
+                samples=samples,
+                round=round_,
+                actors=actors,
+                scorers=[{"name": n, "config": {}} for n in scorer] if scorer else None,
+                ai_reward_model=ai_model,
+                quota=quota,
+                quota_fraction=quota_fraction,
+                timeout_s=timeout,
+                poll_s=poll,
+                ai_fill=ai_fill,
+                close_campaign=close,
+                campaign=campaign or None,
+                dpo=dpo_over or None,
+                **which,
+            )
+        )
 
         def announce(camp: Any, q: int) -> None:
-            console.print(f"[bold]campaign {escape(camp.name)}[/] (id {camp.id}) is open: judge it in the annotation "
-                          f"app (`earmark ui`, Rate page); waiting for {q} judgments, at most {cfg.timeout_s:.0f}s")
+            console.print(
+                f"[bold]campaign {escape(camp.name)}[/] (id {camp.id}) is open: judge it in the annotation "
+                f"app (`earmark ui`, Rate page); waiting for {q} judgments, at most {cfg.timeout_s:.0f}s"
+            )
 
         res = run_online_dpo_round(em, cfg, on_campaign=announce)
     except (ValidationError, ValueError) as exc:
         _fail(exc)
     if res.timed_out:
-        console.print(f"[yellow]timed out[/] after {res.waited_s:.0f}s with {res.judgments}/{res.quota} judgments; "
-                      + ("AI labels filled the rest (marked 'ai')" if cfg.ai_fill else "trained on human labels only"))
-    table = Table(title=f"online DPO round {res.round}: {escape(policy)} v{res.base_policy_version} -> "
-                        f"v{res.new_policy_version}", show_header=False)
+        console.print(
+            f"[yellow]timed out[/] after {res.waited_s:.0f}s with {res.judgments}/{res.quota} judgments; "
+            + ("AI labels filled the rest (marked 'ai')" if cfg.ai_fill else "trained on human labels only")
+        )
+    table = Table(
+        title=f"online DPO round {res.round}: {escape(policy)} v{res.base_policy_version} -> v{res.new_policy_version}",
+        show_header=False,
+    )
     labels = res.label_counts
     for key, value in [
         ("campaign", f"{res.campaign_name} (id {res.campaign_id}, {res.campaign_status})"),
         ("judgments", f"{res.judgments} of quota {res.quota} ({res.tasks} tasks)"),
         ("wait", f"{'quota met' if res.quota_met else 'timed out'} after {res.waited_s:.1f}s"),
-        ("labels human/adjudicated/ai", f"{labels.get('human', 0)}/{labels.get('adjudicated', 0)}/{labels.get('ai', 0)}"),
-        ("snapshot", f"{res.dataset_name} v{res.dataset_version} (id {res.dataset_id}) sha256 {res.snapshot_sha256[:16]}"),
+        (
+            "labels human/adjudicated/ai",
+            f"{labels.get('human', 0)}/{labels.get('adjudicated', 0)}/{labels.get('ai', 0)}",
+        ),
+        (
+            "snapshot",
+            f"{res.dataset_name} v{res.dataset_version} (id {res.dataset_id}) sha256 {res.snapshot_sha256[:16]}",
+        ),
         ("training run", str(res.training_run_id)),
         ("final step", ", ".join(f"{k} {v:.3f}" for k, v in res.train_metrics.items()) or "-"),
         ("new policy", f"{res.policy.name} v{res.new_policy_version} (id {res.policy.id})"),

@@ -1,4 +1,5 @@
 """`earmark ui` (the Streamlit annotation app) and `earmark users ...`."""
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,25 @@ def ui(
 
         env["EARMARK_DATABASE_URL"] = resolve_database_url(cfg)
     env["EARMARK_HOME"] = str(cfg.home_dir)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.headless", "true",
-           "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.headless",
+        "true",
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     console.print(f"annotation app on http://{address}:{port} (Ctrl-C to stop)")
     raise typer.Exit(subprocess.call(cmd, env=env))
 
@@ -45,8 +62,13 @@ def ui(
 def users_add(
     username: str = typer.Argument(..., help="Login name."),
     role: str = typer.Option("rater", help="rater, reviewer or admin."),
-    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
-                                 help="At least 8 characters (prompted, never echoed)."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="At least 8 characters (prompted, never echoed).",
+    ),
 ) -> None:
     """Create an account."""
     from earmark.domain.enums import Role

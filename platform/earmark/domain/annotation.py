@@ -4,6 +4,7 @@ Raters see stimuli in a randomized presentation order; ``presentation["order"]``
 comparison's rollout positions in the order shown. Everything stored is canonical: preference > 0
 always means the comparison's first rollout (A) is better, whatever the rater saw.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,9 @@ class JudgmentSubmit(BaseModel):
     cmos: int | None = Field(default=None, ge=-3, le=3, description="CMOS: B relative to A as shown")
     mos: list[int] | None = Field(default=None, description="MOS 1-5 per stimulus as shown")
     mushra: list[int] | None = Field(default=None, description="MUSHRA 0-100 per stimulus as shown")
-    ratings: dict[str, int] = Field(default_factory=dict, description="per-dimension 1-5 (prosody, persona, correctness)")
+    ratings: dict[str, int] = Field(
+        default_factory=dict, description="per-dimension 1-5 (prosody, persona, correctness)"
+    )
     rationale: str = Field(default="", max_length=Limits.MAX_RATIONALE_CHARS)
     listen_ms: dict[str, int] = Field(default_factory=dict, description="milliseconds played per stimulus label")
     events: list[TimelineEvent] = Field(default_factory=list, max_length=200)
@@ -92,7 +95,7 @@ class JudgmentSubmit(BaseModel):
         return v.strip()
 
     @model_validator(mode="after")
-    def _listen(self) -> "JudgmentSubmit":
+    def _listen(self) -> JudgmentSubmit:
         if any(ms < 0 or ms > 3_600_000 for ms in self.listen_ms.values()):
             raise ValueError("listen_ms values must be 0-3,600,000 ms")
         return self
@@ -125,6 +128,7 @@ def canonical(sub: JudgmentSubmit, protocol: Protocol, order: list[int]) -> dict
     Returns preference (+1 = rollout_ids[0] strongly better ... -1), choice in canonical labels,
     and per-stimulus scores re-ordered.
     """
+
     def unshuffle(values: list[int]) -> list[int]:
         out = [0] * len(values)
         for shown, canon in enumerate(order):

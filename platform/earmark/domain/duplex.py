@@ -19,6 +19,7 @@ Stored as JSONB on the rollout (``rollouts.timeline``, the model's session) and 
 per line. Rater marks (bad interruption, late response, ...) are judgments with onset times
 (``earmark.domain.annotation.TimelineEvent``), not part of the timeline.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ class Span(BaseModel):
     end: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Span":
+    def _ordered(self) -> Span:
         if self.end <= self.start:
             raise ValueError(f"span [{self.start}, {self.end}) is empty; end must be greater than start")
         return self
@@ -74,12 +75,14 @@ class AudioTrack(BaseModel):
     def _disjoint(cls, v: list[Span]) -> list[Span]:
         for a, b in zip(v, v[1:]):
             if b.start < a.end:
-                raise ValueError(f"speech spans must be sorted and not overlap: [{a.start},{a.end}) then "
-                                 f"[{b.start},{b.end}); merge them")
+                raise ValueError(
+                    f"speech spans must be sorted and not overlap: [{a.start},{a.end}) then "
+                    f"[{b.start},{b.end}); merge them"
+                )
         return v
 
     @model_validator(mode="after")
-    def _at_most_one_source(self) -> "AudioTrack":
+    def _at_most_one_source(self) -> AudioTrack:
         given = [x for x in (self.audio_sha256, self.path, self.base64) if x]
         if len(given) > 1:
             raise ValueError("an audio track takes one of audio_sha256, path or base64, not several")
@@ -119,12 +122,14 @@ class LabelledEvent(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _default_expectation(self) -> "LabelledEvent":
+    def _default_expectation(self) -> LabelledEvent:
         if self.expect is None:
             object.__setattr__(self, "expect", EXPECTED[self.type])
         if self.offset_s is not None and self.offset_s < self.onset_s:
-            raise ValueError(f"event {self.type}: offset_s {self.offset_s:.3f} is before onset_s "
-                             f"{self.onset_s:.3f}; the offset is when the event's condition ends")
+            raise ValueError(
+                f"event {self.type}: offset_s {self.offset_s:.3f} is before onset_s "
+                f"{self.onset_s:.3f}; the offset is when the event's condition ends"
+            )
         return self
 
 
@@ -140,26 +145,32 @@ class Timeline(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _within_clock(self) -> "Timeline":
+    def _within_clock(self) -> Timeline:
         for side in ("user", "assistant"):
             for s in getattr(self, side).speech:
                 if s.end > self.n_chunks:
-                    raise ValueError(f"{side} speech span [{s.start},{s.end}) runs past the timeline's "
-                                     f"{self.n_chunks} chunks; raise n_chunks or trim the span")
+                    raise ValueError(
+                        f"{side} speech span [{s.start},{s.end}) runs past the timeline's "
+                        f"{self.n_chunks} chunks; raise n_chunks or trim the span"
+                    )
         for a in self.actions:
             if a.chunk >= self.n_chunks:
                 raise ValueError(f"action at chunk {a.chunk} is past the timeline's {self.n_chunks} chunks")
         chunks = [a.chunk for a in self.actions]
         if chunks != sorted(set(chunks)):
-            raise ValueError("actions must be sorted by chunk with at most one entry per chunk; merge "
-                             "tool calls of one chunk into one action")
+            raise ValueError(
+                "actions must be sorted by chunk with at most one entry per chunk; merge "
+                "tool calls of one chunk into one action"
+            )
         end_s = self.duration_s
         for e in self.events:
             if e.onset_s > end_s:
                 raise ValueError(f"event {e.type} at {e.onset_s:.2f} s is after the timeline's end ({end_s:.2f} s)")
             if e.offset_s is not None and e.offset_s > end_s + 1e-9:
-                raise ValueError(f"event {e.type} ends at {e.offset_s:.2f} s, after the timeline's end "
-                                 f"({end_s:.2f} s); raise n_chunks or fix offset_s")
+                raise ValueError(
+                    f"event {e.type} ends at {e.offset_s:.2f} s, after the timeline's end "
+                    f"({end_s:.2f} s); raise n_chunks or fix offset_s"
+                )
         return self
 
     # -- the clock ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Named limits for everything a user can send in. One place, so errors and docs agree."""
+
 from __future__ import annotations
 
 

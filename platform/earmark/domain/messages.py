@@ -4,6 +4,7 @@
 Audio parts reference blobs by sha256 (``{"type": "audio", "audio_sha256": ...}``) once stored;
 on import they may carry a file ``path`` or ``base64`` data that the import service turns into a blob.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -51,7 +52,7 @@ class AudioPart(BaseModel):
     transcript: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AudioPart":
+    def _one_source(self) -> AudioPart:
         given = [x for x in (self.audio_sha256, self.path, self.base64) if x]
         if len(given) != 1:
             raise ValueError("an audio part needs exactly one of audio_sha256, path or base64")

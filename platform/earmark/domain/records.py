@@ -1,4 +1,5 @@
 """Create-models for the rows engineers send in (files, API, Ray messages)."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ class PromptCreate(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=Limits.MAX_MESSAGES)
     persona: str | None = Field(default=None, description="name of a registered persona")
     reference: dict[str, Any] | None = Field(
-        default=None, description="verifiable reference: answer, text, tool_calls; audio_sha256 of a stored "
-        "reference recording (TTS) makes MUSHRA campaigns plant a hidden reference and a low anchor"
+        default=None,
+        description="verifiable reference: answer, text, tool_calls; audio_sha256 of a stored "
+        "reference recording (TTS) makes MUSHRA campaigns plant a hidden reference and a low anchor",
     )
     tools: list[dict[str, Any]] | None = Field(default=None, description="tool schemas offered to the model")
     split: str = Field(default="train", pattern=r"^(train|heldout|test)$")

@@ -12,6 +12,7 @@
   Overoptimization"): per policy version, KL from the reference, proxy reward, human win rate.
   Proxy up while humans go flat or down is the shape to look for.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,25 +47,45 @@ def correlation_alerts(dims: Sequence[DimensionDrift], th: Thresholds) -> list[A
             if rise < th.hacking_corr_rise:
                 continue
             was = f"{base:+.2f}" if base is not None else "n/a"
-            out.append(Alert(f"hacking_{name}", "alert", col, round(r, 4), th.hacking_corr,
-                             f"{d.label}: reward follows {words} (r={r:+.2f}, baseline {was}); "
-                             "check for a length/verbosity exploit",
-                             reward_model_id=d.reward_model_id, dimension=d.dimension,
-                             details={"baseline": base, "rise": round(rise, 4)}))
+            out.append(
+                Alert(
+                    f"hacking_{name}",
+                    "alert",
+                    col,
+                    round(r, 4),
+                    th.hacking_corr,
+                    f"{d.label}: reward follows {words} (r={r:+.2f}, baseline {was}); "
+                    "check for a length/verbosity exploit",
+                    reward_model_id=d.reward_model_id,
+                    dimension=d.dimension,
+                    details={"baseline": base, "rise": round(rise, 4)},
+                )
+            )
     return out
 
 
-def judge_agreement(session: Session, *, hours: int, policy: str | None = None,
-                    regimes: Sequence[str] = ()) -> list[dict[str, Any]]:
+def judge_agreement(
+    session: Session, *, hours: int, policy: str | None = None, regimes: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Per generative reward model version, dimension and window: pairs judged and the share where
     sign(score A - score B) equals the sign of the human preference. Ties on either side are
     left out (no direction to agree with); gold items are planted, not real comparisons."""
-    where, params = ["cardinality(c.rollout_ids) = 2", "NOT c.is_gold", "j.preference IS NOT NULL",
-                     "j.preference <> 0", "sa.score <> sb.score"], {"width": f"{int(hours)} hours"}
+    where, params = (
+        [
+            "cardinality(c.rollout_ids) = 2",
+            "NOT c.is_gold",
+            "j.preference IS NOT NULL",
+            "j.preference <> 0",
+            "sa.score <> sb.score",
+        ],
+        {"width": f"{int(hours)} hours"},
+    )
     joins = ""
     if policy or regimes:
-        joins = "JOIN rollouts ra ON ra.id = c.rollout_ids[1] JOIN policies p ON p.id = ra.policy_id " \
-                "JOIN prompts pr ON pr.id = c.prompt_id"
+        joins = (
+            "JOIN rollouts ra ON ra.id = c.rollout_ids[1] JOIN policies p ON p.id = ra.policy_id "
+            "JOIN prompts pr ON pr.id = c.prompt_id"
+        )
         if policy:
             where.append("p.name = :policy")
             params["policy"] = policy
@@ -83,7 +104,7 @@ def judge_agreement(session: Session, *, hours: int, policy: str | None = None,
                              AND sb.dimension = sa.dimension
         JOIN reward_models rm ON rm.id = sa.reward_model_id AND rm.kind = 'generative'
         {joins}
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
         GROUP BY 1, 2, 3, 4, 5 ORDER BY 2, 3, 4, 5"""
     return [dict(r, agreement=float(r["agreement"])) for r in session.execute(text(q), params).mappings()]
 
@@ -104,13 +125,21 @@ def agreement_alerts(rows: Sequence[dict[str, Any]], th: Thresholds) -> list[Ale
     for key, r in latest.items():
         if r["agreement"] < th.judge_agreement_min:
             start = first[key]["agreement"]
-            out.append(Alert("judge_agreement", "warning", "agreement", round(r["agreement"], 4),
-                             th.judge_agreement_min,
-                             f"{r['name']}@{r['version']}/{r['dimension']}: judge agrees with humans on "
-                             f"{r['agreement']:.0%} of {r['n']} pairs in the latest window (first window "
-                             f"{start:.0%}); re-validate the judge before trusting its reward",
-                             reward_model_id=key[0], dimension=key[1],
-                             details={"window_start": r["window_start"].isoformat(), "first": start}))
+            out.append(
+                Alert(
+                    "judge_agreement",
+                    "warning",
+                    "agreement",
+                    round(r["agreement"], 4),
+                    th.judge_agreement_min,
+                    f"{r['name']}@{r['version']}/{r['dimension']}: judge agrees with humans on "
+                    f"{r['agreement']:.0%} of {r['n']} pairs in the latest window (first window "
+                    f"{start:.0%}); re-validate the judge before trusting its reward",
+                    reward_model_id=key[0],
+                    dimension=key[1],
+                    details={"window_start": r["window_start"].isoformat(), "first": start},
+                )
+            )
     return out
 
 
@@ -132,16 +161,22 @@ def overoptimization(session: Session, policy: str, *, regimes: Sequence[str] = 
         regime_join = "JOIN prompts pr ON pr.id = r.prompt_id"
         regime_where = "AND pr.regime = ANY(:regimes)"
         params["regimes"] = list(regimes)
-    versions = session.execute(text(f"""
+    versions = session.execute(
+        text(f"""
         SELECT p.version, {_kl_expr()} AS kl FROM policies p LEFT JOIN training_runs tr ON tr.id = p.training_run_id
-        WHERE p.name = :policy ORDER BY p.version"""), params).all()
-    means = session.execute(text(f"""
+        WHERE p.name = :policy ORDER BY p.version"""),
+        params,
+    ).all()
+    means = session.execute(
+        text(f"""
         SELECT p.version, rm.name, rm.kind, rs.dimension, avg(rs.score) AS mean, count(*) AS n
         FROM reward_scores rs JOIN rollouts r ON r.id = rs.rollout_id JOIN policies p ON p.id = r.policy_id
         JOIN reward_models rm ON rm.id = rs.reward_model_id {regime_join}
         WHERE p.name = :policy {regime_where}
           AND rm.id IN (SELECT max(id) FROM reward_models GROUP BY name)
-        GROUP BY 1, 2, 3, 4"""), params).all()
+        GROUP BY 1, 2, 3, 4"""),
+        params,
+    ).all()
     out = {v: {"version": v, "kl": kl, "rewards": {}} for v, kl in versions}
     for v, name, kind, dim, mean, n in means:
         out[v]["rewards"][f"{name}/{dim}"] = {"mean": float(mean), "n": n, "kind": kind}

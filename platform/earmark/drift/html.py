@@ -5,6 +5,7 @@ With vl-convert-python installed, the Vega, Vega-Lite and Vega-Embed libraries a
 tooltips and legend selections. Without it, the matplotlib PNGs are embedded as base64 instead.
 Tables (summary, alerts, leaderboard, trap) are plain HTML either way.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,25 +50,40 @@ def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], row_cla
     body = []
     for r in rows:
         cls = row_class(r) if row_class else ""
-        cells = "".join(f"<td class='{'l' if spec == 's' else ''}'>{_fmt(r.get(key), spec) if spec != 's' else html.escape(str(r.get(key, '')))}</td>"
-                        for key, _, spec in cols)
+        cells = "".join(
+            f"<td class='{'l' if spec == 's' else ''}'>{_fmt(r.get(key), spec) if spec != 's' else html.escape(str(r.get(key, '')))}</td>"
+            for key, _, spec in cols
+        )
         body.append(f"<tr class='{cls}'>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-SUMMARY_COLS = [("label", "reward model / dimension", "s"), ("kind", "kind", "s"), ("n_baseline", "n base", "d"),
-                ("n_candidate", "n cand", "d"), ("mean_baseline", "mean base", ".3f"),
-                ("mean_candidate", "mean cand", ".3f"), ("mean_shift_sd", "shift (SD)", "+.2f"), ("psi", "PSI", ".3f"),
-                ("psi_band", "band", "s"), ("ks_d", "KS D", ".3f"), ("ks_p", "KS p", ".2g"), ("js", "JS", ".3f"),
-                ("wasserstein", "Wasserstein", ".4f"), ("corr_length_candidate", "r(length)", "+.2f"),
-                ("corr_duration_candidate", "r(duration)", "+.2f")]
+SUMMARY_COLS = [
+    ("label", "reward model / dimension", "s"),
+    ("kind", "kind", "s"),
+    ("n_baseline", "n base", "d"),
+    ("n_candidate", "n cand", "d"),
+    ("mean_baseline", "mean base", ".3f"),
+    ("mean_candidate", "mean cand", ".3f"),
+    ("mean_shift_sd", "shift (SD)", "+.2f"),
+    ("psi", "PSI", ".3f"),
+    ("psi_band", "band", "s"),
+    ("ks_d", "KS D", ".3f"),
+    ("ks_p", "KS p", ".2g"),
+    ("js", "JS", ".3f"),
+    ("wasserstein", "Wasserstein", ".4f"),
+    ("corr_length_candidate", "r(length)", "+.2f"),
+    ("corr_duration_candidate", "r(duration)", "+.2f"),
+]
 
 
 def _chart_block(chart: Any, png: bytes | None, bundle: str | None, idx: int) -> str:
     if bundle is not None and chart is not None:
         spec = json.dumps(chart.to_dict(), default=str).replace("</", "<\\/")
-        return (f"<div class='chart' id='vis{idx}'></div><script>vegaEmbed('#vis{idx}', {spec}, "
-                "{actions: false}).catch(console.error);</script>")
+        return (
+            f"<div class='chart' id='vis{idx}'></div><script>vegaEmbed('#vis{idx}', {spec}, "
+            "{actions: false}).catch(console.error);</script>"
+        )
     if png is not None:
         return f"<div class='chart'><img alt='chart {idx}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></div>"
     return "<p class='meta'>(chart needs vl-convert-python to be embedded; see the PNG files and tables)</p>"
@@ -80,27 +96,48 @@ def render(rep: DriftReport, pngs: dict[str, bytes] | None = None, *, inline_veg
     sel = s.selection
     bundle = vega_bundle() if inline_vega else None
     pngs = pngs or {}
-    png_for = {"Score distributions, baseline vs candidate": "distributions",
-               "Drift per dimension (PSI)": "drift_metrics", "Scores over time per policy version": "windows",
-               "Verifiable scores vs human ratings per round": "trap",
-               "Bradley-Terry ratings from human A/B judgments": "leaderboard"}
-    parts = [(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>drift {html.escape(sel.policy)} "
-              f"v{sel.baseline} vs v{sel.candidate}</title><style>{CSS}</style>")]
+    png_for = {
+        "Score distributions, baseline vs candidate": "distributions",
+        "Drift per dimension (PSI)": "drift_metrics",
+        "Scores over time per policy version": "windows",
+        "Verifiable scores vs human ratings per round": "trap",
+        "Bradley-Terry ratings from human A/B judgments": "leaderboard",
+    }
+    parts = [
+        (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>drift {html.escape(sel.policy)} "
+            f"v{sel.baseline} vs v{sel.candidate}</title><style>{CSS}</style>"
+        )
+    ]
     if bundle:
         parts.append(f"<script>{bundle}</script>")
     parts.append("</head><body>")
     parts.append(f"<h1>Reward drift: {html.escape(sel.policy)} v{sel.candidate} vs baseline v{sel.baseline}</h1>")
-    filters = ", ".join(f"{k}={','.join(v)}" for k, v in (("regimes", sel.regimes), ("dimensions", sel.dimensions),
-                                                          ("reward models", sel.reward_models)) if v) or "all scores"
-    parts.append(f"<p class='meta'>generated {s.generated_at:%Y-%m-%d %H:%M UTC} · {html.escape(filters)} · "
-                 f"alerts: PSI &ge; {s.thresholds.psi_alert}, KS D &ge; {s.thresholds.ks_min_statistic}, mean shift &ge; "
-                 f"{s.thresholds.mean_shift} SD, each also significant at p &lt; {s.thresholds.pvalue}, with at least "
-                 f"{s.thresholds.min_samples} scores a side</p>")
+    filters = (
+        ", ".join(
+            f"{k}={','.join(v)}"
+            for k, v in (("regimes", sel.regimes), ("dimensions", sel.dimensions), ("reward models", sel.reward_models))
+            if v
+        )
+        or "all scores"
+    )
+    parts.append(
+        f"<p class='meta'>generated {s.generated_at:%Y-%m-%d %H:%M UTC} · {html.escape(filters)} · "
+        f"alerts: PSI &ge; {s.thresholds.psi_alert}, KS D &ge; {s.thresholds.ks_min_statistic}, mean shift &ge; "
+        f"{s.thresholds.mean_shift} SD, each also significant at p &lt; {s.thresholds.pvalue}, with at least "
+        f"{s.thresholds.min_samples} scores a side</p>"
+    )
     fired = rep.fired
     parts.append("<h2>Alerts</h2>")
     if fired or rep.alerts:
-        parts.append("<ul>" + "".join(f"<li class='{a.severity}'>[{a.severity}] {html.escape(a.message)}</li>"
-                                      for a in sorted(rep.alerts, key=lambda a: a.severity != "alert")) + "</ul>")
+        parts.append(
+            "<ul>"
+            + "".join(
+                f"<li class='{a.severity}'>[{a.severity}] {html.escape(a.message)}</li>"
+                for a in sorted(rep.alerts, key=lambda a: a.severity != "alert")
+            )
+            + "</ul>"
+        )
     if not fired:
         parts.append("<p class='ok'>No alert fired: the candidate may proceed.</p>")
     rows = [dict(d.row(), label=d.label) for d in s.dimensions]
@@ -124,17 +161,39 @@ def render(rep: DriftReport, pngs: dict[str, bytes] | None = None, *, inline_veg
             extra = ""
             if lb.style_coef:
                 extra = " · style coefficients: " + ", ".join(
-                    f"{k} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for k, v in lb.style_coef.items())
-            parts.append(f"<h3>Leaderboard ({name}, anchor {html.escape(lb.anchor)}, {lb.bootstrap} bootstrap "
-                         f"resamples{html.escape(extra)})</h3>")
-            parts.append(_table(lb.rows(), [("rank", "#", "d"), ("version", "version", "s"), ("rating", "rating", ".0f"),
-                                            ("rating_low", "95% low", ".0f"), ("rating_high", "95% high", ".0f"),
-                                            ("win_vs_anchor", "P(win vs anchor)", ".1%"),
-                                            ("comparisons", "comparisons", "d")]))
+                    f"{k} {v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" for k, v in lb.style_coef.items()
+                )
+            parts.append(
+                f"<h3>Leaderboard ({name}, anchor {html.escape(lb.anchor)}, {lb.bootstrap} bootstrap "
+                f"resamples{html.escape(extra)})</h3>"
+            )
+            parts.append(
+                _table(
+                    lb.rows(),
+                    [
+                        ("rank", "#", "d"),
+                        ("version", "version", "s"),
+                        ("rating", "rating", ".0f"),
+                        ("rating_low", "95% low", ".0f"),
+                        ("rating_high", "95% high", ".0f"),
+                        ("win_vs_anchor", "P(win vs anchor)", ".1%"),
+                        ("comparisons", "comparisons", "d"),
+                    ],
+                )
+            )
     if rep.trap.rounds:
         parts.append("<h3>Trap: per round</h3>")
-        parts.append(_table(rep.trap.rounds, [("round", "round", "d"), ("verifiable", "verifiable", ".3f"),
-                                              ("human", "human (0-1)", ".3f"), ("n_human", "human ratings", "d")]))
+        parts.append(
+            _table(
+                rep.trap.rounds,
+                [
+                    ("round", "round", "d"),
+                    ("verifiable", "verifiable", ".3f"),
+                    ("human", "human (0-1)", ".3f"),
+                    ("n_human", "human ratings", "d"),
+                ],
+            )
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 

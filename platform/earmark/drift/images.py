@@ -3,6 +3,7 @@
 They sit beside the HTML report for slides and tickets, and stand in for the interactive charts
 inside the HTML when the Vega libraries cannot be inlined (vl-convert-python not installed).
 """
+
 from __future__ import annotations
 
 import io
@@ -49,10 +50,13 @@ def distributions(rep: DriftReport) -> bytes | None:
         for side, color, name in ((0, BASELINE, f"v{sel.baseline}"), (1, CANDIDATE, f"v{sel.candidate}")):
             share = m.hist[side] / m.hist[side].sum()
             ax.bar(e[:-1], share, width=width, align="edge", alpha=0.5, color=color, label=name)
-        ax.set_title(f"{d.label}\nPSI {d.psi:.3f} ({d.psi_band})", fontsize=8,
-                     color=ALERT if d.psi_band == "significant" else "black")
+        ax.set_title(
+            f"{d.label}\nPSI {d.psi:.3f} ({d.psi_band})",
+            fontsize=8,
+            color=ALERT if d.psi_band == "significant" else "black",
+        )
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(dims):]:
+    for ax in list(axes.flat)[len(dims) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{sel.policy}: score distributions v{sel.baseline} vs v{sel.candidate}", fontsize=10)
@@ -94,7 +98,7 @@ def windows(rep: DriftReport) -> bytes | None:
         ax.set_title(label, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(labels):]:
+    for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -114,16 +118,22 @@ def trap(rep: DriftReport) -> bytes | None:
         if s["flagged"]:
             ax.axvspan(s["from_round"], s["to_round"], color=ALERT, alpha=0.12)
     ax.set_xlabel("round")
-    ax.set_title("verifiable-reward trap" + (" (FLAGGED)" if rep.trap.flagged else ""), fontsize=9,
-                 color=ALERT if rep.trap.flagged else "black")
+    ax.set_title(
+        "verifiable-reward trap" + (" (FLAGGED)" if rep.trap.flagged else ""),
+        fontsize=9,
+        color=ALERT if rep.trap.flagged else "black",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
 
 def leaderboard(rep: DriftReport) -> bytes | None:
-    boards = [(lb, name) for lb, name in ((rep.leaderboard, "raw"), (rep.leaderboard_style, "style-controlled"))
-              if lb is not None]
+    boards = [
+        (lb, name)
+        for lb, name in ((rep.leaderboard, "raw"), (rep.leaderboard_style, "style-controlled"))
+        if lb is not None
+    ]
     if not boards:
         return None
     plt = _plt()
@@ -133,9 +143,14 @@ def leaderboard(rep: DriftReport) -> bytes | None:
         y = np.arange(len(versions)) + 0.2 * (j - 0.5 * (len(boards) - 1))
         rows = {r["version"]: r for r in lb.rows()}
         vals = [rows[v] for v in versions]
-        ax.errorbar([r["rating"] for r in vals], y,
-                    xerr=[[r["rating"] - r["rating_low"] for r in vals], [r["rating_high"] - r["rating"] for r in vals]],
-                    fmt="o", capsize=3, label=name)
+        ax.errorbar(
+            [r["rating"] for r in vals],
+            y,
+            xerr=[[r["rating"] - r["rating_low"] for r in vals], [r["rating_high"] - r["rating"] for r in vals]],
+            fmt="o",
+            capsize=3,
+            label=name,
+        )
     ax.set_yticks(np.arange(len(versions)), versions)
     ax.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap CI")
     ax.legend(fontsize=7)
@@ -143,8 +158,13 @@ def leaderboard(rep: DriftReport) -> bytes | None:
     return _png(fig)
 
 
-IMAGES = (("distributions", distributions), ("drift_metrics", drift_metrics), ("windows", windows),
-          ("trap", trap), ("leaderboard", leaderboard))
+IMAGES = (
+    ("distributions", distributions),
+    ("drift_metrics", drift_metrics),
+    ("windows", windows),
+    ("trap", trap),
+    ("leaderboard", leaderboard),
+)
 
 
 def write_pngs(rep: DriftReport, out_dir: Path) -> dict[str, Path]:

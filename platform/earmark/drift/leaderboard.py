@@ -13,6 +13,7 @@ the number of raters, so the likelihood is the binomial one over all judgments. 
 intervals resample comparisons (not single judgments: raters of one item are not independent)
 and refit. Fits are Newton steps with a small ridge, so 200 bootstrap refits take well under a second.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -61,13 +62,21 @@ class Leaderboard:
 
     def rows(self) -> list[dict[str, Any]]:
         order = np.argsort(-self.strength)
-        return [{"rank": r + 1, "version": self.versions[i], "strength": float(self.strength[i]),
-                 "ci_low": float(self.ci_low[i]), "ci_high": float(self.ci_high[i]),
-                 "rating": ELO_BASE + ELO_SCALE * float(self.strength[i]),
-                 "rating_low": ELO_BASE + ELO_SCALE * float(self.ci_low[i]),
-                 "rating_high": ELO_BASE + ELO_SCALE * float(self.ci_high[i]),
-                 "win_vs_anchor": float(1 / (1 + np.exp(-self.strength[i]))),
-                 "comparisons": int(self.comparisons[i])} for r, i in enumerate(order)]
+        return [
+            {
+                "rank": r + 1,
+                "version": self.versions[i],
+                "strength": float(self.strength[i]),
+                "ci_low": float(self.ci_low[i]),
+                "ci_high": float(self.ci_high[i]),
+                "rating": ELO_BASE + ELO_SCALE * float(self.strength[i]),
+                "rating_low": ELO_BASE + ELO_SCALE * float(self.ci_low[i]),
+                "rating_high": ELO_BASE + ELO_SCALE * float(self.ci_high[i]),
+                "win_vs_anchor": float(1 / (1 + np.exp(-self.strength[i]))),
+                "comparisons": int(self.comparisons[i]),
+            }
+            for r, i in enumerate(order)
+        ]
 
 
 def _style_matrix(rows: PairRows, features: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -101,8 +110,9 @@ def _design(rows: PairRows, anchor: int, style: np.ndarray) -> np.ndarray:
     return np.hstack([np.delete(x, anchor, axis=1), style])
 
 
-def _newton(x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = RIDGE, iters: int = 50,
-            beta: np.ndarray | None = None) -> np.ndarray:
+def _newton(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = RIDGE, iters: int = 50, beta: np.ndarray | None = None
+) -> np.ndarray:
     """Weighted logistic regression (no intercept) with an L2 ridge, by Newton's method."""
     beta = np.zeros(x.shape[1]) if beta is None else beta.copy()
     eye = ridge * np.eye(x.shape[1])
@@ -117,8 +127,15 @@ def _newton(x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = RIDGE, i
     return beta
 
 
-def fit(rows: PairRows, *, anchor: str | None = None, style_control: bool = False,
-        features: Sequence[str] = STYLE_FEATURES, bootstrap: int = 200, seed: int = 0) -> Leaderboard:
+def fit(
+    rows: PairRows,
+    *,
+    anchor: str | None = None,
+    style_control: bool = False,
+    features: Sequence[str] = STYLE_FEATURES,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> Leaderboard:
     """Bradley-Terry strengths (log-odds vs ``anchor``, default the first version) with
     percentile bootstrap 95% intervals; with style control, the style coefficients too."""
     k = len(rows.versions)
@@ -142,11 +159,15 @@ def fit(rows: PairRows, *, anchor: str | None = None, style_control: bool = Fals
     coef = {}
     for j, f in enumerate(used):
         col = k - 1 + j
-        coef[f] = (float(beta[col]), float(np.percentile(draws[:, col], 2.5)) if bootstrap else float(beta[col]),
-                   float(np.percentile(draws[:, col], 97.5)) if bootstrap else float(beta[col]))
+        coef[f] = (
+            float(beta[col]),
+            float(np.percentile(draws[:, col], 2.5)) if bootstrap else float(beta[col]),
+            float(np.percentile(draws[:, col], 97.5)) if bootstrap else float(beta[col]),
+        )
     games = np.bincount(rows.a, minlength=k) + np.bincount(rows.b, minlength=k)
-    return Leaderboard(rows.versions, rows.versions[a_idx], strength, lo, hi, games, style_control, used, coef,
-                       bootstrap)
+    return Leaderboard(
+        rows.versions, rows.versions[a_idx], strength, lo, hi, games, style_control, used, coef, bootstrap
+    )
 
 
 def _first_number(col: str, keys: Sequence[str]) -> str:
@@ -154,15 +175,15 @@ def _first_number(col: str, keys: Sequence[str]) -> str:
     return f"coalesce({', '.join(parts)})"
 
 
-def load_pairs(session: Session, *, policy: str | None = None, campaign_ids: Sequence[int] = (),
-               regimes: Sequence[str] = ()) -> PairRows:
+def load_pairs(
+    session: Session, *, policy: str | None = None, campaign_ids: Sequence[int] = (), regimes: Sequence[str] = ()
+) -> PairRows:
     """Pairwise judgments aggregated per comparison in SQL, with both responses' style features.
 
     Only raters cleared for aggregation count, gold items are left out (their answer is planted),
     and both rollouts must belong to ``policy`` (any policy when None; versions are then named
     "name vN")."""
-    where = ["cardinality(c.rollout_ids) = 2", "NOT c.is_gold", "j.preference IS NOT NULL",
-             "u.cleared_for_aggregation"]
+    where = ["cardinality(c.rollout_ids) = 2", "NOT c.is_gold", "j.preference IS NOT NULL", "u.cleared_for_aggregation"]
     params: dict[str, Any] = {}
     if campaign_ids:
         where.append("c.campaign_id = ANY(:campaigns)")
@@ -179,11 +200,11 @@ def load_pairs(session: Session, *, policy: str | None = None, campaign_ids: Seq
           SELECT c.id, c.rollout_ids[1] AS ra, c.rollout_ids[2] AS rb, count(*) AS n,
                  avg(CASE WHEN j.preference > 0 THEN 1.0 WHEN j.preference < 0 THEN 0.0 ELSE 0.5 END) AS y
           FROM judgments j JOIN comparisons c ON c.id = j.comparison_id JOIN users u ON u.id = j.rater_id
-          WHERE {' AND '.join(where)}
+          WHERE {" AND ".join(where)}
           GROUP BY c.id),
         style AS (
           SELECT DISTINCT ON (rs.rollout_id) rs.rollout_id,
-                 {_first_number('rs.features', LOUDNESS_KEYS)} AS loudness, {_first_number('rs.features', RATE_KEYS)} AS rate
+                 {_first_number("rs.features", LOUDNESS_KEYS)} AS loudness, {_first_number("rs.features", RATE_KEYS)} AS rate
           FROM reward_scores rs
           WHERE rs.rollout_id IN (SELECT ra FROM jc UNION SELECT rb FROM jc)
             AND (rs.features ?| CAST(:style_keys AS text[]))
@@ -206,8 +227,12 @@ def load_pairs(session: Session, *, policy: str | None = None, campaign_ids: Seq
     def col(name: str) -> np.ndarray:
         return np.array([np.nan if r[name] is None else float(r[name]) for r in rows], dtype=float)
 
-    return PairRows(names, np.array([pos[(r["name_a"], r["va"])] for r in rows], dtype=int),
-                    np.array([pos[(r["name_b"], r["vb"])] for r in rows], dtype=int),
-                    col("y"), col("n"),
-                    {"duration": col("dur_a"), "loudness": col("loud_a"), "rate": col("rate_a")},
-                    {"duration": col("dur_b"), "loudness": col("loud_b"), "rate": col("rate_b")})
+    return PairRows(
+        names,
+        np.array([pos[(r["name_a"], r["va"])] for r in rows], dtype=int),
+        np.array([pos[(r["name_b"], r["vb"])] for r in rows], dtype=int),
+        col("y"),
+        col("n"),
+        {"duration": col("dur_a"), "loudness": col("loud_a"), "rate": col("rate_a")},
+        {"duration": col("dur_b"), "loudness": col("loud_b"), "rate": col("rate_b")},
+    )

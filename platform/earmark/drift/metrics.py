@@ -13,6 +13,7 @@ References
   ``scipy.spatial.distance.jensenshannon``.
 - Wasserstein-1 (earth mover's) distance as ``scipy.stats.wasserstein_distance``.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,7 +68,9 @@ def psi_pvalue(value: float, n: int, m: int, bins: int) -> float:
     return float(stats.chi2.sf(value / (1 / n + 1 / m), bins - 1))
 
 
-def welch_pvalue(mean_a: float, sd_a: float | None, n_a: int, mean_b: float, sd_b: float | None, n_b: int) -> float | None:
+def welch_pvalue(
+    mean_a: float, sd_a: float | None, n_a: int, mean_b: float, sd_b: float | None, n_b: int
+) -> float | None:
     """Two-sided Welch t-test p-value from summary statistics (scipy.stats.ttest_ind_from_stats)."""
     if not (sd_a and sd_b) or n_a < 2 or n_b < 2:
         return None
@@ -115,9 +118,14 @@ def sample_stats(x: np.ndarray, duration: np.ndarray | None = None, length: np.n
     """The per-side statistics the SQL summary returns, on a raw sample (pandas benchmark, tests).
 
     Percentiles interpolate linearly, as PostgreSQL's percentile_cont does."""
-    out: dict[str, Any] = {"n": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else None,
-                           "min": float(x.min()), "max": float(x.max()),
-                           "quantiles": [float(q) for q in np.quantile(x, QUANTILES)]}
+    out: dict[str, Any] = {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "sd": float(x.std(ddof=1)) if x.size > 1 else None,
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "quantiles": [float(q) for q in np.quantile(x, QUANTILES)],
+    }
     for name, other in (("corr_duration", duration), ("corr_length", length)):
         out[name] = _corr(x, other)
     return out
@@ -150,8 +158,12 @@ def fine_arrays(samples: Sequence[np.ndarray], lo: float, hi: float, bins: int) 
     """(count, total, min, max), each (len(samples), bins): what ``sql.fine_histograms`` returns,
     computed in numpy (the pandas benchmark and the tests)."""
     nb = bins if hi > lo else 1
-    out = [np.zeros((len(samples), nb)), np.zeros((len(samples), nb)),
-           np.full((len(samples), nb), np.nan), np.full((len(samples), nb), np.nan)]
+    out = [
+        np.zeros((len(samples), nb)),
+        np.zeros((len(samples), nb)),
+        np.full((len(samples), nb), np.nan),
+        np.full((len(samples), nb), np.nan),
+    ]
     for side, x in enumerate(samples):
         idx = bin_index(np.asarray(x, float), lo, hi, bins)
         out[0][side] = np.bincount(idx, minlength=nb)
@@ -263,8 +275,16 @@ def binned_wasserstein(count: np.ndarray, total: np.ndarray, mn: np.ndarray, mx:
     return float(stats.wasserstein_distance(ub, uc, wb, wc)), errs
 
 
-def from_fine(count: np.ndarray, total: np.ndarray, mn: np.ndarray, mx: np.ndarray, lo: float, hi: float,
-              hist_bins: int, psi_bins: int) -> BinnedMetrics:
+def from_fine(
+    count: np.ndarray,
+    total: np.ndarray,
+    mn: np.ndarray,
+    mx: np.ndarray,
+    lo: float,
+    hi: float,
+    hist_bins: int,
+    psi_bins: int,
+) -> BinnedMetrics:
     """Every metric of one key from its fine histogram (rows: baseline, candidate)."""
     if (count.sum(axis=1) == 0).any():
         raise ValueError("both sides need at least one score to compare; check the selection")
@@ -278,5 +298,17 @@ def from_fine(count: np.ndarray, total: np.ndarray, mn: np.ndarray, mx: np.ndarr
     w1, w1_err = binned_wasserstein(count, total, mn, mx)
     q = np.array([binned_quantiles(count[s], mn[s], mx[s]) for s in (0, 1)])
     spread = np.nan_to_num(mx - mn)
-    return BinnedMetrics(hist, hist_edges, psi(psi_counts[0], psi_counts[1]), psi_edges, psi_counts,
-                         js_distance(hist[0], hist[1]), ks_d, ks_max, w1, w1_err, q, float(spread.max()))
+    return BinnedMetrics(
+        hist,
+        hist_edges,
+        psi(psi_counts[0], psi_counts[1]),
+        psi_edges,
+        psi_counts,
+        js_distance(hist[0], hist[1]),
+        ks_d,
+        ks_max,
+        w1,
+        w1_err,
+        q,
+        float(spread.max()),
+    )

@@ -9,6 +9,7 @@
   alpha is then a few array operations (Krippendorff, *Content Analysis*, 2004, ch. 11).
   It agrees with the ``krippendorff`` package (tests/test_drift_raters.py).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -69,7 +70,9 @@ def gold_trend(session: Session, *, hours: int, campaign_ids: Sequence[int] = ()
     return [dict(r) for r in session.execute(text(q), params).mappings()]
 
 
-def coincidences(session: Session, campaign_ids: Sequence[int] = ()) -> dict[tuple[int, str], dict[tuple[float, float], float]]:
+def coincidences(
+    session: Session, campaign_ids: Sequence[int] = ()
+) -> dict[tuple[int, str], dict[tuple[float, float], float]]:
     """{(campaign, dimension): {(c, k): o_ck}}: each item with m >= 2 values adds, for every
     ordered pair of two different judgments, 1 / (m - 1) to the cell of their two values."""
     params: dict[str, Any] = {"dims": list(RATING_DIMENSIONS)}
@@ -132,12 +135,21 @@ def alphas(session: Session, campaign_ids: Sequence[int] = ()) -> list[dict[str,
     out = []
     for (camp, dim), o in sorted(coincidences(session, campaign_ids).items()):
         a = alpha_from_coincidences(o, LEVELS.get(dim, "ordinal"))
-        out.append({"campaign_id": camp, "campaign": names.get(camp, str(camp)), "dimension": dim,
-                    "alpha": None if a is None else round(a, 4), "pairable": round(sum(o.values()), 1)})
+        out.append(
+            {
+                "campaign_id": camp,
+                "campaign": names.get(camp, str(camp)),
+                "dimension": dim,
+                "alpha": None if a is None else round(a, 4),
+                "pairable": round(sum(o.values()), 1),
+            }
+        )
     return out
 
 
 def rater_drift(session: Session, *, hours: int, campaign_ids: Sequence[int] = ()) -> RaterDrift:
-    return RaterDrift(leniency(session, hours=hours, campaign_ids=campaign_ids),
-                      gold_trend(session, hours=hours, campaign_ids=campaign_ids),
-                      alphas(session, campaign_ids))
+    return RaterDrift(
+        leniency(session, hours=hours, campaign_ids=campaign_ids),
+        gold_trend(session, hours=hours, campaign_ids=campaign_ids),
+        alphas(session, campaign_ids),
+    )

@@ -6,6 +6,7 @@ thresholds from config. A dimension needs ``min_samples`` scores on each side be
 alert: a handful of rollouts moves every metric, and a gate on a training pipeline must not
 trip on noise.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,14 +95,29 @@ class DimensionDrift:
     def row(self) -> dict[str, Any]:
         """A flat record for tables, JSON and DataFrames."""
         b, c = self.baseline or {}, self.candidate or {}
-        return {"reward_model": self.reward_model, "rm_version": self.reward_model_version, "kind": self.kind,
-                "dimension": self.dimension, "n_baseline": b.get("n", 0), "n_candidate": c.get("n", 0),
-                "mean_baseline": b.get("mean"), "mean_candidate": c.get("mean"),
-                "mean_shift_sd": self.mean_shift_sd, "mean_shift_p": self.mean_shift_p, "psi": self.psi,
-                "psi_p": self.psi_p, "psi_band": self.psi_band,
-                "ks_d": self.ks_d, "ks_p": self.ks_p, "js": self.js, "wasserstein": self.wasserstein,
-                "corr_duration_baseline": b.get("corr_duration"), "corr_duration_candidate": c.get("corr_duration"),
-                "corr_length_baseline": b.get("corr_length"), "corr_length_candidate": c.get("corr_length")}
+        return {
+            "reward_model": self.reward_model,
+            "rm_version": self.reward_model_version,
+            "kind": self.kind,
+            "dimension": self.dimension,
+            "n_baseline": b.get("n", 0),
+            "n_candidate": c.get("n", 0),
+            "mean_baseline": b.get("mean"),
+            "mean_candidate": c.get("mean"),
+            "mean_shift_sd": self.mean_shift_sd,
+            "mean_shift_p": self.mean_shift_p,
+            "psi": self.psi,
+            "psi_p": self.psi_p,
+            "psi_band": self.psi_band,
+            "ks_d": self.ks_d,
+            "ks_p": self.ks_p,
+            "js": self.js,
+            "wasserstein": self.wasserstein,
+            "corr_duration_baseline": b.get("corr_duration"),
+            "corr_duration_candidate": c.get("corr_duration"),
+            "corr_length_baseline": b.get("corr_length"),
+            "corr_length_candidate": c.get("corr_length"),
+        }
 
 
 @dataclass
@@ -127,8 +143,11 @@ def summarize(session: Session, selection: Selection, th: Thresholds) -> DriftSu
     sql.prepare(session)
     rs: ResolvedSelection = sql.resolve(session, selection)
     moments = sql.moments(session, rs)
-    bounds = {k: (min(s["min"] for s in v.values()), max(s["max"] for s in v.values()))
-              for k, v in moments.items() if len(v) == 2}
+    bounds = {
+        k: (min(s["min"] for s in v.values()), max(s["max"] for s in v.values()))
+        for k, v in moments.items()
+        if len(v) == 2
+    }
     fine = sql.fine_histograms(session, rs, bounds, th.hist_bins * metrics.FINE_PER_DISPLAY_BIN)
     models = sql.reward_models(session, sorted({k[0] for k in moments}))
     dims = []
@@ -172,35 +191,80 @@ def drift_alerts(dims: list[DimensionDrift], th: Thresholds) -> list[Alert]:
         # gate neither trips on sampling noise in small samples nor on trivia in huge ones.
         significant_psi = d.psi_p is not None and d.psi_p < th.pvalue
         if d.psi is not None and d.psi >= th.psi_alert and significant_psi:
-            out.append(Alert("psi", "alert", "psi", round(d.psi, 4), th.psi_alert,
-                             f"{d.label}: PSI {d.psi:.3f} >= {th.psi_alert} (significant shift, p={d.psi_p:.2g})",
-                             details={"p_value": d.psi_p}, **common))
+            out.append(
+                Alert(
+                    "psi",
+                    "alert",
+                    "psi",
+                    round(d.psi, 4),
+                    th.psi_alert,
+                    f"{d.label}: PSI {d.psi:.3f} >= {th.psi_alert} (significant shift, p={d.psi_p:.2g})",
+                    details={"p_value": d.psi_p},
+                    **common,
+                )
+            )
         elif d.psi is not None and d.psi >= th.psi_warn and significant_psi:
-            out.append(Alert("psi", "warning", "psi", round(d.psi, 4), th.psi_warn,
-                             f"{d.label}: PSI {d.psi:.3f} in the moderate band", details={"p_value": d.psi_p},
-                             **common))
-        if (d.ks_p is not None and d.ks_d is not None and d.ks_p < th.pvalue
-                and d.ks_d >= th.ks_min_statistic):
-            out.append(Alert("ks", "alert", "ks_d", round(d.ks_d, 4), th.ks_min_statistic,
-                             f"{d.label}: KS D {d.ks_d:.3f} (p={d.ks_p:.2g}) over {th.ks_min_statistic} "
-                             f"at p < {th.pvalue}", details={"p_value": d.ks_p}, **common))
-        if (d.mean_shift_sd is not None and abs(d.mean_shift_sd) >= th.mean_shift
-                and d.mean_shift_p is not None and d.mean_shift_p < th.pvalue):
+            out.append(
+                Alert(
+                    "psi",
+                    "warning",
+                    "psi",
+                    round(d.psi, 4),
+                    th.psi_warn,
+                    f"{d.label}: PSI {d.psi:.3f} in the moderate band",
+                    details={"p_value": d.psi_p},
+                    **common,
+                )
+            )
+        if d.ks_p is not None and d.ks_d is not None and d.ks_p < th.pvalue and d.ks_d >= th.ks_min_statistic:
+            out.append(
+                Alert(
+                    "ks",
+                    "alert",
+                    "ks_d",
+                    round(d.ks_d, 4),
+                    th.ks_min_statistic,
+                    f"{d.label}: KS D {d.ks_d:.3f} (p={d.ks_p:.2g}) over {th.ks_min_statistic} at p < {th.pvalue}",
+                    details={"p_value": d.ks_p},
+                    **common,
+                )
+            )
+        if (
+            d.mean_shift_sd is not None
+            and abs(d.mean_shift_sd) >= th.mean_shift
+            and d.mean_shift_p is not None
+            and d.mean_shift_p < th.pvalue
+        ):
             direction = "up" if d.mean_shift_sd > 0 else "down"
-            out.append(Alert("mean_shift", "alert", "mean_shift_sd", round(d.mean_shift_sd, 4), th.mean_shift,
-                             f"{d.label}: mean moved {direction} {abs(d.mean_shift_sd):.2f} baseline SDs "
-                             f"({d.baseline['mean']:.3f} -> {d.candidate['mean']:.3f}, p={d.mean_shift_p:.2g})",
-                             details={"p_value": d.mean_shift_p}, **common))
+            out.append(
+                Alert(
+                    "mean_shift",
+                    "alert",
+                    "mean_shift_sd",
+                    round(d.mean_shift_sd, 4),
+                    th.mean_shift,
+                    f"{d.label}: mean moved {direction} {abs(d.mean_shift_sd):.2f} baseline SDs "
+                    f"({d.baseline['mean']:.3f} -> {d.candidate['mean']:.3f}, p={d.mean_shift_p:.2g})",
+                    details={"p_value": d.mean_shift_p},
+                    **common,
+                )
+            )
     return out
 
 
 def summary_json(s: DriftSummary) -> dict[str, Any]:
     """What `earmark drift report` writes beside the HTML (machine-readable, for pipeline gates)."""
-    return {"policy": s.selection.policy, "baseline": s.selection.baseline, "candidate": s.selection.candidate,
-            "generated_at": s.generated_at.isoformat(), "thresholds": asdict(s.thresholds),
-            "dimensions": [{k: _finite(v) if isinstance(v, float) else v for k, v in d.row().items()}
-                           for d in s.dimensions],
-            "alerts": [a.to_dict() for a in s.alerts]}
+    return {
+        "policy": s.selection.policy,
+        "baseline": s.selection.baseline,
+        "candidate": s.selection.candidate,
+        "generated_at": s.generated_at.isoformat(),
+        "thresholds": asdict(s.thresholds),
+        "dimensions": [
+            {k: _finite(v) if isinstance(v, float) else v for k, v in d.row().items()} for d in s.dimensions
+        ],
+        "alerts": [a.to_dict() for a in s.alerts],
+    }
 
 
 @dataclass

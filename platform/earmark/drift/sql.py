@@ -19,6 +19,7 @@ benchmark: 0.0004 and 0.0002), far below any alert threshold; bins holding one d
 
 Functions take a Session and never commit; the service owns the transaction.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -71,15 +72,21 @@ def prepare(session: Session) -> None:
 def resolve(session: Session, sel: Selection) -> ResolvedSelection:
     if sel.baseline == sel.candidate:
         raise InvalidInput(f"baseline and candidate are both version {sel.baseline}; compare two different versions")
-    rows = dict(session.execute(text("SELECT version, id FROM policies WHERE name = :n AND version IN (:b, :c)"),
-                                {"n": sel.policy, "b": sel.baseline, "c": sel.candidate}).all())
+    rows = dict(
+        session.execute(
+            text("SELECT version, id FROM policies WHERE name = :n AND version IN (:b, :c)"),
+            {"n": sel.policy, "b": sel.baseline, "c": sel.candidate},
+        ).all()
+    )
     for v in (sel.baseline, sel.candidate):
         if v not in rows:
-            have = session.scalars(text("SELECT version FROM policies WHERE name = :n ORDER BY version"),
-                                   {"n": sel.policy}).all()
+            have = session.scalars(
+                text("SELECT version FROM policies WHERE name = :n ORDER BY version"), {"n": sel.policy}
+            ).all()
             hint = f"registered versions: {list(have)}" if have else "no version of that name is registered"
-            raise NotFound(f"policy {sel.policy} v{v} is not registered ({hint}); pick versions with "
-                           "`earmark policies list`")
+            raise NotFound(
+                f"policy {sel.policy} v{v} is not registered ({hint}); pick versions with `earmark policies list`"
+            )
     return ResolvedSelection(sel, rows[sel.baseline], rows[sel.candidate])
 
 
@@ -104,25 +111,31 @@ def _selection_sql(rs: ResolvedSelection, columns: str) -> tuple[str, dict[str, 
     if sel.until is not None:
         where.append("r.created_at < :until")
         params["until"] = sel.until
-    sql = (f"SELECT {columns} FROM reward_scores rs JOIN rollouts r ON r.id = rs.rollout_id {' '.join(joins)} "
-           f"WHERE {' AND '.join(where)}")
+    sql = (
+        f"SELECT {columns} FROM reward_scores rs JOIN rollouts r ON r.id = rs.rollout_id {' '.join(joins)} "
+        f"WHERE {' AND '.join(where)}"
+    )
     return sql, params
 
 
 def moments(session: Session, rs: ResolvedSelection) -> dict[Key, dict[bool, dict[str, Any]]]:
     """{key: {is_candidate: {n, mean, sd, min, max, corr_duration, corr_length}}}: one parallel
     hash aggregate (no sort), so it costs little more than reading the rows once."""
-    sel_sql, params = _selection_sql(rs, "rs.reward_model_id AS rm_id, rs.dimension AS dim, "
-                                         "r.policy_id = :cand_id AS cand, rs.score, r.duration_s AS dur, "
-                                         "octet_length(r.text) AS len")
+    sel_sql, params = _selection_sql(
+        rs,
+        "rs.reward_model_id AS rm_id, rs.dimension AS dim, "
+        "r.policy_id = :cand_id AS cand, rs.score, r.duration_s AS dur, "
+        "octet_length(r.text) AS len",
+    )
     q = f"""
         SELECT rm_id, dim, cand, count(*) AS n, avg(score) AS mean, stddev_samp(score) AS sd,
                min(score) AS min, max(score) AS max, corr(score, dur) AS corr_duration, corr(score, len) AS corr_length
         FROM ({sel_sql}) s GROUP BY rm_id, dim, cand"""
     out: dict[Key, dict[bool, dict[str, Any]]] = defaultdict(dict)
     for r in session.execute(text(q), params).mappings():
-        out[(r["rm_id"], r["dim"])][r["cand"]] = {k: r[k] for k in (
-            "n", "mean", "sd", "min", "max", "corr_duration", "corr_length")}
+        out[(r["rm_id"], r["dim"])][r["cand"]] = {
+            k: r[k] for k in ("n", "mean", "sd", "min", "max", "corr_duration", "corr_length")
+        }
     return dict(out)
 
 
@@ -147,16 +160,18 @@ class FineHistogram:
         return (self.hi - self.lo) / self.bins if self.hi > self.lo else 0.0
 
 
-def fine_histograms(session: Session, rs: ResolvedSelection, bounds: dict[Key, tuple[float, float]],
-                    bins: int) -> dict[Key, FineHistogram]:
+def fine_histograms(
+    session: Session, rs: ResolvedSelection, bounds: dict[Key, tuple[float, float]], bins: int
+) -> dict[Key, FineHistogram]:
     """One width_bucket pass over the selection for every key (a parallel hash aggregate).
 
     ``bounds`` is the pooled [min, max] of each key (from ``moments``). A constant key gets one bin."""
     if not bounds:
         return {}
     keys = sorted(bounds)
-    sel_sql, params = _selection_sql(rs, "rs.reward_model_id AS rm_id, rs.dimension AS dim, "
-                                         "r.policy_id = :cand_id AS cand, rs.score")
+    sel_sql, params = _selection_sql(
+        rs, "rs.reward_model_id AS rm_id, rs.dimension AS dim, r.policy_id = :cand_id AS cand, rs.score"
+    )
     q = f"""
         WITH k AS (SELECT * FROM unnest(CAST(:k_rm AS bigint[]), CAST(:k_dim AS text[]), CAST(:k_lo AS float8[]),
                                         CAST(:k_hi AS float8[])) WITH ORDINALITY AS k(rm_id, dim, lo, hi, i))
@@ -165,12 +180,20 @@ def fine_histograms(session: Session, rs: ResolvedSelection, bounds: dict[Key, t
                count(*) AS n, sum(s.score) AS total, min(s.score) AS mn, max(s.score) AS mx
         FROM ({sel_sql}) s JOIN k ON k.rm_id = s.rm_id AND k.dim = s.dim
         GROUP BY 1, 2, 3"""
-    params |= {"k_rm": [k[0] for k in keys], "k_dim": [k[1] for k in keys], "k_lo": [bounds[k][0] for k in keys],
-               "k_hi": [bounds[k][1] for k in keys], "bins": bins}
+    params |= {
+        "k_rm": [k[0] for k in keys],
+        "k_dim": [k[1] for k in keys],
+        "k_lo": [bounds[k][0] for k in keys],
+        "k_hi": [bounds[k][1] for k in keys],
+        "bins": bins,
+    }
     # Fetched through the driver's cursor: ~40,000 small rows, and SQLAlchemy's Row objects would
     # cost more than the aggregate's own transfer.
-    compiled = text(q).bindparams(**params).compile(dialect=session.get_bind().dialect,
-                                                    compile_kwargs={"render_postcompile": True})
+    compiled = (
+        text(q)
+        .bindparams(**params)
+        .compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    )
     with _driver_cursor(session) as cur:
         cur.execute(str(compiled), compiled.params)
         rows = cur.fetchall()
@@ -190,9 +213,16 @@ def fine_histograms(session: Session, rs: ResolvedSelection, bounds: dict[Key, t
     return out
 
 
-def windows(session: Session, policy: str, *, hours: int, regimes: Sequence[str] = (),
-            dimensions: Sequence[str] = (), reward_models: Sequence[str] = (),
-            versions: Sequence[int] = ()) -> list[dict[str, Any]]:
+def windows(
+    session: Session,
+    policy: str,
+    *,
+    hours: int,
+    regimes: Sequence[str] = (),
+    dimensions: Sequence[str] = (),
+    reward_models: Sequence[str] = (),
+    versions: Sequence[int] = (),
+) -> list[dict[str, Any]]:
     """Per key, policy version and time window (rollout time, ``hours`` wide): n, mean, p10/p50/p90."""
     if hours < 1:
         raise InvalidInput(f"window of {hours} hours is too short; use at least 1 hour")
@@ -217,16 +247,32 @@ def windows(session: Session, policy: str, *, hours: int, regimes: Sequence[str]
                count(*) AS n, avg(rs.score) AS mean,
                percentile_cont(ARRAY[0.1, 0.5, 0.9]) WITHIN GROUP (ORDER BY rs.score) AS q
         FROM reward_scores rs JOIN rollouts r ON r.id = rs.rollout_id JOIN policies p ON p.id = r.policy_id {joins}
-        WHERE {' AND '.join(where)}
+        WHERE {" AND ".join(where)}
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3"""
-    return [{"rm_id": r.rm_id, "dimension": r.dim, "version": r.version, "window_start": r.window_start,
-             "n": r.n, "mean": r.mean, "p10": r.q[0], "p50": r.q[1], "p90": r.q[2]}
-            for r in session.execute(text(q), params).all()]
+    return [
+        {
+            "rm_id": r.rm_id,
+            "dimension": r.dim,
+            "version": r.version,
+            "window_start": r.window_start,
+            "n": r.n,
+            "mean": r.mean,
+            "p10": r.q[0],
+            "p50": r.q[1],
+            "p90": r.q[2],
+        }
+        for r in session.execute(text(q), params).all()
+    ]
 
 
 def reward_models(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    rows = session.execute(text("SELECT id, name, version, kind FROM reward_models WHERE id = ANY(:ids)"),
-                           {"ids": list(ids)}).mappings().all()
+    rows = (
+        session.execute(
+            text("SELECT id, name, version, kind FROM reward_models WHERE id = ANY(:ids)"), {"ids": list(ids)}
+        )
+        .mappings()
+        .all()
+    )
     return {r["id"]: dict(r) for r in rows}
 
 
@@ -236,11 +282,16 @@ def catalog(session: Session) -> dict[str, Any]:
     for name, version in session.execute(text("SELECT name, version FROM policies ORDER BY name, version")).all():
         pols[name].append(version)
     regimes = session.scalars(text("SELECT DISTINCT regime FROM prompts ORDER BY 1")).all()
-    dims = session.execute(text("""
+    dims = session.execute(
+        text("""
         SELECT DISTINCT rm.name, rm.kind, d.dimension
         FROM reward_models rm CROSS JOIN LATERAL jsonb_array_elements_text(rm.dimensions) AS d(dimension)
-        ORDER BY 1, 3""")).all()
-    return {"policies": dict(pols), "regimes": list(regimes),
-            "dimensions": sorted({d for _, _, d in dims}),
-            "reward_models": sorted({n for n, _, _ in dims}),
-            "verifiable_dimensions": sorted({d for _, k, d in dims if k == "verifiable"})}
+        ORDER BY 1, 3""")
+    ).all()
+    return {
+        "policies": dict(pols),
+        "regimes": list(regimes),
+        "dimensions": sorted({d for _, _, d in dims}),
+        "reward_models": sorted({n for n, _, _ in dims}),
+        "verifiable_dimensions": sorted({d for _, k, d in dims if k == "verifiable"}),
+    }

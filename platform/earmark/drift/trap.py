@@ -9,6 +9,7 @@ scores in [0, 1]) beside the mean human rating of prosody, persona consistency a
 rises by at least ``verifiable_rise`` while the second falls by at least ``human_fall``; so is
 the whole series, first round to last.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -80,8 +81,9 @@ def _scale(x: float) -> float:
     return (x - lo) / (hi - lo)
 
 
-def assess(verifiable: Sequence[dict[str, Any]], human: Sequence[dict[str, Any]], *, verifiable_rise: float,
-           human_fall: float) -> TrapResult:
+def assess(
+    verifiable: Sequence[dict[str, Any]], human: Sequence[dict[str, Any]], *, verifiable_rise: float, human_fall: float
+) -> TrapResult:
     """Per-round indexes (unweighted mean over dimensions present) and the trap flags."""
     per_round: dict[int, dict[str, Any]] = defaultdict(lambda: {"verifiable_dims": {}, "human_dims": {}, "n_human": 0})
     for r in verifiable:
@@ -93,37 +95,65 @@ def assess(verifiable: Sequence[dict[str, Any]], human: Sequence[dict[str, Any]]
     for rnd in sorted(per_round):
         e = per_round[rnd]
         v, h = e["verifiable_dims"], e["human_dims"]
-        rounds.append({"round": rnd, "verifiable": sum(v.values()) / len(v) if v else None,
-                       "human": sum(_scale(x) for x in h.values()) / len(h) if h else None,
-                       "verifiable_dims": v, "human_dims": h, "n_human": e["n_human"]})
+        rounds.append(
+            {
+                "round": rnd,
+                "verifiable": sum(v.values()) / len(v) if v else None,
+                "human": sum(_scale(x) for x in h.values()) / len(h) if h else None,
+                "verifiable_dims": v,
+                "human_dims": h,
+                "n_human": e["n_human"],
+            }
+        )
     both = [r for r in rounds if r["verifiable"] is not None and r["human"] is not None]
     steps = []
     for a, b in pairwise(both):
         dv, dh = b["verifiable"] - a["verifiable"], b["human"] - a["human"]
-        steps.append({"from_round": a["round"], "to_round": b["round"], "verifiable_delta": dv, "human_delta": dh,
-                      "flagged": dv >= verifiable_rise and -dh >= human_fall})
+        steps.append(
+            {
+                "from_round": a["round"],
+                "to_round": b["round"],
+                "verifiable_delta": dv,
+                "human_delta": dh,
+                "flagged": dv >= verifiable_rise and -dh >= human_fall,
+            }
+        )
     overall: dict[str, Any] = {}
     flagged = False
     if len(both) >= 2:
         dv, dh = both[-1]["verifiable"] - both[0]["verifiable"], both[-1]["human"] - both[0]["human"]
-        overall = {"from_round": both[0]["round"], "to_round": both[-1]["round"], "verifiable_delta": dv,
-                   "human_delta": dh, "flagged": dv >= verifiable_rise and -dh >= human_fall}
+        overall = {
+            "from_round": both[0]["round"],
+            "to_round": both[-1]["round"],
+            "verifiable_delta": dv,
+            "human_delta": dh,
+            "flagged": dv >= verifiable_rise and -dh >= human_fall,
+        }
         flagged = overall["flagged"] or any(s["flagged"] for s in steps)
     if len(both) < 2:
-        message = ("not enough rounds with both verifiable scores and human ratings (need 2); "
-                   "score rollouts with a verifiable scorer and run a rating campaign per round")
+        message = (
+            "not enough rounds with both verifiable scores and human ratings (need 2); "
+            "score rollouts with a verifiable scorer and run a rating campaign per round"
+        )
     elif flagged:
         bad = [s for s in steps if s["flagged"]] or [overall]
         s = bad[-1]
-        message = (f"verifiable-reward trap: rounds {s['from_round']}->{s['to_round']} verifiable "
-                   f"{s['verifiable_delta']:+.3f}, human naturalness/prosody/persona {s['human_delta']:+.3f} "
-                   "(0-1 scale); add human-preference reward or stop optimizing the verifiable one alone")
+        message = (
+            f"verifiable-reward trap: rounds {s['from_round']}->{s['to_round']} verifiable "
+            f"{s['verifiable_delta']:+.3f}, human naturalness/prosody/persona {s['human_delta']:+.3f} "
+            "(0-1 scale); add human-preference reward or stop optimizing the verifiable one alone"
+        )
     else:
         message = "no round where verifiable scores rose while human ratings fell beyond the thresholds"
     return TrapResult(rounds, steps, flagged, message, overall)
 
 
-def trap(session: Session, policy: str, *, regimes: Sequence[str] = (), verifiable_rise: float,
-         human_fall: float) -> TrapResult:
-    return assess(verifiable_by_round(session, policy, regimes), human_by_round(session, policy, regimes),
-                  verifiable_rise=verifiable_rise, human_fall=human_fall)
+def trap(
+    session: Session, policy: str, *, regimes: Sequence[str] = (), verifiable_rise: float, human_fall: float
+) -> TrapResult:
+    return assess(
+        verifiable_by_round(session, policy, regimes),
+        human_by_round(session, policy, regimes),
+        verifiable_rise=verifiable_rise,
+        human_fall=human_fall,
+    )

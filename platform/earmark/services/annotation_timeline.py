@@ -9,6 +9,7 @@ and the scenario's labelled ground-truth events (showing them would tell the rat
 Stereo rendering for listening (user left, assistant right) is done here from the two stored
 tracks, so the store keeps one clip per channel and no mixed copy.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,24 +60,28 @@ class TimelineView:
 def parse_timeline(raw: dict[str, Any] | None, what: str) -> Timeline:
     """The stored timeline of ``what`` (for messages), or a clear error when it has none."""
     if not raw:
-        raise NotFound(f"{what} has no duplex timeline; the timeline protocol rates duplex sessions only "
-                       "(create the campaign from duplex rollouts that carry a timeline)")
+        raise NotFound(
+            f"{what} has no duplex timeline; the timeline protocol rates duplex sessions only "
+            "(create the campaign from duplex rollouts that carry a timeline)"
+        )
     try:
         return Timeline.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise InvalidInput(f"{what} has an invalid timeline ({'.'.join(map(str, err['loc']))}: {err['msg']}); "
-                           "re-import the session") from None
+        raise InvalidInput(
+            f"{what} has an invalid timeline ({'.'.join(map(str, err['loc']))}: {err['msg']}); re-import the session"
+        ) from None
 
 
 def timeline_view(tl: Timeline) -> TimelineView:
     def track(t: Any) -> TrackView:
         return TrackView(t.audio_sha256, t.transcript, [(tl.seconds(s.start), tl.seconds(s.end)) for s in t.speech])
 
-    actions = [ActionMark(tl.seconds(a.chunk), a.label, a.plan, [c.model_dump(mode="json") for c in a.tool_calls])
-               for a in tl.actions]
-    return TimelineView(tl.chunk_ms, tl.n_chunks, round(tl.duration_s, 6), track(tl.user), track(tl.assistant),
-                        actions)
+    actions = [
+        ActionMark(tl.seconds(a.chunk), a.label, a.plan, [c.model_dump(mode="json") for c in a.tool_calls])
+        for a in tl.actions
+    ]
+    return TimelineView(tl.chunk_ms, tl.n_chunks, round(tl.duration_s, 6), track(tl.user), track(tl.assistant), actions)
 
 
 def onset_problem(onset_s: float, duration_s: float) -> str | None:

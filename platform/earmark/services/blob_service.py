@@ -1,4 +1,5 @@
 """Audio and file blobs: validate, write the bytes, then record the row (in that order)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,15 @@ class BlobService(Service):
         """Store a WAV/FLAC clip (validated) and return its row; identical bytes are stored once."""
         info = audio.probe(data)
         stored = self.ctx.blobs.put_bytes(data)  # bytes first: a row never points at a missing blob
-        row = dict(sha256=stored.sha256, uri=stored.uri, bytes=stored.bytes, mime=info.mime,
-                   sample_rate=info.sample_rate, channels=info.channels, duration_s=info.duration_s)
+        row = dict(
+            sha256=stored.sha256,
+            uri=stored.uri,
+            bytes=stored.bytes,
+            mime=info.mime,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            duration_s=info.duration_s,
+        )
         self.ctx.tx(lambda s: record_blob(s, **row))
         return Blob(**row)
 
@@ -33,8 +41,15 @@ class BlobService(Service):
 
     def put_file(self, data: bytes, mime: str) -> Blob:
         stored = self.ctx.blobs.put_bytes(data)
-        row = dict(sha256=stored.sha256, uri=stored.uri, bytes=stored.bytes, mime=mime,
-                   sample_rate=None, channels=None, duration_s=None)
+        row = dict(
+            sha256=stored.sha256,
+            uri=stored.uri,
+            bytes=stored.bytes,
+            mime=mime,
+            sample_rate=None,
+            channels=None,
+            duration_s=None,
+        )
         self.ctx.tx(lambda s: record_blob(s, **row))
         return Blob(**row)
 
@@ -56,7 +71,7 @@ class BlobService(Service):
         digests = list(self.ctx.blobs.iter_digests())
         known: set[str] = set()
         for i in range(0, len(digests), 5000):
-            chunk = digests[i:i + 5000]
+            chunk = digests[i : i + 5000]
             known |= set(self.ctx.tx(lambda s, c=chunk: s.scalars(select(Blob.sha256).where(Blob.sha256.in_(c))).all()))
         cutoff = time.time() - grace_s
         removed = []

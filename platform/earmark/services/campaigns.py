@@ -12,6 +12,7 @@ task's presentation order, so raters cannot tell them apart; quality screening r
 ``reason["hidden_reference"]`` (the planted position) to screen assessors. Timeline campaigns take
 only rollouts that carry a duplex timeline.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,9 +49,12 @@ class CampaignCreate(BaseModel):
     max_items: int = Field(default=200, ge=1, le=100_000)
     reward_model_id: int | None = Field(default=None, description="pick pairs where this model is least sure")
     seed: int = 0
-    preset: str | None = Field(default=None, description="regime preset (earmark.regimes) that fills protocol, "
-                                                         "dimensions, overlap, gold ratio, instructions and regime "
-                                                         "where they are not given")
+    preset: str | None = Field(
+        default=None,
+        description="regime preset (earmark.regimes) that fills protocol, "
+        "dimensions, overlap, gold ratio, instructions and regime "
+        "where they are not given",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -100,26 +104,49 @@ class CampaignService(Service):
             rollouts = self._select_rollouts(s, spec)
             if not rollouts:
                 if spec.protocol == Protocol.timeline:
-                    raise InvalidInput("no rollout in the selection carries a duplex timeline; the timeline "
-                                       "protocol rates duplex sessions: select regime duplex (and run duplex "
-                                       "rollouts first) or pick another protocol")
-                raise InvalidInput("no rollouts match the selection (policy versions, rounds, regime, prompts); "
-                                   "run `earmark rollout` first or widen the selection")
+                    raise InvalidInput(
+                        "no rollout in the selection carries a duplex timeline; the timeline "
+                        "protocol rates duplex sessions: select regime duplex (and run duplex "
+                        "rollouts first) or pick another protocol"
+                    )
+                raise InvalidInput(
+                    "no rollouts match the selection (policy versions, rounds, regime, prompts); "
+                    "run `earmark rollout` first or widen the selection"
+                )
             items = self._plan_items(s, spec, rollouts, planted)
             if not items:
-                need = ("3 rollouts (2 when the prompt's reference has audio)" if spec.protocol == Protocol.mushra
-                        else _stimuli_for(spec.protocol))
-                raise InvalidInput(f"the selection has no prompt with enough rollouts for {spec.protocol.value} "
-                                   f"(needs {need} per prompt)")
-            camp = Campaign(name=spec.name, protocol=spec.protocol.value, dimensions=spec.dimensions,
-                            overlap=spec.overlap, gold_ratio=spec.gold_ratio, instructions=spec.instructions,
-                            status=CampaignStatus.open.value, created_by=self.ctx.principal.user_id,
-                            selection=spec.model_dump(mode="json", exclude={"name", "instructions"}))
+                need = (
+                    "3 rollouts (2 when the prompt's reference has audio)"
+                    if spec.protocol == Protocol.mushra
+                    else _stimuli_for(spec.protocol)
+                )
+                raise InvalidInput(
+                    f"the selection has no prompt with enough rollouts for {spec.protocol.value} "
+                    f"(needs {need} per prompt)"
+                )
+            camp = Campaign(
+                name=spec.name,
+                protocol=spec.protocol.value,
+                dimensions=spec.dimensions,
+                overlap=spec.overlap,
+                gold_ratio=spec.gold_ratio,
+                instructions=spec.instructions,
+                status=CampaignStatus.open.value,
+                created_by=self.ctx.principal.user_id,
+                selection=spec.model_dump(mode="json", exclude={"name", "instructions"}),
+            )
             s.add(camp)
             s.flush()
             self._add_items(s, camp, items, spec.overlap)
-            self.ctx.audit(s, "campaigns.create", "campaign", camp.id, protocol=spec.protocol.value,
-                           items=len(items), overlap=spec.overlap)
+            self.ctx.audit(
+                s,
+                "campaigns.create",
+                "campaign",
+                camp.id,
+                protocol=spec.protocol.value,
+                items=len(items),
+                overlap=spec.overlap,
+            )
             return camp
 
         return self.ctx.tx(write)
@@ -129,8 +156,9 @@ class CampaignService(Service):
         # Identical = same words AND same audio: TTS A/B compares renderings of one text (same
         # words, different audio), which must stay pairable.
         digest = func.md5(Rollout.text + "|" + func.coalesce(Rollout.audio_sha256, ""))
-        q = (select(Rollout.id, Rollout.prompt_id, Rollout.policy_id, digest)
-             .join(Prompt, Prompt.id == Rollout.prompt_id))
+        q = select(Rollout.id, Rollout.prompt_id, Rollout.policy_id, digest).join(
+            Prompt, Prompt.id == Rollout.prompt_id
+        )
         if spec.policy_ids:
             q = q.where(Rollout.policy_id.in_(spec.policy_ids))
         if spec.rounds is not None:
@@ -147,18 +175,24 @@ class CampaignService(Service):
     def _mushra_planted(self, spec: CampaignCreate) -> dict[int, list[dict[str, Any]]]:
         """prompt id -> stimuli to plant (hidden reference, low anchor) for prompts in the selection
         whose ``reference`` names an audio clip (``reference["audio_sha256"]``)."""
+
         def read(s: Session) -> list[Any]:
             pids = sorted({r[1] for r in self._select_rollouts(s, spec)})
-            rows = s.execute(select(Prompt.id, Prompt.external_id, Prompt.reference)
-                             .where(Prompt.id.in_(pids), Prompt.reference.is_not(None))).all()
+            rows = s.execute(
+                select(Prompt.id, Prompt.external_id, Prompt.reference).where(
+                    Prompt.id.in_(pids), Prompt.reference.is_not(None)
+                )
+            ).all()
             refs = [(pid, ext, (ref or {}).get("audio_sha256")) for pid, ext, ref in rows]
             refs = [r for r in refs if r[2]]
             known = set(s.scalars(select(Blob.sha256).where(Blob.sha256.in_([r[2] for r in refs]))))
             for _pid, ext, sha in refs:
                 if sha not in known:
-                    raise InvalidInput(f"prompt {ext!r} names reference audio {sha} that is not in the store; "
-                                       "store the clip first (Earmark.blobs.put_audio) and put the sha256 it "
-                                       "returns in the prompt's reference")
+                    raise InvalidInput(
+                        f"prompt {ext!r} names reference audio {sha} that is not in the store; "
+                        "store the clip first (Earmark.blobs.put_audio) and put the sha256 it "
+                        "returns in the prompt's reference"
+                    )
             return refs
 
         out: dict[int, list[dict[str, Any]]] = {}
@@ -168,8 +202,9 @@ class CampaignService(Service):
                 anchors[ref] = self.low_anchor(ref)
             out[pid] = [{"role": "hidden_reference", "audio_sha256": ref}]
             if anchors[ref]:
-                out[pid].append({"role": "anchor_low", "audio_sha256": anchors[ref],
-                                 "lowpass_hz": MUSHRA_ANCHOR_LOWPASS_HZ})
+                out[pid].append(
+                    {"role": "anchor_low", "audio_sha256": anchors[ref], "lowpass_hz": MUSHRA_ANCHOR_LOWPASS_HZ}
+                )
         return out
 
     def low_anchor(self, reference_sha256: str) -> str | None:
@@ -191,8 +226,13 @@ class CampaignService(Service):
         filtered = sosfiltfilt(sos, samples, axis=0, padlen=max(0, padlen))
         return BlobService(self.ctx).put_waveform(filtered.astype("float32"), sr).sha256
 
-    def _plan_items(self, s: Session, spec: CampaignCreate, rollouts: list[Any],
-                    planted: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    def _plan_items(
+        self,
+        s: Session,
+        spec: CampaignCreate,
+        rollouts: list[Any],
+        planted: dict[int, list[dict[str, Any]]] | None = None,
+    ) -> list[dict[str, Any]]:
         planted = planted or {}
         rng = random.Random(spec.seed)
         by_prompt: dict[int, list[int]] = defaultdict(list)
@@ -203,19 +243,26 @@ class CampaignService(Service):
         need = _stimuli_for(spec.protocol)
         score: dict[int, float] = {}
         if spec.reward_model_id is not None:
-            score = dict(s.execute(select(RewardScore.rollout_id, func.avg(RewardScore.score))
-                                   .where(RewardScore.reward_model_id == spec.reward_model_id,
-                                          RewardScore.rollout_id.in_([r[0] for r in rollouts]))
-                                   .group_by(RewardScore.rollout_id)).all())
+            score = dict(
+                s.execute(
+                    select(RewardScore.rollout_id, func.avg(RewardScore.score))
+                    .where(
+                        RewardScore.reward_model_id == spec.reward_model_id,
+                        RewardScore.rollout_id.in_([r[0] for r in rollouts]),
+                    )
+                    .group_by(RewardScore.rollout_id)
+                ).all()
+            )
         candidates: list[tuple[float, dict[str, Any]]] = []
         for pid, rids in by_prompt.items():
             if spec.protocol in (Protocol.mos, Protocol.timeline):
-                candidates += [(rng.random(), {"prompt_id": pid, "rollout_ids": [r], "reason": {"kind": "single"}})
-                               for r in rids]
+                candidates += [
+                    (rng.random(), {"prompt_id": pid, "rollout_ids": [r], "reason": {"kind": "single"}}) for r in rids
+                ]
             elif spec.protocol in (Protocol.pairwise, Protocol.cmos):
                 # Two identical responses teach nothing and waste a rater's time (their scores tie,
                 # so "least sure" would otherwise pick them first).
-                pairs = [(a, b) for i, a in enumerate(rids) for b in rids[i + 1:] if digest[a] != digest[b]]
+                pairs = [(a, b) for i, a in enumerate(rids) for b in rids[i + 1 :] if digest[a] != digest[b]]
                 for a, b in pairs:
                     if score and a in score and b in score:
                         gap = abs(score[a] - score[b])
@@ -229,8 +276,11 @@ class CampaignService(Service):
                 reason = {"kind": "mushra"}
                 if pid in planted:
                     n = len(chosen)
-                    reason |= {"planted": planted[pid], "hidden_reference": n,
-                               "anchors": [n + j for j, p in enumerate(planted[pid]) if p["role"] != "hidden_reference"]}
+                    reason |= {
+                        "planted": planted[pid],
+                        "hidden_reference": n,
+                        "anchors": [n + j for j, p in enumerate(planted[pid]) if p["role"] != "hidden_reference"],
+                    }
                 candidates.append((rng.random(), {"prompt_id": pid, "rollout_ids": chosen, "reason": reason}))
         candidates.sort(key=lambda c: c[0])
         # One pair per prompt first (coverage), then the rest by informativeness.
@@ -253,19 +303,39 @@ class CampaignService(Service):
         for _ in range(n):
             p, q = rng.sample(prompts, 2)
             good, bad = rng.choice(by_prompt[p]), rng.choice(by_prompt[q])
-            out.append({"prompt_id": p, "rollout_ids": [good, bad], "is_gold": True,
-                        "gold_answer": {"choice": "A"}, "reason": {"kind": "gold_mismatch"}})
+            out.append(
+                {
+                    "prompt_id": p,
+                    "rollout_ids": [good, bad],
+                    "is_gold": True,
+                    "gold_answer": {"choice": "A"},
+                    "reason": {"kind": "gold_mismatch"},
+                }
+            )
         return out
 
     @staticmethod
     def _add_items(s: Session, camp: Campaign, items: list[dict[str, Any]], overlap: int) -> None:
-        comps = [Comparison(campaign_id=camp.id, prompt_id=it["prompt_id"], rollout_ids=it["rollout_ids"],
-                            is_gold=it.get("is_gold", False), gold_answer=it.get("gold_answer"), reason=it["reason"])
-                 for it in items]
+        comps = [
+            Comparison(
+                campaign_id=camp.id,
+                prompt_id=it["prompt_id"],
+                rollout_ids=it["rollout_ids"],
+                is_gold=it.get("is_gold", False),
+                gold_answer=it.get("gold_answer"),
+                reason=it["reason"],
+            )
+            for it in items
+        ]
         s.add_all(comps)
         s.flush()
-        s.add_all([Task(campaign_id=camp.id, comparison_id=c.id, slot=k) for c in comps
-                   for k in range(1 if c.is_gold else overlap)])
+        s.add_all(
+            [
+                Task(campaign_id=camp.id, comparison_id=c.id, slot=k)
+                for c in comps
+                for k in range(1 if c.is_gold else overlap)
+            ]
+        )
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, campaign_id: int) -> Campaign:
@@ -296,27 +366,53 @@ class CampaignService(Service):
         from earmark.store.models import User
 
         def read(s: Session) -> CampaignProgress:
-            rows = dict(s.execute(select(Task.status, func.count()).where(Task.campaign_id == campaign_id)
-                                  .group_by(Task.status)).all())
+            rows = dict(
+                s.execute(
+                    select(Task.status, func.count()).where(Task.campaign_id == campaign_id).group_by(Task.status)
+                ).all()
+            )
             # a lease past its expiry is back in the pool: count it as open
-            expired = s.scalar(select(func.count()).where(Task.campaign_id == campaign_id, Task.status == "leased",
-                                                          Task.lease_expires_at < func.now())) or 0
+            expired = (
+                s.scalar(
+                    select(func.count()).where(
+                        Task.campaign_id == campaign_id, Task.status == "leased", Task.lease_expires_at < func.now()
+                    )
+                )
+                or 0
+            )
             items = s.scalar(select(func.count()).select_from(Comparison).where(Comparison.campaign_id == campaign_id))
-            per_rater = dict(s.execute(select(User.username, func.count()).join(Judgment, Judgment.rater_id == User.id)
-                                       .where(Judgment.campaign_id == campaign_id).group_by(User.username)).all())
+            per_rater = dict(
+                s.execute(
+                    select(User.username, func.count())
+                    .join(Judgment, Judgment.rater_id == User.id)
+                    .where(Judgment.campaign_id == campaign_id)
+                    .group_by(User.username)
+                ).all()
+            )
             total = sum(rows.values())
-            return CampaignProgress(campaign_id, items or 0, total, rows.get("done", 0),
-                                    rows.get("leased", 0) - expired, rows.get("open", 0) + expired, per_rater)
+            return CampaignProgress(
+                campaign_id,
+                items or 0,
+                total,
+                rows.get("done", 0),
+                rows.get("leased", 0) - expired,
+                rows.get("open", 0) + expired,
+                per_rater,
+            )
 
         return self.ctx.tx(read)
 
     def judgment_count(self, campaign_id: int, until: datetime | None = None) -> tuple[datetime, int]:
         """(cut-off, judgments the campaign holds made up to it); the cut-off defaults to the store's
         clock now (the store's, not this machine's: judgments are stamped by the store)."""
+
         def read(s: Session) -> tuple[datetime, int]:
             cut = until or s.scalar(select(func.clock_timestamp()))
-            n = s.scalar(select(func.count()).select_from(Judgment).where(Judgment.campaign_id == campaign_id,
-                                                                          Judgment.created_at <= cut))
+            n = s.scalar(
+                select(func.count())
+                .select_from(Judgment)
+                .where(Judgment.campaign_id == campaign_id, Judgment.created_at <= cut)
+            )
             return cut, int(n or 0)
 
         return self.ctx.tx(read)
@@ -324,7 +420,12 @@ class CampaignService(Service):
     def policies_in(self, campaign_id: int) -> list[int]:
         """Policy ids whose rollouts are in the campaign (for reviewers and dashboards only)."""
         self.ctx.require("judgments.review")
-        q = (select(Policy.id).join(Rollout, Rollout.policy_id == Policy.id)
-             .join(Comparison, and_(Comparison.campaign_id == campaign_id, Rollout.id == func.any(Comparison.rollout_ids)))
-             .distinct())
+        q = (
+            select(Policy.id)
+            .join(Rollout, Rollout.policy_id == Policy.id)
+            .join(
+                Comparison, and_(Comparison.campaign_id == campaign_id, Rollout.id == func.any(Comparison.rollout_ids))
+            )
+            .distinct()
+        )
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))

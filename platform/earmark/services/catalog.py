@@ -3,6 +3,7 @@
 Imports validate every line before writing anything: a file with one bad line writes nothing and the
 error names the line, the field and the fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,9 @@ def _validate_all(records: Iterable[tuple[int, Any]], model: type, source: str) 
             errors.append(f"{source}:{no}: {_format_validation(exc)}")
     if errors:
         shown = "\n  ".join(errors[:MAX_IMPORT_ERRORS_SHOWN])
-        more = f"\n  ... and {len(errors) - MAX_IMPORT_ERRORS_SHOWN} more" if len(errors) > MAX_IMPORT_ERRORS_SHOWN else ""
+        more = (
+            f"\n  ... and {len(errors) - MAX_IMPORT_ERRORS_SHOWN} more" if len(errors) > MAX_IMPORT_ERRORS_SHOWN else ""
+        )
         raise InvalidInput(f"{len(errors)} invalid record(s); nothing was imported:\n  {shown}{more}")
     return good
 
@@ -84,16 +87,23 @@ class CatalogService(Service):
     def import_personas(self, records: list[dict[str, Any]] | Path, source: str = "personas") -> ImportReport:
         self.ctx.require("catalog.write")
         rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
-        personas: list[PersonaCreate] = _validate_all(rows, PersonaCreate, str(records) if isinstance(records, Path) else source)
+        personas: list[PersonaCreate] = _validate_all(
+            rows, PersonaCreate, str(records) if isinstance(records, Path) else source
+        )
 
         def write(s: Session) -> ImportReport:
             added = 0
             for p in personas:
-                res = s.execute(insert(Persona).values(name=p.name, card=p.card())
-                                .on_conflict_do_nothing(index_elements=["name"]).returning(Persona.id))
+                res = s.execute(
+                    insert(Persona)
+                    .values(name=p.name, card=p.card())
+                    .on_conflict_do_nothing(index_elements=["name"])
+                    .returning(Persona.id)
+                )
                 added += len(res.all())
-            ids = dict(s.execute(select(Persona.name, Persona.id).where(
-                Persona.name.in_([p.name for p in personas]))).all())
+            ids = dict(
+                s.execute(select(Persona.name, Persona.id).where(Persona.name.in_([p.name for p in personas]))).all()
+            )
             self.ctx.audit(s, "personas.import", "persona", None, added=added, total=len(personas))
             return ImportReport(added, len(personas) - added, ids)
 
@@ -135,15 +145,20 @@ class CatalogService(Service):
         self.ctx.require("catalog.write")
         base_dir = records.parent if isinstance(records, Path) else None
         rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
-        prompts: list[PromptCreate] = _validate_all(rows, PromptCreate, str(records) if isinstance(records, Path) else source)
+        prompts: list[PromptCreate] = _validate_all(
+            rows, PromptCreate, str(records) if isinstance(records, Path) else source
+        )
         seen: set[str] = set()
         for p in prompts:
             if p.external_id in seen:
                 raise InvalidInput(f"external_id {p.external_id!r} appears twice in {source}; ids must be unique")
             seen.add(p.external_id)
         persona_names = {p.persona for p in prompts if p.persona}
-        known = dict(self.ctx.tx(lambda s: s.execute(
-            select(Persona.name, Persona.id).where(Persona.name.in_(persona_names))).all()))
+        known = dict(
+            self.ctx.tx(
+                lambda s: s.execute(select(Persona.name, Persona.id).where(Persona.name.in_(persona_names))).all()
+            )
+        )
         missing = sorted(persona_names - known.keys())
         if missing:
             raise InvalidInput(f"unknown persona(s) {missing}; import them first with `earmark personas import`")
@@ -153,21 +168,32 @@ class CatalogService(Service):
         def write(s: Session) -> ImportReport:
             added = 0
             for p in prompts:
-                res = s.execute(insert(Prompt).values(
-                    external_id=p.external_id, regime=p.regime.value, messages=messages_to_json(p.messages),
-                    audio_sha256=audio_ids[p.external_id], reference=p.reference, tools=p.tools,
-                    persona_id=known.get(p.persona) if p.persona else None, split=p.split, tags=p.tags,
-                ).on_conflict_do_nothing(index_elements=["external_id"]).returning(Prompt.id))
+                res = s.execute(
+                    insert(Prompt)
+                    .values(
+                        external_id=p.external_id,
+                        regime=p.regime.value,
+                        messages=messages_to_json(p.messages),
+                        audio_sha256=audio_ids[p.external_id],
+                        reference=p.reference,
+                        tools=p.tools,
+                        persona_id=known.get(p.persona) if p.persona else None,
+                        split=p.split,
+                        tags=p.tags,
+                    )
+                    .on_conflict_do_nothing(index_elements=["external_id"])
+                    .returning(Prompt.id)
+                )
                 added += len(res.all())
-            ids = dict(s.execute(select(Prompt.external_id, Prompt.id).where(
-                Prompt.external_id.in_(list(seen)))).all())
+            ids = dict(s.execute(select(Prompt.external_id, Prompt.id).where(Prompt.external_id.in_(list(seen)))).all())
             self.ctx.audit(s, "prompts.import", "prompt", None, added=added, total=len(prompts))
             return ImportReport(added, len(prompts) - added, ids)
 
         return self.ctx.tx(write)
 
-    def prompts(self, *, regime: str | None = None, split: str | None = None,
-                external_ids: list[str] | None = None) -> list[Prompt]:
+    def prompts(
+        self, *, regime: str | None = None, split: str | None = None, external_ids: list[str] | None = None
+    ) -> list[Prompt]:
         self.ctx.require("catalog.read")
         q = select(Prompt).order_by(Prompt.id)
         if regime:
@@ -180,8 +206,9 @@ class CatalogService(Service):
 
     def persona_cards(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = list({i for i in ids if i is not None})
-        rows = self.ctx.tx(lambda s: s.execute(select(Persona.id, Persona.name, Persona.card)
-                                               .where(Persona.id.in_(ids))).all())
+        rows = self.ctx.tx(
+            lambda s: s.execute(select(Persona.id, Persona.name, Persona.card).where(Persona.id.in_(ids))).all()
+        )
         return {pid: {"name": name, **card} for pid, name, card in rows}
 
     # ---- modality-shortcut audit ----------------------------------------------------------------
@@ -200,8 +227,13 @@ class CatalogService(Service):
                     raise NotFound(f"prompt {r['prompt_id']} does not exist")
                 tags = [t for t in (p.tags or []) if t not in self.SHORTCUT_TAGS]
                 p.tags = [*tags, f"shortcut:{r['decision']}"]
-                self.ctx.audit(s, "prompts.shortcut_audit", "prompt", p.id, **{k: r.get(k) for k in (
-                    "decision", "reasons", "answer_in_text", "text_only_accuracy")})
+                self.ctx.audit(
+                    s,
+                    "prompts.shortcut_audit",
+                    "prompt",
+                    p.id,
+                    **{k: r.get(k) for k in ("decision", "reasons", "answer_in_text", "text_only_accuracy")},
+                )
                 n += 1
             return n
 
@@ -213,9 +245,18 @@ class CatalogService(Service):
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
     # ---- policies -------------------------------------------------------------------------------
-    def register_policy(self, name: str, uri: str, *, kind: str = "offline", parent_id: int | None = None,
-                        version: int | None = None, training_run_id: int | None = None,
-                        dataset_id: int | None = None, config: dict[str, Any] | None = None) -> Policy:
+    def register_policy(
+        self,
+        name: str,
+        uri: str,
+        *,
+        kind: str = "offline",
+        parent_id: int | None = None,
+        version: int | None = None,
+        training_run_id: int | None = None,
+        dataset_id: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Policy:
         """Register a policy version; with no version, the next one after the latest of this name."""
         self.ctx.require("catalog.write")
 
@@ -229,11 +270,21 @@ class CatalogService(Service):
             existing = s.scalar(select(Policy).where(Policy.name == name, Policy.version == v))
             if existing is not None:
                 if existing.uri != uri:
-                    raise InvalidInput(f"policy {name} v{v} is already registered with uri {existing.uri}; "
-                                       "register a new version instead of overwriting")
+                    raise InvalidInput(
+                        f"policy {name} v{v} is already registered with uri {existing.uri}; "
+                        "register a new version instead of overwriting"
+                    )
                 return existing
-            row = Policy(name=name, version=v, uri=uri, kind=kind, parent_id=parent_id,
-                         training_run_id=training_run_id, dataset_id=dataset_id, config=config or {})
+            row = Policy(
+                name=name,
+                version=v,
+                uri=uri,
+                kind=kind,
+                parent_id=parent_id,
+                training_run_id=training_run_id,
+                dataset_id=dataset_id,
+                config=config or {},
+            )
             s.add(row)
             s.flush()
             self.ctx.audit(s, "policies.register", "policy", row.id, name=name, version=v)

@@ -1,4 +1,5 @@
 """What every service needs: a session factory, the blob store, settings and the calling principal."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,7 +26,7 @@ class ServiceContext:
     blobs: LocalBlobStore | S3BlobStore
     principal: Principal
 
-    def as_principal(self, principal: Principal) -> "ServiceContext":
+    def as_principal(self, principal: Principal) -> ServiceContext:
         return replace(self, principal=principal)
 
     def require(self, action: str) -> None:
@@ -60,8 +61,15 @@ class ServiceContext:
             return fn(conn)
 
     def audit(self, session: Session, action: str, entity: str, entity_id: Any = None, **details: Any) -> None:
-        session.add(AuditLog(actor_id=self.principal.user_id, action=action, entity=entity,
-                             entity_id=None if entity_id is None else str(entity_id), details=details))
+        session.add(
+            AuditLog(
+                actor_id=self.principal.user_id,
+                action=action,
+                entity=entity,
+                entity_id=None if entity_id is None else str(entity_id),
+                details=details,
+            )
+        )
 
 
 class Service:

@@ -4,6 +4,7 @@ The content hash covers the rows only (canonical JSON, sorted), not the Parquet 
 time, so the same filters on the same data give the same hash on any machine. Building a snapshot
 whose hash already exists under that name returns the existing version instead of a duplicate.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -97,16 +98,24 @@ class DatasetService(Service):
         def read(s: Session) -> list[dict[str, Any]]:
             ids = {i for x in labels for i in (x.chosen_rollout_id, x.rejected_rollout_id)}
             ro = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(ids)))}
-            prompts = {p.id: p for p in s.scalars(select(Prompt).where(Prompt.id.in_({r.prompt_id for r in ro.values()})))}
-            personas = {p.id: {"name": p.name, **p.card} for p in s.scalars(
-                select(Persona).where(Persona.id.in_({p.persona_id for p in prompts.values() if p.persona_id})))}
+            prompts = {
+                p.id: p for p in s.scalars(select(Prompt).where(Prompt.id.in_({r.prompt_id for r in ro.values()})))
+            }
+            personas = {
+                p.id: {"name": p.name, **p.card}
+                for p in s.scalars(
+                    select(Persona).where(Persona.id.in_({p.persona_id for p in prompts.values() if p.persona_id}))
+                )
+            }
             out = []
             for lab in labels:
                 c, r = ro[lab.chosen_rollout_id], ro[lab.rejected_rollout_id]
                 p = prompts[c.prompt_id]
                 if list(c.token_ids) == list(r.token_ids) and c.text == r.text:
                     continue  # identical responses: no preference to learn
-                if filters.policy_ids and (c.policy_id not in filters.policy_ids or r.policy_id not in filters.policy_ids):
+                if filters.policy_ids and (
+                    c.policy_id not in filters.policy_ids or r.policy_id not in filters.policy_ids
+                ):
                     continue
                 if filters.rounds is not None and (c.round not in filters.rounds or r.round not in filters.rounds):
                     continue
@@ -117,23 +126,38 @@ class DatasetService(Service):
                 if p.id in excluded:
                     continue
                 context = _history(c.messages) or list(p.messages)  # rows stored without history
-                out.append({
-                    "row_id": f"{c.id}>{r.id}",
-                    "prompt_id": p.id, "prompt_external_id": p.external_id, "regime": p.regime,
-                    "prompt_messages": json.dumps(_plain_messages(context, personas.get(p.persona_id))),
-                    "prompt_chat": json.dumps(_chat_messages(context, personas.get(p.persona_id))),
-                    "tools": _json_or_none(p.tools),
-                    "chosen_tool_calls": _json_or_none(c.tool_calls), "rejected_tool_calls": _json_or_none(r.tool_calls),
-                    "chosen_timeline": _json_or_none(c.timeline), "rejected_timeline": _json_or_none(r.timeline),
-                    "reference": json.dumps(p.reference) if p.reference is not None else None,
-                    "chosen_text": c.text, "rejected_text": r.text,
-                    "chosen_ids": list(c.token_ids), "rejected_ids": list(r.token_ids),
-                    "chosen_rollout_id": c.id, "rejected_rollout_id": r.id,
-                    "chosen_audio_sha256": c.audio_sha256, "rejected_audio_sha256": r.audio_sha256,
-                    "policy_id": c.policy_id, "round": c.round,
-                    "label_source": lab.source, "margin": lab.margin, "weight": lab.weight,
-                    "comparison_id": lab.comparison_id, "judgment_ids": list(lab.judgment_ids), "votes": lab.votes,
-                })
+                out.append(
+                    {
+                        "row_id": f"{c.id}>{r.id}",
+                        "prompt_id": p.id,
+                        "prompt_external_id": p.external_id,
+                        "regime": p.regime,
+                        "prompt_messages": json.dumps(_plain_messages(context, personas.get(p.persona_id))),
+                        "prompt_chat": json.dumps(_chat_messages(context, personas.get(p.persona_id))),
+                        "tools": _json_or_none(p.tools),
+                        "chosen_tool_calls": _json_or_none(c.tool_calls),
+                        "rejected_tool_calls": _json_or_none(r.tool_calls),
+                        "chosen_timeline": _json_or_none(c.timeline),
+                        "rejected_timeline": _json_or_none(r.timeline),
+                        "reference": json.dumps(p.reference) if p.reference is not None else None,
+                        "chosen_text": c.text,
+                        "rejected_text": r.text,
+                        "chosen_ids": list(c.token_ids),
+                        "rejected_ids": list(r.token_ids),
+                        "chosen_rollout_id": c.id,
+                        "rejected_rollout_id": r.id,
+                        "chosen_audio_sha256": c.audio_sha256,
+                        "rejected_audio_sha256": r.audio_sha256,
+                        "policy_id": c.policy_id,
+                        "round": c.round,
+                        "label_source": lab.source,
+                        "margin": lab.margin,
+                        "weight": lab.weight,
+                        "comparison_id": lab.comparison_id,
+                        "judgment_ids": list(lab.judgment_ids),
+                        "votes": lab.votes,
+                    }
+                )
             return sorted(out, key=lambda x: (x["prompt_id"], x["row_id"]))
 
         rows = self.ctx.tx(read)
@@ -147,11 +171,14 @@ class DatasetService(Service):
 
         rows, counts = self.rows(filters)
         if not rows:
-            raise InvalidInput("the filters select no preference pairs; check campaign ids, label sources and "
-                               "policy versions (or enable AI labels with labels.ai_fill)")
+            raise InvalidInput(
+                "the filters select no preference pairs; check campaign ids, label sources and "
+                "policy versions (or enable AI labels with labels.ai_fill)"
+            )
         content_sha = hashlib.sha256(_canonical(rows)).hexdigest()
-        existing = self.ctx.tx(lambda s: s.scalar(select(Dataset).where(Dataset.name == name,
-                                                                         Dataset.content_sha256 == content_sha)))
+        existing = self.ctx.tx(
+            lambda s: s.scalar(select(Dataset).where(Dataset.name == name, Dataset.content_sha256 == content_sha))
+        )
         if existing is not None:
             return existing
         buf = io.BytesIO()
@@ -159,22 +186,42 @@ class DatasetService(Service):
         blob = self.ctx.blobs.put_bytes(buf.getvalue())
         by_source = {src: sum(r["label_source"] == src for r in rows) for src in LABEL_SOURCES}
         manifest = {
-            "schema_version": SNAPSHOT_SCHEMA_VERSION, "row_count": len(rows), "content_sha256": content_sha,
-            "parquet_sha256": blob.sha256, "parquet_bytes": blob.bytes, "label_counts": by_source,
-            "dropped": counts.get("dropped", {}), "columns": list(rows[0]),
+            "schema_version": SNAPSHOT_SCHEMA_VERSION,
+            "row_count": len(rows),
+            "content_sha256": content_sha,
+            "parquet_sha256": blob.sha256,
+            "parquet_bytes": blob.bytes,
+            "label_counts": by_source,
+            "dropped": counts.get("dropped", {}),
+            "columns": list(rows[0]),
             "lineage": "row -> chosen_rollout_id/rejected_rollout_id -> prompts, policies; "
-                       "row -> comparison_id/judgment_ids -> judgments, raters",
+            "row -> comparison_id/judgment_ids -> judgments, raters",
         }
 
         def write(s: Session) -> Dataset:
             from earmark.services.blob_service import record_blob
 
-            record_blob(s, sha256=blob.sha256, uri=blob.uri, bytes=blob.bytes, mime="application/vnd.apache.parquet",
-                        sample_rate=None, channels=None, duration_s=None)
+            record_blob(
+                s,
+                sha256=blob.sha256,
+                uri=blob.uri,
+                bytes=blob.bytes,
+                mime="application/vnd.apache.parquet",
+                sample_rate=None,
+                channels=None,
+                duration_s=None,
+            )
             s.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"dataset:{name}"))))
             version = (s.scalar(select(func.max(Dataset.version)).where(Dataset.name == name)) or 0) + 1
-            ds = Dataset(name=name, version=version, filters=filters.model_dump(mode="json"), manifest=manifest,
-                         content_sha256=content_sha, uri=blob.uri, row_count=len(rows))
+            ds = Dataset(
+                name=name,
+                version=version,
+                filters=filters.model_dump(mode="json"),
+                manifest=manifest,
+                content_sha256=content_sha,
+                uri=blob.uri,
+                row_count=len(rows),
+            )
             s.add(ds)
             s.flush()
             self.ctx.audit(s, "datasets.build", "dataset", ds.id, name=name, version=version, rows=len(rows))
@@ -182,9 +229,15 @@ class DatasetService(Service):
 
         return self.ctx.tx(write)
 
-    def candidates(self, *, prompt_ids: list[int] | None = None, policy_ids: list[int] | None = None,
-                   rounds: list[int] | None = None, regimes: list[str] | None = None,
-                   splits: list[str] | None = None) -> list[dict[str, Any]]:
+    def candidates(
+        self,
+        *,
+        prompt_ids: list[int] | None = None,
+        policy_ids: list[int] | None = None,
+        rounds: list[int] | None = None,
+        regimes: list[str] | None = None,
+        splits: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Rollouts with their prompt in chat form and their scores per dimension (latest version of
         each reward model; several models on one dimension are averaged), for best-of-N selection.
         Composition happens at the edge (reward_models.composition), not here."""
@@ -203,15 +256,33 @@ class DatasetService(Service):
             if splits:
                 q = q.where(Prompt.split.in_(splits))
             pairs = s.execute(q).all()
-            personas = {p.id: {"name": p.name, **p.card} for p in s.scalars(select(Persona).where(
-                Persona.id.in_({p.persona_id for _, p in pairs if p.persona_id})))}
-            return [{"rollout_id": ro.id, "prompt_id": p.id, "prompt_external_id": p.external_id, "regime": p.regime,
-                     "policy_id": ro.policy_id, "round": ro.round,
-                     "prompt_chat": _chat_messages(_history(ro.messages) or list(p.messages),
-                                                   personas.get(p.persona_id)),
-                     "reference": p.reference, "tools": p.tools, "text": ro.text, "token_ids": list(ro.token_ids),
-                     "audio_sha256": ro.audio_sha256, "tool_calls": ro.tool_calls, "timeline": ro.timeline}
-                    for ro, p in pairs]
+            personas = {
+                p.id: {"name": p.name, **p.card}
+                for p in s.scalars(
+                    select(Persona).where(Persona.id.in_({p.persona_id for _, p in pairs if p.persona_id}))
+                )
+            }
+            return [
+                {
+                    "rollout_id": ro.id,
+                    "prompt_id": p.id,
+                    "prompt_external_id": p.external_id,
+                    "regime": p.regime,
+                    "policy_id": ro.policy_id,
+                    "round": ro.round,
+                    "prompt_chat": _chat_messages(
+                        _history(ro.messages) or list(p.messages), personas.get(p.persona_id)
+                    ),
+                    "reference": p.reference,
+                    "tools": p.tools,
+                    "text": ro.text,
+                    "token_ids": list(ro.token_ids),
+                    "audio_sha256": ro.audio_sha256,
+                    "tool_calls": ro.tool_calls,
+                    "timeline": ro.timeline,
+                }
+                for ro, p in pairs
+            ]
 
         out = self.ctx.tx(read)
         from earmark.services.scores import ScoreService
@@ -231,8 +302,10 @@ class DatasetService(Service):
         q = q.where(Dataset.version == version) if version else q.order_by(Dataset.version.desc()).limit(1)
         ds = self.ctx.tx(lambda s: s.scalar(q))
         if ds is None:
-            raise NotFound(f"dataset {name}{' v' + str(version) if version else ''} does not exist; "
-                           "build it with `earmark dataset build`")
+            raise NotFound(
+                f"dataset {name}{' v' + str(version) if version else ''} does not exist; "
+                "build it with `earmark dataset build`"
+            )
         return ds
 
     def load(self, ds: Dataset):  # noqa: ANN201 - a pyarrow.Table
@@ -250,11 +323,16 @@ class DatasetService(Service):
             raise NotFound(f"row {row_id!r} is not in {ds.name} v{ds.version}")
 
         def read(s: Session) -> dict[str, Any]:
-            ro = s.execute(select(Rollout.id, Rollout.prompt_id, Policy.name, Policy.version, Rollout.round)
-                           .join(Policy, Policy.id == Rollout.policy_id)
-                           .where(Rollout.id.in_([row["chosen_rollout_id"], row["rejected_rollout_id"]]))).all()
-            js = s.execute(select(Judgment.id, User.username, Judgment.preference, Judgment.created_at)
-                           .join(User, User.id == Judgment.rater_id).where(Judgment.id.in_(row["judgment_ids"]))).all()
+            ro = s.execute(
+                select(Rollout.id, Rollout.prompt_id, Policy.name, Policy.version, Rollout.round)
+                .join(Policy, Policy.id == Rollout.policy_id)
+                .where(Rollout.id.in_([row["chosen_rollout_id"], row["rejected_rollout_id"]]))
+            ).all()
+            js = s.execute(
+                select(Judgment.id, User.username, Judgment.preference, Judgment.created_at)
+                .join(User, User.id == Judgment.rater_id)
+                .where(Judgment.id.in_(row["judgment_ids"]))
+            ).all()
             return {"row": row, "rollouts": [dict(r._mapping) for r in ro], "judgments": [dict(j._mapping) for j in js]}
 
         return self.ctx.tx(read)

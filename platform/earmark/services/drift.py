@@ -5,6 +5,7 @@ PostgreSQL (``earmark.drift``); this service picks the selection, applies the th
 config and stores the alerts a report raises, so the dashboard and a training pipeline's gate
 see the same decisions.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,34 +44,59 @@ class DriftService(Service):
         if len(names) == 1:
             return names[0]
         if not names:
-            raise NotFound(f"no policy is registered at both v{baseline} and v{candidate}; "
-                           "check the versions with `earmark policies list`")
-        raise InvalidInput(f"policies {sorted(names)} all have v{baseline} and v{candidate}; "
-                           "name one with --policy")
+            raise NotFound(
+                f"no policy is registered at both v{baseline} and v{candidate}; "
+                "check the versions with `earmark policies list`"
+            )
+        raise InvalidInput(f"policies {sorted(names)} all have v{baseline} and v{candidate}; name one with --policy")
 
     # ---- distributions --------------------------------------------------------------------------
-    def compare(self, baseline: int, candidate: int, *, policy: str | None = None, regimes: Sequence[str] = (),
-                dimensions: Sequence[str] = (), reward_models: Sequence[str] = (),
-                since: datetime | None = None, until: datetime | None = None) -> DriftSummary:
+    def compare(
+        self,
+        baseline: int,
+        candidate: int,
+        *,
+        policy: str | None = None,
+        regimes: Sequence[str] = (),
+        dimensions: Sequence[str] = (),
+        reward_models: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> DriftSummary:
         """Candidate vs baseline on every reward dimension: PSI, KS, JS, Wasserstein, mean shift,
         length/duration correlations and the alerts they raise (not stored; see ``report``)."""
         name = self.resolve_policy(baseline, candidate, policy)
-        sel = sql.Selection(name, baseline, candidate, tuple(regimes), tuple(dimensions), tuple(reward_models),
-                            since, until)
+        sel = sql.Selection(
+            name, baseline, candidate, tuple(regimes), tuple(dimensions), tuple(reward_models), since, until
+        )
         th = self.thresholds
         return self.ctx.tx(lambda s: summarize(s, sel, th))
 
-    def windows(self, policy: str, *, hours: int | None = None, regimes: Sequence[str] = (),
-                dimensions: Sequence[str] = (), reward_models: Sequence[str] = (),
-                versions: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def windows(
+        self,
+        policy: str,
+        *,
+        hours: int | None = None,
+        regimes: Sequence[str] = (),
+        dimensions: Sequence[str] = (),
+        reward_models: Sequence[str] = (),
+        versions: Sequence[int] = (),
+    ) -> list[dict[str, Any]]:
         """Score distribution per reward dimension, policy version and time window."""
         self.ctx.require("dashboard.view")
         h = hours or self.thresholds.window_hours
 
         def read(s: Session) -> list[dict[str, Any]]:
             sql.prepare(s)
-            rows = sql.windows(s, policy, hours=h, regimes=regimes, dimensions=dimensions,
-                               reward_models=reward_models, versions=versions)
+            rows = sql.windows(
+                s,
+                policy,
+                hours=h,
+                regimes=regimes,
+                dimensions=dimensions,
+                reward_models=reward_models,
+                versions=versions,
+            )
             models = sql.reward_models(s, sorted({r["rm_id"] for r in rows}))
             for r in rows:
                 m = models[r["rm_id"]]
@@ -80,22 +106,28 @@ class DriftService(Service):
         return self.ctx.tx(read)
 
     # ---- hacking ------------------------------------------------------------------------------
-    def judge_agreement(self, *, policy: str | None = None, regimes: Sequence[str] = (),
-                        hours: int | None = None) -> list[dict[str, Any]]:
+    def judge_agreement(
+        self, *, policy: str | None = None, regimes: Sequence[str] = (), hours: int | None = None
+    ) -> list[dict[str, Any]]:
         self.ctx.require("dashboard.view")
         h = hours or self.thresholds.window_hours
         return self.ctx.tx(lambda s: hacking.judge_agreement(s, hours=h, policy=policy, regimes=regimes))
 
-    def overoptimization(self, policy: str, *, regimes: Sequence[str] = (), anchor: int | None = None,
-                         lb: leaderboard.Leaderboard | None = None) -> list[dict[str, Any]]:
+    def overoptimization(
+        self,
+        policy: str,
+        *,
+        regimes: Sequence[str] = (),
+        anchor: int | None = None,
+        lb: leaderboard.Leaderboard | None = None,
+    ) -> list[dict[str, Any]]:
         """Per version: KL from the reference, proxy reward means, human win rate vs ``anchor``
         (from the style-free Bradley-Terry fit; None without cross-version judgments)."""
         self.ctx.require("dashboard.view")
         rows = self.ctx.tx(lambda s: hacking.overoptimization(s, policy, regimes=regimes))
         if lb is None:
             try:
-                lb = self.leaderboard(policy=policy, regimes=regimes, style_control=False, bootstrap=0,
-                                      anchor=anchor)
+                lb = self.leaderboard(policy=policy, regimes=regimes, style_control=False, bootstrap=0, anchor=anchor)
             except InvalidInput:
                 lb = None
         wins = {}
@@ -111,21 +143,35 @@ class DriftService(Service):
     def trap(self, policy: str, *, regimes: Sequence[str] = ()) -> trap.TrapResult:
         self.ctx.require("dashboard.view")
         th = self.thresholds
-        return self.ctx.tx(lambda s: trap.trap(s, policy, regimes=regimes, verifiable_rise=th.trap_verifiable_rise,
-                                               human_fall=th.trap_human_fall))
+        return self.ctx.tx(
+            lambda s: trap.trap(
+                s, policy, regimes=regimes, verifiable_rise=th.trap_verifiable_rise, human_fall=th.trap_human_fall
+            )
+        )
 
     # ---- leaderboard --------------------------------------------------------------------------
-    def leaderboard(self, *, policy: str | None = None, style_control: bool = True, bootstrap: int | None = None,
-                    anchor: int | None = None, campaign_ids: Sequence[int] = (), regimes: Sequence[str] = (),
-                    seed: int = 0) -> leaderboard.Leaderboard:
+    def leaderboard(
+        self,
+        *,
+        policy: str | None = None,
+        style_control: bool = True,
+        bootstrap: int | None = None,
+        anchor: int | None = None,
+        campaign_ids: Sequence[int] = (),
+        regimes: Sequence[str] = (),
+        seed: int = 0,
+    ) -> leaderboard.Leaderboard:
         """Bradley-Terry ratings per policy version from human A/B judgments, with bootstrap 95%
         intervals; ``style_control`` adds duration, loudness and speaking rate as covariates."""
         self.ctx.require("dashboard.view")
-        rows = self.ctx.tx(lambda s: leaderboard.load_pairs(s, policy=policy, campaign_ids=campaign_ids,
-                                                            regimes=regimes))
+        rows = self.ctx.tx(
+            lambda s: leaderboard.load_pairs(s, policy=policy, campaign_ids=campaign_ids, regimes=regimes)
+        )
         if len(rows.versions) < 2:
-            raise InvalidInput("no pairwise human judgments between two policy versions yet; run an A/B "
-                               "campaign over rollouts of both versions (CampaignCreate(policy_ids=[...]))")
+            raise InvalidInput(
+                "no pairwise human judgments between two policy versions yet; run an A/B "
+                "campaign over rollouts of both versions (CampaignCreate(policy_ids=[...]))"
+            )
         label = None if anchor is None else (f"v{anchor}" if policy else None)
         if label is not None and label not in rows.versions:
             label = None
@@ -139,24 +185,35 @@ class DriftService(Service):
         return self.ctx.tx(lambda s: raters.rater_drift(s, hours=h, campaign_ids=campaign_ids))
 
     # ---- the whole report -----------------------------------------------------------------------
-    def report(self, baseline: int, candidate: int, *, policy: str | None = None, regimes: Sequence[str] = (),
-               dimensions: Sequence[str] = (), reward_models: Sequence[str] = (), store: bool = True,
-               bootstrap: int | None = None, hours: int | None = None) -> DriftReport:
+    def report(
+        self,
+        baseline: int,
+        candidate: int,
+        *,
+        policy: str | None = None,
+        regimes: Sequence[str] = (),
+        dimensions: Sequence[str] = (),
+        reward_models: Sequence[str] = (),
+        store: bool = True,
+        bootstrap: int | None = None,
+        hours: int | None = None,
+    ) -> DriftReport:
         """Everything the dashboard and `earmark drift report` show, with all alerts; stored in
         ``drift_alerts`` (one report id) unless ``store`` is False."""
         name = self.resolve_policy(baseline, candidate, policy)
         th = self.thresholds
-        summary = self.compare(baseline, candidate, policy=name, regimes=regimes, dimensions=dimensions,
-                               reward_models=reward_models)
-        windows = self.windows(name, hours=hours, regimes=regimes, dimensions=dimensions,
-                               reward_models=reward_models)
+        summary = self.compare(
+            baseline, candidate, policy=name, regimes=regimes, dimensions=dimensions, reward_models=reward_models
+        )
+        windows = self.windows(name, hours=hours, regimes=regimes, dimensions=dimensions, reward_models=reward_models)
         agreement = self.judge_agreement(policy=name, regimes=regimes, hours=hours)
         trap_result = self.trap(name, regimes=regimes)
         boards: dict[str, leaderboard.Leaderboard] = {}
         for style in (False, True):
             try:
                 boards["style" if style else "raw"] = self.leaderboard(
-                    policy=name, style_control=style, bootstrap=bootstrap, anchor=baseline, regimes=regimes)
+                    policy=name, style_control=style, bootstrap=bootstrap, anchor=baseline, regimes=regimes
+                )
             except (InvalidInput, ValueError):
                 pass
         overopt = self.overoptimization(name, regimes=regimes, anchor=baseline, lb=boards.get("raw"))
@@ -164,10 +221,20 @@ class DriftService(Service):
         alerts = list(summary.alerts) + hacking.agreement_alerts(agreement, th)
         if trap_result.flagged:
             last = ([s for s in trap_result.steps if s["flagged"]] or [trap_result.overall])[-1]
-            alerts.append(Alert("trap", "alert", "human_delta", round(last["human_delta"], 4), th.trap_human_fall,
-                                trap_result.message, details={k: v for k, v in last.items() if k != "flagged"}))
-        rep = DriftReport(summary, windows, agreement, overopt, trap_result, boards.get("raw"), boards.get("style"),
-                          rater, alerts)
+            alerts.append(
+                Alert(
+                    "trap",
+                    "alert",
+                    "human_delta",
+                    round(last["human_delta"], 4),
+                    th.trap_human_fall,
+                    trap_result.message,
+                    details={k: v for k, v in last.items() if k != "flagged"},
+                )
+            )
+        rep = DriftReport(
+            summary, windows, agreement, overopt, trap_result, boards.get("raw"), boards.get("style"), rater, alerts
+        )
         if store and alerts:
             rep.report_id, rep.alert_ids = self.store_alerts(summary.selection, alerts)
         return rep
@@ -177,22 +244,44 @@ class DriftService(Service):
         report_id = uuid.uuid4()
 
         def write(s: Session) -> list[int]:
-            rows = [DriftAlert(report_id=report_id, kind=a.kind, severity=a.severity, policy=selection.policy,
-                               baseline_version=selection.baseline, candidate_version=selection.candidate,
-                               reward_model_id=a.reward_model_id, dimension=a.dimension, metric=a.metric,
-                               value=_finite(a.value), threshold=_finite(a.threshold), message=a.message,
-                               details=_jsonable(a.details), created_by=self.ctx.principal.user_id)
-                    for a in alerts]
+            rows = [
+                DriftAlert(
+                    report_id=report_id,
+                    kind=a.kind,
+                    severity=a.severity,
+                    policy=selection.policy,
+                    baseline_version=selection.baseline,
+                    candidate_version=selection.candidate,
+                    reward_model_id=a.reward_model_id,
+                    dimension=a.dimension,
+                    metric=a.metric,
+                    value=_finite(a.value),
+                    threshold=_finite(a.threshold),
+                    message=a.message,
+                    details=_jsonable(a.details),
+                    created_by=self.ctx.principal.user_id,
+                )
+                for a in alerts
+            ]
             s.add_all(rows)
             s.flush()
-            self.ctx.audit(s, "drift.alerts", "drift_report", report_id, alerts=len(rows), policy=selection.policy,
-                           baseline=selection.baseline, candidate=selection.candidate)
+            self.ctx.audit(
+                s,
+                "drift.alerts",
+                "drift_report",
+                report_id,
+                alerts=len(rows),
+                policy=selection.policy,
+                baseline=selection.baseline,
+                candidate=selection.candidate,
+            )
             return [r.id for r in rows]
 
         return report_id, self.ctx.tx(write)
 
-    def alerts(self, *, policy: str | None = None, limit: int = 200,
-               include_acknowledged: bool = True) -> list[DriftAlert]:
+    def alerts(
+        self, *, policy: str | None = None, limit: int = 200, include_acknowledged: bool = True
+    ) -> list[DriftAlert]:
         """Stored alerts, newest first."""
         self.ctx.require("dashboard.view")
         q = select(DriftAlert).order_by(DriftAlert.created_at.desc(), DriftAlert.id.desc()).limit(limit)
@@ -207,8 +296,11 @@ class DriftService(Service):
         self.ctx.require("dashboard.view")
 
         def write(s: Session) -> None:
-            res = s.execute(update(DriftAlert).where(DriftAlert.id == alert_id).values(
-                acknowledged_by=self.ctx.principal.user_id, acknowledged_at=datetime.now(UTC)))
+            res = s.execute(
+                update(DriftAlert)
+                .where(DriftAlert.id == alert_id)
+                .values(acknowledged_by=self.ctx.principal.user_id, acknowledged_at=datetime.now(UTC))
+            )
             if res.rowcount == 0:
                 raise NotFound(f"drift alert {alert_id} does not exist; list alerts with DriftService.alerts()")
             self.ctx.audit(s, "drift.acknowledge", "drift_alert", alert_id, note=note)

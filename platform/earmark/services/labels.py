@@ -10,6 +10,7 @@ Per comparison (canonical order: A = rollout_ids[0]):
 4. optionally, pairs no human judged get an AI label from reward-model scores (source "ai"),
    always marked so that datasets can filter them.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,12 @@ class LabelConfig(BaseModel):
     ai_dimensions: list[str] | None = Field(default=None, description="dimensions averaged; all when unset")
     ai_min_gap: float = Field(default=0.02, ge=0, description="score gap below which no AI label is given")
     ai_temperature: float = Field(default=0.1, gt=0, description="gap -> margin: sigmoid(gap / T)")
-    judged_before: datetime | None = Field(default=None, description="only judgments and adjudications made up to "
-                                           "this time (store clock): an online round's cut-off, so a rebuild "
-                                           "after late judgments gives the same snapshot")
+    judged_before: datetime | None = Field(
+        default=None,
+        description="only judgments and adjudications made up to "
+        "this time (store clock): an online round's cut-off, so a rebuild "
+        "after late judgments gives the same snapshot",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,18 @@ class PreferenceLabel:
 def rater_weights(s: Session, rater_ids: list[int]) -> dict[int, float]:
     """log-odds of each rater's smoothed gold accuracy (Beta prior), floored at a small positive weight."""
     a0, b0 = GOLD_PRIOR
-    rows = dict((r, (c, n)) for r, c, n in s.execute(
-        select(Judgment.rater_id, func.count().filter(Judgment.gold_correct.is_(True)),
-               func.count().filter(Judgment.gold_correct.is_not(None)))
-        .where(Judgment.rater_id.in_(rater_ids)).group_by(Judgment.rater_id)).all())
+    rows = dict(
+        (r, (c, n))
+        for r, c, n in s.execute(
+            select(
+                Judgment.rater_id,
+                func.count().filter(Judgment.gold_correct.is_(True)),
+                func.count().filter(Judgment.gold_correct.is_not(None)),
+            )
+            .where(Judgment.rater_id.in_(rater_ids))
+            .group_by(Judgment.rater_id)
+        ).all()
+    )
     weights = {}
     for r in rater_ids:
         correct, n = rows.get(r, (0, 0))
@@ -79,18 +91,29 @@ def _vote(prefs: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 class LabelService(Service):
-    def human_labels(self, s: Session, campaign_ids: list[int], cfg: LabelConfig) -> tuple[list[PreferenceLabel], dict[str, int]]:
+    def human_labels(
+        self, s: Session, campaign_ids: list[int], cfg: LabelConfig
+    ) -> tuple[list[PreferenceLabel], dict[str, int]]:
         """Labels for non-gold pairwise/CMOS comparisons of these campaigns, plus drop counts."""
-        comps = {c.id: c for c in s.scalars(select(Comparison).where(
-            Comparison.campaign_id.in_(campaign_ids), Comparison.is_gold.is_(False),
-            func.cardinality(Comparison.rollout_ids) == 2))}
+        comps = {
+            c.id: c
+            for c in s.scalars(
+                select(Comparison).where(
+                    Comparison.campaign_id.in_(campaign_ids),
+                    Comparison.is_gold.is_(False),
+                    func.cardinality(Comparison.rollout_ids) == 2,
+                )
+            )
+        }
         aq = select(Adjudication).where(Adjudication.comparison_id.in_(list(comps)))
         if cfg.judged_before is not None:
             aq = aq.where(Adjudication.created_at <= cfg.judged_before)
         adjud = {a.comparison_id: a for a in s.scalars(aq)}
-        q = (select(Judgment.id, Judgment.comparison_id, Judgment.rater_id, Judgment.preference)
-             .join(User, User.id == Judgment.rater_id)
-             .where(Judgment.comparison_id.in_(list(comps)), Judgment.preference.is_not(None)))
+        q = (
+            select(Judgment.id, Judgment.comparison_id, Judgment.rater_id, Judgment.preference)
+            .join(User, User.id == Judgment.rater_id)
+            .where(Judgment.comparison_id.in_(list(comps)), Judgment.preference.is_not(None))
+        )
         if cfg.judged_before is not None:
             q = q.where(Judgment.created_at <= cfg.judged_before)
         if not cfg.include_uncleared:
@@ -106,8 +129,19 @@ class LabelService(Service):
                 adj = adjud[cid]
                 if adj.choice in ("A", "B"):
                     win, lose = (a, b) if adj.choice == "A" else (b, a)
-                    labels.append(PreferenceLabel(comp.prompt_id, win, lose, "adjudicated", 1.0, 1.0, cid,
-                                                  tuple(j for j, _, _ in by_comp.get(cid, [])), len(by_comp.get(cid, []))))
+                    labels.append(
+                        PreferenceLabel(
+                            comp.prompt_id,
+                            win,
+                            lose,
+                            "adjudicated",
+                            1.0,
+                            1.0,
+                            cid,
+                            tuple(j for j, _, _ in by_comp.get(cid, [])),
+                            len(by_comp.get(cid, [])),
+                        )
+                    )
                 else:
                     dropped["tie"] += 1
                 continue
@@ -119,8 +153,11 @@ class LabelService(Service):
             total = wa + wb + wt
             if total <= 0 or wa == wb:
                 if cfg.keep_ties:
-                    labels.append(PreferenceLabel(comp.prompt_id, a, b, "human", 0.5, total, cid,
-                                                  tuple(j for j, _, _ in js), len(js)))
+                    labels.append(
+                        PreferenceLabel(
+                            comp.prompt_id, a, b, "human", 0.5, total, cid, tuple(j for j, _, _ in js), len(js)
+                        )
+                    )
                 else:
                     dropped["tie"] += 1
                 continue
@@ -129,18 +166,32 @@ class LabelService(Service):
                 dropped["low_agreement"] += 1
                 continue
             win, lose = (a, b) if wa > wb else (b, a)
-            labels.append(PreferenceLabel(comp.prompt_id, win, lose, "human", round(share, 6), round(total, 6), cid,
-                                          tuple(j for j, _, _ in js), len(js)))
+            labels.append(
+                PreferenceLabel(
+                    comp.prompt_id,
+                    win,
+                    lose,
+                    "human",
+                    round(share, 6),
+                    round(total, 6),
+                    cid,
+                    tuple(j for j, _, _ in js),
+                    len(js),
+                )
+            )
         return labels, dropped
 
-    def ai_labels(self, s: Session, rollout_ids: list[int], exclude_pairs: set[frozenset[int]],
-                  cfg: LabelConfig) -> list[PreferenceLabel]:
+    def ai_labels(
+        self, s: Session, rollout_ids: list[int], exclude_pairs: set[frozenset[int]], cfg: LabelConfig
+    ) -> list[PreferenceLabel]:
         """AI-feedback labels for every same-prompt pair of these rollouts that no human labelled."""
         if not cfg.ai_reward_model_ids or not rollout_ids:
             return []
-        q = (select(RewardScore.rollout_id, func.avg(RewardScore.score))
-             .where(RewardScore.rollout_id.in_(rollout_ids), RewardScore.reward_model_id.in_(cfg.ai_reward_model_ids))
-             .group_by(RewardScore.rollout_id))
+        q = (
+            select(RewardScore.rollout_id, func.avg(RewardScore.score))
+            .where(RewardScore.rollout_id.in_(rollout_ids), RewardScore.reward_model_id.in_(cfg.ai_reward_model_ids))
+            .group_by(RewardScore.rollout_id)
+        )
         if cfg.ai_dimensions:
             q = q.where(RewardScore.dimension.in_(cfg.ai_dimensions))
         score = dict(s.execute(q).all())
@@ -151,7 +202,7 @@ class LabelService(Service):
         out = []
         for pid, rids in sorted(by_prompt.items()):
             for i, x in enumerate(rids):
-                for y in rids[i + 1:]:
+                for y in rids[i + 1 :]:
                     if frozenset((x, y)) in exclude_pairs:
                         continue
                     gap = score[x] - score[y]
@@ -162,8 +213,9 @@ class LabelService(Service):
                     out.append(PreferenceLabel(pid, win, lose, "ai", round(margin, 6), round(abs(gap), 6)))
         return out
 
-    def build(self, campaign_ids: list[int], cfg: LabelConfig, ai_rollout_ids: list[int] | None = None
-              ) -> tuple[list[PreferenceLabel], dict[str, Any]]:
+    def build(
+        self, campaign_ids: list[int], cfg: LabelConfig, ai_rollout_ids: list[int] | None = None
+    ) -> tuple[list[PreferenceLabel], dict[str, Any]]:
         """Human (and adjudicated) labels, then AI labels for unjudged pairs; with counts by source."""
         self.ctx.require("data.read")
 
@@ -176,11 +228,16 @@ class LabelService(Service):
                 if cfg.judged_before is not None:  # judged after the cut-off = not judged, so AI may fill it
                     jq = jq.where(Judgment.created_at <= cfg.judged_before)
                 judged = set(s.scalars(jq)) if campaign_ids else set()
-                covered |= {frozenset(c.rollout_ids) for c in s.scalars(select(Comparison).where(Comparison.id.in_(judged)))}
+                covered |= {
+                    frozenset(c.rollout_ids) for c in s.scalars(select(Comparison).where(Comparison.id.in_(judged)))
+                }
                 ai = self.ai_labels(s, sorted(ai_rollout_ids or []), covered, cfg)
-            counts = {"human": sum(x.source == "human" for x in human),
-                      "adjudicated": sum(x.source == "adjudicated" for x in human), "ai": len(ai),
-                      "dropped": dropped}
+            counts = {
+                "human": sum(x.source == "human" for x in human),
+                "adjudicated": sum(x.source == "adjudicated" for x in human),
+                "ai": len(ai),
+                "dropped": dropped,
+            }
             return human + ai, counts
 
         return self.ctx.tx(read)

@@ -17,6 +17,7 @@ Screens, each naming its source:
 - votes improbable against the consensus: Wald's SPRT on disagreement with the leave-one-out
   majority, in the spirit of Chatbot Arena's anomalous-user detection (Chiang et al., 2024, sec. 5).
 """
+
 from __future__ import annotations
 
 import math
@@ -255,10 +256,20 @@ def _units(rows: list[JudgmentRow], dimension: str) -> dict[tuple[int, int], dic
     return units
 
 
-LEVELS = {"choice": "nominal", "preference": "ordinal", "cmos": "ordinal", "mos": "ordinal", "mushra": "interval",
-          **{d: "ordinal" for d in RATING_DIMENSIONS}}
-DOMAINS = {"mos": [1, 2, 3, 4, 5], "cmos": [-3, -2, -1, 0, 1, 2, 3], "choice": [0, 1, 2, 3],
-           **{d: [1, 2, 3, 4, 5] for d in RATING_DIMENSIONS}}
+LEVELS = {
+    "choice": "nominal",
+    "preference": "ordinal",
+    "cmos": "ordinal",
+    "mos": "ordinal",
+    "mushra": "interval",
+    **{d: "ordinal" for d in RATING_DIMENSIONS},
+}
+DOMAINS = {
+    "mos": [1, 2, 3, 4, 5],
+    "cmos": [-3, -2, -1, 0, 1, 2, 3],
+    "choice": [0, 1, 2, 3],
+    **{d: [1, 2, 3, 4, 5] for d in RATING_DIMENSIONS},
+}
 
 
 def krippendorff_alpha(rows: list[JudgmentRow], dimension: str, campaign_id: int = 0) -> AlphaResult:
@@ -318,9 +329,24 @@ def assess(rows: list[JudgmentRow], users: dict[int, tuple[str, bool]], cfg: Qua
         if test and test.decision == "flag":
             flags.append("improbable_votes")
         p_n, p_ok = peers.get(rid, (0, 0))
-        out.append(RaterQuality(rid, name, cleared, n_judged[rid], g_n, g_ok, p_n, p_ok,
-                                {d: round(s, 3) for d, (_n, s) in spread.get(rid, {}).items()},
-                                None if pos is None else round(pos[1], 3), h_n, h_bad, test, tuple(flags)))
+        out.append(
+            RaterQuality(
+                rid,
+                name,
+                cleared,
+                n_judged[rid],
+                g_n,
+                g_ok,
+                p_n,
+                p_ok,
+                {d: round(s, 3) for d, (_n, s) in spread.get(rid, {}).items()},
+                None if pos is None else round(pos[1], 3),
+                h_n,
+                h_bad,
+                test,
+                tuple(flags),
+            )
+        )
     return out
 
 
@@ -328,10 +354,25 @@ def assess(rows: list[JudgmentRow], users: dict[int, tuple[str, bool]], cfg: Qua
 class QualityService(Service):
     def rows(self, campaign_id: int | None = None) -> list[JudgmentRow]:
         self.ctx.require("judgments.review")
-        q = (select(Judgment.id, Judgment.comparison_id, Judgment.campaign_id, Judgment.rater_id, Judgment.protocol,
-                    Judgment.choice, Judgment.preference, Judgment.ratings, Judgment.is_gold, Judgment.gold_correct,
-                    Judgment.presentation, Comparison.reason, Judgment.created_at)
-             .join(Comparison, Comparison.id == Judgment.comparison_id).order_by(Judgment.id))
+        q = (
+            select(
+                Judgment.id,
+                Judgment.comparison_id,
+                Judgment.campaign_id,
+                Judgment.rater_id,
+                Judgment.protocol,
+                Judgment.choice,
+                Judgment.preference,
+                Judgment.ratings,
+                Judgment.is_gold,
+                Judgment.gold_correct,
+                Judgment.presentation,
+                Comparison.reason,
+                Judgment.created_at,
+            )
+            .join(Comparison, Comparison.id == Judgment.comparison_id)
+            .order_by(Judgment.id)
+        )
         if campaign_id is not None:
             q = q.where(Judgment.campaign_id == campaign_id)
         out = []
@@ -340,9 +381,24 @@ class QualityService(Service):
             ref = (r.reason or {}).get("hidden_reference")
             ref = ref if isinstance(ref, int) else None
             anchors = [a for a in (r.reason or {}).get("anchors") or [] if isinstance(a, int)]
-            out.append(JudgmentRow(r.id, r.comparison_id, r.campaign_id, r.rater_id, r.protocol, r.choice,
-                                   r.preference, r.ratings or {}, r.is_gold, r.gold_correct, order,
-                                   ref, r.created_at, tuple(([ref] if ref is not None else []) + anchors)))
+            out.append(
+                JudgmentRow(
+                    r.id,
+                    r.comparison_id,
+                    r.campaign_id,
+                    r.rater_id,
+                    r.protocol,
+                    r.choice,
+                    r.preference,
+                    r.ratings or {},
+                    r.is_gold,
+                    r.gold_correct,
+                    order,
+                    ref,
+                    r.created_at,
+                    tuple(([ref] if ref is not None else []) + anchors),
+                )
+            )
         return out
 
     def _users(self) -> dict[int, tuple[str, bool]]:
@@ -380,18 +436,30 @@ class QualityService(Service):
         A reviewer's clearance stands until the rater answers another gold item: new evidence
         below the threshold excludes them again, old evidence does not undo a human decision."""
         cfg = config or QualityConfig()
-        return self._exclude_flagged("low_gold_accuracy", Judgment.is_gold, cfg, lambda q: (
-            f"gold accuracy {q.gold_accuracy:.2f} on {q.gold_items} gold items is below {cfg.min_gold_accuracy:.2f}"))
+        return self._exclude_flagged(
+            "low_gold_accuracy",
+            Judgment.is_gold,
+            cfg,
+            lambda q: (
+                f"gold accuracy {q.gold_accuracy:.2f} on {q.gold_items} gold items is below {cfg.min_gold_accuracy:.2f}"
+            ),
+        )
 
     def apply_hidden_reference_screen(self, config: QualityConfig | None = None) -> list[RaterQuality]:
         """MUSHRA post-screening (BS.1534-3): exclude assessors who rated the hidden reference below
         ``hidden_ref_min`` on more than ``hidden_ref_max_fail`` of their items; returns those excluded
         now. Clearance by a reviewer stands until the rater rates another item with a hidden reference."""
         cfg = config or QualityConfig()
-        return self._exclude_flagged("hidden_reference", Comparison.reason.op("?")("hidden_reference"), cfg,
-                                     lambda q: (f"rated the hidden reference below {cfg.hidden_ref_min} on "
-                                                f"{q.hidden_ref_failures} of {q.hidden_ref_items} items "
-                                                f"(more than {cfg.hidden_ref_max_fail:.0%})"))
+        return self._exclude_flagged(
+            "hidden_reference",
+            Comparison.reason.op("?")("hidden_reference"),
+            cfg,
+            lambda q: (
+                f"rated the hidden reference below {cfg.hidden_ref_min} on "
+                f"{q.hidden_ref_failures} of {q.hidden_ref_items} items "
+                f"(more than {cfg.hidden_ref_max_fail:.0%})"
+            ),
+        )
 
     def _exclude_flagged(self, flag: str, evidence: Any, cfg: QualityConfig, why: Any) -> list[RaterQuality]:
         report = self.rater_report(None, cfg)
@@ -401,15 +469,26 @@ class QualityService(Service):
 
         def last_times(s: Session) -> tuple[dict[int, datetime], dict[int, datetime]]:
             ids = [q.user_id for q in low]
-            gold = dict(s.execute(select(Judgment.rater_id, func.max(Judgment.created_at))
-                                  .join(Comparison, Comparison.id == Judgment.comparison_id)
-                                  .where(evidence, Judgment.rater_id.in_(ids))
-                                  .group_by(Judgment.rater_id)).all())
-            cleared = {int(e): t for e, t in s.execute(
-                select(AuditLog.entity_id, func.max(AuditLog.at))
-                .where(AuditLog.action == "raters.clear", AuditLog.entity == "user",
-                       AuditLog.entity_id.in_([str(i) for i in ids]))
-                .group_by(AuditLog.entity_id)).all()}
+            gold = dict(
+                s.execute(
+                    select(Judgment.rater_id, func.max(Judgment.created_at))
+                    .join(Comparison, Comparison.id == Judgment.comparison_id)
+                    .where(evidence, Judgment.rater_id.in_(ids))
+                    .group_by(Judgment.rater_id)
+                ).all()
+            )
+            cleared = {
+                int(e): t
+                for e, t in s.execute(
+                    select(AuditLog.entity_id, func.max(AuditLog.at))
+                    .where(
+                        AuditLog.action == "raters.clear",
+                        AuditLog.entity == "user",
+                        AuditLog.entity_id.in_([str(i) for i in ids]),
+                    )
+                    .group_by(AuditLog.entity_id)
+                ).all()
+            }
             return gold, cleared
 
         gold_at, cleared_at = self.ctx.tx(last_times)

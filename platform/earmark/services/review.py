@@ -5,6 +5,7 @@ policy, version or score produced a clip: the views here carry no rollout or pol
 no page can leak them by accident. Exports (admin/engineer) do carry rollout ids for lineage.
 Everything is in canonical order: A is the comparison's first rollout, whatever a rater was shown.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,12 @@ from earmark.domain.annotation import PAIRWISE_CHOICES, RATING_DIMENSIONS, plant
 from earmark.domain.limits import Limits
 from earmark.errors import InvalidInput, NotFound
 from earmark.services.annotation_timeline import (
-    STEREO, TRACKS, TimelineView, parse_timeline, render_stereo, timeline_view,
+    STEREO,
+    TRACKS,
+    TimelineView,
+    parse_timeline,
+    render_stereo,
+    timeline_view,
 )
 from earmark.services.context import Service
 from earmark.services.tasks import conversation_view
@@ -138,11 +144,16 @@ def event_disagreement(marks: list[list[dict[str, Any]]]) -> float:
     """Mean over rater pairs of 1 - (matched marks x 2 / all marks): marks match when they have the
     same kind and lie within ``EVENT_MATCH_S`` (each mark matched at most once, closest first).
     0 when every rater marked the same events (or none), 1 when no mark is shared."""
+
     def disagree(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
         if not a and not b:
             return 0.0
-        pairs = sorted((abs(x["onset_s"] - y["onset_s"]), i, j) for i, x in enumerate(a) for j, y in enumerate(b)
-                       if x["kind"] == y["kind"] and abs(x["onset_s"] - y["onset_s"]) <= EVENT_MATCH_S)
+        pairs = sorted(
+            (abs(x["onset_s"] - y["onset_s"]), i, j)
+            for i, x in enumerate(a)
+            for j, y in enumerate(b)
+            if x["kind"] == y["kind"] and abs(x["onset_s"] - y["onset_s"]) <= EVENT_MATCH_S
+        )
         used_a, used_b = set(), set()
         for _d, i, j in pairs:
             if i not in used_a and j not in used_b:
@@ -150,7 +161,7 @@ def event_disagreement(marks: list[list[dict[str, Any]]]) -> float:
                 used_b.add(j)
         return 1 - 2 * len(used_a) / (len(a) + len(b))
 
-    pairs = [(a, b) for i, a in enumerate(marks) for b in marks[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(marks) for b in marks[i + 1 :]]
     return sum(disagree(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
 
 
@@ -165,14 +176,26 @@ def _adjudication_info(row: Any) -> AdjudicationInfo:
     return AdjudicationInfo(row.comparison_id, row.reviewer, row.choice, row.preference, row.note, row.created_at)
 
 
-ADJ_QUERY = (select(Adjudication.comparison_id, User.username.label("reviewer"), Adjudication.choice,
-                    Adjudication.preference, Adjudication.note, Adjudication.created_at)
-             .join(User, User.id == Adjudication.reviewer_id))
+ADJ_QUERY = select(
+    Adjudication.comparison_id,
+    User.username.label("reviewer"),
+    Adjudication.choice,
+    Adjudication.preference,
+    Adjudication.note,
+    Adjudication.created_at,
+).join(User, User.id == Adjudication.reviewer_id)
 
 
 class ReviewService(Service):
-    def disputed(self, campaign_id: int, *, min_disagreement: float = 0.3, rating_std: float = 1.0,
-                 min_judgments: int = 2, limit: int = 200) -> list[DisputedItem]:
+    def disputed(
+        self,
+        campaign_id: int,
+        *,
+        min_disagreement: float = 0.3,
+        rating_std: float = 1.0,
+        min_judgments: int = 2,
+        limit: int = 200,
+    ) -> list[DisputedItem]:
         """Items whose raters split between A and B, whose choices disagree at least
         ``min_disagreement``, or whose 1-5 scores spread at least ``rating_std``; most disputed first."""
         self.ctx.require("judgments.review")
@@ -181,11 +204,19 @@ class ReviewService(Service):
             protocol = s.scalar(select(Campaign.protocol).where(Campaign.id == campaign_id))
             if protocol is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
-            rows = s.execute(select(Judgment.comparison_id, Judgment.choice, Judgment.ratings, Judgment.events)
-                             .where(Judgment.campaign_id == campaign_id)).all()
-            adj = {r.comparison_id: _adjudication_info(r) for r in s.execute(
-                ADJ_QUERY.join(Comparison, Comparison.id == Adjudication.comparison_id)
-                .where(Comparison.campaign_id == campaign_id))}
+            rows = s.execute(
+                select(Judgment.comparison_id, Judgment.choice, Judgment.ratings, Judgment.events).where(
+                    Judgment.campaign_id == campaign_id
+                )
+            ).all()
+            adj = {
+                r.comparison_id: _adjudication_info(r)
+                for r in s.execute(
+                    ADJ_QUERY.join(Comparison, Comparison.id == Adjudication.comparison_id).where(
+                        Comparison.campaign_id == campaign_id
+                    )
+                )
+            }
             return rows, adj, protocol
 
         rows, adj, protocol = self.ctx.tx(read)
@@ -202,8 +233,11 @@ class ReviewService(Service):
             if protocol == "timeline":  # no choice to split on: disagreement is about the marked events
                 dis = round(event_disagreement(marks[cid]), 4)
                 kinds = Counter(e["kind"] for m in marks[cid] for e in m)
-                summary = "; ".join(filter(None, [
-                    " · ".join(f"{k} {n}" for k, n in kinds.most_common()) or "no events marked", summary]))
+                summary = "; ".join(
+                    filter(
+                        None, [" · ".join(f"{k} {n}" for k, n in kinds.most_common()) or "no events marked", summary]
+                    )
+                )
             if split or dis >= min_disagreement or spread >= rating_std:
                 out.append(DisputedItem(cid, campaign_id, protocol, len(js), dis, split, spread, summary, adj.get(cid)))
         out.sort(key=lambda d: (-int(d.split), -d.choice_disagreement, -d.rating_spread, d.comparison_id))
@@ -225,29 +259,66 @@ class ReviewService(Service):
             durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all())
             planted = planted_of(comp.reason)
             n = len(comp.rollout_ids)
-            durations |= dict(s.execute(select(Blob.sha256, Blob.duration_s).where(
-                Blob.sha256.in_([p["audio_sha256"] for p in planted]))).all())
-            stimuli = [ReviewStimulus(chr(65 + i), rollouts[rid].audio_sha256, rollouts[rid].text,
-                                      durations.get(rollouts[rid].audio_sha256))
-                       for i, rid in enumerate(comp.rollout_ids)]
-            stimuli += [ReviewStimulus(_label(n + j, n, planted), p["audio_sha256"], "", durations.get(p["audio_sha256"]))
-                        for j, p in enumerate(planted)]
+            durations |= dict(
+                s.execute(
+                    select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_([p["audio_sha256"] for p in planted]))
+                ).all()
+            )
+            stimuli = [
+                ReviewStimulus(
+                    chr(65 + i),
+                    rollouts[rid].audio_sha256,
+                    rollouts[rid].text,
+                    durations.get(rollouts[rid].audio_sha256),
+                )
+                for i, rid in enumerate(comp.rollout_ids)
+            ]
+            stimuli += [
+                ReviewStimulus(_label(n + j, n, planted), p["audio_sha256"], "", durations.get(p["audio_sha256"]))
+                for j, p in enumerate(planted)
+            ]
             judgments = []
-            for j, name, cleared in s.execute(select(Judgment, User.username, User.cleared_for_aggregation)
-                                              .join(User, User.id == Judgment.rater_id)
-                                              .where(Judgment.comparison_id == comparison_id).order_by(Judgment.id)):
+            for j, name, cleared in s.execute(
+                select(Judgment, User.username, User.cleared_for_aggregation)
+                .join(User, User.id == Judgment.rater_id)
+                .where(Judgment.comparison_id == comparison_id)
+                .order_by(Judgment.id)
+            ):
                 order = (j.presentation or {}).get("order") or list(range(n + len(planted)))
-                judgments.append(ReviewJudgment(j.id, j.rater_id, name, cleared, j.choice, j.preference, j.ratings,
-                                                j.rationale, j.listen_ms, [_label(i, n, planted) for i in order],
-                                                j.late, j.gold_correct, j.created_at,
-                                                tuple(sorted(j.events or [], key=lambda e: e.get("onset_s", 0.0)))))
+                judgments.append(
+                    ReviewJudgment(
+                        j.id,
+                        j.rater_id,
+                        name,
+                        cleared,
+                        j.choice,
+                        j.preference,
+                        j.ratings,
+                        j.rationale,
+                        j.listen_ms,
+                        [_label(i, n, planted) for i in order],
+                        j.late,
+                        j.gold_correct,
+                        j.created_at,
+                        tuple(sorted(j.events or [], key=lambda e: e.get("onset_s", 0.0))),
+                    )
+                )
             adj = s.execute(ADJ_QUERY.where(Adjudication.comparison_id == comparison_id)).first()
             card = None
             if persona is not None:
                 card = {k: persona.card.get(k) for k in ("display_name", "description", "style") if persona.card.get(k)}
-            return ReviewItem(comp.id, comp.campaign_id, camp.protocol, comp.is_gold, comp.gold_answer, card,
-                              conversation_view(prompt.messages), stimuli, judgments,
-                              _adjudication_info(adj) if adj else None)
+            return ReviewItem(
+                comp.id,
+                comp.campaign_id,
+                camp.protocol,
+                comp.is_gold,
+                comp.gold_answer,
+                card,
+                conversation_view(prompt.messages),
+                stimuli,
+                judgments,
+                _adjudication_info(adj) if adj else None,
+            )
 
         return self.ctx.tx(read)
 
@@ -283,8 +354,9 @@ class ReviewService(Service):
             raise NotFound(f"no audio for track {track!r}; use {', '.join(TRACKS)} or {STEREO}")
         return self.ctx.blobs.get_bytes(sha)
 
-    def adjudicate(self, comparison_id: int, choice: str, preference: float | None = None,
-                   note: str = "") -> AdjudicationInfo:
+    def adjudicate(
+        self, comparison_id: int, choice: str, preference: float | None = None, note: str = ""
+    ) -> AdjudicationInfo:
         """Record the reviewer's label (canonical A/B/tie/both_bad); a later decision replaces it."""
         self.ctx.require("judgments.review")
         reviewer = self.ctx.principal.user_id
@@ -295,8 +367,11 @@ class ReviewService(Service):
         if preference is not None:
             if not -1 <= preference <= 1:
                 raise InvalidInput(f"preference {preference} is out of range; use -1 (B much better) to +1 (A)")
-            if (choice == "A" and preference <= 0) or (choice == "B" and preference >= 0) or \
-                    (choice in ("tie", "both_bad") and preference != 0):
+            if (
+                (choice == "A" and preference <= 0)
+                or (choice == "B" and preference >= 0)
+                or (choice in ("tie", "both_bad") and preference != 0)
+            ):
                 raise InvalidInput(f"preference {preference} contradicts choice {choice}; positive means A is better")
         note = (note or "").strip()
         if len(note) > Limits.MAX_RATIONALE_CHARS or "\x00" in note:
@@ -305,29 +380,49 @@ class ReviewService(Service):
         def write(s: Session) -> AdjudicationInfo:
             if s.get(Comparison, comparison_id) is None:
                 raise NotFound(f"comparison {comparison_id} does not exist")
-            values = {"comparison_id": comparison_id, "reviewer_id": reviewer, "choice": choice,
-                      "preference": preference, "note": note}
+            values = {
+                "comparison_id": comparison_id,
+                "reviewer_id": reviewer,
+                "choice": choice,
+                "preference": preference,
+                "note": note,
+            }
             stmt = insert(Adjudication).values(**values)
-            stmt = stmt.on_conflict_do_update(index_elements=[Adjudication.comparison_id],
-                                              set_={**values, "created_at": func.now()})
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[Adjudication.comparison_id], set_={**values, "created_at": func.now()}
+            )
             s.execute(stmt)
-            self.ctx.audit(s, "judgments.adjudicate", "comparison", comparison_id, choice=choice,
-                           preference=preference, note=note[:500])
+            self.ctx.audit(
+                s,
+                "judgments.adjudicate",
+                "comparison",
+                comparison_id,
+                choice=choice,
+                preference=preference,
+                note=note[:500],
+            )
             return _adjudication_info(s.execute(ADJ_QUERY.where(Adjudication.comparison_id == comparison_id)).one())
 
         return self.ctx.tx(write)
 
     def adjudications(self, campaign_id: int) -> list[AdjudicationInfo]:
         self.ctx.require("judgments.review")
-        q = (ADJ_QUERY.join(Comparison, Comparison.id == Adjudication.comparison_id)
-             .where(Comparison.campaign_id == campaign_id).order_by(Adjudication.comparison_id))
+        q = (
+            ADJ_QUERY.join(Comparison, Comparison.id == Adjudication.comparison_id)
+            .where(Comparison.campaign_id == campaign_id)
+            .order_by(Adjudication.comparison_id)
+        )
         return [_adjudication_info(r) for r in self.ctx.tx(lambda s: s.execute(q).all())]
 
     def throughput(self, campaign_id: int) -> list[RaterThroughput]:
         """Per rater: judgments, active span, judgments per work hour, median seconds per item."""
         self.ctx.require("judgments.review")
-        q = (select(User.username, Judgment.created_at).join(User, User.id == Judgment.rater_id)
-             .where(Judgment.campaign_id == campaign_id).order_by(User.username, Judgment.created_at))
+        q = (
+            select(User.username, Judgment.created_at)
+            .join(User, User.id == Judgment.rater_id)
+            .where(Judgment.campaign_id == campaign_id)
+            .order_by(User.username, Judgment.created_at)
+        )
         times: dict[str, list[datetime]] = defaultdict(list)
         for name, at in self.ctx.tx(lambda s: s.execute(q).all()):
             times[name].append(at)
@@ -336,8 +431,16 @@ class ReviewService(Service):
             gaps = [(b - a).total_seconds() for a, b in pairwise(ts)]
             work = [g for g in gaps if g <= BREAK_S]
             per_hour = len(work) / (sum(work) / 3600) if work and sum(work) > 0 else None
-            out.append(RaterThroughput(name, len(ts), ts[0], ts[-1], None if per_hour is None else round(per_hour, 1),
-                                       round(statistics.median(work), 1) if work else None))
+            out.append(
+                RaterThroughput(
+                    name,
+                    len(ts),
+                    ts[0],
+                    ts[-1],
+                    None if per_hour is None else round(per_hour, 1),
+                    round(statistics.median(work), 1) if work else None,
+                )
+            )
         return sorted(out, key=lambda t: -t.judgments)
 
     def export(self, campaign_id: int, fmt: str = "jsonl") -> bytes:
@@ -345,21 +448,46 @@ class ReviewService(Service):
         self.ctx.require("data.read")
         if fmt not in EXPORT_FORMATS:
             raise InvalidInput(f"export format {fmt!r} is unknown; use one of {', '.join(EXPORT_FORMATS)}")
-        q = (select(Judgment, User.username, User.cleared_for_aggregation, Comparison.rollout_ids,
-                    Adjudication.choice.label("adjudicated_choice"))
-             .join(User, User.id == Judgment.rater_id).join(Comparison, Comparison.id == Judgment.comparison_id)
-             .outerjoin(Adjudication, Adjudication.comparison_id == Judgment.comparison_id)
-             .where(Judgment.campaign_id == campaign_id).order_by(Judgment.id))
+        q = (
+            select(
+                Judgment,
+                User.username,
+                User.cleared_for_aggregation,
+                Comparison.rollout_ids,
+                Adjudication.choice.label("adjudicated_choice"),
+            )
+            .join(User, User.id == Judgment.rater_id)
+            .join(Comparison, Comparison.id == Judgment.comparison_id)
+            .outerjoin(Adjudication, Adjudication.comparison_id == Judgment.comparison_id)
+            .where(Judgment.campaign_id == campaign_id)
+            .order_by(Judgment.id)
+        )
         records = []
         for j, name, cleared, rollout_ids, adj in self.ctx.tx(lambda s: s.execute(q).all()):
-            records.append({
-                "judgment_id": j.id, "campaign_id": j.campaign_id, "comparison_id": j.comparison_id,
-                "rollout_ids": list(rollout_ids), "rater": name, "rater_id": j.rater_id,
-                "rater_cleared": cleared, "protocol": j.protocol, "choice": j.choice, "preference": j.preference,
-                "ratings": j.ratings, "rationale": j.rationale, "listen_ms": j.listen_ms, "events": j.events,
-                "presentation": j.presentation, "is_gold": j.is_gold, "gold_correct": j.gold_correct,
-                "late": j.late, "adjudicated_choice": adj, "created_at": j.created_at.isoformat(),
-            })
+            records.append(
+                {
+                    "judgment_id": j.id,
+                    "campaign_id": j.campaign_id,
+                    "comparison_id": j.comparison_id,
+                    "rollout_ids": list(rollout_ids),
+                    "rater": name,
+                    "rater_id": j.rater_id,
+                    "rater_cleared": cleared,
+                    "protocol": j.protocol,
+                    "choice": j.choice,
+                    "preference": j.preference,
+                    "ratings": j.ratings,
+                    "rationale": j.rationale,
+                    "listen_ms": j.listen_ms,
+                    "events": j.events,
+                    "presentation": j.presentation,
+                    "is_gold": j.is_gold,
+                    "gold_correct": j.gold_correct,
+                    "late": j.late,
+                    "adjudicated_choice": adj,
+                    "created_at": j.created_at.isoformat(),
+                }
+            )
         if fmt == "jsonl":
             return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
         buf = io.StringIO()

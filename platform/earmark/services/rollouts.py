@@ -1,4 +1,5 @@
 """Rollouts: exactly-once bulk ingest and the queries a job needs to fill only what is missing."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ class RolloutService(Service):
                 if missing := shas - known:
                     raise InvalidInput(
                         f"{len(missing)} rollout audio blob(s) are not recorded (e.g. {sorted(missing)[0]}); "
-                        "store audio with BlobService.put_waveform before ingesting rollouts")
+                        "store audio with BlobService.put_waveform before ingesting rollouts"
+                    )
             return bulk.ingest_rollouts(s, rollouts)
 
         return self.ctx.tx(write)
@@ -39,11 +41,13 @@ class RolloutService(Service):
     def existing_keys(self, policy_id: int, round: int, prompt_ids: Sequence[int]) -> set[tuple[int, int]]:
         """(prompt_id, sample_index) pairs already stored for this policy and round."""
         q = select(Rollout.prompt_id, Rollout.sample_index).where(
-            Rollout.policy_id == policy_id, Rollout.round == round, Rollout.prompt_id.in_(list(prompt_ids)))
+            Rollout.policy_id == policy_id, Rollout.round == round, Rollout.prompt_id.in_(list(prompt_ids))
+        )
         return {(p, i) for p, i in self.ctx.tx(lambda s: s.execute(q).all())}
 
-    def list(self, *, policy_id: int | None = None, round: int | None = None,
-             prompt_ids: Sequence[int] | None = None) -> list[Rollout]:
+    def list(
+        self, *, policy_id: int | None = None, round: int | None = None, prompt_ids: Sequence[int] | None = None
+    ) -> list[Rollout]:
         self.ctx.require("data.read")
         q = select(Rollout).order_by(Rollout.id)
         if policy_id is not None:

@@ -1,4 +1,5 @@
 """Reward models and their scores. Re-scoring with a new scorer version adds rows, never overwrites."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -20,11 +21,20 @@ class ScoreService(Service):
         self.ctx.require("scores.write")
 
         def write(s: Session) -> RewardModel:
-            s.execute(insert(RewardModel).values(
-                name=spec.name, version=spec.version, kind=spec.kind.value, dimensions=spec.dimensions,
-                config=spec.config).on_conflict_do_nothing(index_elements=["name", "version"]))
-            return s.scalars(select(RewardModel).where(
-                RewardModel.name == spec.name, RewardModel.version == spec.version)).one()
+            s.execute(
+                insert(RewardModel)
+                .values(
+                    name=spec.name,
+                    version=spec.version,
+                    kind=spec.kind.value,
+                    dimensions=spec.dimensions,
+                    config=spec.config,
+                )
+                .on_conflict_do_nothing(index_elements=["name", "version"])
+            )
+            return s.scalars(
+                select(RewardModel).where(RewardModel.name == spec.name, RewardModel.version == spec.version)
+            ).one()
 
         return self.ctx.tx(write)
 
@@ -40,26 +50,59 @@ class ScoreService(Service):
         self.ctx.require("data.read")
         from earmark.store.models import Persona, Prompt
 
-        q = (select(Rollout.id, Rollout.messages, Rollout.text, Rollout.tool_calls, Rollout.audio_sha256,
-                    Rollout.ttfa_s, Prompt.regime, Prompt.reference, Persona.name, Persona.card)
-             .join(Prompt, Prompt.id == Rollout.prompt_id).outerjoin(Persona, Persona.id == Prompt.persona_id)
-             .where(Rollout.id.in_(list(rollout_ids))).order_by(Rollout.id))
+        q = (
+            select(
+                Rollout.id,
+                Rollout.messages,
+                Rollout.text,
+                Rollout.tool_calls,
+                Rollout.audio_sha256,
+                Rollout.ttfa_s,
+                Prompt.regime,
+                Prompt.reference,
+                Persona.name,
+                Persona.card,
+            )
+            .join(Prompt, Prompt.id == Rollout.prompt_id)
+            .outerjoin(Persona, Persona.id == Prompt.persona_id)
+            .where(Rollout.id.in_(list(rollout_ids)))
+            .order_by(Rollout.id)
+        )
         out = []
         for r in self.ctx.tx(lambda s: s.execute(q).all()):
             msgs = list(r.messages or [])
             before = msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
-            out.append({"rollout_id": r.id, "regime": r.regime, "messages": before, "reference": r.reference,
-                        "persona": {"name": r.name, **r.card} if r.name else None, "response_text": r.text,
-                        "response_tool_calls": r.tool_calls or [], "audio_sha256": r.audio_sha256,
-                        "ttfa_s": r.ttfa_s})
+            out.append(
+                {
+                    "rollout_id": r.id,
+                    "regime": r.regime,
+                    "messages": before,
+                    "reference": r.reference,
+                    "persona": {"name": r.name, **r.card} if r.name else None,
+                    "response_text": r.text,
+                    "response_tool_calls": r.tool_calls or [],
+                    "audio_sha256": r.audio_sha256,
+                    "ttfa_s": r.ttfa_s,
+                }
+            )
         return out
 
-    def unscored(self, reward_model_id: int, dimensions: Sequence[str], *, policy_id: int | None = None,
-                 rounds: Sequence[int] | None = None, regimes: Sequence[str] | None = None) -> list[int]:
+    def unscored(
+        self,
+        reward_model_id: int,
+        dimensions: Sequence[str],
+        *,
+        policy_id: int | None = None,
+        rounds: Sequence[int] | None = None,
+        regimes: Sequence[str] | None = None,
+    ) -> list[int]:
         """Rollouts missing any of these dimensions for this reward model version."""
-        have = (select(RewardScore.rollout_id).where(RewardScore.reward_model_id == reward_model_id,
-                                                     RewardScore.dimension.in_(list(dimensions)))
-                .group_by(RewardScore.rollout_id).having(func.count() >= len(set(dimensions))))
+        have = (
+            select(RewardScore.rollout_id)
+            .where(RewardScore.reward_model_id == reward_model_id, RewardScore.dimension.in_(list(dimensions)))
+            .group_by(RewardScore.rollout_id)
+            .having(func.count() >= len(set(dimensions)))
+        )
         q = select(Rollout.id).where(Rollout.id.not_in(have)).order_by(Rollout.id)
         if policy_id is not None:
             q = q.where(Rollout.policy_id == policy_id)
@@ -71,8 +114,9 @@ class ScoreService(Service):
             q = q.where(Rollout.prompt_id.in_(select(Prompt.id).where(Prompt.regime.in_(list(regimes)))))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
-    def lacking_sampling(self, keys: Sequence[str], *, regimes: Sequence[str] | None = None,
-                         policy_id: int | None = None) -> int:
+    def lacking_sampling(
+        self, keys: Sequence[str], *, regimes: Sequence[str] | None = None, policy_id: int | None = None
+    ) -> int:
         """How many rollouts lack any of these decoding settings in their ``sampling`` column
         (a regime preset lists the keys its rewards depend on, e.g. asr: WER moves with decoding)."""
         from sqlalchemy.dialects.postgresql import array
@@ -97,19 +141,29 @@ class ScoreService(Service):
         """The latest registered version of a reward model name."""
         from earmark.errors import NotFound
 
-        rid = self.ctx.tx(lambda s: s.scalar(select(RewardModel.id).where(RewardModel.name == name)
-                                             .order_by(RewardModel.id.desc()).limit(1)))
+        rid = self.ctx.tx(
+            lambda s: s.scalar(
+                select(RewardModel.id).where(RewardModel.name == name).order_by(RewardModel.id.desc()).limit(1)
+            )
+        )
         if rid is None:
             raise NotFound(f"reward model {name!r} is not registered; run `earmark score --scorers {name}` first")
         return rid
 
-    def means(self, *, policy_id: int | None = None, rounds: Sequence[int] | None = None,
-              dimensions: Sequence[str] | None = None) -> dict[str, float]:
+    def means(
+        self,
+        *,
+        policy_id: int | None = None,
+        rounds: Sequence[int] | None = None,
+        dimensions: Sequence[str] | None = None,
+    ) -> dict[str, float]:
         """Mean score per dimension (computed in the database), latest scorer version per name."""
-        q = (select(RewardScore.dimension, func.avg(RewardScore.score))
-             .join(Rollout, Rollout.id == RewardScore.rollout_id)
-             .where(RewardScore.reward_model_id.in_(select(func.max(RewardModel.id)).group_by(RewardModel.name)))
-             .group_by(RewardScore.dimension))
+        q = (
+            select(RewardScore.dimension, func.avg(RewardScore.score))
+            .join(Rollout, Rollout.id == RewardScore.rollout_id)
+            .where(RewardScore.reward_model_id.in_(select(func.max(RewardModel.id)).group_by(RewardModel.name)))
+            .group_by(RewardScore.dimension)
+        )
         if policy_id is not None:
             q = q.where(Rollout.policy_id == policy_id)
         if rounds is not None:
@@ -123,21 +177,31 @@ class ScoreService(Service):
         self.ctx.require("data.read")
         from earmark.store.models import Comparison, Judgment, User
 
-        q = (select(Comparison.rollout_ids, Judgment.preference, User.role)
-             .join(Judgment, Judgment.comparison_id == Comparison.id).join(User, User.id == Judgment.rater_id)
-             .where(Judgment.preference.is_not(None), Comparison.is_gold.is_(False),
-                    func.cardinality(Comparison.rollout_ids) == 2))
+        q = (
+            select(Comparison.rollout_ids, Judgment.preference, User.role)
+            .join(Judgment, Judgment.comparison_id == Comparison.id)
+            .join(User, User.id == Judgment.rater_id)
+            .where(
+                Judgment.preference.is_not(None),
+                Comparison.is_gold.is_(False),
+                func.cardinality(Comparison.rollout_ids) == 2,
+            )
+        )
         if campaign_ids:
             q = q.where(Comparison.campaign_id.in_(list(campaign_ids)))
-        return [{"a": ids[0], "b": ids[1], "winner": "a" if p > 0 else "b" if p < 0 else "tie", "rater_pool": role}
-                for ids, p, role in self.ctx.tx(lambda s: s.execute(q).all())]
+        return [
+            {"a": ids[0], "b": ids[1], "winner": "a" if p > 0 else "b" if p < 0 else "tie", "rater_pool": role}
+            for ids, p, role in self.ctx.tx(lambda s: s.execute(q).all())
+        ]
 
     def by_dimension(self, rollout_ids: Sequence[int]) -> dict[str, dict[int, float]]:
         """{"name/dimension": {rollout_id: score}} for the latest version of every reward model."""
         latest = select(func.max(RewardModel.id)).group_by(RewardModel.name)
-        q = (select(RewardModel.name, RewardScore.dimension, RewardScore.rollout_id, RewardScore.score)
-             .join(RewardModel, RewardModel.id == RewardScore.reward_model_id)
-             .where(RewardScore.rollout_id.in_(list(rollout_ids)), RewardModel.id.in_(latest)))
+        q = (
+            select(RewardModel.name, RewardScore.dimension, RewardScore.rollout_id, RewardScore.score)
+            .join(RewardModel, RewardModel.id == RewardScore.reward_model_id)
+            .where(RewardScore.rollout_id.in_(list(rollout_ids)), RewardModel.id.in_(latest))
+        )
         out: dict[str, dict[int, float]] = {}
         for name, dim, rid, score in self.ctx.tx(lambda s: s.execute(q).all()):
             out.setdefault(f"{name}/{dim}", {})[rid] = score

@@ -8,12 +8,13 @@
   refused with a clear message. The unique keys (task_id) and (comparison_id, rater_id) are the
   last line: no race can store two judgments for one slot or one rater twice on an item.
 """
+
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,7 +26,13 @@ from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, p
 from earmark.domain.enums import Protocol
 from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
 from earmark.services.annotation_timeline import (
-    STEREO, TRACKS, TimelineView, check_event_onsets, parse_timeline, render_stereo, timeline_view,
+    STEREO,
+    TRACKS,
+    TimelineView,
+    check_event_onsets,
+    parse_timeline,
+    render_stereo,
+    timeline_view,
 )
 from earmark.services.context import Service
 from earmark.store.models import Campaign, Comparison, Judgment, Rollout, Task
@@ -164,7 +171,7 @@ SELECT id FROM j
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class TaskService(Service):
@@ -175,8 +182,12 @@ class TaskService(Service):
         lease_s = self.ctx.settings.lease_seconds
 
         def one(c: Connection) -> list[Lease]:
-            return [Lease(*r[:5], list(r[5]["order"])) for r in c.execute(
-                CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want})]
+            return [
+                Lease(*r[:5], list(r[5]["order"]))
+                for r in c.execute(
+                    CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want}
+                )
+            ]
 
         held = self.ctx.statement(one)
         while 0 < len(held) < want:  # each call adds at most one lease; stop when the pool has no more
@@ -189,8 +200,9 @@ class TaskService(Service):
         return held
 
     def _check_open(self, campaign_id: int) -> None:
-        row = self.ctx.statement(lambda c: c.execute(
-            select(Campaign.name, Campaign.status).where(Campaign.id == campaign_id)).first())
+        row = self.ctx.statement(
+            lambda c: c.execute(select(Campaign.name, Campaign.status).where(Campaign.id == campaign_id)).first()
+        )
         if row is None:
             raise NotFound(f"campaign {campaign_id} does not exist")
         if row.status != "open":
@@ -206,8 +218,11 @@ class TaskService(Service):
     def item(self, lease: Lease) -> RaterItem:
         """The blind view of a leased task: labels in presentation order, no model identities."""
         self.ctx.require("tasks.rate")
-        row = self.ctx.statement(lambda c: c.execute(ITEM_SQL, {
-            "t": lease.task_id, "r": self.ctx.principal.user_id, "token": lease.lease_token}).first())
+        row = self.ctx.statement(
+            lambda c: c.execute(
+                ITEM_SQL, {"t": lease.task_id, "r": self.ctx.principal.user_id, "token": lease.lease_token}
+            ).first()
+        )
         if row is None:
             raise LeaseExpired(LEASE_GONE)
         rows = {int(k): v for k, v in (row.rollouts or {}).items()}
@@ -231,8 +246,18 @@ class TaskService(Service):
         card = None
         if row.card is not None:
             card = {k: row.card.get(k) for k in ("display_name", "description", "style") if row.card.get(k)}
-        return RaterItem(row.id, row.lease_token, row.lease_expires_at, row.protocol, list(row.dimensions),
-                         row.instructions, card, conversation_view(row.messages), stimuli, reference)
+        return RaterItem(
+            row.id,
+            row.lease_token,
+            row.lease_expires_at,
+            row.protocol,
+            list(row.dimensions),
+            row.instructions,
+            card,
+            conversation_view(row.messages),
+            stimuli,
+            reference,
+        )
 
     def timeline(self, item: RaterItem) -> TimelineView:
         """The duplex session of a timeline task (both tracks, the action channel, the clock), with
@@ -277,13 +302,21 @@ class TaskService(Service):
         new_expiry = _now() + timedelta(seconds=self.ctx.settings.lease_seconds)
 
         def work(c: Connection) -> datetime:
-            n = c.execute(update(Task).where(
-                Task.id == task_id, Task.leased_by == self.ctx.principal.user_id,
-                Task.lease_token == lease_token, Task.status == "leased",
-            ).values(lease_expires_at=new_expiry)).rowcount
+            n = c.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.leased_by == self.ctx.principal.user_id,
+                    Task.lease_token == lease_token,
+                    Task.status == "leased",
+                )
+                .values(lease_expires_at=new_expiry)
+            ).rowcount
             if not n:
-                raise LeaseExpired("this item's lease was taken by another rater after it expired; "
-                                   "load the next item (your work on it was not saved)")
+                raise LeaseExpired(
+                    "this item's lease was taken by another rater after it expired; "
+                    "load the next item (your work on it was not saved)"
+                )
             return new_expiry
 
         return self.ctx.statement(work)
@@ -291,12 +324,22 @@ class TaskService(Service):
     def release(self, task_id: int, lease_token: uuid.UUID) -> None:
         """The rater skips the item: it goes straight back to the pool."""
         self.ctx.require("tasks.rate")
-        self.ctx.statement(lambda c: c.execute(update(Task).where(
-            Task.id == task_id, Task.leased_by == self.ctx.principal.user_id, Task.lease_token == lease_token,
-            Task.status == "leased").values(status="open", leased_by=None, lease_token=None, lease_expires_at=None)))
+        self.ctx.statement(
+            lambda c: c.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.leased_by == self.ctx.principal.user_id,
+                    Task.lease_token == lease_token,
+                    Task.status == "leased",
+                )
+                .values(status="open", leased_by=None, lease_token=None, lease_expires_at=None)
+            )
+        )
 
-    def submit(self, task_id: int, lease_token: uuid.UUID, submission_id: uuid.UUID,
-               answer: JudgmentSubmit | dict[str, Any]) -> SubmitResult:
+    def submit(
+        self, task_id: int, lease_token: uuid.UUID, submission_id: uuid.UUID, answer: JudgmentSubmit | dict[str, Any]
+    ) -> SubmitResult:
         self.ctx.require("tasks.rate")
         rater = self.ctx.principal.user_id
         try:
@@ -318,11 +361,15 @@ class TaskService(Service):
             if row.status == "done":
                 if row.mine_id is not None:  # resubmitted with a fresh id after a lost response
                     return SubmitResult(row.mine_id, True, row.mine_late, row.mine_gold)
-                raise LeaseExpired("this item was completed by another rater after your lease expired; "
-                                   "your answer was not stored, load the next item")
+                raise LeaseExpired(
+                    "this item was completed by another rater after your lease expired; "
+                    "your answer was not stored, load the next item"
+                )
             if row.leased_by != rater or row.lease_token != lease_token:
-                raise LeaseExpired("your lease on this item expired and another rater took it; your answer "
-                                   "was not stored, load the next item")
+                raise LeaseExpired(
+                    "your lease on this item expired and another rater took it; your answer "
+                    "was not stored, load the next item"
+                )
             late = row.lease_expires_at is not None and row.lease_expires_at < _now()
             protocol = Protocol(row.protocol)
             n_stimuli = len(row.rollout_ids) + row.n_planted
@@ -336,20 +383,36 @@ class TaskService(Service):
                 # by the longest clip), checked here so a stale or hand-made request stores nothing.
                 raw = s.scalar(select(Rollout.timeline).where(Rollout.id == row.rollout_ids[0]))
                 if protocol != Protocol.timeline or not raw:
-                    raise InvalidInput("events with onset times belong to timeline tasks; this task is "
-                                       f"{protocol.value}: send no events")
+                    raise InvalidInput(
+                        "events with onset times belong to timeline tasks; this task is "
+                        f"{protocol.value}: send no events"
+                    )
                 check_event_onsets(sub.events, parse_timeline(raw, f"task {task_id}").duration_s)
             canon = canonical(sub, protocol, order)
             gold = gold_correct(canon, row.gold_answer)
             try:
-                jid = s.execute(SUBMIT_SQL, {
-                    "t": task_id, "c": row.campaign_id, "cmp": row.comparison_id, "r": rater, "sub": submission_id,
-                    "protocol": protocol.value, "pref": canon.get("preference"), "choice": canon.get("choice"),
-                    "ratings": json.dumps({**sub.ratings, **canon.get("scores", {})}), "rationale": sub.rationale,
-                    "listen": json.dumps(sub.listen_ms), "events": json.dumps([e.model_dump() for e in sub.events]),
-                    "presentation": json.dumps(row.presentation), "is_gold": row.is_gold, "gold": gold, "late": late,
-                    "audit": json.dumps({"task_id": task_id, "late": late}),
-                }).scalar_one()
+                jid = s.execute(
+                    SUBMIT_SQL,
+                    {
+                        "t": task_id,
+                        "c": row.campaign_id,
+                        "cmp": row.comparison_id,
+                        "r": rater,
+                        "sub": submission_id,
+                        "protocol": protocol.value,
+                        "pref": canon.get("preference"),
+                        "choice": canon.get("choice"),
+                        "ratings": json.dumps({**sub.ratings, **canon.get("scores", {})}),
+                        "rationale": sub.rationale,
+                        "listen": json.dumps(sub.listen_ms),
+                        "events": json.dumps([e.model_dump() for e in sub.events]),
+                        "presentation": json.dumps(row.presentation),
+                        "is_gold": row.is_gold,
+                        "gold": gold,
+                        "late": late,
+                        "audit": json.dumps({"task_id": task_id, "late": late}),
+                    },
+                ).scalar_one()
             except IntegrityError:
                 raise Conflict("you already judged this item; load the next one") from None
             return SubmitResult(jid, False, late, gold)
@@ -357,8 +420,16 @@ class TaskService(Service):
         return self.ctx.connection_tx(work)
 
     def judged_count(self, campaign_id: int) -> int:
-        return int(self.ctx.tx(lambda s: s.scalar(select(func.count()).select_from(Judgment).where(
-            Judgment.campaign_id == campaign_id, Judgment.rater_id == self.ctx.principal.user_id))) or 0)
+        return int(
+            self.ctx.tx(
+                lambda s: s.scalar(
+                    select(func.count())
+                    .select_from(Judgment)
+                    .where(Judgment.campaign_id == campaign_id, Judgment.rater_id == self.ctx.principal.user_id)
+                )
+            )
+            or 0
+        )
 
 
 def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -370,7 +441,9 @@ def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(content, str):
             out.append({"role": m["role"], "text": content, "audio_sha256": None})
             continue
-        text = " ".join(p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio"))
+        text = " ".join(
+            p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")
+        )
         sha = next((p.get("audio_sha256") for p in content if p.get("type") == "audio"), None)
         out.append({"role": m["role"], "text": text.strip(), "audio_sha256": sha})
     return out

@@ -11,6 +11,7 @@ Import checks every line before writing anything (the error names the line, the 
 fix), then writes audio blobs (bytes before rows), then all rows in one transaction: a file with
 one bad line changes nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,10 +46,18 @@ class DuplexSessionLine(BaseModel):
     """One line of the duplex JSONL format."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=Limits.MAX_NAME_CHARS, pattern=NAME_PATTERN,
-                    description="scenario id; becomes the prompt's external_id")
-    source: str = Field(default="import", max_length=100, pattern=NAME_PATTERN,
-                        description="who produced the assistant side; the policy is external-<source>")
+    id: str = Field(
+        min_length=1,
+        max_length=Limits.MAX_NAME_CHARS,
+        pattern=NAME_PATTERN,
+        description="scenario id; becomes the prompt's external_id",
+    )
+    source: str = Field(
+        default="import",
+        max_length=100,
+        pattern=NAME_PATTERN,
+        description="who produced the assistant side; the policy is external-<source>",
+    )
     timeline: Timeline
     persona: str | None = Field(default=None, description="name of a registered persona")
     tools: list[dict[str, Any]] | None = Field(default=None, description="tool schemas offered")
@@ -100,11 +109,14 @@ class TimelineService(Service):
             try:
                 blob = BlobService(self.ctx).get(track.audio_sha256)
             except NotFound:
-                raise InvalidInput(f"{where}: audio_sha256 {track.audio_sha256[:12]}... is not in the blob store; "
-                                   "give the audio as path or base64 instead") from None
+                raise InvalidInput(
+                    f"{where}: audio_sha256 {track.audio_sha256[:12]}... is not in the blob store; "
+                    "give the audio as path or base64 instead"
+                ) from None
             if blob.channels != 1:
-                raise InvalidInput(f"{where}: blob {blob.sha256[:12]}... has {blob.channels} channels; each track "
-                                   "is one mono clip")
+                raise InvalidInput(
+                    f"{where}: blob {blob.sha256[:12]}... has {blob.channels} channels; each track is one mono clip"
+                )
             return _Audio(blob.sha256, None, float(blob.duration_s or 0.0))
         data = audio_mod.read_source(track.path, track.base64, base_dir, where)
         if data is None:
@@ -114,13 +126,17 @@ class TimelineService(Service):
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc.message}") from None
         if info.channels != 1:
-            raise InvalidInput(f"{where}: audio has {info.channels} channels; each track is one mono clip "
-                               "(put the user and the assistant on their own tracks)")
+            raise InvalidInput(
+                f"{where}: audio has {info.channels} channels; each track is one mono clip "
+                "(put the user and the assistant on their own tracks)"
+            )
         return _Audio(hashlib.sha256(data).hexdigest(), data, info.duration_s)
 
     def _check_line(self, line: DuplexSessionLine, base_dir: Path | None, where: str) -> dict[str, _Audio | None]:
         tl = line.timeline
-        found = {side: self._audio(getattr(tl, side), base_dir, f"{where}: {side} track") for side in ("user", "assistant")}
+        found = {
+            side: self._audio(getattr(tl, side), base_dir, f"{where}: {side} track") for side in ("user", "assistant")
+        }
         if found["user"] is None:
             raise InvalidInput(f"{where}: the user track has no audio; set timeline.user.path, base64 or audio_sha256")
         for side, a in found.items():
@@ -129,10 +145,13 @@ class TimelineService(Service):
                 raise InvalidInput(
                     f"{where}: {side} speech span [{spans[-1].start},{spans[-1].end}) ends at "
                     f"{tl.seconds(spans[-1].end):.2f} s but the {side} audio lasts {a.duration_s:.2f} s; "
-                    "fix the spans or the audio")
+                    "fix the spans or the audio"
+                )
         if found["assistant"] is None and tl.assistant.speech:
-            raise InvalidInput(f"{where}: assistant speech spans without assistant audio; add "
-                               "timeline.assistant.path/base64/audio_sha256 or drop the spans")
+            raise InvalidInput(
+                f"{where}: assistant speech spans without assistant audio; add "
+                "timeline.assistant.path/base64/audio_sha256 or drop the spans"
+            )
         return found
 
     @staticmethod
@@ -175,7 +194,11 @@ class TimelineService(Service):
         errors += self._check_consistency(checked, src)
         if errors:
             shown = "\n  ".join(errors[:MAX_IMPORT_ERRORS_SHOWN])
-            more = f"\n  ... and {len(errors) - MAX_IMPORT_ERRORS_SHOWN} more" if len(errors) > MAX_IMPORT_ERRORS_SHOWN else ""
+            more = (
+                f"\n  ... and {len(errors) - MAX_IMPORT_ERRORS_SHOWN} more"
+                if len(errors) > MAX_IMPORT_ERRORS_SHOWN
+                else ""
+            )
             raise InvalidInput(f"{len(errors)} invalid line(s); nothing was imported:\n  {shown}{more}")
         from earmark.services.blob_service import BlobService
 
@@ -189,42 +212,65 @@ class TimelineService(Service):
             scen = {"timeline": scenario_part(tl).to_json(), "tool_calls": [c.model_dump() for c in line.tool_calls]}
             first = scenario_of.setdefault(line.id, (no, scen))
             if first[1] != scen:
-                errors.append(f"{src}:{no}: id {line.id!r} is on line {first[0]} with a different scenario "
-                              "(user audio, events or expected tool calls); give each scenario its own id")
+                errors.append(
+                    f"{src}:{no}: id {line.id!r} is on line {first[0]} with a different scenario "
+                    "(user audio, events or expected tool calls); give each scenario its own id"
+                )
                 continue
             key = (line.id, line.source, line.sample_index)
             if line.has_assistant() and keys.setdefault(key, no) != no:
-                errors.append(f"{src}:{no}: id {line.id!r}, source {line.source!r}, sample_index {line.sample_index} "
-                              f"repeats line {keys[key]}; set a different sample_index")
+                errors.append(
+                    f"{src}:{no}: id {line.id!r}, source {line.source!r}, sample_index {line.sample_index} "
+                    f"repeats line {keys[key]}; set a different sample_index"
+                )
         ids = list(scenario_of)
-        existing = dict(self.ctx.tx(lambda s: s.execute(
-            select(Prompt.external_id, Prompt.reference).where(Prompt.external_id.in_(ids))).all()))
+        existing = dict(
+            self.ctx.tx(
+                lambda s: s.execute(
+                    select(Prompt.external_id, Prompt.reference).where(Prompt.external_id.in_(ids))
+                ).all()
+            )
+        )
         for pid, (no, scen) in scenario_of.items():
             if pid in existing and existing[pid] != scen:
-                errors.append(f"{src}:{no}: a prompt {pid!r} with a different scenario is already stored; "
-                              "use a new id")
+                errors.append(f"{src}:{no}: a prompt {pid!r} with a different scenario is already stored; use a new id")
         personas = {line.persona for _, line, _ in checked if line.persona}
         known = set(self.ctx.tx(lambda s: s.scalars(select(Persona.name).where(Persona.name.in_(personas))).all()))
         for no, line, _ in checked:
             if line.persona and line.persona not in known:
-                errors.append(f"{src}:{no}: unknown persona {line.persona!r}; import it first with "
-                              "`earmark personas import`")
+                errors.append(
+                    f"{src}:{no}: unknown persona {line.persona!r}; import it first with `earmark personas import`"
+                )
         return errors
 
-    def _write(self, s: Session, checked: list[tuple[int, DuplexSessionLine, Timeline]],
-               durations: dict[str, float]) -> TimelineImportReport:
+    def _write(
+        self, s: Session, checked: list[tuple[int, DuplexSessionLine, Timeline]], durations: dict[str, float]
+    ) -> TimelineImportReport:
         rep = TimelineImportReport(lines=len(checked))
         personas = dict(s.execute(select(Persona.name, Persona.id)).all())
         for _, line, tl in checked:
             if line.id in rep.prompt_ids:
                 continue
             user_sha = tl.user.audio_sha256
-            res = s.execute(insert(Prompt).values(
-                external_id=line.id, regime="duplex", messages=[{"role": "user", "content": [_audio_part(tl)]}],
-                audio_sha256=user_sha, tools=line.tools, persona_id=personas.get(line.persona) if line.persona else None,
-                reference={"timeline": scenario_part(tl).to_json(), "tool_calls": [c.model_dump() for c in line.tool_calls]},
-                split=line.split, tags=sorted({"duplex", *line.tags}),
-            ).on_conflict_do_nothing(index_elements=["external_id"]).returning(Prompt.id))
+            res = s.execute(
+                insert(Prompt)
+                .values(
+                    external_id=line.id,
+                    regime="duplex",
+                    messages=[{"role": "user", "content": [_audio_part(tl)]}],
+                    audio_sha256=user_sha,
+                    tools=line.tools,
+                    persona_id=personas.get(line.persona) if line.persona else None,
+                    reference={
+                        "timeline": scenario_part(tl).to_json(),
+                        "tool_calls": [c.model_dump() for c in line.tool_calls],
+                    },
+                    split=line.split,
+                    tags=sorted({"duplex", *line.tags}),
+                )
+                .on_conflict_do_nothing(index_elements=["external_id"])
+                .returning(Prompt.id)
+            )
             rep.prompts_added += len(res.all())
             rep.prompt_ids[line.id] = s.scalar(select(Prompt.id).where(Prompt.external_id == line.id))
         rollouts = []
@@ -239,31 +285,56 @@ class TimelineService(Service):
             if calls:
                 reply["tool_calls"] = [c.model_dump() for c in calls]
             sha = tl.assistant.audio_sha256
-            rollouts.append(RolloutCreate(
-                prompt_id=rep.prompt_ids[line.id], policy_id=policy_id, sample_index=line.sample_index,
-                messages=[*prompt_msgs, reply], text=tl.assistant.transcript, audio_sha256=sha,
-                duration_s=durations.get(sha) if sha else None, sampling={"source": line.source},
-                tool_calls=calls or None, timeline=tl.to_json()))
+            rollouts.append(
+                RolloutCreate(
+                    prompt_id=rep.prompt_ids[line.id],
+                    policy_id=policy_id,
+                    sample_index=line.sample_index,
+                    messages=[*prompt_msgs, reply],
+                    text=tl.assistant.transcript,
+                    audio_sha256=sha,
+                    duration_s=durations.get(sha) if sha else None,
+                    sampling={"source": line.source},
+                    tool_calls=calls or None,
+                    timeline=tl.to_json(),
+                )
+            )
         if rollouts:
             # Identity ids only grow, so rows this insert added are the ones above the previous maximum
             # (ingest_rollouts returns ids for re-sent keys too).
             before = s.scalar(select(Rollout.id).order_by(Rollout.id.desc()).limit(1)) or 0
             ids = bulk.ingest_rollouts(s, rollouts)
             rep.rollouts_added = sum(1 for rid in ids.values() if rid > before)
-        self.ctx.audit(s, "timelines.import", "prompt", None, prompts=rep.prompts_added, rollouts=rep.rollouts_added,
-                       lines=len(checked))
+        self.ctx.audit(
+            s,
+            "timelines.import",
+            "prompt",
+            None,
+            prompts=rep.prompts_added,
+            rollouts=rep.rollouts_added,
+            lines=len(checked),
+        )
         return rep
 
     @staticmethod
     def _external_policy(s: Session, source: str) -> int:
         name = EXTERNAL_PREFIX + source
-        s.execute(insert(Policy).values(name=name, version=0, uri=f"external:{source}", kind="external", config={})
-                  .on_conflict_do_nothing(index_elements=["name", "version"]))
+        s.execute(
+            insert(Policy)
+            .values(name=name, version=0, uri=f"external:{source}", kind="external", config={})
+            .on_conflict_do_nothing(index_elements=["name", "version"])
+        )
         return s.scalar(select(Policy.id).where(Policy.name == name, Policy.version == 0))
 
     # ---- export ---------------------------------------------------------------------------------
-    def export_jsonl(self, out: Path | None = None, *, audio: AudioMode = "sha", policy_id: int | None = None,
-                     scenarios_without_rollouts: bool = True) -> list[dict[str, Any]]:
+    def export_jsonl(
+        self,
+        out: Path | None = None,
+        *,
+        audio: AudioMode = "sha",
+        policy_id: int | None = None,
+        scenarios_without_rollouts: bool = True,
+    ) -> list[dict[str, Any]]:
         """Duplex prompts and their rollouts' timelines as import lines (``audio``: sha or base64).
 
         One line per rollout with a timeline (the whole session), plus one per scenario without one
@@ -271,10 +342,18 @@ class TimelineService(Service):
         self.ctx.require("data.read")
         if audio not in ("sha", "base64"):
             raise InvalidInput(f"audio={audio!r}: use 'sha' (blobs stay in the store) or 'base64' (self-contained)")
-        q = (select(Prompt, Persona.name).outerjoin(Persona, Persona.id == Prompt.persona_id)
-             .where(Prompt.regime == "duplex").order_by(Prompt.id))
-        rq = select(Rollout, Policy.name).join(Policy, Policy.id == Rollout.policy_id).where(
-            Rollout.timeline.is_not(None)).order_by(Rollout.id)
+        q = (
+            select(Prompt, Persona.name)
+            .outerjoin(Persona, Persona.id == Prompt.persona_id)
+            .where(Prompt.regime == "duplex")
+            .order_by(Prompt.id)
+        )
+        rq = (
+            select(Rollout, Policy.name)
+            .join(Policy, Policy.id == Rollout.policy_id)
+            .where(Rollout.timeline.is_not(None))
+            .order_by(Rollout.id)
+        )
         if policy_id is not None:
             rq = rq.where(Rollout.policy_id == policy_id)
 
@@ -290,13 +369,23 @@ class TimelineService(Service):
             ref = p.reference or {}
             if "timeline" not in ref:
                 continue
-            base = {"id": p.external_id, "tool_calls": ref.get("tool_calls") or [], "split": p.split,
-                    "tags": [t for t in (p.tags or []) if t != "duplex"]}
+            base = {
+                "id": p.external_id,
+                "tool_calls": ref.get("tool_calls") or [],
+                "split": p.split,
+                "tags": [t for t in (p.tags or []) if t != "duplex"],
+            }
             base |= {k: v for k, v in (("persona", persona), ("tools", p.tools)) if v}
             for r, pname in by_prompt.get(p.id, []):
-                src = pname[len(EXTERNAL_PREFIX):] if pname.startswith(EXTERNAL_PREFIX) else pname
-                lines.append({**base, "source": src, "sample_index": r.sample_index,
-                              "timeline": self._with_audio(r.timeline, audio)})
+                src = pname[len(EXTERNAL_PREFIX) :] if pname.startswith(EXTERNAL_PREFIX) else pname
+                lines.append(
+                    {
+                        **base,
+                        "source": src,
+                        "sample_index": r.sample_index,
+                        "timeline": self._with_audio(r.timeline, audio),
+                    }
+                )
             if scenarios_without_rollouts and p.id not in by_prompt:
                 lines.append({**base, "timeline": self._with_audio(ref["timeline"], audio)})
         if out is not None:
@@ -328,13 +417,17 @@ class TimelineService(Service):
             raise InvalidInput("the timeline names no stored audio on either track; import its audio first")
         sr = next(iter(tracks.values()))[1]
         silent = (np.zeros(1, dtype=np.float32), sr)
-        return audio_mod.stereo_wav(tracks.get("user", silent), tracks.get("assistant", silent), duration_s=tl.duration_s)
+        return audio_mod.stereo_wav(
+            tracks.get("user", silent), tracks.get("assistant", silent), duration_s=tl.duration_s
+        )
 
     def render_rollout(self, rollout_id: int) -> bytes:
         tl = self.ctx.tx(lambda s: s.scalar(select(Rollout.timeline).where(Rollout.id == rollout_id)))
         if tl is None:
-            raise NotFound(f"rollout {rollout_id} has no duplex timeline (or does not exist); list duplex "
-                           "rollouts with `earmark duplex export`")
+            raise NotFound(
+                f"rollout {rollout_id} has no duplex timeline (or does not exist); list duplex "
+                "rollouts with `earmark duplex export`"
+            )
         return self.render_wav(tl)
 
     def rollout_timelines(self, rollout_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -346,10 +439,19 @@ class TimelineService(Service):
     def evaluation_rows(self, policy_id: int) -> list[dict[str, Any]]:
         """Per duplex rollout of a policy: its timeline, the scenario reference and its tool calls."""
         self.ctx.require("data.read")
-        q = (select(Rollout.id, Prompt.external_id, Rollout.timeline, Prompt.reference, Rollout.tool_calls)
-             .join(Prompt, Prompt.id == Rollout.prompt_id)
-             .where(Rollout.policy_id == policy_id, Prompt.regime == "duplex", Rollout.timeline.is_not(None))
-             .order_by(Rollout.id))
-        return [{"rollout_id": r.id, "external_id": r.external_id, "timeline": r.timeline,
-                 "reference": r.reference or {}, "tool_calls": r.tool_calls}
-                for r in self.ctx.tx(lambda s: s.execute(q).all())]
+        q = (
+            select(Rollout.id, Prompt.external_id, Rollout.timeline, Prompt.reference, Rollout.tool_calls)
+            .join(Prompt, Prompt.id == Rollout.prompt_id)
+            .where(Rollout.policy_id == policy_id, Prompt.regime == "duplex", Rollout.timeline.is_not(None))
+            .order_by(Rollout.id)
+        )
+        return [
+            {
+                "rollout_id": r.id,
+                "external_id": r.external_id,
+                "timeline": r.timeline,
+                "reference": r.reference or {},
+                "tool_calls": r.tool_calls,
+            }
+            for r in self.ctx.tx(lambda s: s.execute(q).all())
+        ]

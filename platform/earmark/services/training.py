@@ -4,6 +4,7 @@ Workers never write here: rank 0 reports to the driver and the driver calls this
 process owns the run row. Metrics and resumes are appended with jsonb ``||`` in place (a long run
 does not rewrite its whole history per step). No torch or ray here: the UI and CLI read runs cheaply.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -29,21 +30,42 @@ def _now() -> datetime:
 
 class TrainingService(Service):
     # ---- lifecycle ------------------------------------------------------------------------------
-    def create_run(self, algorithm: str, config: dict[str, Any], *, dataset_id: int | None = None,
-                   base_policy_id: int | None = None, summary: dict[str, Any] | None = None) -> TrainingRun:
+    def create_run(
+        self,
+        algorithm: str,
+        config: dict[str, Any],
+        *,
+        dataset_id: int | None = None,
+        base_policy_id: int | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> TrainingRun:
         """A pending run row; the config is stored verbatim so the run can be resumed or repeated."""
         self.ctx.require("training.run")
         if algorithm not in ALGORITHMS:
             raise InvalidInput(f"algorithm {algorithm!r} is unknown; use one of {', '.join(ALGORITHMS)}")
 
         def write(s: Session) -> TrainingRun:
-            row = TrainingRun(algorithm=algorithm, status=JobStatus.pending.value, config=config,
-                              dataset_id=dataset_id, base_policy_id=base_policy_id, metrics=[],
-                              summary=summary or {}, resumes=[])
+            row = TrainingRun(
+                algorithm=algorithm,
+                status=JobStatus.pending.value,
+                config=config,
+                dataset_id=dataset_id,
+                base_policy_id=base_policy_id,
+                metrics=[],
+                summary=summary or {},
+                resumes=[],
+            )
             s.add(row)
             s.flush()
-            self.ctx.audit(s, "training.create", "training_run", row.id, algorithm=algorithm,
-                           dataset_id=dataset_id, base_policy_id=base_policy_id)
+            self.ctx.audit(
+                s,
+                "training.create",
+                "training_run",
+                row.id,
+                algorithm=algorithm,
+                dataset_id=dataset_id,
+                base_policy_id=base_policy_id,
+            )
             return row
 
         return self.ctx.tx(write)
@@ -76,24 +98,46 @@ class TrainingService(Service):
     def update_summary(self, run_id: int, **fields: Any) -> None:
         """Merge top-level keys into the run's summary (jsonb ``||``)."""
         self.ctx.require("training.run")
-        self.ctx.tx(lambda s: s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(
-            summary=TrainingRun.summary.op("||")(cast(fields, JSONB)))))
+        self.ctx.tx(
+            lambda s: s.execute(
+                update(TrainingRun)
+                .where(TrainingRun.id == run_id)
+                .values(summary=TrainingRun.summary.op("||")(cast(fields, JSONB)))
+            )
+        )
 
-    def mark_succeeded(self, run_id: int, summary: dict[str, Any] | None = None,
-                       output_policy_id: int | None = None) -> None:
+    def mark_succeeded(
+        self, run_id: int, summary: dict[str, Any] | None = None, output_policy_id: int | None = None
+    ) -> None:
         self._finish(run_id, JobStatus.succeeded.value, summary or {}, output_policy_id)
 
     def mark_failed(self, run_id: int, error: str, summary: dict[str, Any] | None = None) -> None:
         self._finish(run_id, JobStatus.failed.value, {**(summary or {}), "error": error[:MAX_ERROR_CHARS]}, None)
 
-    def register_output_policy(self, run_id: int, name: str, uri: str, *, kind: str = "offline",
-                               parent_id: int | None, dataset_id: int | None, version: int | None = None,
-                               config: dict[str, Any] | None = None) -> Policy:
+    def register_output_policy(
+        self,
+        run_id: int,
+        name: str,
+        uri: str,
+        *,
+        kind: str = "offline",
+        parent_id: int | None,
+        dataset_id: int | None,
+        version: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Policy:
         """Register the trained checkpoint as a new policy version linked to this run."""
         self.ctx.require("training.run")
         policy = CatalogService(self.ctx).register_policy(
-            name, uri, kind=kind, parent_id=parent_id, version=version, training_run_id=run_id,
-            dataset_id=dataset_id, config=config)
+            name,
+            uri,
+            kind=kind,
+            parent_id=parent_id,
+            version=version,
+            training_run_id=run_id,
+            dataset_id=dataset_id,
+            config=config,
+        )
         return policy
 
     # ---- reads ----------------------------------------------------------------------------------
@@ -111,8 +155,12 @@ class TrainingService(Service):
 
     def find_reference_logps(self, key: str) -> dict[str, Any] | None:
         """The newest reference log-prob sidecar recorded under ``key`` (same data, same reference)."""
-        q = (select(TrainingRun.summary["reference_logps"]).where(
-            TrainingRun.summary["reference_logps"]["key"].astext == key).order_by(TrainingRun.id.desc()).limit(1))
+        q = (
+            select(TrainingRun.summary["reference_logps"])
+            .where(TrainingRun.summary["reference_logps"]["key"].astext == key)
+            .order_by(TrainingRun.id.desc())
+            .limit(1)
+        )
         return self.ctx.tx(lambda s: s.scalar(q))
 
     # ---- helpers --------------------------------------------------------------------------------
@@ -124,8 +172,11 @@ class TrainingService(Service):
 
     def _append(self, run_id: int, column: Any, items: list[dict[str, Any]]) -> None:
         def write(s: Session) -> None:
-            res = s.execute(update(TrainingRun).where(TrainingRun.id == run_id)
-                            .values({column.key: func.coalesce(column, cast([], JSONB)).op("||")(cast(items, JSONB))}))
+            res = s.execute(
+                update(TrainingRun)
+                .where(TrainingRun.id == run_id)
+                .values({column.key: func.coalesce(column, cast([], JSONB)).op("||")(cast(items, JSONB))})
+            )
             if res.rowcount == 0:
                 raise NotFound(f"training run {run_id} does not exist")
 

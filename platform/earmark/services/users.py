@@ -1,8 +1,9 @@
 """Accounts: argon2id-hashed passwords, roles, login throttling. Every call checks the caller's role."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -108,7 +109,7 @@ class UserService(Service):
 
         def check(s: Session) -> Principal | Exception:
             u = s.scalar(select(User).where(func.lower(User.username) == username.lower()).with_for_update())
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             if u is None or not u.active:
                 verify_password(None, password)  # similar timing for unknown users
                 return generic

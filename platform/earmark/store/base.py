@@ -1,4 +1,5 @@
 """The one DeclarativeBase: constraint naming convention so Alembic migrations stay stable."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -6,6 +6,7 @@ INSERT then applies the unique keys (the exactly-once guarantee) at set speed.
 
 These functions run inside the caller's transaction (they take a Session and never commit).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,21 +61,40 @@ def ingest_scores(session: Session, scores: Iterable[ScoreCreate | tuple[Any, ..
             else:
                 yield (*s[:5], _json(s[5]))
 
-    if _copy_rows(session, stage, ("rollout_id", "reward_model_id", "dimension", "score", "rationale", "features"),
-                  rows()) == 0:
+    if (
+        _copy_rows(
+            session, stage, ("rollout_id", "reward_model_id", "dimension", "score", "rationale", "features"), rows()
+        )
+        == 0
+    ):
         return 0
-    result = session.execute(text(f"""
+    result = session.execute(
+        text(f"""
         INSERT INTO reward_scores (rollout_id, reward_model_id, dimension, score, rationale, features)
         SELECT rollout_id, reward_model_id, dimension, score, rationale, features::jsonb FROM {stage}
         ON CONFLICT (rollout_id, reward_model_id, dimension) DO NOTHING
-    """))
+    """)
+    )
     session.execute(text(f"DROP TABLE {stage}"))
     return result.rowcount or 0
 
 
 ROLLOUT_COLUMNS = (
-    "prompt_id", "policy_id", "round", "sample_index", "messages", "text", "token_ids", "audio_sha256",
-    "duration_s", "ttfa_s", "total_s", "sampling", "seed", "tool_calls", "timeline",
+    "prompt_id",
+    "policy_id",
+    "round",
+    "sample_index",
+    "messages",
+    "text",
+    "token_ids",
+    "audio_sha256",
+    "duration_s",
+    "ttfa_s",
+    "total_s",
+    "sampling",
+    "seed",
+    "tool_calls",
+    "timeline",
 )
 ROLLOUT_STAGE_DDL = """
 CREATE TEMP TABLE {name} (
@@ -94,25 +114,40 @@ def ingest_rollouts(session: Session, rollouts: Iterable[RolloutCreate]) -> dict
     def rows() -> Iterable[tuple[Any, ...]]:
         for r in rollouts:
             yield (
-                r.prompt_id, r.policy_id, r.round, r.sample_index, _json(r.messages), r.text, r.token_ids,
-                r.audio_sha256, r.duration_s, r.ttfa_s, r.total_s, _json(r.sampling), r.seed,
+                r.prompt_id,
+                r.policy_id,
+                r.round,
+                r.sample_index,
+                _json(r.messages),
+                r.text,
+                r.token_ids,
+                r.audio_sha256,
+                r.duration_s,
+                r.ttfa_s,
+                r.total_s,
+                _json(r.sampling),
+                r.seed,
                 _json([t.model_dump() for t in r.tool_calls] if r.tool_calls is not None else None),
                 _json(r.timeline),
             )
 
     if _copy_rows(session, stage, ROLLOUT_COLUMNS, rows()) == 0:
         return {}
-    session.execute(text(f"""
+    session.execute(
+        text(f"""
         INSERT INTO rollouts (prompt_id, policy_id, round, sample_index, messages, text, token_ids, audio_sha256,
                               duration_s, ttfa_s, total_s, sampling, seed, tool_calls, timeline)
         SELECT prompt_id, policy_id, round, sample_index, messages::jsonb, text, token_ids, audio_sha256,
                duration_s, ttfa_s, total_s, sampling::jsonb, seed, tool_calls::jsonb, timeline::jsonb
         FROM {stage}
         ON CONFLICT (prompt_id, policy_id, sample_index, round) DO NOTHING
-    """))
-    ids = session.execute(text(f"""
+    """)
+    )
+    ids = session.execute(
+        text(f"""
         SELECT r.prompt_id, r.policy_id, r.sample_index, r.round, r.id FROM rollouts r
         JOIN {stage} s USING (prompt_id, policy_id, sample_index, round)
-    """)).all()
+    """)
+    ).all()
     session.execute(text(f"DROP TABLE {stage}"))
     return {(p, pol, si, rd): rid for p, pol, si, rd, rid in ids}

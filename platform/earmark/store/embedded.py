@@ -3,6 +3,7 @@
 The server outlives the process that started it (``cleanup_mode=None``) so CLI commands, the
 Streamlit app and Ray actors on this machine share one store; ``earmark services down`` stops it.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Engines, sessions and transactions. Services own transactions; query functions never commit."""
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,11 @@ def resolve_database_url(settings: Settings) -> str:
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
     # pre_ping revalidates pooled connections, so a restarted server costs one reconnect, not an error.
     engine = create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, echo=echo,
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        echo=echo,
         hide_parameters=True,  # bound values (password hashes, user text) never reach logs
     )
 
@@ -74,8 +79,9 @@ def run_with_retry(
     attempt rolled back, so a retry never doubles a write. Gives up after ``max_wait_s`` of outage
     (a database restart or fail-over usually takes seconds).
     """
-    return _retrying(lambda: transaction(factory), fn, max_wait_s=max_wait_s, base_delay=base_delay,
-                     max_delay=max_delay)
+    return _retrying(
+        lambda: transaction(factory), fn, max_wait_s=max_wait_s, base_delay=base_delay, max_delay=max_delay
+    )
 
 
 def run_statement_with_retry(engine: Engine, fn: Callable[[Connection], T], *, max_wait_s: float = 60.0) -> T:
@@ -84,8 +90,9 @@ def run_statement_with_retry(engine: Engine, fn: Callable[[Connection], T], *, m
     For hot paths whose unit of work is one SQL statement (a statement is atomic on its own): no
     BEGIN/COMMIT round trips and no ORM session, which matters when dozens of raters share a core.
     ``fn`` must issue a single writing statement (reads around it are fine)."""
-    return _retrying(lambda: engine.connect().execution_options(isolation_level="AUTOCOMMIT"), fn,
-                     max_wait_s=max_wait_s)
+    return _retrying(
+        lambda: engine.connect().execution_options(isolation_level="AUTOCOMMIT"), fn, max_wait_s=max_wait_s
+    )
 
 
 def run_connection_tx_with_retry(engine: Engine, fn: Callable[[Connection], T], *, max_wait_s: float = 60.0) -> T:
@@ -94,8 +101,14 @@ def run_connection_tx_with_retry(engine: Engine, fn: Callable[[Connection], T], 
     return _retrying(engine.begin, fn, max_wait_s=max_wait_s)
 
 
-def _retrying(open_unit: Callable[[], AbstractContextManager[U]], fn: Callable[[U], T], *, max_wait_s: float = 60.0,
-              base_delay: float = 0.25, max_delay: float = 4.0) -> T:
+def _retrying(
+    open_unit: Callable[[], AbstractContextManager[U]],
+    fn: Callable[[U], T],
+    *,
+    max_wait_s: float = 60.0,
+    base_delay: float = 0.25,
+    max_delay: float = 4.0,
+) -> T:
     delay = base_delay
     deadline = time.monotonic() + max_wait_s
     attempt = 0

@@ -1,4 +1,5 @@
 """Programmatic Alembic: upgrade, downgrade, current and heads without an alembic.ini on disk."""
+
 from __future__ import annotations
 
 from pathlib import Path

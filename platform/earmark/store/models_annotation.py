@@ -1,4 +1,5 @@
 """Annotation tables: campaigns, comparisons (what is judged), tasks (leased slots), judgments."""
+
 from __future__ import annotations
 
 import uuid
@@ -6,8 +7,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY, BigInteger, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-    UniqueConstraint, Uuid, text,
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 

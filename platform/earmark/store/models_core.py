@@ -3,13 +3,23 @@
 Relationships are ``lazy="raise"``: every query says what it loads, so no page or job issues
 surprise N+1 queries.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY, CheckConstraint, DateTime, Double, ForeignKey, Identity, Index, Integer, String, Text,
+    ARRAY,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -72,9 +82,7 @@ class Prompt(Base):
     tags: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = created_at_column()
     persona: Mapped[Persona | None] = relationship(lazy="raise")
-    __table_args__ = (
-        CheckConstraint("regime IN ('asr','tts','realtime','duplex','reasoning')", name="regime"),
-    )
+    __table_args__ = (CheckConstraint("regime IN ('asr','tts','realtime','duplex','reasoning')", name="regime"),)
 
 
 class Policy(Base):
@@ -145,8 +153,9 @@ class RewardScore(Base):
     __table_args__ = (
         UniqueConstraint("rollout_id", "reward_model_id", "dimension"),
         # NaN compares equal to itself in PostgreSQL; refuse it and infinities at the store too.
-        CheckConstraint("score = score AND score > '-Infinity'::float8 AND score < 'Infinity'::float8",
-                        name="score_finite"),
+        CheckConstraint(
+            "score = score AND score > '-Infinity'::float8 AND score < 'Infinity'::float8", name="score_finite"
+        ),
         Index("ix_reward_scores_rm_dimension", "reward_model_id", "dimension"),
     )
 

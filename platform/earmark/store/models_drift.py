@@ -1,4 +1,5 @@
 """Drift alerts: one row per threshold crossed by a drift report, kept for the dashboard and audits."""
+
 from __future__ import annotations
 
 import uuid
