@@ -128,7 +128,7 @@ def prompt_records(max_train_per_persona: int | None = None) -> list[dict[str, A
                 "regime": "realtime",
                 "persona": h["persona_id"],
                 "split": "heldout",
-                "tags": ["starter", h["kind"], h["topic"]],
+                "tags": ["starter", *(str(t) for t in (h["kind"], h.get("topic")) if t)],
                 "messages": turns,
             }
         )

@@ -46,3 +46,28 @@ def policies_list() -> None:
     for p in connect().catalog.policies():
         table.add_row(str(p.id), p.name, str(p.version), p.kind, str(p.parent_id or ""), p.uri)
     console.print(table)
+
+
+@policies_app.command("register")
+@handle_errors
+def policies_register(
+    name: str = typer.Argument(..., help="Policy name, e.g. offline-speech."),
+    uri: str = typer.Option(
+        None,
+        "--uri",
+        help="Where the checkpoint lives (file://, s3://, hf://, openai://...). Omitted: the bundled "
+        "offline speech policy, materialised under EARMARK_HOME/models.",
+    ),
+    kind: str = typer.Option("offline", help="offline, hf, openai or duplex."),
+    version: int = typer.Option(None, "--version", min=0, help="Version number; next free one when omitted."),
+    parent: int = typer.Option(None, "--parent", help="Policy id this version was trained from."),
+) -> None:
+    """Register a policy version (the policy `earmark rollout --policy NAME` samples from)."""
+    if uri is None:
+        from pipelines.policy.offline.build import ensure_checkpoint
+
+        with console.status("materialising the bundled offline speech policy"):
+            uri = ensure_checkpoint(progress=False).resolve().as_uri()
+        kind = "offline"
+    p = connect().catalog.register_policy(name, uri, kind=kind, version=version, parent_id=parent)
+    console.print(f"policy {p.name} v{p.version} registered (id {p.id}, {p.kind}, {p.uri})")

@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
+from earmark.cli.campaign_cmds import campaign_app
 from earmark.cli.catalog_cmds import personas_app, policies_app, prompts_app
 from earmark.cli.common import console, handle_errors, settings
 from earmark.cli.dataset_cmds import dataset_app
@@ -33,6 +34,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(policies_app, name="policies")
 app.add_typer(users_app, name="users")
+app.add_typer(campaign_app, name="campaign")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(drift_app, name="drift")
