@@ -43,8 +43,11 @@ def test_pins_match_pyproject() -> None:
     assert torch_pin == f"torch=={args['TORCH_VERSION']}"
     assert args["TORCH_INDEX_URL"].endswith("/cpu")  # the default image is the CPU build
     assert project["requires-python"].startswith(">=3.11") and args["PYTHON_IMAGE"].startswith("python:3.11-slim")
-    ray_pin = next(d for d in project["dependencies"] if d.startswith("ray"))
-    assert args["RAY_EXTRAS"].strip('"').endswith(ray_pin.removeprefix("ray"))  # same range, more extras
+    from packaging.requirements import Requirement
+
+    ray_pin = Requirement(next(d for d in project["dependencies"] if d.startswith("ray")))
+    assert args["RAY_VERSION"] in ray_pin.specifier  # the image's exact Ray is inside the project's range
+    assert args["RAY_EXTRAS"].strip('"') == "ray[default,train]==${RAY_VERSION}"
 
 
 def test_torch_before_project_and_non_root() -> None:
