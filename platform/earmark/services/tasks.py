@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -140,6 +140,7 @@ WHERE t.id = :t AND t.leased_by = :r AND t.lease_token = :token
 
 LOCK_FOR_SUBMIT_SQL = text("""
 SELECT t.status, t.leased_by, t.lease_token, t.lease_expires_at, t.presentation, t.campaign_id, t.comparison_id,
+       COALESCE(t.lease_expires_at < now(), false) AS lease_lapsed,
        c.rollout_ids, c.is_gold, c.gold_answer, k.protocol, k.dimensions,
        jsonb_array_length(COALESCE(c.reason->'planted', '[]')) AS n_planted,
        p.id AS prior_id, p.rater_id AS prior_rater, p.late AS prior_late, p.gold_correct AS prior_gold,
@@ -168,10 +169,6 @@ WITH j AS (
 )
 SELECT id FROM j
 """)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TaskService(Service):
@@ -297,12 +294,13 @@ class TaskService(Service):
         return self.ctx.blobs.get_bytes(sha)
 
     def heartbeat(self, task_id: int, lease_token: uuid.UUID) -> datetime:
-        """Extend a lease the rater still holds (also one that lapsed but nobody else took)."""
+        """Extend a lease the rater still holds (also one that lapsed but nobody else took). The new
+        expiry is the database's clock plus the lease, as for claims (never this machine's clock)."""
         self.ctx.require("tasks.rate")
-        new_expiry = _now() + timedelta(seconds=self.ctx.settings.lease_seconds)
+        lease = timedelta(seconds=self.ctx.settings.lease_seconds)
 
         def work(c: Connection) -> datetime:
-            n = c.execute(
+            new_expiry = c.execute(
                 update(Task)
                 .where(
                     Task.id == task_id,
@@ -310,9 +308,10 @@ class TaskService(Service):
                     Task.lease_token == lease_token,
                     Task.status == "leased",
                 )
-                .values(lease_expires_at=new_expiry)
-            ).rowcount
-            if not n:
+                .values(lease_expires_at=func.now() + lease)
+                .returning(Task.lease_expires_at)
+            ).scalar()
+            if new_expiry is None:
                 raise LeaseExpired(
                     "this item's lease was taken by another rater after it expired; "
                     "load the next item (your work on it was not saved)"
@@ -370,7 +369,7 @@ class TaskService(Service):
                     "your lease on this item expired and another rater took it; your answer "
                     "was not stored, load the next item"
                 )
-            late = row.lease_expires_at is not None and row.lease_expires_at < _now()
+            late = bool(row.lease_lapsed)  # judged by the database's clock, as claims are
             protocol = Protocol(row.protocol)
             n_stimuli = len(row.rollout_ids) + row.n_planted
             order = list((row.presentation or {}).get("order", range(n_stimuli)))
