@@ -164,7 +164,7 @@ def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, floa
             stats = run_rater(
                 r,
                 campaign_id,
-                oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
+                oracle=functools.partial(oracle, r),
                 seed=seed * 100_000 + turn * 100 + i,
                 p_skip=0.05,
                 max_items=1,

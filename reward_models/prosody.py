@@ -13,7 +13,7 @@ rates as log ratios because listeners hear both on a ratio scale.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -208,7 +208,7 @@ class ProsodyScorer(Scorer):
     kind = "acoustic"
     dimensions = ("prosody_match",)
     code_version = "1"
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "tolerances": {},  # name -> [scale, tolerance], overrides DEFAULT_TOLERANCES
         "weights": {},  # name -> weight (default 1 for every target present)
         "default_targets": {},  # used when the persona has no prosody targets

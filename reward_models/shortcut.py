@@ -92,7 +92,7 @@ def audit_prompts(
 ) -> list[dict[str, Any]]:
     """Audit many prompts given as {"id", "messages", "reference": {"answer": ...}}; prompts
     without a verifiable answer are retained, with a note saying they were not audited."""
-    results = []
+    results: list[Any] = []
     for p in prompts:
         ans = (p.get("reference") or {}).get("answer")
         if ans is None:

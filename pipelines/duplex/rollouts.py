@@ -51,7 +51,7 @@ def user_spans(timeline: Timeline) -> list[UserSpan]:
         )
     utts = timeline.meta.get("utterances")
     if isinstance(utts, list) and utts and all(isinstance(u, dict) and "text" in u for u in utts):
-        texts = [[] for _ in spans]
+        texts: list[list[str]] = [[] for _ in spans]
         for u in utts:
             a, b = timeline.chunk_at(float(u.get("start_s", 0.0))), timeline.chunk_at(float(u.get("end_s", 0.0)))
             best = max(range(len(spans)), key=lambda i: min(b + 1, spans[i].end) - max(a, spans[i].start))

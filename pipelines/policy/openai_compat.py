@@ -37,7 +37,7 @@ def _to_openai_content(content: Any) -> Any:
     """DESIGN.md parts -> OpenAI parts; audio must be inline base64 (blobs resolved by the caller)."""
     if content is None or isinstance(content, str):
         return content or ""
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type")
         if kind == "text":

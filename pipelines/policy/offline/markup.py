@@ -101,7 +101,7 @@ def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool = Tr
     for m in messages:
         role = m.get("role")
         text = m.get("markup") if role == "assistant" and m.get("markup") else message_text(m)
-        tok = ROLE_TOKENS.get(role, USER)  # tool/other roles read as user input
+        tok = ROLE_TOKENS.get(str(role), USER)  # tool/other roles read as user input
         out.append(f"{tok}{text}{END}")
     if add_generation_prompt:
         out.append(ASSISTANT)

@@ -70,6 +70,8 @@ def judge_agreement(
     """Per generative reward model version, dimension and window: pairs judged and the share where
     sign(score A - score B) equals the sign of the human preference. Ties on either side are
     left out (no direction to agree with); gold items are planted, not real comparisons."""
+    where: list[str]
+    params: dict[str, Any]
     where, params = (
         [
             "cardinality(c.rollout_ids) = 2",

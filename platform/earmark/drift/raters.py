@@ -131,7 +131,7 @@ def alpha_from_coincidences(o: dict[tuple[float, float], float], level: str = "o
 
 
 def alphas(session: Session, campaign_ids: Sequence[int] = ()) -> list[dict[str, Any]]:
-    names = dict(session.execute(text("SELECT id, name FROM campaigns")).all())
+    names: dict[int, str] = dict(session.execute(text("SELECT id, name FROM campaigns")).all())
     out = []
     for (camp, dim), o in sorted(coincidences(session, campaign_ids).items()):
         a = alpha_from_coincidences(o, LEVELS.get(dim, "ordinal"))

@@ -101,7 +101,7 @@ class DatasetService(Service):
             prompts = {
                 p.id: p for p in s.scalars(select(Prompt).where(Prompt.id.in_({r.prompt_id for r in ro.values()})))
             }
-            personas = {
+            personas: dict[int | None, dict[str, Any]] = {
                 p.id: {"name": p.name, **p.card}
                 for p in s.scalars(
                     select(Persona).where(Persona.id.in_({p.persona_id for p in prompts.values() if p.persona_id}))
@@ -256,7 +256,7 @@ class DatasetService(Service):
             if splits:
                 q = q.where(Prompt.split.in_(splits))
             pairs = s.execute(q).all()
-            personas = {
+            personas: dict[int | None, dict[str, Any]] = {
                 p.id: {"name": p.name, **p.card}
                 for p in s.scalars(
                     select(Persona).where(Persona.id.in_({p.persona_id for _, p in pairs if p.persona_id}))
@@ -308,7 +308,7 @@ class DatasetService(Service):
             )
         return ds
 
-    def load(self, ds: Dataset):  # noqa: ANN201 - a pyarrow.Table
+    def load(self, ds: Dataset) -> Any:  # a pyarrow.Table
         import pyarrow.parquet as pq
 
         return pq.read_table(io.BytesIO(self.ctx.blobs.get_bytes(ds.manifest["parquet_sha256"])))

@@ -478,7 +478,7 @@ class QualityService(Service):
                 ).all()
             )
             cleared = {
-                int(e): t
+                int(str(e)): t
                 for e, t in s.execute(
                     select(AuditLog.entity_id, func.max(AuditLog.at))
                     .where(

@@ -183,7 +183,7 @@ class TaskService(Service):
 
         def one(c: Connection) -> list[Lease]:
             return [
-                Lease(*r[:5], list(r[5]["order"]))
+                Lease(r[0], r[1], r[2], r[3], r[4], list(r[5]["order"]))
                 for r in c.execute(
                     CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want}
                 )
@@ -266,7 +266,7 @@ class TaskService(Service):
 
         def read(s: Session) -> TimelineView:
             task = self._held_task(s, item.task_id, item.lease_token)
-            comp = s.get(Comparison, task.comparison_id)
+            comp = s.get_one(Comparison, task.comparison_id)
             raw = s.scalar(select(Rollout.timeline).where(Rollout.id == comp.rollout_ids[0]))
             return timeline_view(parse_timeline(raw, f"the session of task {item.task_id}"))
 
@@ -442,9 +442,9 @@ def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"role": m["role"], "text": content, "audio_sha256": None})
             continue
         text = " ".join(
-            p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")
+            p.get("text") or p.get("transcript") or "" for p in content or [] if p.get("type") in ("text", "audio")
         )
-        sha = next((p.get("audio_sha256") for p in content if p.get("type") == "audio"), None)
+        sha = next((p.get("audio_sha256") for p in content or [] if p.get("type") == "audio"), None)
         out.append({"role": m["role"], "text": text.strip(), "audio_sha256": sha})
     return out
 
