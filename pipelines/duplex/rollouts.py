@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from earmark.domain.duplex import Timeline
 from pipelines.duplex.policy import DuplexRunner, DuplexSettings, UserSpan
+from pipelines.work_items import Result, WorkItem, derive_seed
 
 if TYPE_CHECKING:
     from pipelines.policy.base import Policy, SamplingParams
-    from pipelines.rollouts import Result, WorkItem
 
 # The settings rollouts of duplex prompts use: a policy trained only on dialogues almost never opens
 # a turn with <pause> or <|end|> (~1e-6), so a hot decision temperature makes the K samples of a
@@ -92,8 +92,6 @@ def generate(
 ) -> list[Result]:
     """One duplex session per work item; the seed derives from the item alone (not the batch).
     ``overrides`` (e.g. ``{"decision_temperature": 1.0}``) replace fields of ``settings``."""
-    from pipelines.rollouts import derive_seed
-
     settings = settings or DEFAULT_SETTINGS
     if overrides:
         settings = DuplexSettings(**{**settings.as_dict(), **overrides})

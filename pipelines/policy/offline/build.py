@@ -1,6 +1,6 @@
 """Build the offline speech policy checkpoint: tokenizer + tiny Llama trained on the bundled corpus.
 
-``python -m pipelines.policy.offline.build [--out DIR] [--steps N] [--seed S]`` trains in about a
+``python -m pipelines.policy.offline [--out DIR] [--steps N] [--seed S]`` trains in about a
 minute on two CPU cores and writes a standard Hugging Face folder (``save_pretrained`` for model
 and tokenizer, chat template included) plus ``earmark_policy.json`` describing the build.
 ``ensure_checkpoint()`` materialises it on first use and returns the cached folder afterwards; a
@@ -15,7 +15,6 @@ builds otherwise (or when asked to: ``--force``).
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -317,47 +316,3 @@ def ensure_checkpoint(
             shutil.rmtree(target)
         tmp.rename(target)
     return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Build the offline speech policy checkpoint (tiny Llama + prosody BPE).")
-    ap.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: $EARMARK_HOME/models/offline-speech-policy-v0)"
-    )
-    ap.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps")
-    ap.add_argument("--seed", type=int, default=BuildConfig.seed, help="seed for init and data order")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=BuildConfig.threads,
-        help="torch threads for training (part of the recipe: other values give other weights)",
-    )
-    ap.add_argument(
-        "--force",
-        action="store_true",
-        help="train from scratch even if the folder holds a checkpoint or the shipped one matches",
-    )
-    ap.add_argument("--samples", type=int, default=3, help="sample generations to print after building")
-    args = ap.parse_args(argv)
-
-    out = args.out or default_checkpoint_path()
-    if args.force and out.exists():
-        shutil.rmtree(out)
-    cfg = BuildConfig(seed=args.seed, steps=args.steps, threads=args.threads)
-    path = ensure_checkpoint(out, cfg, use_bundled=not args.force)
-    manifest = json.loads((path / MANIFEST).read_text())
-    print(json.dumps({k: manifest[k] for k in ("params", "final_loss", "build_seconds", "corpus_tokens")}))
-    if args.samples:
-        from pipelines.policy.base import SamplingParams
-        from pipelines.policy.offline.corpus import load_heldout
-        from pipelines.policy.offline.policy import OfflineSpeechPolicy
-
-        policy = OfflineSpeechPolicy.from_pretrained(path)
-        convs = [h["messages"] for h in load_heldout()[: args.samples]]
-        for conv, samples in zip(convs, policy.generate(convs, SamplingParams(max_new_tokens=80), seed=args.seed)):
-            print(f"> {conv[-1]['content']}\n  {samples[0].extra['markup']}")
-    print(f"checkpoint: {path}")
-
-
-if __name__ == "__main__":
-    main()
