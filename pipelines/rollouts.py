@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from earmark.domain.persona_text import persona_system_text
+from earmark.domain.messages import content_text
+from earmark.domain.persona_text import with_persona
 from earmark.domain.records import RolloutCreate
 from pipelines.duplex import rollouts as duplex_rollouts
 from pipelines.work_items import Result, WorkItem, derive_seed
@@ -28,22 +29,12 @@ if TYPE_CHECKING:
 
 def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The prompt's messages with the persona card as the system message (unless one is given)."""
-    msgs = [dict(m) for m in messages]
-    if persona_card and not (msgs and msgs[0]["role"] == "system"):
-        msgs.insert(0, {"role": "system", "content": persona_system_text(persona_card)})
-    return msgs
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = [p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")]
-    return " ".join(x for x in parts if x)
+    return with_persona(messages, persona_card)
 
 
 def for_policy(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Policies get plain-text content: audio parts contribute their transcript."""
-    return [{**m, "content": _text_of(m.get("content", ""))} for m in messages]
+    return [{**m, "content": content_text(m.get("content", ""))} for m in messages]
 
 
 def _script(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

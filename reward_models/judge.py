@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from reward_models.base import Scorer, ScoreResult, ScoringInput, message_text, register
+from earmark.domain.messages import message_text
+from reward_models.base import Scorer, ScoreResult, ScoringInput, register
 from reward_models.judge_backends import SCORE_TOKENS, ChatPrompt, JudgeBackend
 
 PROMPT_DIR = Path(__file__).parent / "prompts"

@@ -16,7 +16,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from reward_models.base import message_text
+from earmark.domain.messages import message_text
 from reward_models.textnorm import normalize_text
 
 AUDIO_PLACEHOLDER = "[audio removed]"

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, planted_of, validate_for_protocol
 from earmark.domain.enums import Protocol
+from earmark.domain.messages import content_text
 from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
 from earmark.services.annotation_timeline import (
     STEREO,
@@ -441,9 +442,7 @@ def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(content, str):
             out.append({"role": m["role"], "text": content, "audio_sha256": None})
             continue
-        text = " ".join(
-            p.get("text") or p.get("transcript") or "" for p in content or [] if p.get("type") in ("text", "audio")
-        )
+        text = content_text(content)
         sha = next((p.get("audio_sha256") for p in content or [] if p.get("type") == "audio"), None)
         out.append({"role": m["role"], "text": text.strip(), "audio_sha256": sha})
     return out
