@@ -150,10 +150,10 @@ def build_checkpoint(out: Path, cfg: BuildConfig = BuildConfig(), progress: bool
 
 def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
     import torch
-    from tqdm.auto import tqdm
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from pipelines.policy.offline.tokenizer import train_tokenizer
+    from pipelines.progress import progress_bar
 
     t0 = time.perf_counter()
     dialogues = load_dialogues()
@@ -192,31 +192,31 @@ def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
     queue: list[list[int]] = []
     losses: list[float] = []
     redraw = _ProsodyRedraw(tok, dialogues)
-    bar = tqdm(range(cfg.steps), desc="offline policy", unit="step", disable=not progress)
-    for step in bar:
-        if not queue:
-            queue = _batches(seqs, cfg.batch_size, rng)
-        idx = queue.pop()
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        labels = torch.full((len(idx), width), -100, dtype=torch.long)
-        for r, i in enumerate(idx):  # right padding: positions start at 0 for every row
-            row = redraw(seqs[i], i, rng)
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-            labels[r, : len(row)] = torch.tensor([t if keep != -100 else -100 for t, keep in zip(row, targets[i])])
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == cfg.steps - 1:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    bar.close()
+    with progress_bar(cfg.steps, "offline policy", enabled=progress, unit="step") as bar:
+        for step in range(cfg.steps):
+            if not queue:
+                queue = _batches(seqs, cfg.batch_size, rng)
+            idx = queue.pop()
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            labels = torch.full((len(idx), width), -100, dtype=torch.long)
+            for r, i in enumerate(idx):  # right padding: positions start at 0 for every row
+                row = redraw(seqs[i], i, rng)
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+                labels[r, : len(row)] = torch.tensor([t if keep != -100 else -100 for t, keep in zip(row, targets[i])])
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if step % 10 == 0 or step == cfg.steps - 1:
+                bar.set_postfix_str(f"loss={sum(losses[-10:]) / len(losses[-10:]):.3f}")
+            bar.update(1)
 
     model.eval()
     model.generation_config = GenerationConfig(
