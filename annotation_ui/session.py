@@ -101,6 +101,7 @@ def page_guard(action: str) -> tuple[Principal, Earmark]:
     if auth is None:
         st.error("Log in first.")
         st.stop()
+        raise AssertionError("unreachable: st.stop() ends the script run")
     if not allowed(auth.principal, action):
         st.error(f"Your role ({auth.principal.role.value}) may not open this page.")
         st.stop()

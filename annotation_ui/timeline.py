@@ -85,7 +85,7 @@ def _add(task_id: int, duration_s: float) -> None:
         {
             "id": uuid.uuid4().hex[:8],
             "kind": kind,
-            "onset_s": round(float(onset), 3),
+            "onset_s": round(float(onset or 0.0), 3),
             "note": (state.get(field_key("note", task_id)) or "").strip(),
         }
     )

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reward_models._testaudio import render_text  # noqa: E402
+from pipelines.speech.espeak import render_text  # noqa: E402
 from reward_models.base import ScoringInput, build_scorer  # noqa: E402
 
 SENTENCES = [

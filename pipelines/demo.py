@@ -19,12 +19,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from earmark.config import Settings
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+    from earmark.security import Principal
 
 # A pipe or CI log gets 120 columns, not rich's 80 (the per-round table would be cut to ellipses).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -70,7 +74,7 @@ def prosody_oracle(targets_by_name: dict[str, dict[str, float]], careless: bool 
             d += abs(feats["rate_wps"] - targets["rate_wps"]) / 0.8
         return d
 
-    def answer(em: Any, item: Any, rng: random.Random) -> dict[str, Any]:
+    def answer(em: Earmark, item: Any, rng: random.Random) -> dict[str, Any]:
         ratings = {"prosody": 3, "persona_consistency": 3, "correctness": 3}
         listen = {st.label: int(1000 * (st.duration_s or 1.0)) for st in item.stimuli}
         if careless:
@@ -140,7 +144,7 @@ def relevance(question: str, answer: str) -> float:
     return len(a & a_vocab) / len(a)
 
 
-def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, float]], quota: int, seed: int) -> int:
+def simulate_raters(em: Earmark, campaign_id: int, targets: dict[str, dict[str, float]], quota: int, seed: int) -> int:
     """Simulated raters judge until ``quota`` judgments exist; returns how many they made."""
     from earmark.domain.enums import Role
     from earmark.simulate import run_rater
@@ -164,7 +168,7 @@ def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, floa
             stats = run_rater(
                 r,
                 campaign_id,
-                oracle=lambda item, rng, _r=r, _o=oracle: _o(_r, item, rng),
+                oracle=functools.partial(oracle, r),
                 seed=seed * 100_000 + turn * 100 + i,
                 p_skip=0.05,
                 max_items=1,
@@ -177,15 +181,19 @@ def simulate_raters(em: Any, campaign_id: int, targets: dict[str, dict[str, floa
     return done
 
 
-def _principal(em: Any, username: str):  # noqa: ANN202
+def _principal(em: Earmark, username: str) -> Principal:
     from earmark.security import Principal
 
     info = em.users.find(username)
+    if info is None:
+        from earmark.errors import NotFound
+
+        raise NotFound(f"demo user {username!r} does not exist; run the demo's seeding (seed_demo) first")
     return Principal(info.id, info.username, info.role)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
-def seed_demo(em: Any) -> dict[str, Any]:
+def seed_demo(em: Earmark) -> dict[str, Any]:
     from earmark.domain.enums import Role
     from earmark.security import Principal
     from pipelines import starter
@@ -220,7 +228,7 @@ def seed_demo(em: Any) -> dict[str, Any]:
     return {"v0": v0, "targets": targets, "train": train_ids, "heldout": heldout_ids}
 
 
-def heldout_eval(em: Any, policy: Any, heldout: list[str], round: int, actors: int) -> dict[str, float]:
+def heldout_eval(em: Earmark, policy: Any, heldout: list[str], round: int, actors: int) -> dict[str, float]:
     """Rollouts of ``policy`` on held-out prompts, scored; mean per dimension."""
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
@@ -389,7 +397,7 @@ def _round_config(
     )
 
 
-def _raters(em: Any, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float):  # noqa: ANN202
+def _raters(em: Earmark, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float):  # noqa: ANN202
     def on_campaign(camp: Any, quota: int) -> None:
         if wait_for_humans:
             console.print(
@@ -424,13 +432,12 @@ def _narrate(wait_for_humans: bool):  # noqa: ANN202
     return on_progress
 
 
-def _drift(em: Any, old: Any, new: Any, settings: Settings) -> list[str]:
+def _drift(em: Earmark, old: Any, new: Any, settings: Settings) -> list[str]:
     """The drift report of v(new) against v(old): HTML + PNGs under EARMARK_HOME/reports."""
     from earmark.drift.html import write_report
-    from earmark.services.drift import DriftService
 
     out = settings.home_dir / "reports" / f"drift-v{old.version}-v{new.version}"
-    rep = DriftService(em.ctx).report(old.version, new.version, policy=old.name, store=True)
+    rep = em.drift.report(old.version, new.version, policy=old.name, store=True)
     paths = write_report(rep, out)
     console.print(f"drift report v{old.version} -> v{new.version}: {paths.get('html', out / 'report.html')}")
     return [f"[{a.severity}] {a.message}" for a in rep.alerts]

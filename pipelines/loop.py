@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from earmark.config import Settings
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 # DPO settings the demo uses on the offline policy: a few epochs over a few hundred pairs, in
 # process (Ray Train's start-up costs more than the whole run at this size; the same code runs
@@ -21,7 +24,7 @@ DEMO_DPO = {
 
 
 def train_dpo_round(
-    em: Any, policy: Any, dataset: Any, settings: Settings, **overrides: Any
+    em: Earmark, policy: Any, dataset: Any, settings: Settings, **overrides: Any
 ) -> tuple[Any, dict[str, float]]:
     """Train on ``dataset`` from ``policy``; returns (registered policy v+1, final-step metrics)."""
     from pipelines.training.dpo import DPOConfig, run_dpo

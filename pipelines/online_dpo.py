@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from earmark.config import Settings
 from earmark.errors import InvalidInput
 from pipelines.scoring_job import ScorerSpec
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 DEFAULT_INSTRUCTIONS = "Which reply sounds more like the persona described? Listen to both clips fully."
 
@@ -169,7 +172,7 @@ class WaitOutcome:
 
 
 def wait_for_quota(
-    em: Any,
+    em: Earmark,
     campaign_id: int,
     quota: int,
     timeout_s: float,
@@ -224,7 +227,7 @@ def _emit(on_progress: Callable[[RoundEvent], Any] | None, stage: str, message: 
 
 
 def run_online_dpo_round(
-    em: Any,
+    em: Earmark,
     cfg: OnlineDPOConfig,
     settings: Settings | None = None,
     *,
@@ -247,9 +250,9 @@ def run_online_dpo_round(
     settings = settings or em.settings
     # Permissions up front: a refusal after the rollouts and the wait would waste both.
     for perm in ("rollouts.write", "scores.write", "campaigns.manage", "training.run"):
-        em.ctx.require(perm)
+        em.require(perm)
     if cfg.screen_raters:
-        em.ctx.require("judgments.review")
+        em.require("judgments.review")
     t_all = time.monotonic()
     seconds: dict[str, float] = {}
     base = em.catalog.policy(cfg.policy, cfg.policy_version)

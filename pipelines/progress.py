@@ -1,4 +1,5 @@
-"""Progress bars for long work (tqdm), silenced in tests and non-interactive runs on request."""
+"""Progress bars for long work: the project's one progress library is rich (the CLI's too).
+Silenced in tests and non-interactive runs on request (``enabled=False``)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,41 @@ class _Null:
         pass
 
 
+class _Bar:
+    """A handle with the two calls the jobs make: ``update(n)`` and ``set_postfix_str(s)``."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress, self._task = progress, task
+
+    def update(self, n: int = 1) -> None:
+        self._progress.update(self._task, advance=n)
+
+    def set_postfix_str(self, s: str) -> None:
+        self._progress.update(self._task, postfix=s)
+
+
 @contextmanager
 def progress_bar(total: int, desc: str, *, enabled: bool = True, unit: str = "it") -> Iterator[Any]:
     if not enabled:
         yield _Null()
         return
-    from tqdm.auto import tqdm
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[postfix]}"),
+    )
+    with progress:
+        yield _Bar(progress, progress.add_task(desc, total=total, postfix=""))

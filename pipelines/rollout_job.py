@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
 from earmark.config import Settings
 from earmark.domain.limits import Limits
 from pipelines.rollouts import WorkItem, prompt_conversation
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +82,17 @@ def sampling_params(cfg: RolloutJobConfig):  # noqa: ANN201
     return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
 
-def plan(em: Any, cfg: RolloutJobConfig) -> tuple[Any, list[WorkItem], int]:
+def plan(em: Earmark, cfg: RolloutJobConfig) -> tuple[Any, list[WorkItem], int]:
     """Policy row, the work still missing, and how many (prompt, sample) pairs already exist."""
     policy = em.catalog.policy(cfg.policy, cfg.policy_version)
     prompts = em.catalog.prompts(regime=cfg.regime, split=cfg.split, external_ids=cfg.prompt_ids)
-    cards = em.catalog.persona_cards(p.persona_id for p in prompts)
+    cards = em.catalog.persona_cards(p.persona_id for p in prompts if p.persona_id is not None)
     done = em.rollouts.existing_keys(policy.id, cfg.round, [p.id for p in prompts])
     items = [
         WorkItem(
             p.id,
             k,
-            prompt_conversation(p.messages, cards.get(p.persona_id)),
+            prompt_conversation(p.messages, cards.get(p.persona_id) if p.persona_id is not None else None),
             p.regime,
             p.reference if p.regime == "duplex" else None,
         )
@@ -138,10 +140,10 @@ def _actor_class():  # noqa: ANN202 - built lazily so importing this module need
     return RolloutActor
 
 
-def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) -> RolloutJobResult:
+def run_rollout_job(em: Earmark, cfg: RolloutJobConfig, *, progress: bool = True) -> RolloutJobResult:
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+    from pipelines.actor_pool import ActorPool
     from pipelines.progress import progress_bar
     from pipelines.ray_runtime import ensure_ray
 
@@ -150,10 +152,7 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
     if not items:
         return RolloutJobResult(policy.id, 0, 0, existing, time.monotonic() - t0, 0)
     ensure_ray(em.settings)
-    # Actors connect to the store the driver resolved (the embedded server's socket URL included).
-    settings = em.settings.model_copy(
-        update={"database_url": SecretStr(str(em.ctx.engine.url.render_as_string(hide_password=False)))}
-    )
+    settings = em.worker_settings()
     params = sampling_params(cfg)
     n_actors = min(cfg.actors, len(items))
     Actor = _actor_class().options(
@@ -166,50 +165,29 @@ def run_rollout_job(em: Any, cfg: RolloutJobConfig, *, progress: bool = True) ->
     def spawn():  # noqa: ANN202
         return Actor.remote(settings, policy.kind, policy.uri, dict(policy.config or {}))
 
-    actors = [spawn() for _ in range(n_actors)]
-    nodes = sorted(set(ray.get([a.node.remote() for a in actors])))
+    pool: ActorPool[tuple[int, list[WorkItem]]] = ActorPool(spawn, n_actors)
+    nodes = sorted(set(ray.get([a.node.remote() for a in pool.actors])))
     startup_s = time.monotonic() - t0
-    batches = deque((i, items[i : i + cfg.batch_size], 0) for i in range(0, len(items), cfg.batch_size))
-    pending: dict[Any, tuple[int, Any, tuple]] = {}
-    written = failed = 0
-
-    def submit(slot: int) -> None:
-        if batches:
-            batch = batches.popleft()
-            ref = actors[slot].run.remote(
-                batch[1],
-                params,
-                policy.id,
-                cfg.round,
-                cfg.seed,
-                {"decision_temperature": cfg.duplex_decision_temperature},
-            )
-            pending[ref] = (slot, actors[slot], batch)
+    batches = [(i, items[i : i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+    written = 0
+    duplex = {"decision_temperature": cfg.duplex_decision_temperature}
 
     with progress_bar(total=len(items), desc=f"rollouts {policy.name} v{policy.version}", enabled=progress) as bar:
-        for slot in range(n_actors):
-            submit(slot)
-            submit(slot)  # one queued behind the running batch, so an actor never idles between calls
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            slot, _actor, batch = pending.pop(ready[0])
-            try:
-                written += ray.get(ready[0])
-                bar.update(len(batch[1]))
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-                # Ray's own restarts/retries are exhausted: replace the actor, resubmit the batch.
-                # Rows it did write are skipped by the unique key, so nothing doubles.
-                if batch[2] >= cfg.resubmits:
-                    failed += 1
-                    log.error("batch at %d failed after %d resubmits: %s", batch[0], batch[2], exc)
-                else:
-                    log.warning("actor died (%s); resubmitting batch at %d", type(exc).__name__, batch[0])
-                    batches.appendleft((batch[0], batch[1], batch[2] + 1))
-                    if _actor is actors[slot]:  # its queued batch fails too; replace the actor once
-                        actors[slot] = spawn()
-            submit(slot)
-    for a in actors:
-        ray.kill(a)
+
+        def done(batch: tuple[int, list[WorkItem]], n: int) -> None:
+            nonlocal written
+            written += n
+            bar.update(len(batch[1]))
+
+        failed_batches = pool.run(
+            batches,
+            lambda actor, b: actor.run.remote(b[1], params, policy.id, cfg.round, cfg.seed, duplex),
+            done,
+            resubmits=cfg.resubmits,
+            raise_on_failure=False,
+        )
+    pool.kill()
+    failed = len(failed_batches)
     result = RolloutJobResult(
         policy.id, len(items), written, existing, time.monotonic() - t0, n_actors, nodes, failed, startup_s
     )

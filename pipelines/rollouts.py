@@ -9,15 +9,18 @@ trainers score); every generated turn stays in ``messages`` with its own audio b
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from earmark.domain.persona_text import persona_system_text
+from earmark.domain.messages import content_text
+from earmark.domain.persona_text import with_persona
 from earmark.domain.records import RolloutCreate
+from pipelines.duplex import rollouts as duplex_rollouts
+from pipelines.work_items import Result, WorkItem, derive_seed
+
+__all__ = ["Result", "WorkItem", "derive_seed", "for_policy", "generate", "prompt_conversation", "store"]
 
 if TYPE_CHECKING:
     from earmark.api import Earmark
@@ -26,37 +29,12 @@ if TYPE_CHECKING:
 
 def prompt_conversation(messages: list[dict[str, Any]], persona_card: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The prompt's messages with the persona card as the system message (unless one is given)."""
-    msgs = [dict(m) for m in messages]
-    if persona_card and not (msgs and msgs[0]["role"] == "system"):
-        msgs.insert(0, {"role": "system", "content": persona_system_text(persona_card)})
-    return msgs
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = [p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")]
-    return " ".join(x for x in parts if x)
+    return with_persona(messages, persona_card)
 
 
 def for_policy(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Policies get plain-text content: audio parts contribute their transcript."""
-    return [{**m, "content": _text_of(m.get("content", ""))} for m in messages]
-
-
-@dataclass
-class WorkItem:
-    prompt_id: int
-    sample_index: int
-    messages: list[dict[str, Any]]  # prompt conversation (persona system message included)
-    regime: str | None = None  # "duplex" items run as duplex sessions (pipelines.duplex)
-    reference: dict[str, Any] | None = None  # duplex: the scenario timeline the session steps through
-
-
-def derive_seed(job_seed: int, round: int, prompt_id: int, sample_index: int, turn: int) -> int:
-    """A per-trajectory seed: the same work item draws the same sample however it is batched."""
-    h = hashlib.blake2b(f"{job_seed}:{round}:{prompt_id}:{sample_index}:{turn}".encode(), digest_size=4)
-    return int.from_bytes(h.digest(), "little")
+    return [{**m, "content": content_text(m.get("content", ""))} for m in messages]
 
 
 def _script(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -71,9 +49,6 @@ def _script(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     if cur and segments:
         segments[-1].extend(cur)  # trailing non-user messages (rare) ride with the last segment
     return segments or [messages]
-
-
-Result = tuple[WorkItem, list["GeneratedSample"], int]  # (item, one sample per generated turn, seed)
 
 
 def generate(
@@ -94,8 +69,6 @@ def generate(
         return []
     sessions = [it for it in items if it.regime == "duplex"]
     if sessions:
-        from pipelines.duplex import rollouts as duplex_rollouts
-
         rest = [it for it in items if it.regime != "duplex"]
         done = duplex_rollouts.generate(policy, sessions, params, job_seed=job_seed, round=round, overrides=duplex)
         return done + (generate(policy, rest, params, job_seed=job_seed, round=round) if rest else [])

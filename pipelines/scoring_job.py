@@ -12,11 +12,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
 from earmark.domain.records import RewardModelCreate
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class ScoringJobResult:
     seconds: float = 0.0
 
 
-def scoring_inputs(em: Any, rollout_ids: list[int]) -> list[Any]:
+def scoring_inputs(em: Earmark, rollout_ids: list[int]) -> list[Any]:
     """Store rows -> ScoringInput, audio decoded from the blob store."""
     from earmark.audio import decode
     from reward_models.base import ScoringInput
@@ -69,7 +72,7 @@ def scoring_inputs(em: Any, rollout_ids: list[int]) -> list[Any]:
     return items
 
 
-def score_and_store(em: Any, scorers: list[tuple[Any, int]], rollout_ids: list[int]) -> dict[str, int]:
+def score_and_store(em: Earmark, scorers: list[tuple[Any, int]], rollout_ids: list[int]) -> dict[str, int]:
     """Score a batch with every (scorer, reward_model_id) and bulk-insert; returns rows added per scorer."""
     items = scoring_inputs(em, rollout_ids)
     added = {}
@@ -84,7 +87,7 @@ def score_and_store(em: Any, scorers: list[tuple[Any, int]], rollout_ids: list[i
     return added
 
 
-def register(em: Any, specs: list[ScorerSpec]) -> list[tuple[Any, int]]:
+def register(em: Earmark, specs: list[ScorerSpec]) -> list[tuple[Any, int]]:
     from reward_models.base import build_scorer
 
     out = []
@@ -159,7 +162,9 @@ def release_actors() -> int:
     return n
 
 
-def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, use_ray: bool = True) -> ScoringJobResult:
+def run_scoring_job(
+    em: Earmark, cfg: ScoringJobConfig, *, progress: bool = True, use_ray: bool = True
+) -> ScoringJobResult:
     from pipelines.progress import progress_bar
 
     t0 = time.monotonic()
@@ -191,40 +196,30 @@ def run_scoring_job(em: Any, cfg: ScoringJobConfig, *, progress: bool = True, us
                 merge(score_and_store(em, scorers, b))
                 bar.update(len(b))
         else:
-            import ray
-
+            from pipelines.actor_pool import ActorPool
             from pipelines.ray_runtime import ensure_ray
 
             ensure_ray(em.settings)
-            settings = em.settings.model_copy(
-                update={"database_url": SecretStr(em.ctx.engine.url.render_as_string(hide_password=False))}
-            )
+            settings = em.worker_settings()
             Actor = _actor_class().options(
                 num_cpus=cfg.cpus_per_actor, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries
             )
             key = _pool_key(cfg, settings) if cfg.keep_actors else None
-            actors = list(_POOLS.get(key, [])) if key else []
-            actors += [Actor.remote(settings, cfg.scorers) for _ in range(min(cfg.actors, len(batches)) - len(actors))]
-            pending: dict[Any, tuple[int, list[int]]] = {}
+            pool: ActorPool[list[int]] = ActorPool(
+                lambda: Actor.remote(settings, cfg.scorers),
+                min(cfg.actors, len(batches)),
+                actors=_POOLS.get(key, []) if key else [],
+            )
 
-            def submit(slot: int) -> None:
-                if batches:
-                    b = batches.popleft()
-                    pending[actors[slot].run.remote(b)] = (slot, b)
-
-            for slot in range(len(actors)):
-                submit(slot)
-                submit(slot)
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                slot, b = pending.pop(ready[0])
-                merge(ray.get(ready[0]))  # Ray retries on a restarted actor; a final failure raises
+            def done(b: list[int], added: dict[str, int]) -> None:
+                merge(added)
                 bar.update(len(b))
-                submit(slot)
+
+            # Ray retries a task on a restarted actor; a final failure raises.
+            pool.run(batches, lambda actor, b: actor.run.remote(b), done)
             if key:
-                _POOLS[key] = actors
+                _POOLS[key] = pool.actors
             else:
-                for a in actors:
-                    ray.kill(a)
+                pool.kill()
     result.seconds = time.monotonic() - t0
     return result

@@ -7,9 +7,12 @@ its text, is tagged ``shortcut:remove`` and datasets leave it out by default.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reward_models.shortcut import audit_prompts
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 
 def text_only_answer_fn(policy: Any, max_new_tokens: int = 32):  # noqa: ANN201
@@ -23,7 +26,7 @@ def text_only_answer_fn(policy: Any, max_new_tokens: int = 32):  # noqa: ANN201
     return answer
 
 
-def run_shortcut_audit(em: Any, *, policy: Any = None, regime: str | None = None, n_samples: int = 1) -> list[dict]:
+def run_shortcut_audit(em: Earmark, *, policy: Any = None, regime: str | None = None, n_samples: int = 1) -> list[dict]:
     prompts = [
         {"id": p.id, "messages": p.messages, "reference": p.reference}
         for p in em.catalog.prompts(regime=regime)

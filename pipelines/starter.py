@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from earmark.api import Earmark
 
 DATA = Path(__file__).parent / "data"
-USER_VOICE = {"rate": 165, "pitch": 62}
+USER_VOICE: dict[str, Any] = {"rate": 165, "pitch": 62}
 
 # Measured means of eSpeak NG en-us at the policy's pitch/rate settings (markup.PITCH_VALUES and
 # RATE_VALUES): targets sit where a persona-consistent rendering lands.

@@ -8,15 +8,18 @@ the ``bt_reward`` scorer with its weights' hash in the version, so its scores ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from earmark.domain.records import RewardModelCreate
 
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+
 
 def train_from_snapshot(
-    em: Any,
+    em: Earmark,
     dataset: Any,
     out_dir: Path,
     *,

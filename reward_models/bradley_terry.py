@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -215,7 +215,7 @@ class LearnedBTScorer(Scorer):
     kind = "learned"
     dimensions = ("learned_preference",)
     code_version = "1"
-    default_config: dict[str, Any] = {"checkpoint": None, "temperature": 1.0}
+    default_config: ClassVar[dict[str, Any]] = {"checkpoint": None, "temperature": 1.0}
 
     def __init__(self, embedder: Any = None, **config: Any) -> None:
         super().__init__(**config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -44,12 +45,12 @@ class RegimeWeights(BaseModel):
         return self
 
 
-def _default_regimes() -> dict[str, RegimeWeights]:
+def _default_regimes() -> dict[Regime, RegimeWeights]:
     # The weights are part of each regime's preset (earmark.regimes, pure data, no torch): one copy,
     # read by the CLI, scoring, PPO and the reward server alike. Validated here as RegimeWeights.
     from earmark.regimes import PRESETS
 
-    return {str(name): RegimeWeights.model_validate(p.composition.model_dump()) for name, p in PRESETS.items()}
+    return {cast(Regime, name): RegimeWeights.model_validate(p.composition.model_dump()) for name, p in PRESETS.items()}
 
 
 class ComposedReward(BaseModel):

@@ -47,7 +47,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from earmark.domain.duplex import LabelledEvent, Span, Timeline
 from reward_models.base import Scorer, ScoreResult, ScoringInput, register
@@ -279,7 +279,7 @@ class TurnTakingScorer(Scorer):
     kind = "verifiable"
     dimensions = ("turn_taking_accuracy",)
     code_version = "1"
-    default_config: dict[str, Any] = {"respond_window_s": RESPOND_WINDOW_S, "stop_window_s": STOP_WINDOW_S}
+    default_config: ClassVar[dict[str, Any]] = {"respond_window_s": RESPOND_WINDOW_S, "stop_window_s": STOP_WINDOW_S}
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
         if not item.timeline:

@@ -45,7 +45,9 @@ def _label(winner: str) -> float:
         raise ValueError(f"judgment winner {winner!r} is not 'a', 'b' or 'tie'") from None
 
 
-def calibration_table(pred: Sequence[float], outcome: Sequence[float], n_bins: int = 10) -> tuple[list[dict], float]:
+def calibration_table(
+    pred: Sequence[float], outcome: Sequence[float] | np.ndarray, n_bins: int = 10
+) -> tuple[list[dict], float]:
     """Rows {bin_lo, bin_hi, n, mean_predicted, observed} and the ECE. ``outcome`` is 1 when a was
     preferred, 0 when b was, 0.5 for a tie."""
     p, y = np.asarray(pred, float), np.asarray(outcome, float)

@@ -96,7 +96,7 @@ def minilm_embedder(model_path: str | None = None, check_sha256: bool = True) ->
         return np.asarray(model.encode(list(texts), normalize_embeddings=True, batch_size=32), dtype=np.float32)
 
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    embed.dim = int(get_dim())  # type: ignore[attr-defined]
+    embed.dim = int(get_dim() or 0)  # type: ignore[attr-defined]
     return embed
 
 

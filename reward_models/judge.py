@@ -21,9 +21,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from reward_models.base import Scorer, ScoreResult, ScoringInput, message_text, register
+from earmark.domain.messages import message_text
+from reward_models.base import Scorer, ScoreResult, ScoringInput, register
 from reward_models.judge_backends import SCORE_TOKENS, ChatPrompt, JudgeBackend
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -129,7 +130,7 @@ class JudgeScorer(Scorer):
     kind = "generative"
     dimensions = JUDGE_DIMENSIONS
     code_version = "1"
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "backend": "local",
         "model_path": None,
         "gguf_file": None,

@@ -11,12 +11,11 @@ A prompt is a list of chat messages ``[{"role": "system"|"user", "content": str}
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+from earmark.http import HTTPFailure, post_json
 
 ChatPrompt = list[dict[str, str]]
 SCORE_TOKENS: tuple[str, ...] = ("1", "2", "3", "4", "5")
@@ -165,34 +164,33 @@ class OpenAIChatBackend:
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 60.0, retries: int = 2
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"judge base_url {base_url!r} must start with http:// or https://")
         self.url = base_url.rstrip("/") + (
             "" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions"
         )
-        self.model, self.timeout_s = model, float(timeout_s)
+        self.model, self.timeout_s, self.retries = model, float(timeout_s), int(retries)
         self._key = api_key
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, key={'set' if self._key else 'none'})"
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        req = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
         if self._key:
-            req.add_header("Authorization", f"Bearer {self._key}")
+            headers["Authorization"] = f"Bearer {self._key}"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read().decode())
-        except urllib.error.HTTPError as e:
-            detail = self._redact(e.read()[:300].decode("utf-8", "replace"))
-            raise JudgeHTTPError(f"judge endpoint {self.url} returned HTTP {e.code}: {detail}") from None
-        except urllib.error.URLError as e:
-            raise JudgeHTTPError(f"judge endpoint {self.url} unreachable: {e.reason}; check base_url") from None
-        except json.JSONDecodeError:
-            raise JudgeHTTPError(f"judge endpoint {self.url} returned a non-JSON body") from None
+            out: dict[str, Any] = post_json(
+                self.url, body, headers=headers, timeout_s=self.timeout_s, retries=self.retries, redact=self._redact
+            )
+        except HTTPFailure as e:
+            if e.status is None and e.retryable:
+                raise JudgeHTTPError(f"judge endpoint {self.url} unreachable: {e}; check base_url") from None
+            raise JudgeHTTPError(f"judge endpoint: {e}") from None
+        return out
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

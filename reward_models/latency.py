@@ -18,7 +18,7 @@ policy: compare latency scores across policy versions only for rollouts from the
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
 
@@ -39,7 +39,7 @@ class LatencyScorer(Scorer):
     kind = "verifiable"
     dimensions = ("latency",)
     code_version = "1"
-    default_config: dict[str, Any] = {"good_s": 0.5, "bad_s": 2.0}
+    default_config: ClassVar[dict[str, Any]] = {"good_s": 0.5, "bad_s": 2.0}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

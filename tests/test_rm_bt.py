@@ -108,7 +108,7 @@ def test_learned_scorer_on_text_features(tmp_path) -> None:
 
 
 def test_featurizer_with_prosody_and_minilm_when_installed() -> None:
-    from reward_models._testaudio import render_text
+    from pipelines.speech.espeak import render_text
 
     audio, sr = render_text("Hello there, how are you today?")
     items = [

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from reward_models._testaudio import render_text
+from pipelines.speech.espeak import render_text
 from reward_models.base import ScoringInput, build_scorer
 from reward_models.judge import JudgePrompt, JudgeScorer, geval_score, smollm2_gguf
 

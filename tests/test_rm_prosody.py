@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from reward_models._testaudio import render_text
+from pipelines.speech.espeak import render_text
 from reward_models.base import ScoringInput, build_scorer
 from reward_models.prosody import extract_prosody
 

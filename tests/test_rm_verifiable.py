@@ -8,7 +8,7 @@ import jiwer
 import numpy as np
 import pytest
 
-from reward_models._testaudio import render_text
+from pipelines.speech.espeak import render_text
 from reward_models.base import ScoringInput, build_scorer
 from reward_models.textnorm import normalize_text
 from reward_models.verifiable import score_tool_calls

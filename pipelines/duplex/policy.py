@@ -319,6 +319,7 @@ class _Session:
         words = " ".join(t for t in self.pending if t).strip()
         self.pending.clear()
         start = self._observe(f"{words} {cue}".strip())
+        assert self.prompt is not None, "decide() before the session's prompt was set"
         episode = self.r._sample(self.prompt + self.tokens, self.params, self.seed, len(self.decisions))
         self.tokens.extend(episode)
         wait = 0

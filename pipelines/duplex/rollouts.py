@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from earmark.domain.duplex import Timeline
 from pipelines.duplex.policy import DuplexRunner, DuplexSettings, UserSpan
+from pipelines.work_items import Result, WorkItem, derive_seed
 
 if TYPE_CHECKING:
     from pipelines.policy.base import Policy, SamplingParams
-    from pipelines.rollouts import Result, WorkItem
 
 # The settings rollouts of duplex prompts use: a policy trained only on dialogues almost never opens
 # a turn with <pause> or <|end|> (~1e-6), so a hot decision temperature makes the K samples of a
@@ -51,7 +51,7 @@ def user_spans(timeline: Timeline) -> list[UserSpan]:
         )
     utts = timeline.meta.get("utterances")
     if isinstance(utts, list) and utts and all(isinstance(u, dict) and "text" in u for u in utts):
-        texts = [[] for _ in spans]
+        texts: list[list[str]] = [[] for _ in spans]
         for u in utts:
             a, b = timeline.chunk_at(float(u.get("start_s", 0.0))), timeline.chunk_at(float(u.get("end_s", 0.0)))
             best = max(range(len(spans)), key=lambda i: min(b + 1, spans[i].end) - max(a, spans[i].start))
@@ -92,8 +92,6 @@ def generate(
 ) -> list[Result]:
     """One duplex session per work item; the seed derives from the item alone (not the batch).
     ``overrides`` (e.g. ``{"decision_temperature": 1.0}``) replace fields of ``settings``."""
-    from pipelines.rollouts import derive_seed
-
     settings = settings or DEFAULT_SETTINGS
     if overrides:
         settings = DuplexSettings(**{**settings.as_dict(), **overrides})

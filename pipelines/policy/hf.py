@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from earmark.domain.messages import content_text
 from pipelines.policy.base import Conversation, GeneratedSample, Message, SamplingParams
 from pipelines.policy.sampling import response_logprobs, row_seed, sample_batch
 
@@ -43,23 +44,9 @@ class AudioTokenRange:
         return self.start <= token_id < self.stop
 
 
-def _flatten(content: Any) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        if isinstance(part, str):
-            texts.append(part)
-        elif part.get("type") == "text":
-            texts.append(str(part.get("text", "")))
-        elif part.get("type") == "audio" and part.get("transcript"):
-            texts.append(str(part["transcript"]))  # text models hear audio through its transcript
-    return " ".join(t for t in texts if t)
-
-
 def _plain_prompt(messages: list[Message]) -> str:
     # Fallback for base models without a chat template: a transcript ending in "Assistant:".
-    lines = [f"{m.get('role', 'user').capitalize()}: {_flatten(m.get('content'))}" for m in messages]
+    lines = [f"{m.get('role', 'user').capitalize()}: {content_text(m.get('content'))}" for m in messages]
     return "\n".join(lines) + "\nAssistant:"
 
 
@@ -127,7 +114,7 @@ class HFCausalLMPolicy:
         """Prompt through the tokenizer's chat template when it has one, else a plain transcript."""
         if not conversation:
             raise ValueError("empty conversation: pass at least one user message")
-        messages = [{"role": m.get("role", "user"), "content": _flatten(m.get("content"))} for m in conversation]
+        messages = [{"role": m.get("role", "user"), "content": content_text(m.get("content"))} for m in conversation]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,27 +1,23 @@
 """``OpenAIChatPolicy``: an OpenAI-compatible chat-completions endpoint that returns audio.
 
 Works with hosted speech models and self-hosted servers (vLLM and friends) that implement
-``POST {base_url}/chat/completions`` with ``modalities: ["text", "audio"]``. Only the standard
-library is used (urllib), so rollout workers need no extra HTTP client. The API key is sent as a
-bearer token and never appears in errors or logs.
+``POST {base_url}/chat/completions`` with ``modalities: ["text", "audio"]``. Requests go through
+``earmark.http`` (httpx, retried by tenacity). The API key is sent as a bearer token and never
+appears in errors or logs.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
+from earmark.http import RETRY_STATUSES, HTTPFailure, post_json
 from pipelines.policy.base import Conversation, GeneratedSample, Message, SamplingParams
 
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.5
-MAX_ERROR_BODY = 300
 
 
 class EndpointError(RuntimeError):
@@ -37,7 +33,7 @@ def _to_openai_content(content: Any) -> Any:
     """DESIGN.md parts -> OpenAI parts; audio must be inline base64 (blobs resolved by the caller)."""
     if content is None or isinstance(content, str):
         return content or ""
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type")
         if kind == "text":
@@ -126,32 +122,26 @@ class OpenAIChatPolicy:
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode())
-            except urllib.error.HTTPError as exc:
-                detail = self._redact(exc.read().decode(errors="replace")[:MAX_ERROR_BODY])
-                last = EndpointError(f"POST {self.url} returned HTTP {exc.code}: {detail}", exc.code, self.url)
-                if exc.code not in RETRY_STATUSES:
-                    hint = " (check the API key)" if exc.code in (401, 403) else ""
-                    raise EndpointError(f"{last}{hint}", exc.code, self.url) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = EndpointError(f"POST {self.url} failed: {self._redact(str(reason))}", None, self.url)
-            except json.JSONDecodeError as exc:
-                raise EndpointError(f"POST {self.url} returned invalid JSON: {exc}", None, self.url) from None
-        raise EndpointError(
-            f"{last} (gave up after {self.max_retries + 1} attempts)", getattr(last, "status", None), self.url
-        ) from None
+        try:
+            out: dict[str, Any] = post_json(
+                self.url,
+                body,
+                headers=headers,
+                timeout_s=self.timeout_s,
+                retries=self.max_retries,
+                backoff_s=self.backoff_s,
+                retry_statuses=RETRY_STATUSES,
+                redact=self._redact,
+            )
+        except HTTPFailure as exc:
+            if not exc.retryable:
+                hint = " (check the API key)" if exc.status in (401, 403) else ""
+                raise EndpointError(f"{exc}{hint}", exc.status, self.url) from None
+            raise EndpointError(f"{exc} (gave up after {exc.attempts} attempts)", exc.status, self.url) from None
+        return out
 
     def request_body(self, conversation: Conversation, params: SamplingParams, n: int, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {

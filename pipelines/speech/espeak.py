@@ -120,7 +120,7 @@ class _Engine:
         self.voice = ""
         self.set_voice(voice)
 
-    def _on_samples(self, wav: ctypes.POINTER(ctypes.c_short), numsamples: int, _events: int) -> int:
+    def _on_samples(self, wav: ctypes._Pointer[ctypes.c_short], numsamples: int, _events: int) -> int:
         if wav and numsamples > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
         return 0  # 0 = continue synthesis

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from pydantic import SecretStr
+
 from earmark.blobs import open_blob_store
 from earmark.config import Settings, get_settings
 from earmark.security import SYSTEM, Principal
@@ -38,6 +40,16 @@ class Earmark:
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
+
+    def worker_settings(self) -> Settings:
+        """Settings for worker processes (Ray actors): the same store this process resolved, so a
+        worker reaches the embedded server's socket instead of resolving (or starting) its own."""
+        url = self.ctx.engine.url.render_as_string(hide_password=False)
+        return self.settings.model_copy(update={"database_url": SecretStr(url)})
+
+    def require(self, action: str) -> None:
+        """Raise PermissionDenied unless this client's principal may perform ``action``."""
+        self.ctx.require(action)
 
     @cached_property
     def catalog(self) -> CatalogService:

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +160,8 @@ class S3BlobStore(_Common):
         create_bucket: bool = True,
         retries: int = 6,
     ) -> None:
+        """``retries``: attempts per request, left to botocore (standard mode: connection errors,
+        5xx and throttling are retried with exponential backoff and jitter)."""
         import boto3
         from botocore.config import Config
 
@@ -174,7 +175,7 @@ class S3BlobStore(_Common):
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"max_attempts": retries, "mode": "standard"},
                 connect_timeout=3,
                 read_timeout=30,
                 signature_version="s3v4",
@@ -182,7 +183,7 @@ class S3BlobStore(_Common):
             ),
         )
         if create_bucket:
-            self._with_retry(self._ensure_bucket, "create bucket")
+            self._call(self._ensure_bucket, "create bucket")
 
     def _ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -200,28 +201,20 @@ class S3BlobStore(_Common):
         key = blob_key(sha256)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _with_retry(self, fn: Callable[[], T], what: str) -> T:
-        """Retry connection-level failures with exponential backoff (server restarts, blips)."""
-        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """Run one S3 call (botocore retries it); an endpoint still unreachable after every attempt
+        becomes a BlobError that names the endpoint and the fix."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-        delay = 0.25
-        for attempt in range(1, self.retries + 1):
-            try:
-                return fn()
-            except ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if status < 500 or attempt == self.retries:
-                    raise
-            except (EndpointConnectionError, BotoCoreError, ConnectionError) as exc:
-                if attempt == self.retries:
-                    raise BlobError(
-                        f"S3 endpoint {self.endpoint_url or 'aws'} unreachable during {what} after "
-                        f"{attempt} attempts ({type(exc).__name__}); check that the S3 server is up"
-                    ) from exc
-            log.warning("S3 %s failed (attempt %d/%d); retrying in %.2fs", what, attempt, self.retries, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+        try:
+            return fn()
+        except ClientError:
+            raise
+        except (BotoCoreError, ConnectionError) as exc:
+            raise BlobError(
+                f"S3 endpoint {self.endpoint_url or 'aws'} unreachable during {what} after "
+                f"{self.retries} attempts ({type(exc).__name__}); check that the S3 server is up"
+            ) from exc
 
     def put_stream(self, stream: BinaryIO) -> StoredBlob:
         tmp, digest, size = _spool(stream)
@@ -231,11 +224,10 @@ class S3BlobStore(_Common):
             if not self.exists(digest):
 
                 def upload() -> None:
-                    # A fresh handle per attempt: s3transfer may close the one it was given on failure.
                     with open(tmp.name, "rb") as f:
                         self.client.upload_fileobj(f, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
 
-                self._with_retry(upload, f"upload of {digest[:12]}")
+                self._call(upload, f"upload of {digest[:12]}")
         finally:
             os.unlink(tmp.name)
         return StoredBlob(digest, f"s3://{self.bucket}/{key}", size)
@@ -245,7 +237,7 @@ class S3BlobStore(_Common):
 
         key = self._key(sha256)
         try:
-            obj = self._with_retry(lambda: self.client.get_object(Bucket=self.bucket, Key=key), "download")
+            obj = self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key), "download")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise BlobMissing(
@@ -259,7 +251,7 @@ class S3BlobStore(_Common):
         from botocore.exceptions import ClientError
 
         try:
-            self._with_retry(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(sha256)), "head")
+            self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(sha256)), "head")
             return True
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
@@ -267,10 +259,10 @@ class S3BlobStore(_Common):
             raise
 
     def delete(self, sha256: str) -> None:
-        self._with_retry(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256)), "delete")
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(sha256)), "delete")
 
     def modified_at(self, sha256: str) -> float:
-        head = self._with_retry(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(sha256)), "head")
+        head = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(sha256)), "head")
         return head["LastModified"].timestamp()
 
     def iter_digests(self) -> Iterator[str]:

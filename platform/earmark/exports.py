@@ -112,7 +112,7 @@ def _prompt(row: dict[str, Any], content: str) -> list[dict[str, Any]]:
     return msgs
 
 
-def _audio_shas(messages: list[dict[str, Any]]) -> set[str]:
+def _audio_shas(messages: list[dict[str, Any]]) -> set[str | None]:
     return {
         p.get("audio_sha256")
         for m in messages

@@ -1,6 +1,6 @@
 """Build the offline speech policy checkpoint: tokenizer + tiny Llama trained on the bundled corpus.
 
-``python -m pipelines.policy.offline.build [--out DIR] [--steps N] [--seed S]`` trains in about a
+``python -m pipelines.policy.offline [--out DIR] [--steps N] [--seed S]`` trains in about a
 minute on two CPU cores and writes a standard Hugging Face folder (``save_pretrained`` for model
 and tokenizer, chat template included) plus ``earmark_policy.json`` describing the build.
 ``ensure_checkpoint()`` materialises it on first use and returns the cached folder afterwards; a
@@ -15,7 +15,6 @@ builds otherwise (or when asked to: ``--force``).
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -151,10 +150,10 @@ def build_checkpoint(out: Path, cfg: BuildConfig = BuildConfig(), progress: bool
 
 def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
     import torch
-    from tqdm.auto import tqdm
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from pipelines.policy.offline.tokenizer import train_tokenizer
+    from pipelines.progress import progress_bar
 
     t0 = time.perf_counter()
     dialogues = load_dialogues()
@@ -193,31 +192,31 @@ def _build(out: Path, cfg: BuildConfig, progress: bool) -> dict[str, Any]:
     queue: list[list[int]] = []
     losses: list[float] = []
     redraw = _ProsodyRedraw(tok, dialogues)
-    bar = tqdm(range(cfg.steps), desc="offline policy", unit="step", disable=not progress)
-    for step in bar:
-        if not queue:
-            queue = _batches(seqs, cfg.batch_size, rng)
-        idx = queue.pop()
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        labels = torch.full((len(idx), width), -100, dtype=torch.long)
-        for r, i in enumerate(idx):  # right padding: positions start at 0 for every row
-            row = redraw(seqs[i], i, rng)
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-            labels[r, : len(row)] = torch.tensor([t if keep != -100 else -100 for t, keep in zip(row, targets[i])])
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == cfg.steps - 1:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    bar.close()
+    with progress_bar(cfg.steps, "offline policy", enabled=progress, unit="step") as bar:
+        for step in range(cfg.steps):
+            if not queue:
+                queue = _batches(seqs, cfg.batch_size, rng)
+            idx = queue.pop()
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            labels = torch.full((len(idx), width), -100, dtype=torch.long)
+            for r, i in enumerate(idx):  # right padding: positions start at 0 for every row
+                row = redraw(seqs[i], i, rng)
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+                labels[r, : len(row)] = torch.tensor([t if keep != -100 else -100 for t, keep in zip(row, targets[i])])
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if step % 10 == 0 or step == cfg.steps - 1:
+                bar.set_postfix_str(f"loss={sum(losses[-10:]) / len(losses[-10:]):.3f}")
+            bar.update(1)
 
     model.eval()
     model.generation_config = GenerationConfig(
@@ -317,47 +316,3 @@ def ensure_checkpoint(
             shutil.rmtree(target)
         tmp.rename(target)
     return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Build the offline speech policy checkpoint (tiny Llama + prosody BPE).")
-    ap.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: $EARMARK_HOME/models/offline-speech-policy-v0)"
-    )
-    ap.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps")
-    ap.add_argument("--seed", type=int, default=BuildConfig.seed, help="seed for init and data order")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=BuildConfig.threads,
-        help="torch threads for training (part of the recipe: other values give other weights)",
-    )
-    ap.add_argument(
-        "--force",
-        action="store_true",
-        help="train from scratch even if the folder holds a checkpoint or the shipped one matches",
-    )
-    ap.add_argument("--samples", type=int, default=3, help="sample generations to print after building")
-    args = ap.parse_args(argv)
-
-    out = args.out or default_checkpoint_path()
-    if args.force and out.exists():
-        shutil.rmtree(out)
-    cfg = BuildConfig(seed=args.seed, steps=args.steps, threads=args.threads)
-    path = ensure_checkpoint(out, cfg, use_bundled=not args.force)
-    manifest = json.loads((path / MANIFEST).read_text())
-    print(json.dumps({k: manifest[k] for k in ("params", "final_loss", "build_seconds", "corpus_tokens")}))
-    if args.samples:
-        from pipelines.policy.base import SamplingParams
-        from pipelines.policy.offline.corpus import load_heldout
-        from pipelines.policy.offline.policy import OfflineSpeechPolicy
-
-        policy = OfflineSpeechPolicy.from_pretrained(path)
-        convs = [h["messages"] for h in load_heldout()[: args.samples]]
-        for conv, samples in zip(convs, policy.generate(convs, SamplingParams(max_new_tokens=80), seed=args.seed)):
-            print(f"> {conv[-1]['content']}\n  {samples[0].extra['markup']}")
-    print(f"checkpoint: {path}")
-
-
-if __name__ == "__main__":
-    main()

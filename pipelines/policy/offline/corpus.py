@@ -16,12 +16,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from earmark.domain.persona_text import persona_system_message
 from pipelines.policy.offline.markup import (
     EMPH,
     LEVELS,
     PAUSE,
     RATE_LEVELS,
-    persona_system_text,
     strip_controls,
 )
 
@@ -130,7 +130,7 @@ def _assistant(rng: random.Random, card: dict[str, Any], body: list[str], full: 
 
 
 def _system(card: dict[str, Any]) -> list[dict[str, Any]]:
-    return [] if card["id"] == "neutral" else [{"role": "system", "content": persona_system_text(card)}]
+    return [] if card["id"] == "neutral" else [persona_system_message(card)]
 
 
 def build_corpus(seed: int = CORPUS_SEED) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from earmark.domain.messages import content_text
+from earmark.domain.persona_text import persona_system_message, persona_system_text
 from pipelines.speech.espeak import Segment
 
 SYSTEM, USER, ASSISTANT, END, PAD = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
@@ -50,44 +52,14 @@ _ANY_SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 _WS_RE = re.compile(r"\s+")
 
 
-def persona_system_text(card: dict[str, Any]) -> str:
-    """One line the model was trained on: "You are NAME, DESCRIPTION. STYLE"."""
-    name = str(card.get("name") or "").strip()
-    desc = str(card.get("description") or "").strip().rstrip(".")
-    style = str(card.get("speaking_style") or "").strip()
-    head = (
-        f"You are {name}, {desc}."
-        if name and desc
-        else (f"You are {name}." if name else (f"You are {desc}." if desc else ""))
-    )
-    return " ".join(p for p in (head, style) if p)
-
-
 def system_message(card: dict[str, Any]) -> dict[str, Any]:
     """A system message carrying a persona card (the card stays attached for other adapters)."""
-    return {"role": "system", "content": persona_system_text(card), "persona": card}
-
-
-def content_text(content: Any) -> str:
-    """Flatten DESIGN.md message content (str or typed parts) to the text the model reads."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for part in content:
-        if isinstance(part, str):
-            parts.append(part)
-        elif part.get("type") == "text":
-            parts.append(str(part.get("text", "")))
-        elif part.get("type") == "audio" and part.get("transcript"):
-            # The offline policy hears no audio; a transcript, when the caller has one, stands in.
-            parts.append(str(part["transcript"]))
-    return " ".join(p for p in parts if p)
+    return {**persona_system_message(card), "persona": card}
 
 
 def message_text(message: dict[str, Any]) -> str:
-    """Text of one message; a system message with only a ``persona`` card gets the card line."""
+    """Text of one message as the offline policy reads it (``earmark.domain.messages.content_text``); a
+    system message with only a ``persona`` card gets the card line; control tokens are stripped."""
     text = content_text(message.get("content"))
     if not text and message.get("role") == "system" and isinstance(message.get("persona"), dict):
         text = persona_system_text(message["persona"])
@@ -101,7 +73,7 @@ def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool = Tr
     for m in messages:
         role = m.get("role")
         text = m.get("markup") if role == "assistant" and m.get("markup") else message_text(m)
-        tok = ROLE_TOKENS.get(role, USER)  # tool/other roles read as user input
+        tok = ROLE_TOKENS.get(str(role), USER)  # tool/other roles read as user input
         out.append(f"{tok}{text}{END}")
     if add_generation_prompt:
         out.append(ASSISTANT)

@@ -62,7 +62,7 @@ class OfflineSpeechPolicy:
         if missing:
             raise ValueError(
                 f"tokenizer lacks the offline policy's special tokens {missing}; load a checkpoint built by "
-                "pipelines.policy.offline.build (or one fine-tuned from it)"
+                "pipelines.policy.offline (or one fine-tuned from it)"
             )
         self._control_ids = {ids[t] for t in CONTROL_TOKENS}
         self._stop_ids = {ids[END], ids[PAD], ids[SYSTEM], ids[USER], ids[ASSISTANT]}
@@ -86,7 +86,7 @@ class OfflineSpeechPolicy:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"{path} is not a model folder (no config.json); build one with "
-                "`python -m pipelines.policy.offline.build --out {path}` or pass a saved checkpoint"
+                "`python -m pipelines.policy.offline --out {path}` or pass a saved checkpoint"
             )
         tok_dir = Path(tokenizer_path) if tokenizer_path else path
         if not (tok_dir / "tokenizer.json").is_file() and not (tok_dir / "tokenizer_config.json").is_file():

@@ -166,8 +166,8 @@ def gold_correct(canon: dict[str, Any], gold_answer: dict[str, Any] | None) -> b
     if not gold_answer:
         return None
     if "choice" in gold_answer:
-        return canon.get("choice") == gold_answer["choice"]
+        return bool(canon.get("choice") == gold_answer["choice"])
     if "mos_max" in gold_answer:  # a trapping clip: "this clip is bad; score it at most N"
         scores = canon.get("scores", {}).get("mos", [])
-        return bool(scores) and scores[0] <= gold_answer["mos_max"]
+        return bool(scores) and bool(scores[0] <= gold_answer["mos_max"])
     return None

@@ -84,9 +84,33 @@ class Message(BaseModel):
         return v
 
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return " ".join(p.text for p in self.content if isinstance(p, TextPart))
+        return content_text(self.content if isinstance(self.content, str) else [p.model_dump() for p in self.content])
+
+
+def content_text(content: Any) -> str:
+    """The one message-to-text rule: a string as is; of typed parts, text parts and the transcripts of
+    audio parts (what was said), joined by spaces; token parts and audio without a transcript add
+    nothing. Every reader of message text (policies, scorers, judges, exports, the rating page) uses it."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, dict):
+            kind = part.get("type")
+            if kind == "text":
+                parts.append(str(part.get("text") or ""))
+            elif kind == "audio":
+                parts.append(str(part.get("transcript") or ""))
+    return " ".join(p for p in parts if p)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """Text of one stored chat message (see ``content_text``)."""
+    return content_text(message.get("content"))
 
 
 def validate_messages(raw: Any) -> list[Message]:

@@ -12,3 +12,16 @@ def persona_system_text(card: dict[str, Any]) -> str:
     style = str(card.get("style") or card.get("speaking_style") or "").strip()
     text = f"You are {name}, {desc}." if desc else f"You are {name}."
     return f"{text} {style}".strip()
+
+
+def persona_system_message(card: dict[str, Any]) -> dict[str, Any]:
+    """The system message a persona card becomes."""
+    return {"role": "system", "content": persona_system_text(card)}
+
+
+def with_persona(messages: list[dict[str, Any]], card: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A copy of ``messages`` with the card's system message first, unless a system message leads."""
+    out = [dict(m) for m in messages]
+    if card and not (out and out[0].get("role") == "system"):
+        out.insert(0, persona_system_message(card))
+    return out

@@ -4,7 +4,8 @@
   says is the classic exploit (Singhal et al., 2023, "A Long Way to Go: Investigating Length
   Correlations in RLHF"). Correlations come from PostgreSQL's corr() in the drift summary; the
   signal fires when the candidate's correlation is high *and* rose over the baseline's, so a
-  reward that was always mildly length-aware does not alert on every report.
+  reward that was always mildly length-aware does not alert on every report. That alert is part of
+  the drift summary itself (``earmark.drift.report.correlation_alerts``).
 - Generative judge vs humans over time: on pairwise judgments, how often the judge's score
   difference has the sign of the human preference, per time window; a falling trend means the
   judge (or the policy it scores) has drifted away from what raters hear.
@@ -16,52 +17,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-if TYPE_CHECKING:
-    from earmark.drift.report import Alert, DimensionDrift, Thresholds
+from earmark.drift.report import Alert, Thresholds
 
 # Where a policy version's KL from the reference is read, first match wins: the summary of the
 # training run that produced it, then the policy's own config (for versions trained elsewhere).
 KL_KEYS = ("kl_ref", "kl")
-CORRELATES = (("duration", "corr_duration", "response duration"), ("length", "corr_length", "response length"))
-
-
-def correlation_alerts(dims: Sequence[DimensionDrift], th: Thresholds) -> list[Alert]:
-    from earmark.drift.report import Alert
-
-    out = []
-    for d in dims:
-        c = d.candidate
-        if c is None or c["n"] < th.min_samples:
-            continue
-        for name, col, words in CORRELATES:
-            r = c.get(col)
-            if r is None or abs(r) < th.hacking_corr:
-                continue
-            base = (d.baseline or {}).get(col)
-            rise = abs(r) - abs(base or 0.0)
-            if rise < th.hacking_corr_rise:
-                continue
-            was = f"{base:+.2f}" if base is not None else "n/a"
-            out.append(
-                Alert(
-                    f"hacking_{name}",
-                    "alert",
-                    col,
-                    round(r, 4),
-                    th.hacking_corr,
-                    f"{d.label}: reward follows {words} (r={r:+.2f}, baseline {was}); "
-                    "check for a length/verbosity exploit",
-                    reward_model_id=d.reward_model_id,
-                    dimension=d.dimension,
-                    details={"baseline": base, "rise": round(rise, 4)},
-                )
-            )
-    return out
 
 
 def judge_agreement(
@@ -70,6 +35,8 @@ def judge_agreement(
     """Per generative reward model version, dimension and window: pairs judged and the share where
     sign(score A - score B) equals the sign of the human preference. Ties on either side are
     left out (no direction to agree with); gold items are planted, not real comparisons."""
+    where: list[str]
+    params: dict[str, Any]
     where, params = (
         [
             "cardinality(c.rollout_ids) = 2",
@@ -111,8 +78,6 @@ def judge_agreement(
 
 def agreement_alerts(rows: Sequence[dict[str, Any]], th: Thresholds) -> list[Alert]:
     """A warning per judge dimension whose latest window (with enough pairs) is below the floor."""
-    from earmark.drift.report import Alert
-
     latest: dict[tuple[int, str], dict[str, Any]] = {}
     first: dict[tuple[int, str], dict[str, Any]] = {}
     for r in rows:

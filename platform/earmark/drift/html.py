@@ -34,7 +34,7 @@ def vega_bundle() -> str | None:
         import vl_convert as vlc
     except ImportError:
         return None
-    return vlc.javascript_bundle()
+    return vlc.javascript_bundle()  # type: ignore[call-arg]  # the stub marks the optional snippet required
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:

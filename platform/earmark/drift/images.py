@@ -45,6 +45,7 @@ def distributions(rep: DriftReport) -> bytes | None:
     sel = rep.summary.selection
     for ax, d in zip(axes.flat, dims):
         m = d.binned
+        assert m is not None  # filtered above
         e = m.hist_edges
         width = np.diff(e) if e[-1] > e[0] else np.array([1.0])
         for side, color, name in ((0, BASELINE, f"v{sel.baseline}"), (1, CANDIDATE, f"v{sel.candidate}")):

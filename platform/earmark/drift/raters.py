@@ -4,10 +4,9 @@
   rated the same item, averaged per time window; item-adjusted, so a rater who happened to get
   better audio does not look lenient. Computed in SQL with a window function over each item.
 - Gold accuracy per rater and window, from planted items with known answers.
-- Krippendorff's alpha per campaign and dimension from the coincidence matrix, which PostgreSQL
-  builds with a self-join over each item's ratings (at most a few dozen cells per dimension);
-  alpha is then a few array operations (Krippendorff, *Content Analysis*, 2004, ch. 11).
-  It agrees with the ``krippendorff`` package (tests/test_drift_raters.py).
+- Krippendorff's alpha per campaign and dimension: PostgreSQL counts each item's values (one row
+  per item and value), and the project's one alpha (``earmark.domain.agreement``, the
+  ``krippendorff`` package) reads that units x values matrix.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-RATING_DIMENSIONS = ("prosody", "persona_consistency", "correctness")
-LEVELS = {"prosody": "ordinal", "persona_consistency": "ordinal", "correctness": "ordinal", "preference": "ordinal"}
+from earmark.domain.agreement import DOMAINS, krippendorff_alpha
+from earmark.domain.annotation import RATING_DIMENSIONS
 
 
 @dataclass
@@ -70,78 +69,57 @@ def gold_trend(session: Session, *, hours: int, campaign_ids: Sequence[int] = ()
     return [dict(r) for r in session.execute(text(q), params).mappings()]
 
 
-def coincidences(
+def value_counts(
     session: Session, campaign_ids: Sequence[int] = ()
-) -> dict[tuple[int, str], dict[tuple[float, float], float]]:
-    """{(campaign, dimension): {(c, k): o_ck}}: each item with m >= 2 values adds, for every
-    ordered pair of two different judgments, 1 / (m - 1) to the cell of their two values."""
+) -> dict[tuple[int, str], dict[int, dict[float, int]]]:
+    """{(campaign, dimension): {unit: {value: count}}} over items with at least two values, counted
+    by PostgreSQL (one row per item and value, however many judgments there are)."""
     params: dict[str, Any] = {"dims": list(RATING_DIMENSIONS)}
     camp = _campaign_filter(campaign_ids, params)
     q = f"""
         WITH v AS (
-          SELECT j.campaign_id, j.comparison_id AS unit, j.id AS jid, e.key AS dim, (e.value #>> '{{}}')::float8 AS x
+          SELECT j.campaign_id, j.comparison_id AS unit, e.key AS dim, (e.value #>> '{{}}')::float8 AS x
           FROM judgments j CROSS JOIN LATERAL jsonb_each(j.ratings) e
           WHERE e.key = ANY(:dims) AND jsonb_typeof(e.value) = 'number' AND NOT j.is_gold {camp}
           UNION ALL
-          SELECT j.campaign_id, j.comparison_id, j.id, 'preference', j.preference
+          SELECT j.campaign_id, j.comparison_id, 'preference', j.preference
           FROM judgments j WHERE j.protocol = 'pairwise' AND j.preference IS NOT NULL AND NOT j.is_gold {camp}),
-        m AS (SELECT campaign_id, unit, dim, count(*) AS m FROM v GROUP BY 1, 2, 3 HAVING count(*) >= 2)
-        SELECT a.campaign_id, a.dim, a.x AS c, b.x AS k, sum(1.0 / (m.m - 1)) AS o
-        FROM v a JOIN v b ON b.campaign_id = a.campaign_id AND b.unit = a.unit AND b.dim = a.dim AND b.jid <> a.jid
-        JOIN m ON m.campaign_id = a.campaign_id AND m.unit = a.unit AND m.dim = a.dim
+        m AS (SELECT campaign_id, unit, dim FROM v GROUP BY 1, 2, 3 HAVING count(*) >= 2)
+        SELECT v.campaign_id, v.dim, v.unit, v.x, count(*) AS n
+        FROM v JOIN m USING (campaign_id, unit, dim)
         GROUP BY 1, 2, 3, 4"""
-    out: dict[tuple[int, str], dict[tuple[float, float], float]] = defaultdict(dict)
-    for camp_id, dim, c, k, o in session.execute(text(q), params).all():
-        out[(camp_id, dim)][(float(c), float(k))] = float(o)
-    return dict(out)
+    out: dict[tuple[int, str], dict[int, dict[float, int]]] = defaultdict(lambda: defaultdict(dict))
+    for camp_id, dim, unit, x, n in session.execute(text(q), params).all():
+        out[(camp_id, dim)][unit][float(x)] = int(n)
+    return {k: dict(v) for k, v in out.items()}
 
 
-def alpha_from_coincidences(o: dict[tuple[float, float], float], level: str = "ordinal") -> float | None:
-    """Krippendorff's alpha = 1 - D_o / D_e from a coincidence matrix. None when undefined
-    (fewer than two pairable values, or a single value everywhere: no variation to agree on)."""
-    values = sorted({c for c, _ in o} | {k for _, k in o})
-    if len(values) < 2:
+def alpha_from_counts(dimension: str, units: dict[int, dict[float, int]]) -> float | None:
+    """Krippendorff's alpha (``earmark.domain.agreement``) of {unit: {value: count}}."""
+    domain = DOMAINS.get(dimension)
+    values = sorted({x for u in units.values() for x in u} | set(domain or ()))
+    if len(values) < 2 or not units:
         return None
-    pos = {v: i for i, v in enumerate(values)}
-    mat = np.zeros((len(values), len(values)))
-    for (c, k), w in o.items():
-        mat[pos[c], pos[k]] += w
-    n_c = mat.sum(axis=1)
-    n = n_c.sum()
-    if n <= 1:
-        return None
-    v = np.array(values)
-    if level == "nominal":
-        delta = 1.0 - np.eye(len(values))
-    elif level == "interval":
-        delta = (v[:, None] - v[None, :]) ** 2
-    else:  # ordinal: squared rank-sum distance over the categories between c and k
-        cum = np.cumsum(n_c)
-        delta = np.zeros_like(mat)
-        for i in range(len(values)):
-            for j in range(len(values)):
-                lo, hi = min(i, j), max(i, j)
-                between = cum[hi] - (cum[lo - 1] if lo else 0.0)
-                delta[i, j] = (between - (n_c[i] + n_c[j]) / 2) ** 2
-    d_o = float((mat * delta).sum())
-    d_e = float((np.outer(n_c, n_c) * delta).sum() / (n - 1))
-    if d_e == 0:
-        return None
-    return 1.0 - d_o / d_e
+    col = {v: i for i, v in enumerate(values)}
+    mat = np.zeros((len(units), len(values)))
+    for r, u in enumerate(units.values()):
+        for x, n in u.items():
+            mat[r, col[x]] = n
+    return krippendorff_alpha(dimension, value_counts=mat, value_domain=values)
 
 
 def alphas(session: Session, campaign_ids: Sequence[int] = ()) -> list[dict[str, Any]]:
-    names = dict(session.execute(text("SELECT id, name FROM campaigns")).all())
+    """Alpha per campaign and dimension, unrounded; ``pairable`` counts the values in items with two or more."""
+    names: dict[int, str] = dict(session.execute(text("SELECT id, name FROM campaigns")).all())
     out = []
-    for (camp, dim), o in sorted(coincidences(session, campaign_ids).items()):
-        a = alpha_from_coincidences(o, LEVELS.get(dim, "ordinal"))
+    for (camp, dim), units in sorted(value_counts(session, campaign_ids).items()):
         out.append(
             {
                 "campaign_id": camp,
                 "campaign": names.get(camp, str(camp)),
                 "dimension": dim,
-                "alpha": None if a is None else round(a, 4),
-                "pairable": round(sum(o.values()), 1),
+                "alpha": alpha_from_counts(dim, units),
+                "pairable": sum(n for u in units.values() for n in u.values()),
             }
         )
     return out

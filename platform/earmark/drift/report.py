@@ -10,6 +10,7 @@ trip on noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -158,8 +159,6 @@ def summarize(session: Session, selection: Selection, th: Thresholds) -> DriftSu
         if key in fine:
             _compare(d, fine[key], th)
         dims.append(d)
-    from earmark.drift.hacking import correlation_alerts
-
     alerts = drift_alerts(dims, th) + correlation_alerts(dims, th)
     return DriftSummary(selection, th, dims, alerts, datetime.now(UTC))
 
@@ -247,6 +246,44 @@ def drift_alerts(dims: list[DimensionDrift], th: Thresholds) -> list[Alert]:
                     f"({d.baseline['mean']:.3f} -> {d.candidate['mean']:.3f}, p={d.mean_shift_p:.2g})",
                     details={"p_value": d.mean_shift_p},
                     **common,
+                )
+            )
+    return out
+
+
+# (signal name, summary column, words for the message)
+CORRELATES = (("duration", "corr_duration", "response duration"), ("length", "corr_length", "response length"))
+
+
+def correlation_alerts(dims: Sequence[DimensionDrift], th: Thresholds) -> list[Alert]:
+    """Reward hacking by length: a reward that now follows response length or duration (see
+    ``earmark.drift.hacking`` for the reasoning)."""
+    out = []
+    for d in dims:
+        c = d.candidate
+        if c is None or c["n"] < th.min_samples:
+            continue
+        for name, col, words in CORRELATES:
+            r = c.get(col)
+            if r is None or abs(r) < th.hacking_corr:
+                continue
+            base = (d.baseline or {}).get(col)
+            rise = abs(r) - abs(base or 0.0)
+            if rise < th.hacking_corr_rise:
+                continue
+            was = f"{base:+.2f}" if base is not None else "n/a"
+            out.append(
+                Alert(
+                    f"hacking_{name}",
+                    "alert",
+                    col,
+                    round(r, 4),
+                    th.hacking_corr,
+                    f"{d.label}: reward follows {words} (r={r:+.2f}, baseline {was}); "
+                    "check for a length/verbosity exploit",
+                    reward_model_id=d.reward_model_id,
+                    dimension=d.dimension,
+                    details={"baseline": base, "rise": round(rise, 4)},
                 )
             )
     return out

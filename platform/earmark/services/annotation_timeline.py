@@ -54,7 +54,8 @@ class TimelineView:
     def track(self, name: str) -> TrackView:
         if name not in TRACKS:
             raise NotFound(f"track {name!r} does not exist; use one of {', '.join(TRACKS)}")
-        return getattr(self, name)
+        view: TrackView = getattr(self, name)
+        return view
 
 
 def parse_timeline(raw: dict[str, Any] | None, what: str) -> Timeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ class BlobService(Service):
         known: set[str] = set()
         for i in range(0, len(digests), 5000):
             chunk = digests[i : i + 5000]
-            known |= set(self.ctx.tx(lambda s, c=chunk: s.scalars(select(Blob.sha256).where(Blob.sha256.in_(c))).all()))
+            known |= set(self.ctx.tx(partial(_known_digests, chunk=chunk)))
         cutoff = time.time() - grace_s
         removed = []
         for d in digests:
@@ -88,3 +89,7 @@ class BlobService(Service):
     def read(self, sha256: str) -> bytes:
         self.get(sha256)
         return self.ctx.blobs.get_bytes(sha256)
+
+
+def _known_digests(s: Session, chunk: list[str]) -> list[str]:
+    return list(s.scalars(select(Blob.sha256).where(Blob.sha256.in_(chunk))).all())

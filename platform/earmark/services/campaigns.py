@@ -15,6 +15,7 @@ only rollouts that carry a duplex timeline.
 
 from __future__ import annotations
 
+import builtins
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -285,7 +286,11 @@ class CampaignService(Service):
         candidates.sort(key=lambda c: c[0])
         # One pair per prompt first (coverage), then the rest by informativeness.
         seen: set[int] = set()
-        first = [c for c in candidates if not (c[1]["prompt_id"] in seen or seen.add(c[1]["prompt_id"]))]
+        first = []
+        for c in candidates:
+            if c[1]["prompt_id"] not in seen:
+                seen.add(c[1]["prompt_id"])
+                first.append(c)
         rest = [c for c in candidates if c not in first]
         items = [c[1] for c in first + rest][: spec.max_items]
         n_gold = round(len(items) * spec.gold_ratio / max(1e-9, 1 - spec.gold_ratio)) if spec.gold_ratio else 0
@@ -294,7 +299,9 @@ class CampaignService(Service):
         return items
 
     @staticmethod
-    def _gold_items(by_prompt: dict[int, list[int]], protocol: Protocol, n: int, rng: random.Random) -> list[dict]:
+    def _gold_items(
+        by_prompt: dict[int, list[int]], protocol: Protocol, n: int, rng: random.Random
+    ) -> list[dict[str, Any]]:
         """Planted mismatches: a response to another prompt is always the worse answer."""
         prompts = list(by_prompt)
         if n == 0 or len(prompts) < 2 or protocol not in (Protocol.pairwise, Protocol.cmos):
@@ -408,6 +415,7 @@ class CampaignService(Service):
 
         def read(s: Session) -> tuple[datetime, int]:
             cut = until or s.scalar(select(func.clock_timestamp()))
+            assert cut is not None  # clock_timestamp() is never NULL
             n = s.scalar(
                 select(func.count())
                 .select_from(Judgment)
@@ -417,7 +425,7 @@ class CampaignService(Service):
 
         return self.ctx.tx(read)
 
-    def policies_in(self, campaign_id: int) -> list[int]:
+    def policies_in(self, campaign_id: int) -> builtins.list[int]:
         """Policy ids whose rollouts are in the campaign (for reviewers and dashboards only)."""
         self.ctx.require("judgments.review")
         q = (

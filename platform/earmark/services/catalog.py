@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -54,11 +54,11 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
         line = raw[: exc.start].count(b"\n") + 1
         raise InvalidInput(f"{path}:{line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     out = []
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for no, row in enumerate(text.splitlines(), 1):
+        if not row.strip():
             continue
         try:
-            out.append((no, json.loads(line)))
+            out.append((no, json.loads(row)))
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{no}: invalid JSON ({exc.msg}); each line must be one JSON object") from None
     if not out:
@@ -66,7 +66,7 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return out
 
 
-def _validate_all(records: Iterable[tuple[int, Any]], model: type, source: str) -> list[Any]:
+def _validate_all(records: Iterable[tuple[int, Any]], model: type[BaseModel], source: str) -> list[Any]:
     good, errors = [], []
     for no, obj in records:
         try:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from earmark.domain.messages import content_text
+from earmark.domain.persona_text import with_persona
 from earmark.errors import InvalidInput, NotFound
 from earmark.services.context import Service
 from earmark.services.labels import LabelConfig, LabelService, PreferenceLabel
@@ -46,27 +48,13 @@ def _canonical(rows: list[dict[str, Any]]) -> bytes:
 
 def _plain_messages(messages: list[dict[str, Any]], persona: dict[str, Any] | None) -> list[dict[str, str]]:
     """Chat messages with plain-text content (audio parts contribute their transcript)."""
-    from earmark.domain.persona_text import persona_system_text
-
-    out = []
-    for m in messages:
-        c = m.get("content", "")
-        if not isinstance(c, str):
-            c = " ".join(p.get("text") or p.get("transcript") or "" for p in c if p.get("type") in ("text", "audio"))
-        out.append({"role": m["role"], "content": c.strip()})
-    if persona and not (out and out[0]["role"] == "system"):
-        out.insert(0, {"role": "system", "content": persona_system_text(persona)})
-    return out
+    plain = [{"role": m["role"], "content": content_text(m.get("content", "")).strip()} for m in messages]
+    return with_persona(plain, persona)
 
 
 def _chat_messages(messages: list[dict[str, Any]], persona: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Chat messages as stored (audio parts reference blobs by sha256), persona card as the system message."""
-    from earmark.domain.persona_text import persona_system_text
-
-    out = [dict(m) for m in messages]
-    if persona and not (out and out[0].get("role") == "system"):
-        out.insert(0, {"role": "system", "content": persona_system_text(persona)})
-    return out
+    return with_persona(messages, persona)
 
 
 def _json_or_none(v: Any) -> str | None:
@@ -101,7 +89,7 @@ class DatasetService(Service):
             prompts = {
                 p.id: p for p in s.scalars(select(Prompt).where(Prompt.id.in_({r.prompt_id for r in ro.values()})))
             }
-            personas = {
+            personas: dict[int | None, dict[str, Any]] = {
                 p.id: {"name": p.name, **p.card}
                 for p in s.scalars(
                     select(Persona).where(Persona.id.in_({p.persona_id for p in prompts.values() if p.persona_id}))
@@ -256,7 +244,7 @@ class DatasetService(Service):
             if splits:
                 q = q.where(Prompt.split.in_(splits))
             pairs = s.execute(q).all()
-            personas = {
+            personas: dict[int | None, dict[str, Any]] = {
                 p.id: {"name": p.name, **p.card}
                 for p in s.scalars(
                     select(Persona).where(Persona.id.in_({p.persona_id for _, p in pairs if p.persona_id}))
@@ -308,7 +296,7 @@ class DatasetService(Service):
             )
         return ds
 
-    def load(self, ds: Dataset):  # noqa: ANN201 - a pyarrow.Table
+    def load(self, ds: Dataset) -> Any:  # a pyarrow.Table
         import pyarrow.parquet as pq
 
         return pq.read_table(io.BytesIO(self.ctx.blobs.get_bytes(ds.manifest["parquet_sha256"])))

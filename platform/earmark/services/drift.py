@@ -42,7 +42,7 @@ class DriftService(Service):
             return policy
         names = [n for n, vs in self.catalog()["policies"].items() if baseline in vs and candidate in vs]
         if len(names) == 1:
-            return names[0]
+            return str(names[0])
         if not names:
             raise NotFound(
                 f"no policy is registered at both v{baseline} and v{candidate}; "
@@ -301,7 +301,7 @@ class DriftService(Service):
                 .where(DriftAlert.id == alert_id)
                 .values(acknowledged_by=self.ctx.principal.user_id, acknowledged_at=datetime.now(UTC))
             )
-            if res.rowcount == 0:
+            if res.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult at runtime
                 raise NotFound(f"drift alert {alert_id} does not exist; list alerts with DriftService.alerts()")
             self.ctx.audit(s, "drift.acknowledge", "drift_alert", alert_id, note=note)
 

@@ -120,7 +120,7 @@ class LabelService(Service):
             q = q.where(User.cleared_for_aggregation.is_(True))
         by_comp: dict[int, list[tuple[int, int, float]]] = defaultdict(list)
         for jid, cid, rid, pref in s.execute(q):
-            by_comp[cid].append((jid, rid, pref))
+            by_comp[cid].append((jid, rid, float(pref or 0.0)))  # preference IS NOT NULL in the query
         weights = rater_weights(s, sorted({rid for js in by_comp.values() for _, rid, _ in js}))
         labels, dropped = [], {"tie": 0, "low_agreement": 0, "unjudged": 0}
         for cid, comp in sorted(comps.items()):
@@ -194,7 +194,7 @@ class LabelService(Service):
         )
         if cfg.ai_dimensions:
             q = q.where(RewardScore.dimension.in_(cfg.ai_dimensions))
-        score = dict(s.execute(q).all())
+        score: dict[int, float] = dict(s.execute(q).all())
         prompt_of = dict(s.execute(select(Rollout.id, Rollout.prompt_id).where(Rollout.id.in_(list(score)))).all())
         by_prompt: dict[int, list[int]] = defaultdict(list)
         for rid in sorted(score):

@@ -30,6 +30,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from earmark.domain.agreement import LEVELS
+from earmark.domain.agreement import krippendorff_alpha as agreement_alpha
 from earmark.domain.annotation import MUSHRA_HIDDEN_REF_MIN, RATING_DIMENSIONS
 from earmark.services.context import Service
 from earmark.services.users import UserService
@@ -256,28 +258,9 @@ def _units(rows: list[JudgmentRow], dimension: str) -> dict[tuple[int, int], dic
     return units
 
 
-LEVELS = {
-    "choice": "nominal",
-    "preference": "ordinal",
-    "cmos": "ordinal",
-    "mos": "ordinal",
-    "mushra": "interval",
-    **{d: "ordinal" for d in RATING_DIMENSIONS},
-}
-DOMAINS = {
-    "mos": [1, 2, 3, 4, 5],
-    "cmos": [-3, -2, -1, 0, 1, 2, 3],
-    "choice": [0, 1, 2, 3],
-    **{d: [1, 2, 3, 4, 5] for d in RATING_DIMENSIONS},
-}
-
-
 def krippendorff_alpha(rows: list[JudgmentRow], dimension: str, campaign_id: int = 0) -> AlphaResult:
-    """Krippendorff's alpha over raters x items (missing = NaN). Ordinal for 1-5 scales, nominal
-    for choices, interval for MUSHRA's 0-100; the full value domain is passed so an unused
-    category still counts in the ordinal distances."""
-    import krippendorff
-
+    """Krippendorff's alpha over raters x items (missing = NaN), unrounded: ordinal for 1-5 scales,
+    nominal for choices, interval for MUSHRA's 0-100 (``earmark.domain.agreement``)."""
     units = {u: v for u, v in _units(rows, dimension).items() if len(v) >= 2}
     level = LEVELS.get(dimension, "ordinal")
     raters = sorted({rid for v in units.values() for rid in v})
@@ -288,15 +271,8 @@ def krippendorff_alpha(rows: list[JudgmentRow], dimension: str, campaign_id: int
     for j, key in enumerate(keys):
         for rid, x in units[key].items():
             data[raters.index(rid), j] = x
-    try:
-        kw: dict[str, Any] = {"level_of_measurement": level}
-        if dimension in DOMAINS:
-            kw["value_domain"] = DOMAINS[dimension]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = float(krippendorff.alpha(reliability_data=data, **kw))
-    except (ValueError, ZeroDivisionError):
-        a = float("nan")  # a single observed value: agreement is undefined, not perfect
-    return AlphaResult(campaign_id, dimension, level, None if math.isnan(a) else round(a, 4), len(keys), len(raters))
+    a = agreement_alpha(dimension, reliability_data=data)
+    return AlphaResult(campaign_id, dimension, level, a, len(keys), len(raters))
 
 
 def assess(rows: list[JudgmentRow], users: dict[int, tuple[str, bool]], cfg: QualityConfig) -> list[RaterQuality]:
@@ -478,7 +454,7 @@ class QualityService(Service):
                 ).all()
             )
             cleared = {
-                int(e): t
+                int(str(e)): t
                 for e, t in s.execute(
                     select(AuditLog.entity_id, func.max(AuditLog.at))
                     .where(

@@ -169,7 +169,7 @@ def _label(canon: int, n_rollouts: int, planted: list[dict[str, Any]]) -> str:
     """Canonical label of a stimulus: A, B, ... for rollouts, the role for a planted clip."""
     if canon < n_rollouts:
         return chr(65 + canon)
-    return PLANTED_LABELS.get(planted[canon - n_rollouts].get("role"), "planted")
+    return PLANTED_LABELS.get(str(planted[canon - n_rollouts].get("role")), "planted")
 
 
 def _adjudication_info(row: Any) -> AdjudicationInfo:
@@ -217,7 +217,7 @@ class ReviewService(Service):
                     )
                 )
             }
-            return rows, adj, protocol
+            return list(rows), adj, protocol
 
         rows, adj, protocol = self.ctx.tx(read)
         by_item: dict[int, list[tuple[str | None, dict[str, Any]]]] = defaultdict(list)
@@ -251,12 +251,14 @@ class ReviewService(Service):
             comp = s.get(Comparison, comparison_id)
             if comp is None:
                 raise NotFound(f"comparison {comparison_id} does not exist")
-            camp = s.get(Campaign, comp.campaign_id)
-            prompt = s.get(Prompt, comp.prompt_id)
+            camp = s.get_one(Campaign, comp.campaign_id)
+            prompt = s.get_one(Prompt, comp.prompt_id)
             persona = s.get(Persona, prompt.persona_id) if prompt.persona_id else None
             rollouts = {r.id: r for r in s.scalars(select(Rollout).where(Rollout.id.in_(list(comp.rollout_ids))))}
             shas = [r.audio_sha256 for r in rollouts.values() if r.audio_sha256]
-            durations = dict(s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all())
+            durations: dict[str | None, float | None] = dict(
+                s.execute(select(Blob.sha256, Blob.duration_s).where(Blob.sha256.in_(shas))).all()
+            )
             planted = planted_of(comp.reason)
             n = len(comp.rollout_ids)
             durations |= dict(
@@ -329,7 +331,7 @@ class ReviewService(Service):
         allowed.update({f"prompt{i}": t.get("audio_sha256") for i, t in enumerate(item.conversation)})
         if not allowed.get(label):
             raise NotFound(f"no audio for {label!r} in comparison {item.comparison_id}")
-        return self.ctx.blobs.get_bytes(allowed[label])
+        return self.ctx.blobs.get_bytes(str(allowed[label]))
 
     def timeline(self, comparison_id: int) -> TimelineView:
         """The duplex session a timeline item rates (same view raters get: no model identity)."""

@@ -190,7 +190,12 @@ class ScoreService(Service):
         if campaign_ids:
             q = q.where(Comparison.campaign_id.in_(list(campaign_ids)))
         return [
-            {"a": ids[0], "b": ids[1], "winner": "a" if p > 0 else "b" if p < 0 else "tie", "rater_pool": role}
+            {
+                "a": ids[0],
+                "b": ids[1],
+                "winner": "a" if (p or 0) > 0 else "b" if (p or 0) < 0 else "tie",
+                "rater_pool": role,
+            }
             for ids, p, role in self.ctx.tx(lambda s: s.execute(q).all())
         ]
 

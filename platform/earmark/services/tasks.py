@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, planted_of, validate_for_protocol
 from earmark.domain.enums import Protocol
+from earmark.domain.messages import content_text
 from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
 from earmark.services.annotation_timeline import (
     STEREO,
@@ -180,7 +181,7 @@ class TaskService(Service):
 
         def one(c: Connection) -> list[Lease]:
             return [
-                Lease(*r[:5], list(r[5]["order"]))
+                Lease(r[0], r[1], r[2], r[3], r[4], list(r[5]["order"]))
                 for r in c.execute(
                     CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want}
                 )
@@ -263,7 +264,7 @@ class TaskService(Service):
 
         def read(s: Session) -> TimelineView:
             task = self._held_task(s, item.task_id, item.lease_token)
-            comp = s.get(Comparison, task.comparison_id)
+            comp = s.get_one(Comparison, task.comparison_id)
             raw = s.scalar(select(Rollout.timeline).where(Rollout.id == comp.rollout_ids[0]))
             return timeline_view(parse_timeline(raw, f"the session of task {item.task_id}"))
 
@@ -440,10 +441,8 @@ def conversation_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if isinstance(content, str):
             out.append({"role": m["role"], "text": content, "audio_sha256": None})
             continue
-        text = " ".join(
-            p.get("text") or p.get("transcript") or "" for p in content if p.get("type") in ("text", "audio")
-        )
-        sha = next((p.get("audio_sha256") for p in content if p.get("type") == "audio"), None)
+        text = content_text(content)
+        sha = next((p.get("audio_sha256") for p in content or [] if p.get("type") == "audio"), None)
         out.append({"role": m["role"], "text": text.strip(), "audio_sha256": sha})
     return out
 

@@ -207,7 +207,9 @@ class TimelineService(Service):
         return self.ctx.tx(lambda s: self._write(s, checked, durations))
 
     def _check_consistency(self, checked: list[tuple[int, DuplexSessionLine, Timeline]], src: str) -> list[str]:
-        errors, scenario_of, keys = [], {}, {}
+        errors: list[str] = []
+        scenario_of: dict[str, tuple[int, dict[str, Any]]] = {}
+        keys: dict[tuple[str, str, int], int] = {}
         for no, line, tl in checked:
             scen = {"timeline": scenario_part(tl).to_json(), "tool_calls": [c.model_dump() for c in line.tool_calls]}
             first = scenario_of.setdefault(line.id, (no, scen))
@@ -224,7 +226,7 @@ class TimelineService(Service):
                     f"repeats line {keys[key]}; set a different sample_index"
                 )
         ids = list(scenario_of)
-        existing = dict(
+        existing: dict[str, Any] = dict(
             self.ctx.tx(
                 lambda s: s.execute(
                     select(Prompt.external_id, Prompt.reference).where(Prompt.external_id.in_(ids))
@@ -272,7 +274,7 @@ class TimelineService(Service):
                 .returning(Prompt.id)
             )
             rep.prompts_added += len(res.all())
-            rep.prompt_ids[line.id] = s.scalar(select(Prompt.id).where(Prompt.external_id == line.id))
+            rep.prompt_ids[line.id] = s.scalars(select(Prompt.id).where(Prompt.external_id == line.id)).one()
         rollouts = []
         for _, line, tl in checked:
             if not line.has_assistant():
@@ -324,7 +326,7 @@ class TimelineService(Service):
             .values(name=name, version=0, uri=f"external:{source}", kind="external", config={})
             .on_conflict_do_nothing(index_elements=["name", "version"])
         )
-        return s.scalar(select(Policy.id).where(Policy.name == name, Policy.version == 0))
+        return s.scalars(select(Policy.id).where(Policy.name == name, Policy.version == 0)).one()
 
     # ---- export ---------------------------------------------------------------------------------
     def export_jsonl(
@@ -358,7 +360,7 @@ class TimelineService(Service):
             rq = rq.where(Rollout.policy_id == policy_id)
 
         def read(s: Session) -> tuple[list[Any], list[Any]]:
-            return s.execute(q).all(), s.execute(rq).all()
+            return list(s.execute(q).all()), list(s.execute(rq).all())
 
         prompts, rolls = self.ctx.tx(read)
         by_prompt: dict[int, list[tuple[Rollout, str]]] = {}
@@ -392,8 +394,8 @@ class TimelineService(Service):
             out.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
         return lines
 
-    def _with_audio(self, tl: dict[str, Any], mode: AudioMode) -> dict[str, Any]:
-        if mode == "sha":
+    def _with_audio(self, tl: dict[str, Any] | None, mode: AudioMode) -> dict[str, Any] | None:
+        if mode == "sha" or tl is None:
             return tl
         tl = json.loads(json.dumps(tl))
         for side in ("user", "assistant"):

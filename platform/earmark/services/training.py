@@ -177,7 +177,7 @@ class TrainingService(Service):
                 .where(TrainingRun.id == run_id)
                 .values({column.key: func.coalesce(column, cast([], JSONB)).op("||")(cast(items, JSONB))})
             )
-            if res.rowcount == 0:
+            if res.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult at runtime
                 raise NotFound(f"training run {run_id} does not exist")
 
         self.ctx.tx(write)

@@ -76,7 +76,7 @@ def ingest_scores(session: Session, scores: Iterable[ScoreCreate | tuple[Any, ..
     """)
     )
     session.execute(text(f"DROP TABLE {stage}"))
-    return result.rowcount or 0
+    return result.rowcount or 0  # type: ignore[attr-defined]  # a CursorResult at runtime
 
 
 ROLLOUT_COLUMNS = (

@@ -62,7 +62,7 @@ def stop(home: Path) -> bool:
     if not is_running(home):
         return False
     _prepare_env()
-    from pgserver.postgres_server import pg_ctl  # type: ignore[attr-defined]
+    from pgserver.postgres_server import pg_ctl
 
     user = "pgserver" if os.geteuid() == 0 else None
     try:
