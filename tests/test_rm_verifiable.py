@@ -115,8 +115,9 @@ def test_wer_falls_back_to_response_text() -> None:
 
 
 @needs_whisper
-def test_wer_through_whisper_on_espeak() -> None:
-    s = build_scorer("wer", cpu_threads=2)
+@pytest.mark.parametrize("fit_window", [False, True])
+def test_wer_through_whisper_on_espeak(fit_window: bool) -> None:
+    s = build_scorer("wer", cpu_threads=2, fit_window=fit_window, temperature_fallback=not fit_window)
     items = []
     for text in SENTENCES:
         audio, sr = render_text(text)
@@ -134,6 +135,36 @@ def test_wer_through_whisper_on_espeak() -> None:
         ScoringInput(reference={"text": SENTENCES[0]}, audio=np.zeros(16000, np.float32), sample_rate=16000)
     )
     assert bad.features["wer"] > 0.8
+
+
+@needs_whisper
+def test_fitted_window_matches_the_full_window_and_keeps_order() -> None:
+    """The fitted window (the demo's fast path) hears what the 30 s window hears, clip for clip, in
+    the order given although clips are batched by length; a clip over 28 s takes the long-form path."""
+    from reward_models.asr import WhisperASR
+
+    clips = [render_text(t, rate=r) for t, r in zip(SENTENCES, (175, 120, 260, 175), strict=True)]
+    full = WhisperASR(cpu_threads=2).transcribe_batch(clips)
+    fitted = WhisperASR(cpu_threads=2, fit_window=True, temperature_fallback=False).transcribe_batch(
+        clips, batch_size=3
+    )
+    refs = [normalize_text(t) for t in SENTENCES]
+    wer_full = jiwer.wer(refs, [normalize_text(h) for h in full])
+    wer_fit = jiwer.wer(refs, [normalize_text(h) for h in fitted])
+    assert wer_fit <= max(wer_full + 0.05, CORPUS_WER_MAX / 2), (wer_full, wer_fit, full, fitted)
+    for ref, hyp in zip(refs, fitted, strict=True):  # each transcript belongs to its own clip
+        assert jiwer.wer(ref, normalize_text(hyp)) < 0.5, (ref, hyp)
+    # over 28 s: faster-whisper's long-form path (30 s windows), the whole clip heard
+    sr = clips[0][1]
+    assert all(c[1] == sr for c in clips)
+    gap = np.zeros(sr, np.float32)
+    long = np.concatenate([x for c in clips * 3 for x in (c[0], gap)])
+    assert len(long) / sr > 28
+    (heard,) = WhisperASR(cpu_threads=2, fit_window=True, temperature_fallback=False).transcribe_batch([(long, sr)])
+    words = normalize_text(heard).split()
+    assert words.count("sunday") >= 2 and words.count("table") >= 2, heard
+    with pytest.raises(ValueError, match="audio 1 is empty"):
+        WhisperASR(fit_window=True).transcribe_batch([clips[0], (np.zeros(0, np.float32), 16000)])
 
 
 @needs_whisper

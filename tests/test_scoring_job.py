@@ -7,9 +7,23 @@ from pipeline_fixtures import kill_actor_mid_job, seed_offline
 from sqlalchemy import text
 
 from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
-from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, run_scoring_job
+from pipelines.scoring_job import ScorerSpec, ScoringJobConfig, balanced_batches, run_scoring_job
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, actors", [(24, 16, 2), (120, 16, 2), (7, 16, 2), (1, 16, 2), (3, 1, 2), (10, 3, 4), (0, 8, 2)]
+)
+def test_balanced_batches_every_actor_the_same_share(n: int, batch_size: int, actors: int) -> None:
+    ids = list(range(100, 100 + n))
+    batches = balanced_batches(ids, batch_size, actors)
+    assert sorted(i for b in batches for i in b) == ids  # each id once
+    assert all(0 < len(b) <= batch_size for b in batches)
+    if batches:
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
+        assert len(batches) % actors == 0 or len(batches) == n  # as many batches per actor
+    assert [len(b) for b in balanced_batches(list(range(24)), 16, 2)] == [12, 12]
 
 
 def test_scoring_job_scores_missing_only_and_keeps_versions(committed_em, checkpoint, ray_local) -> None:
