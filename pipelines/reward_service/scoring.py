@@ -31,14 +31,20 @@ def reference_from_label(label: Any) -> dict[str, Any] | None:
             return {"tool_calls": []}
         raise ValueError("label list must hold answers (strings/numbers) or tool calls ({'name', 'arguments'})")
     if isinstance(label, dict):
+        for alias in ("target", "ground_truth"):  # veRL search-r1 style {"target": [...]}
+            if alias in label and "answer" not in label:
+                label = {**{k: v for k, v in label.items() if k != alias}, "answer": label[alias]}
         known = {"answer", "text", "tool_calls"}
         if "name" in label and not (known & set(label)):
             return {"tool_calls": [label]}
         if not known & set(label):
             raise ValueError(f"label object needs one of {sorted(known)}; got keys {sorted(label)[:10]}")
         ref = {k: label[k] for k in known if k in label}
-        if isinstance(ref.get("answer"), (int, float)) and not isinstance(ref["answer"], bool):
-            ref["answer"] = str(ref["answer"])
+        ans = ref.get("answer")
+        if isinstance(ans, (int, float)) and not isinstance(ans, bool):
+            ref["answer"] = str(ans)
+        elif isinstance(ans, list):
+            ref["answer"] = [str(a) for a in ans]
         return ref
     raise ValueError(f"label of type {type(label).__name__} is not supported")
 
