@@ -28,6 +28,7 @@ _HASH_RE = re.compile(r"####\s*([^\n]*)")
 _NUM_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
 _FRAC_RE = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_PLAIN_NUM_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _TOOL_TAG_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
@@ -78,6 +79,8 @@ def parse_number(s: Any) -> Fraction | float | None:
         except AttributeError:
             return None
     t = s.strip()
+    if _PLAIN_NUM_RE.fullmatch(t):  # the common case, without the LaTeX clean-up below
+        return float(t) if len(t) < 16 else Fraction(t)
     t = _TEXT_WRAP_RE.sub(r"\1", t)
     t = _FRAC_RE.sub(r"(\1)/(\2)", t)
     t = t.replace("\\!", "").replace("\\,", "").replace("$", "").replace("\\%", "%").strip()

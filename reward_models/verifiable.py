@@ -50,14 +50,23 @@ class AnswerMatchScorer(Scorer):
         answers = _answers(item.reference, item)
         resp = item.response_text.strip()
         exact = any(resp == a.strip() for a in answers)
-        resp_n = normalize_text(resp).split()
+        # whole-response equality after normalization: only a response of about an answer's size
+        # can normalize to it (number words are at most ~12 characters per digit), so long
+        # reasoning traces skip that normalization
+        short = len(resp) <= 16 * max(len(a) for a in answers) + 64
+        resp_n = normalize_text(resp).split() if short else None
         how, extracted = "none", None
-        if any(resp_n == normalize_text(a).split() for a in answers):
+        if resp_n is not None and any(resp_n == normalize_text(a).split() for a in answers):
             how = "equal"
         elif self.config["allow_containment"]:
             ok, how_, extracted = grade_answer(resp, answers)
             how = how_ if ok else "none"
-        feats = {"answers": answers, "response_normalized": " ".join(resp_n), "match": how, "extracted": extracted}
+        feats = {
+            "answers": answers,
+            "response_normalized": " ".join(resp_n) if resp_n is not None else None,
+            "match": how,
+            "extracted": extracted,
+        }
         return [
             ScoreResult(
                 dimension="exact_match",

@@ -316,7 +316,7 @@ class RewardApp:
     ) -> list[tuple[Any, ...]]:
         rid = uuid.uuid4()
         regime = req.regime or self.engine.regime
-        versions = json.dumps(self.engine.scorer_versions)
+        versions = self.engine.scorer_versions_json
         comp = self.engine.composition_version
         uids = req.sample_uids
         rows = []

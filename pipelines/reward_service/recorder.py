@@ -37,6 +37,18 @@ COLUMNS = (
 COPY_SQL = f"COPY serving_events ({', '.join(COLUMNS)}) FROM STDIN"
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(v: Any) -> str:
+    """One field in PostgreSQL's COPY text format (NUL is refused before a request gets here)."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_ESCAPES)
+    return str(v)
+
+
 class RecorderUnavailable(Exception):
     pass
 
@@ -90,10 +102,10 @@ class Recorder:
             ) from None
 
     async def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        data = "".join("\t".join(map(_copy_text, r)) + "\n" for r in rows).encode()
         async with self._conn.cursor() as cur:
             async with cur.copy(COPY_SQL) as copy:
-                for r in rows:
-                    await copy.write_row(r)
+                await copy.write(data)  # one buffer for the whole group, not a call per row
         await self._conn.commit()
 
     async def _run(self) -> None:

@@ -3,10 +3,14 @@ one bad item is one error (its reward masked), never a failed batch."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from pydantic import PrivateAttr
 
 from pipelines.reward_service.protocol import ItemResult
 from reward_models.base import ScoringInput
+from reward_models.composition import RewardComposition
 
 
 def reference_from_label(label: Any) -> dict[str, Any] | None:
@@ -49,18 +53,30 @@ def reference_from_label(label: Any) -> dict[str, Any] | None:
     raise ValueError(f"label of type {type(label).__name__} is not supported")
 
 
+class _FrozenComposition(RewardComposition):
+    """The default composition with its version hashed once (compose() reads it per item)."""
+
+    _version: str = PrivateAttr("")
+
+    @property
+    def version(self) -> str:
+        if not self._version:
+            self._version = RewardComposition.version.fget(self)  # type: ignore[attr-defined]
+        return self._version
+
+
 class ScoringEngine:
     def __init__(self, scorer_specs: list[dict[str, Any]], regime: str) -> None:
         from reward_models.base import build_scorer
-        from reward_models.composition import RewardComposition
 
         if not scorer_specs:
             raise ValueError("the reward service needs at least one scorer (--scorers)")
         self.scorers = [build_scorer(s["name"], **(s.get("config") or {})) for s in scorer_specs]
         self.regime = regime
-        self.composition = RewardComposition()
+        self.composition = _FrozenComposition()
         self.composition_version = self.composition.version
         self.scorer_versions = {s.name: s.version for s in self.scorers}
+        self.scorer_versions_json = json.dumps(self.scorer_versions)
         self.all_cheap = all(s.kind == "verifiable" for s in self.scorers)
 
     def score_item(
