@@ -33,29 +33,40 @@ def _contains_tokens(haystack: list[str], needle: list[str]) -> bool:
 @register("answer_match")
 class AnswerMatchScorer(Scorer):
     """``exact_match``: stripped strings equal. ``normalized_match``: equal after normalize_text
-    (case, punctuation, number words vs digits), or, with ``allow_containment``, the normalized
-    answer occurs as a whole-word span of the response ("The answer is 42." matches "forty two").
-    ``reference['answer']`` may be a list of accepted answers."""
+    (case, punctuation, number words vs digits), or, with ``allow_containment``, the response's
+    final answer matches (``reward_models.extraction.grade_answer``: ``#### N``, ``\\boxed{..}``,
+    the last number for numeric answers by value, the final words for text answers). The
+    reference merely appearing somewhere in the response does not count (that was gameable by
+    listing many numbers). ``reference['answer']`` may be a list of accepted answers."""
 
     kind = "verifiable"
     dimensions = ("exact_match", "normalized_match")
-    code_version = "1"
+    code_version = "2"
     default_config: ClassVar[dict[str, Any]] = {"allow_containment": True}
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        from reward_models.extraction import grade_answer
+
         answers = _answers(item.reference, item)
         resp = item.response_text.strip()
         exact = any(resp == a.strip() for a in answers)
-        resp_n = normalize_text(resp).split()
-        how = "none"
-        for a in answers:
-            a_n = normalize_text(a).split()
-            if resp_n == a_n:
-                how = "equal"
-                break
-            if self.config["allow_containment"] and _contains_tokens(resp_n, a_n):
-                how = "contained"
-        feats = {"answers": answers, "response_normalized": " ".join(resp_n), "match": how}
+        # whole-response equality after normalization: only a response of about an answer's size
+        # can normalize to it (number words are at most ~12 characters per digit), so long
+        # reasoning traces skip that normalization
+        short = len(resp) <= 16 * max(len(a) for a in answers) + 64
+        resp_n = normalize_text(resp).split() if short else None
+        how, extracted = "none", None
+        if resp_n is not None and any(resp_n == normalize_text(a).split() for a in answers):
+            how = "equal"
+        elif self.config["allow_containment"]:
+            ok, how_, extracted = grade_answer(resp, answers)
+            how = how_ if ok else "none"
+        feats = {
+            "answers": answers,
+            "response_normalized": " ".join(resp_n) if resp_n is not None else None,
+            "match": how,
+            "extracted": extracted,
+        }
         return [
             ScoreResult(
                 dimension="exact_match",
@@ -294,18 +305,25 @@ class ToolCallScorer(Scorer):
 
     kind = "verifiable"
     dimensions = ("tool_call_accuracy",)
-    code_version = "1"
-    default_config: ClassVar[dict[str, Any]] = {"order_matters": True, "name_weight": 0.5}
+    code_version = "2"
+    # exact: 1 only when every call (name and arguments) matches in order, else 0 (trainer-style)
+    default_config: ClassVar[dict[str, Any]] = {"order_matters": True, "name_weight": 0.5, "exact": False}
 
     def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        from reward_models.extraction import parse_tool_calls, tool_calls_exact
+
         ref = (item.reference or {}).get("tool_calls")
         if ref is None:
             raise ValueError(
                 f"rollout {item.rollout_id}: reference has no 'tool_calls'; use [] when no call is expected"
             )
-        res = score_tool_calls(
-            item.response_tool_calls, ref, bool(self.config["order_matters"]), float(self.config["name_weight"])
-        )
+        pred = item.response_tool_calls
+        if not pred and item.response_text:  # a text-only trainer writes its calls into the response
+            pred = parse_tool_calls(item.response_text) or []
+        res = score_tool_calls(pred, ref, bool(self.config["order_matters"]), float(self.config["name_weight"]))
+        res["exact"] = tool_calls_exact(pred, ref)
+        if self.config["exact"]:
+            res["score"] = float(res["exact"])
         why = (
             f"{res['n_pred']} call(s) vs {res['n_ref']} expected; ordered {res['ordered']:.2f},"
             f" unordered {res['unordered']:.2f}"

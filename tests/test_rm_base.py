@@ -29,7 +29,7 @@ def test_version_changes_with_config_and_code_version() -> None:
     b = build_scorer("answer_match", allow_containment=False)
     assert a.version != b.version
     assert a.version == build_scorer("answer_match").version  # deterministic
-    assert a.version.startswith("1+") and len(a.version.split("+")[1]) == 10
+    assert a.version.startswith("2+") and len(a.version.split("+")[1]) == 10
 
     @register("test_rm_dummy")
     class Dummy(Scorer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -116,19 +115,69 @@ def rm_eval(
 @rm_app.command("serve")
 @handle_errors
 def rm_serve(
-    scorers: str = typer.Option("answer_match,prosody", "--scorers", help="Comma list of scorers to compose."),
-    regime: str = typer.Option("realtime", help="Composition weights of this regime."),
-    host: str = typer.Option("127.0.0.1", help="Bind address (loopback unless you put TLS in front)."),
+    scorers: str = typer.Option(
+        "answer_match,tool_calls", "--scorers", help="Comma list of scorers to compose (verifiable by default)."
+    ),
+    regime: str = typer.Option("reasoning", help="Composition weights of this regime (a request may pick another)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address; beyond loopback only strong tokens are accepted."),
     port: int = typer.Option(5000, min=1, max=65535),
+    workers: int = typer.Option(1, "--workers", min=1, max=256, help="uvicorn worker processes."),
+    ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM); with --ssl-keyfile."),
+    ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
 ) -> None:
-    """Serve the reward composition for OpenRLHF (--remote_rm_url .../get_reward) and veRL."""
-    import time
+    """Serve the reward composition for OpenRLHF (--remote_rm_url .../get_reward) and veRL.
 
-    from pipelines.reward_server import RewardService, serve
+    Clients authenticate with a token from `earmark rm token NAME` (HTTP Basic password or Bearer);
+    EARMARK_REWARD_TOKEN adds one more, named "env". See docs/reward_service.md."""
+    from earmark.errors import InvalidInput
+    from pipelines.reward_service.app import ServiceConfig
+    from pipelines.reward_service.server import conninfo_of, run
 
-    token = os.environ.get("EARMARK_REWARD_TOKEN", "")
-    svc = RewardService(connect(), [{"name": s.strip()} for s in scorers.split(",") if s.strip()], regime=regime)
-    serve(svc, token, host=host, port=port)
-    console.print(f"reward server on http://{host}:{port}/get_reward (bearer token from EARMARK_REWARD_TOKEN)")
-    while True:
-        time.sleep(3600)
+    em = connect()
+    config = ServiceConfig(
+        conninfo=conninfo_of(em), scorers=[{"name": s.strip()} for s in scorers.split(",") if s.strip()], regime=regime
+    )
+    em.close()
+    scheme = "https" if ssl_certfile else "http"
+    console.print(f"reward service on {scheme}://{host}:{port}/get_reward ({workers} worker(s))")
+    try:
+        run(
+            config,
+            host=host,
+            port=port,
+            workers=workers,
+            ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@rm_app.command("token")
+@handle_errors
+def rm_token(
+    name: str = typer.Argument(None, help="Client or team the token is for (shown in every serving event)."),
+    replace: bool = typer.Option(False, "--replace", help="Rotate: a new token for an existing name."),
+    revoke: bool = typer.Option(False, "--revoke", help="Revoke the named token."),
+    list_: bool = typer.Option(False, "--list", help="List token names (never the tokens)."),
+) -> None:
+    """Mint a named reward-service token; it is printed once and only its hash is stored."""
+    from earmark.errors import InvalidInput
+    from pipelines.reward_service.auth import create_token, list_tokens, revoke_token
+
+    em = connect()
+    if list_:
+        for t in list_tokens(em):
+            console.print(
+                f"{t['name']}\t{t['created_at']:%Y-%m-%d %H:%M}\t{'revoked' if t['revoked_at'] else 'active'}"
+            )
+        return
+    if not name:
+        raise InvalidInput("name the token: earmark rm token NAME (or --list)")
+    if revoke:
+        revoke_token(em, name)
+        console.print(f"revoked {name}")
+        return
+    token = create_token(em, name, replace=replace)
+    err_console.print(f"token for {name!r} (shown once; only its hash is stored):")
+    print(token)

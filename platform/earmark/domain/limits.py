@@ -14,3 +14,4 @@ class Limits:
     MAX_SAMPLE_RATE = 48_000
     MAX_JSON_BYTES = 1_000_000  # persona cards, references, tool schemas
     MAX_SAMPLES_PER_PROMPT = 64
+    MAX_QUERY_CHARS = 400_000  # one prompt + response sent to the reward service (long reasoning traces)

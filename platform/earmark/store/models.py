@@ -38,3 +38,4 @@ __all__ = [
 ]
 
 from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
+from earmark.store.models_serving import RewardToken, ServingEvent  # noqa: E402, F401  (reward service, issue 15)

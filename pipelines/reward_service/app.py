@@ -1,0 +1,373 @@
+"""The Starlette app: POST /get_reward (and /reward), GET /health, GET /ready."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TokenTable
+from pipelines.reward_service.limits import ServiceLimits
+from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
+from pipelines.reward_service.recorder import Recorder, RecorderUnavailable
+from pipelines.reward_service.scoring import ScoringEngine
+
+access_log = logging.getLogger("earmark.reward.access")
+log = logging.getLogger("earmark.reward")
+CONFIG_ENV = "EARMARK_REWARD_SERVICE_CONFIG"
+TOKEN_ENV = "EARMARK_REWARD_TOKEN"
+TOKEN_REFRESH_S = 2.0
+
+
+class ServiceConfig(BaseModel):
+    conninfo: str = Field(description="libpq connection string of the store (psycopg)")
+    scorers: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "answer_match"}])
+    regime: str = "reasoning"
+    limits: ServiceLimits = Field(default_factory=ServiceLimits)
+    env_token_name: str = "env"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+class RewardApp:
+    def __init__(self, config: ServiceConfig, env_token: str | None = None) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.engine = ScoringEngine(config.scorers, config.regime)
+        self.tokens = TokenTable(env_token, config.env_token_name)
+        self.recorder = Recorder(config.conninfo)
+        self.inflight = 0
+        self._reload_lock = asyncio.Lock()
+        self.ready = False
+
+    # ---- lifecycle
+    async def startup(self) -> None:
+        await self.reload_tokens(force=True)
+        await self.recorder.start()
+        self._refresher = asyncio.create_task(self._refresh_tokens(), name="earmark-reward-token-refresh")
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        self._refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._refresher
+        await self.recorder.stop()
+
+    async def _refresh_tokens(self) -> None:
+        """Revoked tokens stop working within TOKEN_REFRESH_S without a restart."""
+        while True:
+            await asyncio.sleep(TOKEN_REFRESH_S)
+            await self.reload_tokens(force=True, quiet=True)
+
+    async def reload_tokens(self, force: bool = False, quiet: bool = False) -> None:
+        import psycopg
+
+        async with self._reload_lock:
+            if not force and not self.tokens.stale():
+                return
+            try:
+                async with await psycopg.AsyncConnection.connect(self.config.conninfo, autocommit=True) as conn:
+                    cur = await conn.execute(ACTIVE_TOKENS_SQL)
+                    self.tokens.set_rows([(r[0], r[1]) for r in await cur.fetchall()])
+            except psycopg.Error as exc:
+                if force and not quiet:
+                    raise
+                log.warning("could not reload reward tokens: %s", type(exc).__name__)
+
+    # ---- routes
+    async def health(self, request: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def ready_route(self, request: Request) -> Response:
+        ok = self.ready and await self.recorder.ping()
+        return _json(200 if ok else 503, {"ready": ok, "tokens": len(self.tokens)})
+
+    async def get_reward(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        status, n, who = 500, 0, "-"
+        try:
+            who = await self._authenticate(request)
+            body = await self._read_body(request)
+            req = self._parse(body)
+            n = len(req.query)
+            audio = self._check_limits(req)
+            if self.inflight >= self.limits.max_inflight:
+                raise HttpError(
+                    503, "overloaded", "too many requests in flight on this worker; retry shortly", {"Retry-After": "1"}
+                )
+            self.inflight += 1
+            try:
+                run_id, step = self._run_and_step(request, req)
+                if self.engine.all_cheap and audio is None:
+                    results = self._score(req, audio)
+                else:
+                    from starlette.concurrency import run_in_threadpool
+
+                    results = await run_in_threadpool(self._score, req, audio)
+                rows = self._rows(who, run_id, step, req, results)
+                await self.recorder.record(rows, self.limits.record_timeout_s)
+            finally:
+                self.inflight -= 1
+            status = 200
+            return _json(200, build_response([r for _, r in results]))
+        except HttpError as exc:
+            status = exc.status
+            return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
+        except RecorderUnavailable as exc:
+            status = 503
+            return _json(503, {"error": {"code": "store_unavailable", "message": str(exc)}}, {"Retry-After": "1"})
+        except Exception:  # noqa: BLE001 - logged here, answered without internals
+            log.exception("reward request failed")
+            return _json(500, {"error": {"code": "internal", "message": "internal error; see the service log"}})
+        finally:
+            client = request.client.host if request.client else "-"
+            access_log.info(
+                '%s "%s %s" %d n=%d token=%s %.1fms',
+                client,
+                request.method,
+                request.url.path,
+                status,
+                n,
+                who,
+                (time.perf_counter() - t0) * 1000,
+            )
+
+    # ---- steps
+    async def _authenticate(self, request: Request) -> str:
+        header = request.headers.get("authorization")
+        name, presented = self.tokens.lookup(header)
+        if name is None and presented and self.tokens.stale():
+            await self.reload_tokens()  # a token minted after start-up
+            name, presented = self.tokens.lookup(header)
+        if name is None:
+            why = "wrong token" if presented else "no credential"
+            raise HttpError(
+                401,
+                "authentication_failed",
+                f"{why}: send the token as the password of HTTP Basic (http://user:TOKEN@host/get_reward) "
+                "or as 'Authorization: Bearer TOKEN'; mint one with `earmark rm token NAME`",
+                {"WWW-Authenticate": REALM},
+            )
+        return name
+
+    async def _read_body(self, request: Request) -> bytes:
+        cap = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > cap:
+                    raise HttpError(
+                        413, "payload_too_large", f"body of {declared} bytes exceeds {cap}; split the batch"
+                    )
+            except ValueError:
+                raise HttpError(400, "invalid_input", "Content-Length is not a number") from None
+        chunks, size = [], 0
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise HttpError(413, "payload_too_large", f"body exceeds {cap} bytes; split the batch")
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(read(), self.limits.body_read_timeout_s)
+        except TimeoutError:
+            raise HttpError(
+                408, "request_timeout", f"body not received within {self.limits.body_read_timeout_s:.0f} s"
+            ) from None
+        if not size:
+            raise HttpError(
+                400, "invalid_input", 'empty body; send JSON {"query": [...], "prompts": [...], "labels": [...]}'
+            )
+        return b"".join(chunks)
+
+    def _parse(self, body: bytes) -> RewardRequest:
+        try:
+            return RewardRequest.model_validate_json(body)
+        except ValidationError as exc:
+            probs = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+            raise HttpError(
+                400,
+                "invalid_input",
+                f'bad request body ({probs}); expected {{"query": [str], "prompts": [str], "labels": [...]}}',
+            ) from None
+
+    def _check_limits(self, req: RewardRequest) -> list[tuple[Any, int] | None] | None:
+        lim = self.limits
+        n = len(req.query)
+        if n == 0:
+            raise HttpError(400, "invalid_input", "'query' is empty; send at least one prompt + response")
+        if n > lim.max_queries:
+            raise HttpError(
+                413, "payload_too_large", f"{n} queries in one request; at most {lim.max_queries}, split the batch"
+            )
+        for name in ("prompts", "labels", "audio", "sample_uids"):
+            v = getattr(req, name)
+            if v is not None and len(v) != n:
+                raise HttpError(
+                    400, "invalid_input", f"'{name}' has {len(v)} items for {n} queries; send one per query"
+                )
+        for i, q in enumerate(req.query):
+            if len(q) > lim.max_query_chars:
+                raise HttpError(
+                    413, "payload_too_large", f"query {i} has {len(q)} characters; at most {lim.max_query_chars}"
+                )
+            if "\x00" in q or (req.prompts and "\x00" in req.prompts[i]):
+                raise HttpError(400, "invalid_input", f"query {i} contains a NUL character; strip it")
+        if req.labels is not None:
+            for i, label in enumerate(req.labels):
+                if label is None or isinstance(label, (int, float)):
+                    continue
+                blob = json.dumps(label)
+                if len(blob) > lim.max_label_bytes:
+                    raise HttpError(
+                        413,
+                        "payload_too_large",
+                        f"label {i} is {len(blob)} bytes of JSON; at most {lim.max_label_bytes}",
+                    )
+                if "\\u0000" in blob:
+                    raise HttpError(400, "invalid_input", f"label {i} contains a NUL character; strip it")
+        if not req.audio or all(a is None for a in req.audio):
+            return None
+        return [self._decode_audio(i, a) if a else None for i, a in enumerate(req.audio)]
+
+    def _decode_audio(self, i: int, b64: str) -> tuple[Any, int]:
+        lim = self.limits
+        if len(b64) * 3 // 4 > lim.max_audio_bytes:
+            raise HttpError(413, "payload_too_large", f"audio {i} exceeds {lim.max_audio_bytes} bytes")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(400, "invalid_input", f"audio {i} is not base64; send base64 of a WAV file") from None
+        from earmark.audio import decode
+
+        try:
+            wav, sr = decode(raw)
+        except Exception:  # noqa: BLE001 - soundfile raises several types
+            raise HttpError(400, "invalid_input", f"audio {i} is not a decodable audio file; send a WAV") from None
+        if not lim.min_sample_rate <= sr <= lim.max_sample_rate:
+            raise HttpError(
+                400,
+                "invalid_input",
+                f"audio {i} has sample rate {sr} Hz; use {lim.min_sample_rate}..{lim.max_sample_rate} Hz",
+            )
+        if wav.ndim == 2:
+            wav = wav.mean(axis=1)
+        if wav.size / sr > lim.max_audio_seconds or wav.size == 0:
+            raise HttpError(
+                400, "invalid_input", f"audio {i} is {wav.size / sr:.1f} s; send 0..{lim.max_audio_seconds:.0f} s"
+            )
+        return wav, sr
+
+    @staticmethod
+    def _run_and_step(request: Request, req: RewardRequest) -> tuple[str | None, int | None]:
+        run_id = req.run_id or request.query_params.get("run_id")
+        step: int | None = req.global_step
+        if step is None and (s := request.query_params.get("global_step")) is not None:
+            try:
+                step = int(s)
+            except ValueError:
+                raise HttpError(400, "invalid_input", f"global_step={s!r} in the URL is not an integer") from None
+        if run_id is not None and len(run_id) > 200:
+            raise HttpError(400, "invalid_input", "run_id is longer than 200 characters")
+        return run_id, step
+
+    def _score(self, req: RewardRequest, audio: list[Any] | None) -> list[tuple[str, ItemResult]]:
+        regime = req.regime or self.engine.regime
+        prompts, labels = req.prompts, req.labels
+        return [
+            self.engine.score_item(
+                regime, prompts[i] if prompts else "", q, labels[i] if labels else None, audio[i] if audio else None
+            )
+            for i, q in enumerate(req.query)
+        ]
+
+    def _rows(
+        self, who: str, run_id: str | None, step: int | None, req: RewardRequest, results: list[tuple[str, ItemResult]]
+    ) -> list[tuple[Any, ...]]:
+        rid = uuid.uuid4()
+        regime = req.regime or self.engine.regime
+        versions = self.engine.scorer_versions_json
+        comp = self.engine.composition_version
+        uids = req.sample_uids
+        rows = []
+        for i, (response, r) in enumerate(results):
+            label = req.labels[i] if req.labels else None
+            rows.append(
+                (
+                    rid,
+                    i,
+                    who,
+                    run_id,
+                    step,
+                    uids[i] if uids else None,
+                    regime,
+                    req.prompts[i] if req.prompts else "",
+                    response,
+                    None if label is None else json.dumps(label),
+                    versions,
+                    comp,
+                    r.score if r.error is None else None,
+                    json.dumps(r.parts()),
+                    r.error,
+                )
+            )
+        return rows
+
+
+def create_app(config: ServiceConfig, env_token: str | None = None) -> Starlette:
+    svc = RewardApp(config, env_token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):  # noqa: ANN202
+        await svc.startup()
+        try:
+            yield
+        finally:
+            await svc.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/get_reward", svc.get_reward, methods=["POST"]),
+            Route("/reward", svc.get_reward, methods=["POST"]),
+            Route("/health", svc.health, methods=["GET"]),
+            Route("/ready", svc.ready_route, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: the config comes in EARMARK_REWARD_SERVICE_CONFIG."""
+    return create_app(ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None)

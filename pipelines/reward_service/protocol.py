@@ -1,0 +1,88 @@
+"""Wire format. OpenRLHF's remote reward model, exactly:
+
+in:  ``{"query": [prompt + response, ...], "prompts": [prompt, ...], "labels": [label, ...]}``
+out: ``{"rewards": [float, ...], "scores": [float, ...], "extra_logs": {name: [float, ...]}}``
+
+Every list has one float per query and never a null: an item that could not be scored gets reward
+0.0, ``extra_logs["valid"] = 0.0`` and its message under ``errors[str(index)]``; a part scored for
+only some items is sent as 0.0 with a ``<part>_mask`` list (1.0 where present). Optional fields a
+trainer may add (stock OpenRLHF sends none): ``regime``, ``run_id``, ``global_step``,
+``sample_uids`` (run id and step may also come as URL query parameters), ``audio`` (base64 WAV).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reward_models.base import Regime
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: list[str] = Field(description="prompt + response per item (OpenRLHF)")
+    prompts: list[str] | None = Field(None, description="the prompt each query begins with")
+    labels: list[Any] | None = Field(None, description="reference per item: any JSON (answer, list, tool calls)")
+    audio: list[str | None] | None = Field(None, description="base64 WAV of each response, or null")
+    regime: Regime | None = Field(None, description="composition weights; default: the server's")
+    run_id: str | None = Field(None, max_length=200)
+    global_step: int | None = Field(None, ge=0)
+    sample_uids: list[str | None] | None = Field(None, description="the trainer's id of each sample")
+
+
+class ItemResult:
+    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error")
+
+    def __init__(
+        self,
+        score: float | None = None,
+        verifiable: float | None = None,
+        preference: float | None = None,
+        dims: dict[str, float] | None = None,
+        skipped: dict[str, str] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.score, self.verifiable, self.preference = score, verifiable, preference
+        self.dims, self.skipped, self.error = dims or {}, skipped or {}, error
+
+    def parts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dims": self.dims}
+        if self.verifiable is not None:
+            out["verifiable"] = self.verifiable
+        if self.preference is not None:
+            out["preference"] = self.preference
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+def _masked(values: list[float | None]) -> tuple[list[float], list[float] | None]:
+    if all(v is not None for v in values):
+        return [float(v) for v in values], None  # type: ignore[arg-type]
+    return [float(v) if v is not None else 0.0 for v in values], [0.0 if v is None else 1.0 for v in values]
+
+
+def build_response(results: list[ItemResult]) -> dict[str, Any]:
+    rewards = [r.score if r.score is not None else 0.0 for r in results]
+    logs: dict[str, list[float]] = {"valid": [0.0 if r.error else 1.0 for r in results]}
+    parts: dict[str, list[float | None]] = {
+        "verifiable": [r.verifiable for r in results],
+        "preference": [r.preference for r in results],
+    }
+    for name in sorted({d for r in results for d in r.dims}):
+        if name not in parts:
+            parts[name] = [r.dims.get(name) for r in results]
+    for name, vals in parts.items():
+        if all(v is None for v in vals):
+            continue  # a part no item has is left out
+        filled, mask = _masked(vals)
+        logs[name] = filled
+        if mask is not None:
+            logs[name + "_mask"] = mask
+    out: dict[str, Any] = {"rewards": rewards, "scores": list(rewards), "extra_logs": logs}
+    errors = {str(i): r.error for i, r in enumerate(results) if r.error}
+    if errors:
+        out["errors"] = errors
+    return out

@@ -1,0 +1,134 @@
+"""uvicorn around the app: workers, TLS, timeouts, concurrency cap, the bind rule."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.reward_service.app import CONFIG_ENV, TOKEN_ENV, ServiceConfig, create_app
+from pipelines.reward_service.auth import check_env_token, is_loopback
+
+H11_MAX_INCOMPLETE_EVENT = 64 * 1024  # request line + headers; bodies are capped by the app
+
+
+def conninfo_of(em: Any) -> str:
+    """libpq connection string of the store an Earmark client talks to."""
+    return em.ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def count_active_tokens(conninfo: str) -> int:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SELECT count(*) FROM reward_tokens WHERE revoked_at IS NULL").fetchone()[0]
+
+
+def check_bind(config: ServiceConfig, host: str, env_token: str | None) -> None:
+    """Refuse to start without a usable token; beyond loopback only strong tokens (auth.py)."""
+    if env_token:
+        check_env_token(env_token, host)
+    elif count_active_tokens(config.conninfo) == 0:
+        raise ValueError(
+            "no reward token: mint one with `earmark rm token NAME` (or set EARMARK_REWARD_TOKEN"
+            f"{'' if is_loopback(host) else ' to >= 32 random characters'})"
+        )
+
+
+def uvicorn_options(config: ServiceConfig, ssl_certfile: str | None, ssl_keyfile: str | None) -> dict[str, Any]:
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    return {
+        "timeout_keep_alive": int(config.limits.keep_alive_timeout_s),
+        "limit_concurrency": config.limits.max_connections,
+        "h11_max_incomplete_event_size": H11_MAX_INCOMPLETE_EVENT,
+        "access_log": False,  # the app writes one line per request, without credentials
+        "server_header": False,
+        "ssl_certfile": ssl_certfile,
+        "ssl_keyfile": ssl_keyfile,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def log_config() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["err"], "level": "INFO", "propagate": False},
+            "earmark.reward": {"handlers": ["err"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def run(
+    config: ServiceConfig,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> None:
+    """Serve in the foreground (``earmark rm serve``) with ``workers`` processes."""
+    import uvicorn
+
+    env_token = os.environ.get(TOKEN_ENV) or None
+    check_bind(config, host, env_token)
+    os.environ[CONFIG_ENV] = config.model_dump_json()
+    uvicorn.run(
+        "pipelines.reward_service.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config(),
+        **uvicorn_options(config, ssl_certfile, ssl_keyfile),
+    )
+
+
+@dataclass
+class ThreadedServer:
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def start_in_thread(
+    config: ServiceConfig,
+    env_token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> ThreadedServer:
+    """One worker in a background thread (tests, notebooks); returns once it accepts requests."""
+    import uvicorn
+
+    check_bind(config, host, env_token)
+    ucfg = uvicorn.Config(
+        create_app(config, env_token),
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=logging.WARNING,
+        **uvicorn_options(config, ssl_certfile, ssl_keyfile),
+    )
+    server = uvicorn.Server(ucfg)
+    thread = threading.Thread(target=server.run, daemon=True, name="earmark-reward-service")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("reward service did not start; see the log")
+        time.sleep(0.02)
+    scheme = "https" if ssl_certfile else "http"
+    return ThreadedServer(f"{scheme}://{host}:{port}", server, thread)
