@@ -38,3 +38,6 @@ __all__ = [
 ]
 
 from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
+from earmark.store.models_interchange import ExternalJudgment  # noqa: E402  (interchange, issue 16)
+
+__all__ += ["ExternalJudgment"]
