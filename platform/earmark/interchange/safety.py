@@ -161,8 +161,11 @@ def _read_bounded(f: IO[bytes], limit: int, where: str, what: str) -> bytes:
 class AudioSource:
     """Reads the bytes behind an audio reference, confined to base_dir (see module doc)."""
 
-    def __init__(self, base_dir: Path, *, allow_urls: bool = False, url_timeout_s: float = 30.0) -> None:
-        self.base_dir = base_dir.resolve()
+    def __init__(
+        self, base_dir: Path, *, root: Path | None = None, allow_urls: bool = False, url_timeout_s: float = 30.0
+    ) -> None:
+        self.base_dir = base_dir.resolve()  # relative paths are relative to the import file's folder
+        self.root = (root or base_dir).resolve()  # and must resolve under the audio root
         self.allow_urls = allow_urls
         self.url_timeout_s = url_timeout_s
 
@@ -173,9 +176,9 @@ class AudioSource:
             raise InvalidInput(f"{where}: audio {ref!r} uses a scheme earmark does not read; give a file path")
         p = Path(ref)
         full = (p if p.is_absolute() else self.base_dir / p).resolve()
-        if not full.is_relative_to(self.base_dir):
+        if not full.is_relative_to(self.root):
             raise InvalidInput(
-                f"{where}: audio path {ref!r} is outside the audio root {self.base_dir}; paths must stay under "
+                f"{where}: audio path {ref!r} is outside the audio root {self.root}; paths must stay under "
                 "the import file's folder: move the file there or widen with --audio-root DIR"
             )
         try:

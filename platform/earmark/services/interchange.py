@@ -280,7 +280,7 @@ class InterchangeService(Service):
         root = Path(audio_root) if audio_root is not None else path.parent
         if not root.is_dir():
             raise InvalidInput(f"--audio-root {root} is not a directory; give the folder that holds the audio")
-        audio = AudioSource(root, allow_urls=allow_urls)
+        audio = AudioSource(path.parent, root=root, allow_urls=allow_urls)
         source = f"{adapter.name}:{path.name}"
         published: list[str] = []
 
