@@ -20,10 +20,12 @@ from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug
 
 CHOICES = {
     **dict.fromkeys(
-        ("a", "left", "first", "1", "response_a", "audio_a", "a is better", "model_a"), (1.0, False, False)
+        ("a", "left", "first", "1", "response_a", "audio_a", "a is better", "model_a", "response_1", "response1"),
+        (1.0, False, False),
     ),
     **dict.fromkeys(
-        ("b", "right", "second", "2", "response_b", "audio_b", "b is better", "model_b"), (-1.0, False, False)
+        ("b", "right", "second", "2", "response_b", "audio_b", "b is better", "model_b", "response_2", "response2"),
+        (-1.0, False, False),
     ),
     **dict.fromkeys(("tie", "equal", "same", "both good", "draw"), (0.0, True, False)),
     **dict.fromkeys(("both bad", "neither", "tie (bothbad)", "bothbad"), (0.0, True, True)),
