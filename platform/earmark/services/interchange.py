@@ -104,6 +104,22 @@ STAGE_DDL = {
 STAGE_COLUMNS = {k: [c.strip().split()[0] for c in v.split(",")] for k, v in STAGE_DDL.items()}
 
 
+# "Changed" compares what the file says with what is stored; JSON null and SQL NULL are the same absence.
+PROMPT_CHANGED = (
+    "(p.regime, p.messages, p.audio_sha256, NULLIF(p.reference, 'null'), NULLIF(p.tools, 'null'), p.split, p.tags, "
+    "p.persona_id) IS DISTINCT FROM (s.regime, s.messages, s.audio_sha256, NULLIF(s.reference, 'null'), "
+    "NULLIF(s.tools, 'null'), s.split, s.tags, pe.id)"
+)
+RESPONSE_CHANGED = (
+    "((ro.text, ro.audio_sha256, NULLIF(ro.tool_calls, 'null')) IS DISTINCT FROM (s.text, s.audio_sha256, "
+    "NULLIF(s.tool_calls, 'null')) OR (s.messages IS NOT NULL AND ro.messages IS DISTINCT FROM s.messages))"
+)
+
+
+# A response names its policy; it belongs to the latest version of that name (external ones have only v0).
+LATEST_POLICY = "(SELECT DISTINCT ON (name) id, name FROM policies ORDER BY name, version DESC)"
+
+
 class _Stager:
     """Per-import state: staging tables, the audio staging folder, batches."""
 
@@ -442,16 +458,14 @@ class InterchangeService(Service):
             "prompt": (
                 f"FROM {t['prompt']} s JOIN prompts p ON p.external_id = s.external_id "
                 "LEFT JOIN personas pe ON pe.name = s.persona",
-                "(p.regime, p.messages, p.audio_sha256, p.reference, p.tools, p.split, p.tags, p.persona_id) "
-                "IS DISTINCT FROM (s.regime, s.messages, s.audio_sha256, s.reference, s.tools, s.split, s.tags, pe.id)",
+                PROMPT_CHANGED,
                 "s.external_id",
             ),
             "response": (
-                f"FROM {t['response']} s JOIN prompts p ON p.external_id = s.prompt JOIN policies po ON "
+                f"FROM {t['response']} s JOIN prompts p ON p.external_id = s.prompt JOIN {LATEST_POLICY} po ON "
                 "po.name = s.policy JOIN rollouts ro ON ro.prompt_id = p.id AND ro.policy_id = po.id AND "
                 "ro.sample_index = s.sample_index AND ro.round = s.round",
-                "(ro.text, ro.audio_sha256, ro.tool_calls) IS DISTINCT FROM (s.text, s.audio_sha256, s.tool_calls) "
-                "OR (s.messages IS NOT NULL AND ro.messages IS DISTINCT FROM s.messages)",
+                RESPONSE_CHANGED,
                 "s.prompt || ' ' || s.policy || ' sample ' || s.sample_index",
             ),
             "judgment": (
@@ -518,9 +532,7 @@ class InterchangeService(Service):
                     "UPDATE prompts p SET regime = s.regime, messages = s.messages, audio_sha256 = s.audio_sha256, "
                     "reference = s.reference, tools = s.tools, split = s.split, tags = s.tags, persona_id = pe.id "
                     f"FROM {t['prompt']} s LEFT JOIN personas pe ON pe.name = s.persona WHERE p.external_id = "
-                    "s.external_id AND (p.regime, p.messages, p.audio_sha256, p.reference, p.tools, p.split, p.tags, "
-                    "p.persona_id) IS DISTINCT FROM (s.regime, s.messages, s.audio_sha256, s.reference, s.tools, s.split, "
-                    "s.tags, pe.id)"
+                    f"s.external_id AND {PROMPT_CHANGED}"
                 )
             )
         # outside models -> external policies (version 0), then responses -> rollouts
@@ -534,7 +546,7 @@ class InterchangeService(Service):
             ),
             {"src": st.source},
         ).rowcount
-        pol = "(SELECT DISTINCT ON (name) id, name FROM policies ORDER BY name, version DESC)"
+        pol = LATEST_POLICY
         summary.added["response"] = s.execute(
             text(
                 "INSERT INTO rollouts (prompt_id, policy_id, round, sample_index, messages, text, token_ids, "
@@ -553,9 +565,7 @@ class InterchangeService(Service):
                     "messages = COALESCE(s.messages, p.messages || jsonb_build_array(jsonb_build_object('role', "
                     f"'assistant', 'content', s.text))) FROM {t['response']} s JOIN prompts p ON p.external_id = s.prompt "
                     f"JOIN {pol} po ON po.name = s.policy WHERE ro.prompt_id = p.id AND ro.policy_id = po.id AND "
-                    "ro.sample_index = s.sample_index AND ro.round = s.round AND ((ro.text, ro.audio_sha256, "
-                    "ro.tool_calls) IS DISTINCT FROM (s.text, s.audio_sha256, s.tool_calls) OR (s.messages IS NOT NULL "
-                    "AND ro.messages IS DISTINCT FROM s.messages))"
+                    f"ro.sample_index = s.sample_index AND ro.round = s.round AND {RESPONSE_CHANGED}"
                 )
             )
         ro = (
@@ -594,3 +604,115 @@ def formats() -> dict[str, str]:
 
 
 __all__ = ["ON_CONFLICT", "ImportSummary", "InterchangeService", "formats"]
+
+
+def _audio_part_paths(messages: list[dict[str, Any]], to_path: Callable[[str], str]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, list):
+            c = [
+                {k: v for k, v in {**p, "path": to_path(p["audio_sha256"])}.items() if k != "audio_sha256"}
+                if isinstance(p, dict) and p.get("type") == "audio" and p.get("audio_sha256")
+                else p
+                for p in c
+            ]
+        out.append({**m, "content": c})
+    return out
+
+
+class SnapshotExport(Service):
+    """A snapshot as earmark JSONL: personas, prompts, responses and judgments (importable anywhere)."""
+
+    def lines(
+        self, rows: list[dict[str, Any]], source: str, to_path: Callable[[str], str] | None = None
+    ) -> list[dict[str, Any]]:
+        """``to_path`` (sha -> relative file path) replaces sha references by files copied beside the export,
+        so the file imports into a store that lacks the blobs."""
+        from sqlalchemy import select
+
+        from earmark.store.models import Persona, Policy, Prompt, Rollout
+
+        rids = {i for r in rows for i in (r["chosen_rollout_id"], r["rejected_rollout_id"])}
+        pids = {r["prompt_id"] for r in rows}
+
+        def read(s: Session) -> tuple[dict, dict, dict]:
+            ros = {
+                ro.id: (ro, name)
+                for ro, name in s.execute(
+                    select(Rollout, Policy.name)
+                    .join(Policy, Policy.id == Rollout.policy_id)
+                    .where(Rollout.id.in_(rids))
+                ).all()
+            }
+            prompts = {p.id: p for p in s.scalars(select(Prompt).where(Prompt.id.in_(pids)))}
+            personas = {
+                p.id: p
+                for p in s.scalars(select(Persona).where(Persona.id.in_({p.persona_id for p in prompts.values()})))
+            }
+            return ros, prompts, personas
+
+        ros, prompts, personas = self.ctx.tx(read)
+
+        def msgs(m: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return _audio_part_paths(m, to_path) if to_path else m
+
+        def audio(sha: str | None) -> dict[str, Any] | None:
+            if sha is None:
+                return None
+            return {"type": "audio", "path": to_path(sha)} if to_path else {"type": "audio", "audio_sha256": sha}
+
+        out: list[dict[str, Any]] = []
+        for pe in sorted(personas.values(), key=lambda p: p.name):
+            out.append({"kind": "persona", "name": pe.name, **pe.card})
+        for p in sorted(prompts.values(), key=lambda p: p.id):
+            rec = {
+                "kind": "prompt",
+                "external_id": p.external_id,
+                "regime": p.regime,
+                "messages": msgs(p.messages),
+                "reference": p.reference,
+                "tools": p.tools,
+                "persona": personas[p.persona_id].name if p.persona_id else None,
+                "split": p.split,
+                "tags": p.tags,
+            }
+            out.append({k: v for k, v in rec.items() if v is not None})
+        seen: set[int] = set()
+        for rid in sorted(rids):
+            ro, name = ros[rid]
+            seen.add(rid)
+            rec = {
+                "kind": "response",
+                "prompt": prompts[ro.prompt_id].external_id,
+                "policy": name,
+                "sample_index": ro.sample_index,
+                "round": ro.round,
+                "text": ro.text,
+                "audio": audio(ro.audio_sha256),
+                "tool_calls": ro.tool_calls,
+                "messages": msgs(ro.messages) if ro.messages else None,
+            }
+            out.append({k: v for k, v in rec.items() if v is not None})
+        for r in rows:
+            a, b = ros[r["chosen_rollout_id"]], ros[r["rejected_rollout_id"]]
+            out.append(
+                {
+                    "kind": "judgment",
+                    "external_id": r["row_id"].replace(">", "-over-"),
+                    "source": source,
+                    "annotator": f"earmark-{r['label_source']}",
+                    "prompt": prompts[r["prompt_id"]].external_id,
+                    "a": {"policy": a[1], "sample_index": a[0].sample_index, "round": a[0].round},
+                    "b": {"policy": b[1], "sample_index": b[0].sample_index, "round": b[0].round},
+                    "preference": 1.0,
+                    "confidence": r.get("margin"),
+                    "details": {
+                        "label_source": r["label_source"],
+                        "weight": r.get("weight"),
+                        "votes": r.get("votes"),
+                        "comparison_id": r.get("comparison_id"),
+                    },
+                }
+            )
+        return out
