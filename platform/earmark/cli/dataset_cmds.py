@@ -211,6 +211,23 @@ def _best_of_n(em, name, version, regime, composition, policy_ids, rounds, split
     return exports.best_of_n(ranked, content=content), note
 
 
+@dataset_app.command("export-pairs")
+@handle_errors
+def export_pairs(
+    out: Path = typer.Option(..., "--out", "-o", help="Output .parquet file."),
+    source: str = typer.Option(None, "--source", help="Only judgments of this source (e.g. arena:battles.jsonl)."),
+) -> None:
+    """Imported (external) judgments as preference pairs in Parquet: prompt_messages, chosen, rejected, audio by
+    sha256 (`earmark dataset fetch-audio` fetches them), source, annotator, preference, tie, both_bad, confidence."""
+    from earmark.errors import InvalidInput
+    from earmark.services.interchange import export_pairs_parquet
+
+    if out.suffix != ".parquet":
+        raise InvalidInput(f"{out}: export-pairs writes Parquet; use a .parquet file name")
+    n = export_pairs_parquet(connect().ctx, out, source=source)
+    console.print(f"{n} preference pairs -> {out}")
+
+
 @dataset_app.command("fetch-audio")
 @handle_errors
 def fetch_audio(
