@@ -21,6 +21,7 @@ from earmark.services.catalog import CatalogService
 from earmark.services.context import ServiceContext
 from earmark.services.datasets import DatasetService
 from earmark.services.drift import DriftService
+from earmark.services.interchange import InterchangeService
 from earmark.services.labels import LabelService
 from earmark.services.quality import QualityService
 from earmark.services.review import ReviewService
@@ -98,6 +99,10 @@ class Earmark:
     @cached_property
     def drift(self) -> DriftService:
         return DriftService(self.ctx)
+
+    @cached_property
+    def interchange(self) -> InterchangeService:
+        return InterchangeService(self.ctx)
 
     @cached_property
     def timelines(self) -> TimelineService:

@@ -1,8 +1,12 @@
 """Exports of snapshots in the formats trainers load unchanged, carrying each regime's content.
 
 - trl:      TRL/HF preference, conversational: prompt=[messages], chosen=[assistant], rejected=[assistant]
-- openrlhf: OpenRLHF preference: prompt (messages), chosen/rejected (messages incl. the reply), their
-            default keys (``--prompt_key prompt --chosen_key chosen --rejected_key rejected``)
+- openrlhf: OpenRLHF preference (0.11 CLI, ``openrlhf.cli.train_dpo``/``train_rm``): ``prompt`` (messages),
+            ``chosen``/``rejected`` (the reply message only). Train with
+            ``--data.dataset FILE --data.prompt_key prompt --data.chosen_key chosen
+            --data.rejected_key rejected --data.apply_chat_template``: with a prompt key OpenRLHF renders
+            prompt + chosen itself, so the reply columns must not repeat the prompt. ``margin`` is what
+            its RewardDataset reads as the reward gap (see "Numeric columns").
 - verl:     veRL RL parquet: data_source, prompt, ability, reward_model{style, ground_truth}, extra_info;
             only prompts with a verifiable reference (answer, text or expected tool calls)
 - nemo_rl:  NeMo-RL preference: context=[messages], completions=[{rank, completion=[messages]}]
@@ -18,6 +22,20 @@ Messages take one of two content forms (``content``):
 Both keep ``tool_calls`` (``[{"name", "arguments"}]``) on assistant messages and a ``tools`` column
 with the prompt's tool schemas (TRL passes a ``tools`` column to the chat template).
 
+Numeric columns of the pair formats (trl, openrlhf, nemo_rl):
+- ``confidence``: the label's confidence, the winning side's share of the weighted vote, in (0.5, 1]
+  (AI labels: sigmoid(score gap / T)); 0.5 for a kept tie.
+- ``margin`` (openrlhf): the reward gap this confidence implies under Bradley-Terry,
+  ``log(c / (1 - c))`` with c clipped to [0.5, 0.99] (0 for a tie, at most 4.595); OpenRLHF reads it as
+  the chosen-minus-rejected reward gap of its margin loss.
+- ``weight``: the pair weight earmark's own DPO worker multiplies the pair's loss by (the total
+  weighted rater evidence behind the label; for AI labels the absolute score gap).
+
+Audio (``attach_audio``, ``earmark dataset export --audio``): ``prompt_audio``, ``chosen_audio`` and
+``rejected_audio`` columns (``audio`` for chat SFT rows) carry the clips as ``sha`` (sha256 strings;
+``earmark dataset fetch-audio`` fetches them), ``files`` (paths of copies beside the export,
+relative to it) or ``embed`` (the HF ``datasets.Audio`` feature: ``{"bytes", "path"}``, Parquet only).
+
 Per regime (``_reply``/``_prompt``/``regime_extras``):
 - asr: the user's audio part without its transcript (the transcript is the label: leaving it in the
   prompt would teach copying); the reply is text; ``reference_text`` column.
@@ -32,7 +50,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 FORMATS = ("trl", "openrlhf", "verl", "nemo_rl", "chat")
@@ -188,6 +208,7 @@ def to_trl(rows: list[dict[str, Any]], content: str = "text") -> list[dict[str, 
             "rejected": [_reply(r, "rejected_", content)],
             "row_id": r["row_id"],
             "label_source": r["label_source"],
+            **_numeric(r),
             **regime_extras(r),
         }
         for r in rows
@@ -198,18 +219,33 @@ def to_openrlhf(rows: list[dict[str, Any]], content: str = "text") -> list[dict[
     _check_mode(content)
     out = []
     for r in rows:
-        prompt = _prompt(r, content)
         out.append(
             {
-                "prompt": prompt,
-                "chosen": prompt + [_reply(r, "chosen_", content)],
-                "rejected": prompt + [_reply(r, "rejected_", content)],
-                "margin": r["margin"],
+                "prompt": _prompt(r, content),
+                "chosen": [_reply(r, "chosen_", content)],
+                "rejected": [_reply(r, "rejected_", content)],
+                "margin": reward_gap(r["margin"]),
                 "row_id": r["row_id"],
+                **_numeric(r),
                 **regime_extras(r),
             }
         )
     return out
+
+
+MAX_CONFIDENCE_FOR_GAP = 0.99
+
+
+def reward_gap(confidence: float | None) -> float:
+    """Bradley-Terry reward gap implied by a label confidence: logit(c), c clipped to [0.5, 0.99]."""
+    if confidence is None:
+        return 0.0
+    c = min(max(float(confidence), 0.5), MAX_CONFIDENCE_FOR_GAP)
+    return round(math.log(c / (1 - c)), 6)
+
+
+def _numeric(r: dict[str, Any]) -> dict[str, Any]:
+    return {"confidence": r.get("margin"), "weight": r.get("weight")}
 
 
 def _ground_truth(ref: dict[str, Any]) -> str | None:
@@ -253,6 +289,7 @@ def to_nemo_rl(rows: list[dict[str, Any]], content: str = "text") -> list[dict[s
                 {"rank": 1, "completion": [_reply(r, "rejected_", content)]},
             ],
             "row_id": r["row_id"],
+            **_numeric(r),
             **regime_extras(r),
         }
         for r in rows
@@ -328,7 +365,80 @@ def best_of_n(candidates: list[dict[str, Any]], content: str = "text") -> list[d
     return out
 
 
-def write(records: list[dict[str, Any]], fmt: str) -> bytes:
+AUDIO_MODES = ("sha", "files", "embed")
+PAIR_FORMATS = ("trl", "openrlhf", "nemo_rl")
+
+
+def first_audio_sha(messages: Any) -> str | None:
+    for m in _loads(messages) or []:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list):
+            for p in c:
+                if isinstance(p, dict) and p.get("type") == "audio" and p.get("audio_sha256"):
+                    return p["audio_sha256"]
+    return None
+
+
+def audio_shas(records: list[dict[str, Any]], rows: list[dict[str, Any]], fmt: str) -> list[dict[str, str | None]]:
+    """Per record, the sha256 of each audio column (prompt_audio, chosen_audio, rejected_audio / audio)."""
+    if fmt in PAIR_FORMATS:
+        return [
+            {
+                "prompt_audio": first_audio_sha(r.get("prompt_chat")),
+                "chosen_audio": r.get("chosen_audio_sha256"),
+                "rejected_audio": r.get("rejected_audio_sha256"),
+            }
+            for r in rows
+        ]
+    by_rollout = {r["chosen_rollout_id"]: r.get("chosen_audio_sha256") for r in rows}
+    by_prompt = {r["prompt_external_id"]: first_audio_sha(r.get("prompt_chat")) for r in rows}
+    if fmt == "chat":
+        return [{"audio": by_rollout.get(rec["rollout_id"])} for rec in records]
+    if fmt == "verl":
+        return [{"prompt_audio": by_prompt.get(rec["extra_info"]["prompt_external_id"])} for rec in records]
+    return [{"prompt_audio": None, "audio": rec.get("audio_sha256")} for rec in records]
+
+
+def attach_audio(
+    records: list[dict[str, Any]],
+    shas: list[dict[str, str | None]],
+    mode: str,
+    read: Callable[[str], bytes] | None = None,
+    files_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Add the audio columns: sha256 strings, paths of files written to files_dir, or embedded bytes."""
+    if mode not in AUDIO_MODES:
+        raise ValueError(f"--audio {mode!r} is unknown; use one of {', '.join(AUDIO_MODES)}")
+    written: set[str] = set()
+    out = []
+    for rec, cols in zip(records, shas, strict=True):
+        extra: dict[str, Any] = {}
+        for col, sha in cols.items():
+            if sha is None:
+                extra[col] = None
+            elif mode == "sha":
+                extra[col] = sha
+            elif mode == "files":
+                assert files_dir is not None and read is not None
+                if sha not in written:
+                    files_dir.mkdir(parents=True, exist_ok=True)
+                    (files_dir / f"{sha}.wav").write_bytes(read(sha))
+                    written.add(sha)
+                extra[col] = f"{files_dir.name}/{sha}.wav"
+            else:
+                assert read is not None
+                extra[col] = {"bytes": read(sha), "path": f"{sha}.wav"}
+        out.append({**rec, **extra})
+    return out
+
+
+def hf_features_metadata(audio_columns: list[str]) -> dict[bytes, bytes]:
+    """Parquet schema metadata that makes `datasets` read these struct columns as ``Audio``."""
+    feats = {c: {"_type": "Audio"} for c in audio_columns}
+    return {b"huggingface": json.dumps({"info": {"features": feats}}).encode()}
+
+
+def write(records: list[dict[str, Any]], fmt: str, audio_columns: list[str] | None = None) -> bytes:
     """Serialize as Parquet (``.parquet``) or JSONL (``.jsonl``)."""
     if fmt == "jsonl":
         return ("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n").encode()
@@ -337,6 +447,14 @@ def write(records: list[dict[str, Any]], fmt: str) -> bytes:
         import pyarrow.parquet as pq
 
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(records), buf)
+        table = pa.Table.from_pylist(records)
+        if audio_columns:  # embedded audio: datasets' Audio feature (struct<bytes, path>)
+            table = table.replace_schema_metadata(
+                {
+                    **(table.schema.metadata or {}),
+                    **hf_features_metadata([c for c in audio_columns if c in table.column_names]),
+                }
+            )
+        pq.write_table(table, buf)
         return buf.getvalue()
     raise ValueError(f"file format {fmt!r} is unknown; use parquet or jsonl")

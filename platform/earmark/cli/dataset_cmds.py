@@ -60,7 +60,9 @@ def export(
     name: str = typer.Argument(
         None, help="Snapshot name. best_of_n: optional; its prompts and policy versions select the candidates."
     ),
-    format: str = typer.Option("trl", "--format", "-f", help="trl, openrlhf, verl, nemo_rl, chat or best_of_n."),
+    format: str = typer.Option(
+        "trl", "--format", "-f", help="trl, openrlhf, verl, nemo_rl, chat, best_of_n or earmark (interchange JSONL)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.parquet or .jsonl)."),
     version: int = typer.Option(None, help="Version; latest by default."),
     content: str = typer.Option(
@@ -81,11 +83,24 @@ def export(
     policy_id: list[int] = typer.Option([], "--policy-id", help="best_of_n: only rollouts of these policy ids."),
     round: list[int] = typer.Option([], "--round", help="best_of_n: only rollouts of these rounds."),
     split: list[str] = typer.Option([], "--split", help="best_of_n: only prompts of these splits."),
+    audio: str = typer.Option(
+        None,
+        "--audio",
+        help="Carry the audio: sha (sha256 columns; `earmark dataset fetch-audio` fetches them), files (copies in "
+        "OUT_audio/ beside the export, paths relative to it) or embed (HF datasets Audio feature; .parquet only).",
+    ),
 ) -> None:
-    """Write a snapshot in a trainer's format, or best-of-N SFT data ranked by a reward composition."""
+    """Write a snapshot in a trainer's format, or best-of-N SFT data ranked by a reward composition.
+
+    Numeric columns: confidence (label confidence), weight (the pair weight earmark's DPO trains with),
+    margin (openrlhf: the implied reward gap). See the exports module and docs/interchange.md."""
     from earmark import exports
 
-    formats = (*exports.FORMATS, "best_of_n")
+    formats = (*exports.FORMATS, "best_of_n", "earmark")
+    if audio is not None and audio not in exports.AUDIO_MODES:
+        raise typer.BadParameter(f"--audio {audio!r} is unknown; use one of {', '.join(exports.AUDIO_MODES)}")
+    if audio == "embed" and out.suffix != ".parquet":
+        raise typer.BadParameter("--audio embed writes audio bytes: use a .parquet output (or --audio files)")
     if format not in formats:
         raise typer.BadParameter(f"format {format!r} is unknown; use one of {', '.join(formats)}")
     if content is not None and content not in exports.CONTENT_MODES:
@@ -101,12 +116,42 @@ def export(
     if format != "best_of_n" and name is None:
         raise typer.BadParameter(f"--format {format} exports a snapshot: give its NAME (see `earmark dataset build`)")
     em = connect()
+    files_dir = out.parent / f"{out.stem}_audio"
+    rows: list = []
+    if format == "earmark":
+        from earmark.services.interchange import SnapshotExport
+
+        if suffix != "jsonl":
+            raise typer.BadParameter("--format earmark writes JSON Lines: use a .jsonl output")
+        ds = em.datasets.get(name, version)
+        rows = em.datasets.load(ds).to_pylist()
+        to_path = None
+        if audio == "files":
+
+            def to_path(sha: str) -> str:
+                files_dir.mkdir(parents=True, exist_ok=True)
+                dest = files_dir / f"{sha}.wav"
+                if not dest.exists():
+                    dest.write_bytes(em.blobs.read(sha))
+                return f"{files_dir.name}/{sha}.wav"
+
+        lines = SnapshotExport(em.ctx).lines(rows, f"earmark:{ds.name}-v{ds.version}", to_path)
+        out.write_bytes(exports.write(lines, "jsonl"))
+        console.print(f"{len(lines)} earmark interchange lines ({len(rows)} judgments) -> {out}")
+        return
     if format == "best_of_n":
         records, note = _best_of_n(em, name, version, regime, composition, policy_id, round, split, content or "text")
     else:
         ds = em.datasets.get(name, version)
-        records, note = exports.convert(em.datasets.load(ds).to_pylist(), format, content), ""
-    out.write_bytes(exports.write(records, suffix))
+        rows = em.datasets.load(ds).to_pylist()
+        records, note = exports.convert(rows, format, content), ""
+    audio_cols = None
+    if audio is not None:
+        shas = exports.audio_shas(records, rows, format)
+        records = exports.attach_audio(records, shas, audio, read=em.blobs.read, files_dir=files_dir)
+        audio_cols = sorted({c for x in shas for c in x}) if audio == "embed" else None
+        note += f"; audio as {audio}" + (f" in {files_dir}" if audio == "files" else "")
+    out.write_bytes(exports.write(records, suffix, audio_columns=audio_cols))
     console.print(f"{len(records)} {format} records -> {out}{note}")
 
 
@@ -164,6 +209,55 @@ def _best_of_n(em, name, version, regime, composition, policy_ids, rounds, split
         )
     note = f" (top of {len(ranked)} scored rollouts by {comp.version}; {unscored} without usable scores skipped)"
     return exports.best_of_n(ranked, content=content), note
+
+
+@dataset_app.command("export-pairs")
+@handle_errors
+def export_pairs(
+    out: Path = typer.Option(..., "--out", "-o", help="Output .parquet file."),
+    source: str = typer.Option(None, "--source", help="Only judgments of this source (e.g. arena:battles.jsonl)."),
+) -> None:
+    """Imported (external) judgments as preference pairs in Parquet: prompt_messages, chosen, rejected, audio by
+    sha256 (`earmark dataset fetch-audio` fetches them), source, annotator, preference, tie, both_bad, confidence."""
+    from earmark.errors import InvalidInput
+    from earmark.services.interchange import export_pairs_parquet
+
+    if out.suffix != ".parquet":
+        raise InvalidInput(f"{out}: export-pairs writes Parquet; use a .parquet file name")
+    n = export_pairs_parquet(connect().ctx, out, source=source)
+    console.print(f"{n} preference pairs -> {out}")
+
+
+@dataset_app.command("fetch-audio")
+@handle_errors
+def fetch_audio(
+    export_file: Path = typer.Argument(..., help="An export (.parquet or .jsonl) with sha256 audio references."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for the clips; default EXPORT_audio/ beside it."),
+) -> None:
+    """Fetch the blobs an export references by sha256 (columns *_audio / *_audio_sha256 and audio parts)."""
+    import re
+
+    from earmark.errors import InvalidInput
+
+    if not export_file.is_file():
+        raise InvalidInput(f"{export_file} does not exist; give an export written by `earmark dataset export`")
+    if export_file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        text = json.dumps(pq.read_table(export_file).to_pylist(), default=str)
+    else:
+        text = export_file.read_text()
+    shas = sorted(set(re.findall(r'"(?:audio_sha256|[a-z_]*audio[a-z_0-9]*)": ?"([0-9a-f]{64})"', text)))
+    dest = out_dir or export_file.parent / f"{export_file.stem}_audio"
+    dest.mkdir(parents=True, exist_ok=True)
+    em = connect()
+    fetched = 0
+    for sha in shas:
+        target = dest / f"{sha}.wav"
+        if not target.exists():
+            target.write_bytes(em.blobs.read(sha))  # verified against its sha256 on read
+            fetched += 1
+    console.print(f"{len(shas)} audio references, {fetched} fetched -> {dest}")
 
 
 @dataset_app.command("lineage")

@@ -16,6 +16,7 @@ from earmark.cli.common import console, handle_errors, settings
 from earmark.cli.dataset_cmds import dataset_app
 from earmark.cli.drift_cmds import drift_app
 from earmark.cli.duplex_cmds import duplex_app
+from earmark.cli.interchange_cmds import import_file, schema
 from earmark.cli.pipeline_cmds import rollout
 from earmark.cli.regime_cmds import regime_app
 from earmark.cli.rm_cmds import rm_app, score
@@ -44,6 +45,8 @@ app.command("rollout")(rollout)
 app.command("score")(score)
 app.add_typer(rm_app, name="rm")
 app.command("ui")(ui)
+app.command("import")(import_file)
+app.command("schema")(schema)
 
 
 @app.command()

@@ -37,5 +37,8 @@ __all__ = [
     "User",
 ]
 
-from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
-from earmark.store.models_serving import RewardToken, ServingEvent  # noqa: E402, F401  (reward service, issue 15)
+from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts)
+from earmark.store.models_interchange import ExternalJudgment  # noqa: E402  (imported outside judgments)
+from earmark.store.models_serving import RewardToken, ServingEvent  # noqa: E402  (reward service)
+
+__all__ += ["ExternalJudgment", "RewardToken", "ServingEvent"]
