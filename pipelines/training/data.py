@@ -170,7 +170,7 @@ def rows_sha256(rows: Sequence[dict[str, Any]]) -> str:
             json.dumps(
                 [
                     str(r["row_id"]),
-                    r["prompt_messages"],
+                    r["prompt_messages"] if "prompt_messages" in r else r["prompt"],
                     _hashable(r, "chosen"),
                     _hashable(r, "rejected"),
                 ],
