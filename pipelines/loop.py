@@ -20,6 +20,9 @@ DEMO_DPO = {
     "num_workers": 0,
     "threads": 2,
     "checkpoint_every": 0,
+    # the demo's recipe predates the TRL-like defaults: constant lr, evidence-weighted pairs
+    "lr_scheduler_type": "constant",
+    "use_weights": True,
 }
 
 
@@ -27,7 +30,8 @@ def train_dpo_round(
     em: Earmark, policy: Any, dataset: Any, settings: Settings, **overrides: Any
 ) -> tuple[Any, dict[str, float]]:
     """Train on ``dataset`` from ``policy``; returns (registered policy v+1, final-step metrics)."""
-    from pipelines.training.dpo import DPOConfig, run_dpo
+    from pipelines.training.config import DPOConfig
+    from pipelines.training.dpo_job import run_dpo
 
     cfg = DPOConfig(**{**DEMO_DPO, **overrides})
     result = run_dpo(em, cfg, dataset=dataset, base_policy=policy)

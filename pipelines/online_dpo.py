@@ -106,7 +106,7 @@ class OnlineDPOConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> OnlineDPOConfig:
         from pipelines.loop import DEMO_DPO
-        from pipelines.training.dpo import DPOConfig
+        from pipelines.training.config import DPOConfig
 
         # Fail before any rollout is generated, not after the wait.
         try:
@@ -116,7 +116,7 @@ class OnlineDPOConfig(BaseModel):
             where = ".".join(map(str, err["loc"]))
             raise ValueError(
                 f"dpo overrides{' ' + where if where else ''}: {err['msg']} (fields of "
-                "pipelines.training.dpo.DPOConfig)"
+                "pipelines.training.config.DPOConfig)"
             ) from None
         if self.prompt_ids is not None and not self.prompt_ids:
             raise ValueError("prompt_ids is empty; give at least one prompt external id or leave it unset")

@@ -94,7 +94,21 @@ def test_weighted_loss_and_unknown_type() -> None:
     w = torch.tensor([3.0, 1.0])
     assert out.loss(w).item() == pytest.approx((3 * out.losses[0] + out.losses[1]).item() / 4)
     with pytest.raises(ValueError, match="sigmoid"):
-        L.preference_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), loss_type="hinge")
+        L.preference_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), loss_type="kto")
+
+
+def test_hinge_and_robust_losses() -> None:
+    h = torch.tensor([2.0, -3.0])
+    z = torch.zeros(2)
+    hinge = L.preference_loss(h, z, z, z, beta=0.5, loss_type="hinge").losses
+    assert hinge.tolist() == pytest.approx([0.0, 2.5])  # max(0, 1 - beta h)
+    # robust DPO at eps = 0 is plain DPO; at eps > 0 it is unbiased: E over a flip of rate eps = DPO loss
+    dpo = L.preference_loss(h, z, z, z, loss_type="sigmoid").losses
+    assert L.preference_loss(h, z, z, z, loss_type="robust").losses.tolist() == pytest.approx(dpo.tolist())
+    eps = 0.2
+    rob = L.preference_loss(h, z, z, z, loss_type="robust", label_smoothing=eps).losses
+    flipped = L.preference_loss(-h, z, z, z, loss_type="robust", label_smoothing=eps).losses
+    assert ((1 - eps) * rob + eps * flipped).tolist() == pytest.approx(dpo.tolist(), rel=1e-5)
 
 
 def test_kl_estimators() -> None:

@@ -54,7 +54,7 @@ def test_train_dpo_cli_runs_registers_and_lists(cli_env, checkpoint, generated) 
     shown = runner.invoke(train_app, ["show", str(run.id)])
     assert shown.exit_code == 0 and json.loads(shown.output)["output_policy_id"] == run.output_policy_id
     # bad input: one red line naming the problem, exit code 2, no run row
-    bad = runner.invoke(train_app, ["dpo", ds.name, "--loss", "hinge"])
+    bad = runner.invoke(train_app, ["dpo", ds.name, "--loss", "nope"])
     assert bad.exit_code == 2 and "loss_type" in bad.output
     odd = runner.invoke(train_app, ["dpo", ds.name, "--batch-size", "6", "--grad-accum", "4"])
     assert odd.exit_code == 2 and "multiple of" in odd.output

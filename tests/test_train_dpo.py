@@ -14,7 +14,8 @@ import pytest
 from earmark.services.datasets import SnapshotFilters
 from earmark.services.labels import LabelConfig
 from earmark.services.training import TrainingService
-from pipelines.training.dpo import DPOConfig, run_dpo
+from pipelines.training.config import DPOConfig
+from pipelines.training.dpo_job import run_dpo
 
 PROMPTS_PER_PERSONA = 3
 SAMPLES = 4
@@ -192,7 +193,14 @@ def test_grad_accumulation_and_chunking_do_not_change_the_update(checkpoint, gen
     finals, steps = [], []
     for accum, chunk in ((1, 4096), (4, 256)):
         cfg = DPOConfig(
-            lr=1e-3, batch_size=8, grad_accum=accum, chunk_tokens=chunk, max_steps=2, checkpoint_every=0, threads=1
+            lr=1e-3,
+            batch_size=8,
+            grad_accum=accum,
+            chunk_tokens=chunk,
+            max_steps=2,
+            checkpoint_every=0,
+            threads=1,
+            use_weights=True,
         )
         payload = {
             "config": cfg.model_dump(),

@@ -12,7 +12,8 @@ import pytest
 from test_train_dpo import build_snapshot, generated  # noqa: F401 - the fixture
 
 from earmark.services.training import TrainingService
-from pipelines.training.dpo import DPOConfig, run_dpo
+from pipelines.training.config import DPOConfig
+from pipelines.training.dpo_job import run_dpo
 
 CHECKPOINT_EVERY = 3
 # Ray Train registers a reported checkpoint when its controller next polls the workers (every 2 s by

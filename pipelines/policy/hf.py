@@ -72,7 +72,14 @@ class HFCausalLMPolicy:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path = Path(path)
-        if not (self.path / "config.json").is_file():
+        adapter = self.path / "adapter_config.json"
+        if adapter.is_file() and not (self.path / "config.json").is_file():
+            import json
+
+            base_dir = Path(json.loads(adapter.read_text())["base_model_name_or_path"])  # a LoRA policy version
+        else:
+            base_dir = self.path
+        if not (base_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"{self.path} is not a Hugging Face model folder (no config.json); pass a local "
                 "checkpoint path: this adapter never downloads weights"
@@ -91,8 +98,12 @@ class HFCausalLMPolicy:
             "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
         )
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, local_files_only=True, trust_remote_code=trust_remote_code, **{dtype_kw: getattr(torch, dtype)}
+            base_dir, local_files_only=True, trust_remote_code=trust_remote_code, **{dtype_kw: getattr(torch, dtype)}
         ).eval()
+        if base_dir != self.path:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(self.path)).eval()
         self.audio_decoder = audio_decoder
         self.is_audio_token = is_audio_token or (lambda _i: False)
         self.speak_text = speak_text

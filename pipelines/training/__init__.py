@@ -3,7 +3,8 @@
 Public entry points (each records a ``training_runs`` row and registers the result as the next
 version of the base policy, with parent, training run and dataset):
 
-    from pipelines.training.dpo import DPOConfig, run_dpo      # snapshot -> DPO/IPO (in-process or Ray Train DDP)
+    from pipelines.training.config import DPOConfig             # the one documented DPO config (CLI flags too)
+    from pipelines.training.dpo_job import run_dpo             # snapshot -> DPO/IPO/hinge/robust (+RPO, LoRA)
     from pipelines.training.ppo import PPOConfig                # online rounds: rollouts -> scores -> PPO/GRPO update
     from pipelines.training.rl_job import run_rl
 

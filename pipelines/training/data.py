@@ -15,7 +15,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 REQUIRED_COLUMNS = ("row_id", "prompt_messages", "chosen_ids", "rejected_ids")
@@ -87,11 +87,14 @@ def pairs_from_rows(
 ) -> list[PreferencePair]:
     """Turn snapshot rows into pairs; prompts are tokenized once per distinct conversation."""
     if rows:
-        missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
+        have = set(rows[0])
+        text = "chosen_ids" not in have and {"chosen", "rejected"} <= have
+        need = ("row_id", "prompt_messages", "chosen", "rejected") if text else REQUIRED_COLUMNS
+        missing = [c for c in need if c not in have and not (c == "prompt_messages" and "prompt" in have)]
         if missing:
             raise ValueError(
-                f"snapshot rows lack column(s) {missing}; build the snapshot with "
-                "`earmark dataset build` (schema v1) or add them to your Parquet"
+                f"snapshot rows lack column(s) {missing}; build the snapshot with `earmark dataset build` "
+                "(schema v1: token ids) or give text pairs as row_id, prompt (or prompt_messages), chosen, rejected"
             )
     end_id, stops, _ = policy_token_info(policy)
     cache: dict[str, list[int]] = {}
@@ -99,7 +102,9 @@ def pairs_from_rows(
     for r in rows:
         if label_sources is not None and r.get("label_source", "human") not in label_sources:
             continue
-        raw = r["prompt_messages"]
+        raw = r["prompt_messages"] if "prompt_messages" in r else r["prompt"]
+        if isinstance(raw, str) and not raw.lstrip().startswith("["):
+            raw = [{"role": "user", "content": raw}]  # a plain-text prompt is one user turn
         key = raw if isinstance(raw, str) else json.dumps(raw)
         if key not in cache:
             cache[key] = policy.prompt_ids(json.loads(key))
@@ -111,8 +116,8 @@ def pairs_from_rows(
             PreferencePair(
                 row_id=str(r["row_id"]),
                 prompt=cache[key],
-                chosen=response_ids(r["chosen_ids"], end_id, stops, append_end),
-                rejected=response_ids(r["rejected_ids"], end_id, stops, append_end),
+                chosen=response_ids(_response(r, "chosen", policy), end_id, stops, append_end),
+                rejected=response_ids(_response(r, "rejected", policy), end_id, stops, append_end),
                 weight=weight,
                 margin=margin,
                 label_source=str(r.get("label_source", "human")),
@@ -125,6 +130,21 @@ def pairs_from_rows(
     if not pairs:
         raise ValueError("no preference pairs to train on; check the snapshot and the label_sources filter")
     return pairs
+
+
+def _response(row: dict[str, Any], side: str, policy: Any) -> list[int]:
+    """A response's token ids: as stored (``chosen_ids``: what the policy generated, audio tokens
+    included) or, for text pairs, the text tokenized as the chat template renders an assistant
+    turn's content (no special tokens; the end-of-turn token is appended by ``response_ids``)."""
+    ids = row.get(f"{side}_ids")
+    if ids is not None:
+        return list(ids)
+    value = row[side]
+    if isinstance(value, list):  # chat form: [{"role": "assistant", "content": ...}]
+        value = " ".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"row {row.get('row_id')}: {side} must be non-empty text or {side}_ids")
+    return list(policy.tokenizer(value, add_special_tokens=False)["input_ids"])
 
 
 def observed_spans(timeline: Any) -> tuple[tuple[int, int], ...]:
@@ -150,14 +170,19 @@ def rows_sha256(rows: Sequence[dict[str, Any]]) -> str:
             json.dumps(
                 [
                     str(r["row_id"]),
-                    r["prompt_messages"],
-                    list(map(int, r["chosen_ids"])),
-                    list(map(int, r["rejected_ids"])),
+                    r["prompt_messages"] if "prompt_messages" in r else r["prompt"],
+                    _hashable(r, "chosen"),
+                    _hashable(r, "rejected"),
                 ],
                 separators=(",", ":"),
             ).encode()
         )
     return h.hexdigest()
+
+
+def _hashable(r: dict[str, Any], side: str) -> Any:
+    ids = r.get(f"{side}_ids")
+    return list(map(int, ids)) if ids is not None else r[side]
 
 
 def split_heldout(
@@ -176,26 +201,61 @@ def split_heldout(
     return [p for p in pairs if p.group not in held], [p for p in pairs if p.group in held]
 
 
-def step_plan(n_pairs: int, batch_size: int, epochs: int, max_steps: int | None, seed: int) -> list[list[int]]:
-    """Pair indices of every optimizer step: a fresh shuffle per epoch.
+def step_plan(
+    n_pairs: int, batch_size: int, epochs: int, max_steps: int | None, seed: int, min_batch: int = 1
+) -> list[list[int]]:
+    """Pair indices of every optimizer step: a fresh shuffle per epoch, no pair twice in an epoch.
 
-    Every step has exactly ``batch_size`` pairs: a short last batch is topped up from the start of
-    the epoch's order, so no worker of a DDP group ever gets an empty share.
+    The last step of an epoch is short when ``batch_size`` does not divide the pairs (the loss is
+    the mean over the step's own pairs, so a short step is not over-weighted). A remainder smaller
+    than ``min_batch`` (DDP workers x micro-batches: every rank needs a share) is dropped.
     """
     if n_pairs < 1:
         raise ValueError("no pairs to plan steps for")
+    if n_pairs < min_batch:
+        raise ValueError(
+            f"{n_pairs} pair(s) cannot feed {min_batch} worker micro-batches; add pairs or lower num_workers/grad_accum"
+        )
     steps: list[list[int]] = []
     for epoch in range(epochs):
         order = list(range(n_pairs))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         for i in range(0, n_pairs, batch_size):
             batch = order[i : i + batch_size]
-            while len(batch) < batch_size:
-                batch += order[: batch_size - len(batch)]
-            steps.append(batch)
+            if len(batch) >= min_batch:
+                steps.append(batch)
         if max_steps is not None and len(steps) >= max_steps:
             break
     return steps[:max_steps] if max_steps is not None else steps
+
+
+def truncate_pair(
+    pair: PreferencePair, max_length: int | None, max_prompt_length: int | None, mode: str = "keep_start"
+) -> PreferencePair:
+    """Apply TRL-style truncation to a pair (both sequences keep one shared prompt).
+
+    ``max_prompt_length`` keeps the prompt's last tokens. Then, when prompt + the longer response
+    exceeds ``max_length``: ``keep_start`` drops the ends of the responses (TRL's default),
+    ``keep_end`` drops the oldest prompt tokens (a response is cut only if it alone is too long).
+    """
+    prompt = pair.prompt[-max_prompt_length:] if max_prompt_length else pair.prompt
+    chosen, rejected = pair.chosen, pair.rejected
+    if max_length and len(prompt) + max(len(chosen), len(rejected)) > max_length:
+        if mode == "keep_start":
+            if len(prompt) >= max_length:
+                raise ValueError(
+                    f"pair {pair.row_id}: the prompt alone has {len(prompt)} tokens, over max_length={max_length}; "
+                    "set max_prompt_length or truncation_mode=keep_end"
+                )
+            room = max_length - len(prompt)
+            chosen, rejected = chosen[:room], rejected[:room]
+        else:
+            chosen, rejected = chosen[: max_length - 1], rejected[: max_length - 1]
+            keep = max_length - max(len(chosen), len(rejected))
+            prompt = prompt[-keep:]
+    if (prompt, chosen, rejected) == (pair.prompt, pair.chosen, pair.rejected):
+        return pair
+    return replace(pair, prompt=list(prompt), chosen=list(chosen), rejected=list(rejected))
 
 
 def shard_step(indices: list[int], rank: int, world: int, grad_accum: int) -> list[list[int]]:

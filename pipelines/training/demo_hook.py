@@ -10,7 +10,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-DEMO_DPO = {"beta": 0.1, "lr": 5e-4, "epochs": 3, "batch_size": 8, "checkpoint_every": 0, "eval_fraction": 0.2}
+DEMO_DPO = {
+    "beta": 0.1,
+    "lr": 5e-4,
+    "epochs": 3,
+    "batch_size": 8,
+    "checkpoint_every": 0,
+    "eval_fraction": 0.2,
+    "lr_scheduler_type": "constant",
+    "use_weights": True,
+}
 
 
 def train_dpo_round(
@@ -21,7 +30,8 @@ def train_dpo_round(
     Metrics: the last step's ``loss``/``accuracy``/``reward_margin``/``kl`` and, when held-out pairs
     exist, ``heldout_accuracy``.
     """
-    from pipelines.training.dpo import DPOConfig, run_dpo
+    from pipelines.training.config import DPOConfig
+    from pipelines.training.dpo_job import run_dpo
 
     cfg = DPOConfig(
         **DEMO_DPO, threads=threads or max(1, min(4, os.cpu_count() or 1)), seed=int(getattr(policy, "version", 0))

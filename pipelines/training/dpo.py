@@ -1,87 +1,61 @@
-"""DPO / IPO / cDPO on a frozen snapshot: the config, the worker loop, and ``run_dpo``.
+"""DPO-family training maths and model code: the worker loop, LoRA wrapping, evaluation metrics.
 
-``run_dpo`` is the whole job: read the snapshot, compute (or reuse) the reference log-probs once,
-train in-process (``num_workers=0``) or with DDP over N Ray Train workers, record per-step metrics
-on the training run row, and register the result as the next version of the policy.
+Pure model code, no store: ``pipelines.training.dpo_job.run_dpo`` is the job around it (snapshot,
+reference log-probs, run row, registration). The loop here runs unchanged in-process and on every
+Ray Train worker.
 
-    from pipelines.training.dpo import DPOConfig, run_dpo
+    from pipelines.training.config import DPOConfig
+    from pipelines.training.dpo_job import run_dpo
     result = run_dpo(em, DPOConfig(beta=0.1, epochs=2, num_workers=2), dataset=em.datasets.get("prefs"))
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from contextlib import nullcontext
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
-
+from pipelines.training.config import DPOConfig
 from pipelines.training.data import PreferencePair
 
+__all__ = ["DPOConfig", "evaluate", "train_worker", "wrap_lora"]
 
-class DPOConfig(BaseModel):
-    """One preference-optimisation run; stored verbatim on its training run row.
 
-    Batch arithmetic: ``batch_size`` pairs make one optimizer step over all workers; each worker
-    takes batch_size / workers of them, in ``grad_accum`` micro-batches (so batch_size must be a
-    multiple of workers x grad_accum). The loss is the weight-normalised mean over the step's pairs
-    whatever the split, so changing workers or accumulation does not change the gradient.
-    """
+def wrap_lora(lm: Any, cfg: DPOConfig) -> Any:
+    """LoRA adapters (peft) on ``lm``; an ``lm`` that already carries an adapter keeps training it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
-    beta: float = Field(0.1, gt=0, description="KL strength: implicit reward = beta * log(pi/ref)")
-    loss_type: Literal["sigmoid", "ipo"] = Field(
-        "sigmoid", description="sigmoid = DPO (cDPO with label_smoothing); ipo"
+    if isinstance(lm, PeftModel):
+        for n, p in lm.named_parameters():
+            p.requires_grad_("lora_" in n)
+        return lm
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets(),
+        task_type="CAUSAL_LM",
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO: assumed label-flip rate")
-    margin_as_confidence: bool = Field(False, description="cDPO per pair: flip rate = max(label_smoothing, 1 - margin)")
-    use_weights: bool = Field(True, description="weight each pair's loss by the snapshot's weight column")
-    label_sources: list[str] | None = Field(
-        None, description="train only on these label sources (human/adjudicated/ai)"
-    )
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (after warm-up)")
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
-    max_grad_norm: float = Field(1.0, gt=0)
-    epochs: int = Field(1, ge=1, le=1000)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    batch_size: int = Field(16, ge=1, description="pairs per optimizer step, over all workers")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per step on each worker")
-    num_workers: int = Field(0, ge=0, le=512, description="Ray Train DDP workers; 0 = train in this process")
-    use_gpu: bool = Field(False, description="one GPU per Ray Train worker")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    threads: int | None = Field(
-        None,
-        ge=1,
-        le=256,
-        description="torch threads per worker; default: all cores in-process, cpus_per_worker on Ray Train",
-    )
-    checkpoint_every: int = Field(50, ge=0, description="checkpoint every K steps (0: only the final one)")
-    keep_checkpoints: int = Field(2, ge=1)
-    max_failures: int = Field(2, ge=0, description="Ray Train restarts from the last checkpoint after a worker dies")
-    eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of prompts held out for the end-of-run evaluation")
-    append_end: bool = Field(True, description="train the end-of-turn token after each response")
-    chunk_tokens: int = Field(4096, ge=64, description="padded tokens per forward chunk (memory bound)")
-    seed: int = 0
-    output_name: str | None = Field(None, description="registered name of the result; default: the base policy's")
-    storage_path: str | None = Field(
-        None, description="Ray Train storage (shared FS or s3://); default EARMARK_HOME/training"
-    )
-
-    @model_validator(mode="after")
-    def _divisible(self) -> DPOConfig:
-        split = max(1, self.num_workers) * self.grad_accum
-        if self.batch_size % split:
-            raise ValueError(
-                f"batch_size={self.batch_size} must be a multiple of workers x grad_accum = {split}; "
-                f"use batch_size={-(-self.batch_size // split) * split}"
-            )
-        return self
-
-    @property
-    def algorithm(self) -> str:
-        return "ipo" if self.loss_type == "ipo" else "dpo"
+    return get_peft_model(lm, lora)
 
 
-N_STATS = 11  # see _stats
+def prepare_lm(lm: Any, cfg: DPOConfig) -> Any:
+    if cfg.use_peft:
+        lm = wrap_lora(lm, cfg)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.use_peft:
+            lm.enable_input_require_grads()
+    return lm
+
+
+def autocast(device: Any, bf16: bool) -> Any:
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+N_STATS = 13  # see _stats
 # Log-ratio margins below this are float noise (the reference pass and a training forward batch rows
 # differently), so they count as ties (1/2) in accuracies rather than as coin flips.
 TIE_TOL = 1e-4
@@ -100,7 +74,7 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
 
     from pipelines.training.data import shard_step, step_plan
     from pipelines.training.losses import preference_loss
-    from pipelines.training.sequences import SequenceScorer, pack
+    from pipelines.training.sequences import SequenceScorer, _scored_positions, pack
     from pipelines.training.worker import (
         LocalBackend,
         default_threads,
@@ -116,39 +90,51 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
     set_threads(default_threads(cfg.threads, isinstance(backend, LocalBackend), cfg.cpus_per_worker))
     torch.manual_seed(cfg.seed)
     pairs: list[PreferencePair] = payload["pairs"]
-    ref_c = torch.tensor(payload["ref_chosen"], dtype=torch.float32)
-    ref_r = torch.tensor(payload["ref_rejected"], dtype=torch.float32)
+    precomputed = payload.get("ref_chosen") is not None
+    if precomputed:
+        ref_c = torch.tensor(payload["ref_chosen"], dtype=torch.float32)
+        ref_r = torch.tensor(payload["ref_rejected"], dtype=torch.float32)
     weights = torch.tensor([p.weight if cfg.use_weights else 1.0 for p in pairs], dtype=torch.float32)
     eps = torch.tensor(
         [max(cfg.label_smoothing, 1.0 - p.margin) if cfg.margin_as_confidence else cfg.label_smoothing for p in pairs],
         dtype=torch.float32,
     ).clamp(0.0, 0.49)
-    lm = load_lm(payload["model_dir"])
+    lm = prepare_lm(load_lm(payload["model_dir"]), cfg)
     limit = int(getattr(lm.config, "max_position_embeddings", 0)) or None
     device = backend.device()
     model = backend.prepare(SequenceScorer(lm).to(device))
     model.train()
+    ref_model = None
+    if not precomputed:  # the reference runs beside the policy, every step (TRL's default)
+        ref_model = SequenceScorer(load_lm(payload["ref_model_dir"])).to(device).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    chosen_tokens = [len(_scored_positions(len(p.chosen), p.chosen_observed)) for p in pairs]
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start = 0
     ckpt = backend.latest_checkpoint()
     if ckpt is not None:
         state = load_state(ckpt)
-        unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"], strict=not state.get("partial"))
         opt.load_state_dict(state["optimizer"])
         start, backend.attempt = int(state["step"]), int(state.get("attempt", 0)) + 1
         backend.emit({"type": "resumed", "from_step": start, "pid": os.getpid()})
     backend.emit(
         {"type": "started", "pid": os.getpid(), "world": backend.world, "start_step": start, "device": str(device)}
     )
-    plan = step_plan(len(pairs), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed)
-    steps_per_epoch = max(1, -(-len(pairs) // cfg.batch_size))
+    plan = step_plan(
+        len(pairs), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed, min_batch=backend.world * cfg.grad_accum
+    )
+    rest = len(pairs) % cfg.batch_size
+    steps_per_epoch = max(1, len(pairs) // cfg.batch_size + int(rest >= backend.world * cfg.grad_accum))
     metrics: dict[str, Any] = {}
     for step in range(start, len(plan)):
         t0 = time.perf_counter()
         idx = plan[step]
         wsum = float(weights[idx].sum())
+        step_chosen = float(sum(chosen_tokens[i] for i in idx))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
+            g["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, len(plan), cfg.lr_scheduler_type)
         stats = torch.zeros(N_STATS, dtype=torch.float64)
         micro = shard_step(idx, backend.rank, backend.world, cfg.grad_accum)
         for m, mb in enumerate(micro):
@@ -159,14 +145,21 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
                 limit=limit,
                 chunk_tokens=cfg.chunk_tokens,
             ).to(device)
+            if ref_model is not None:
+                with torch.no_grad(), autocast(device, cfg.bf16):
+                    ref_seq = ref_model(batch.chunks, batch.n_rows)["seq_logps"].float()
+                rc, rr = ref_seq[:n], ref_seq[n:]
+            else:
+                rc, rr = ref_c[mb].to(device), ref_r[mb].to(device)
             with backend.no_sync(model, last_micro=m == len(micro) - 1):
-                seq = model(batch.chunks, batch.n_rows)["seq_logps"]
+                with autocast(device, cfg.bf16):
+                    seq = model(batch.chunks, batch.n_rows)["seq_logps"].float()
                 lengths = batch.response_lengths.to(seq.dtype)
                 res = preference_loss(
                     seq[:n],
                     seq[n:],
-                    ref_c[mb].to(device),
-                    ref_r[mb].to(device),
+                    rc,
+                    rr,
                     beta=cfg.beta,
                     loss_type=cfg.loss_type,
                     label_smoothing=eps[mb].to(device),
@@ -176,10 +169,11 @@ def train_worker(payload: dict[str, Any], backend: Any) -> None:
                 w = weights[mb].to(device)
                 # sum / (the whole step's weight) x world: DDP's gradient mean over workers then
                 # gives exactly the weighted mean over all pairs of the step
-                ((res.losses * w).sum() / wsum * backend.world).backward()
-            stats += _stats(
-                res, cfg.beta, w, seq.detach(), torch.cat([ref_c[mb], ref_r[mb]]).to(device), lengths, batch
-            )
+                loss = (res.losses * w).sum() / wsum
+                if cfg.rpo_alpha:  # RPO: NLL of the chosen responses, token mean over the step
+                    loss = loss - cfg.rpo_alpha * seq[:n].sum() / max(step_chosen, 1.0)
+                (loss * backend.world).backward()
+            stats += _stats(res, cfg.beta, w, seq.detach(), torch.cat([rc, rr]), lengths, batch)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -211,6 +205,8 @@ def _stats(res: Any, beta: float, w: Any, seq: Any, ref: Any, lengths: Any, batc
             float(lengths.sum()),
             float(batch.real_tokens),
             float(batch.padded_tokens),
+            float(seq[: len(w)].sum()),
+            float(seq[len(w) :].sum()),
         ],
         dtype=torch.float64,
     )
@@ -234,6 +230,13 @@ def _metrics(s: Any, step: int, epoch: int, lr: float, grad_norm: float, seconds
         "tokens": int(s[9]),
         "tokens_per_s": s[9] / seconds if seconds > 0 else 0.0,
         "padding": 1.0 - s[9] / max(s[10], 1.0),
+        # TRL's names for the same quantities (rewards/accuracies counts ties as 1/2 here)
+        "rewards/chosen": s[5] / n,
+        "rewards/rejected": s[6] / n,
+        "rewards/accuracies": s[2] / n,
+        "rewards/margins": s[4] / n,
+        "logps/chosen": s[11] / n,
+        "logps/rejected": s[12] / n,
         "lr": lr,
         "grad_norm": grad_norm,
         "seconds": seconds,
@@ -247,57 +250,62 @@ def evaluate(
     ref_rejected: list[float],
     pad_id: int,
     beta: float,
+    *,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    rpo_alpha: float | None = None,
+    chunk_tokens: int = 4096,
 ) -> dict[str, float]:
-    """Held-out preference accuracy: share of pairs whose implicit reward ranks chosen first (ties 1/2).
-
-    Before any training the policy is the reference, every margin is 0 and the accuracy is 0.5.
+    """Preference metrics of ``model`` on ``pairs``: TRL's (``loss``, ``rewards/chosen``,
+    ``rewards/rejected``, ``rewards/accuracies`` (strictly greater, as TRL), ``rewards/margins``,
+    ``logps/chosen``, ``logps/rejected``) plus ``accuracy`` (ties count 1/2: before any training
+    the policy is the reference, every margin is 0 and the accuracy is 0.5) and ``reward_margin``.
     """
     import torch
 
-    from pipelines.training.sequences import sequence_logps
+    from pipelines.training.losses import preference_loss
+    from pipelines.training.sequences import _scored_positions, sequence_logps
 
     if not pairs:
         return {}
     limit = int(getattr(model.config, "max_position_embeddings", 0)) or None
     model.eval()
     logps = sequence_logps(
-        model, [p.chosen_row() for p in pairs] + [p.rejected_row() for p in pairs], pad_id, limit=limit
+        model,
+        [p.chosen_row() for p in pairs] + [p.rejected_row() for p in pairs],
+        pad_id,
+        limit=limit,
+        chunk_tokens=chunk_tokens,
     )
     n = len(pairs)
-    chosen = beta * (logps[:n] - torch.tensor(ref_chosen, dtype=torch.float64))
-    rejected = beta * (logps[n:] - torch.tensor(ref_rejected, dtype=torch.float64))
+    lc = torch.tensor([len(_scored_positions(len(p.chosen), p.chosen_observed)) for p in pairs], dtype=torch.float64)
+    lr = torch.tensor(
+        [len(_scored_positions(len(p.rejected), p.rejected_observed)) for p in pairs], dtype=torch.float64
+    )
+    res = preference_loss(
+        logps[:n],
+        logps[n:],
+        torch.tensor(ref_chosen, dtype=torch.float64),
+        torch.tensor(ref_rejected, dtype=torch.float64),
+        beta=beta,
+        loss_type=loss_type,  # type: ignore[arg-type]
+        label_smoothing=label_smoothing,
+        chosen_lengths=lc,
+        rejected_lengths=lr,
+    )
+    loss = res.losses.mean()
+    if rpo_alpha:
+        loss = loss - rpo_alpha * logps[:n].sum() / lc.sum()
+    chosen, rejected = res.chosen_rewards, res.rejected_rewards
     return {
+        "loss": float(loss),
+        "rewards/chosen": float(chosen.mean()),
+        "rewards/rejected": float(rejected.mean()),
+        "rewards/accuracies": float((chosen > rejected).double().mean()),
+        "rewards/margins": float((chosen - rejected).mean()),
+        "logps/chosen": float(logps[:n].mean()),
+        "logps/rejected": float(logps[n:].mean()),
         "accuracy": float(_correct(chosen, rejected, beta).mean()),
         "reward_margin": float((chosen - rejected).mean()),
         "pairs": n,
     }
-
-
-def run_dpo(
-    em: Any,
-    cfg: DPOConfig,
-    *,
-    dataset: Any = None,
-    rows: list[dict[str, Any]] | None = None,
-    base_policy: Any = None,
-    progress: bool = True,
-    on_event: Any = None,
-    resume_run_id: int | None = None,
-) -> Any:
-    """Train on a snapshot (a ``datasets`` row or name, or ``rows`` of the snapshot schema) -> ``RunResult``.
-
-    The base policy (and DPO reference) defaults to the policy that generated most of the responses.
-    ``resume_run_id`` continues a failed or interrupted run from its last checkpoint with its stored config.
-    """
-    from pipelines.training.dpo_job import run_preference_job
-
-    return run_preference_job(
-        em,
-        cfg,
-        dataset=dataset,
-        rows=rows,
-        base_policy=base_policy,
-        progress=progress,
-        on_event=on_event,
-        resume_run_id=resume_run_id,
-    )

@@ -1,4 +1,10 @@
-"""``run_preference_job``: snapshot -> reference log-probs -> DPO/IPO workers -> registered policy version.
+"""``run_dpo``: snapshot -> reference log-probs -> DPO-family workers -> registered policy version.
+
+    from pipelines.training.config import DPOConfig
+    from pipelines.training.dpo_job import run_dpo
+    result = run_dpo(em, DPOConfig(beta=0.1, epochs=2, num_workers=2), dataset=em.datasets.get("prefs"))
+    result = run_dpo(em, DPOConfig(model="/ckpt/my-sft", use_peft=True, lr=5e-5), rows=text_pairs)
+
 
 Everything the run does is on its ``training_runs`` row: the config, the dataset and base policy,
 the reference sidecar's sha256, per-step metrics, resumes, the held-out evaluation and the output
@@ -10,9 +16,11 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from pipelines.training.dpo import DPOConfig, evaluate
+from pipelines.training.config import DPOConfig
+from pipelines.training.dpo import evaluate
 from pipelines.training.driver import (
     RunRecorder,
     RunResult,
@@ -37,6 +45,19 @@ def _dataset_by_id(em: Any, dataset_id: int) -> Any:
     return ds
 
 
+def _register_checkpoint(em: Any, cfg: DPOConfig) -> Any:
+    """The policy row of ``cfg.model`` (an HF folder or cached hub id), registered as kind ``hf`` if new."""
+    from pipelines.training.worker import resolve_model_dir
+
+    path = resolve_model_dir(cfg.model or "")
+    uri = path.as_uri()
+    same = [p for p in em.catalog.policies() if p.uri == uri]
+    if same:
+        return same[-1]
+    name = cfg.output_name or path.name.replace("models--", "").replace("--", "-")
+    return em.catalog.register_policy(name, uri, kind="hf", config={"speak_text": True})
+
+
 def _base_row(em: Any, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
     if base_policy is None:
         ids = Counter(r["policy_id"] for r in rows if r.get("policy_id") is not None)
@@ -48,7 +69,7 @@ def _base_row(em: Any, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
     return policy_row(em, base_policy) if isinstance(base_policy, int) else base_policy
 
 
-def run_preference_job(
+def run_dpo(
     em: Any,
     cfg: DPOConfig,
     *,
@@ -61,8 +82,15 @@ def run_preference_job(
 ) -> RunResult:
     from earmark.services.training import TrainingService
     from pipelines.training import reference
-    from pipelines.training.data import pairs_from_rows, policy_token_info, rows_sha256, split_heldout, step_plan
-    from pipelines.training.worker import default_threads, load_state
+    from pipelines.training.data import (
+        pairs_from_rows,
+        policy_token_info,
+        rows_sha256,
+        split_heldout,
+        step_plan,
+        truncate_pair,
+    )
+    from pipelines.training.worker import default_threads, load_lm, load_state, resolve_model_dir
 
     training = TrainingService(em.ctx)
     run = None
@@ -85,11 +113,18 @@ def run_preference_job(
         data_sha, dataset_id = rows_sha256(rows), None
     else:
         raise ValueError("pass dataset= (a snapshot row or name) or rows= (snapshot-schema dicts) to train on")
+    if cfg.model and base_policy is None:
+        base_policy = _register_checkpoint(em, cfg)
     base = _base_row(em, base_policy, rows)
     policy, model_dir = load_local_policy(base)
     _end, _stops, pad_id = policy_token_info(policy)
     limit = int(getattr(policy.model.config, "max_position_embeddings", 0)) or None
-    pairs = pairs_from_rows(rows, policy, append_end=cfg.append_end, label_sources=cfg.label_sources)
+    if cfg.max_length:
+        limit = min(limit or cfg.max_length, cfg.max_length)
+    pairs = [
+        truncate_pair(p, limit, cfg.max_prompt_length, cfg.truncation_mode)
+        for p in pairs_from_rows(rows, policy, append_end=cfg.append_end, label_sources=cfg.label_sources)
+    ]
     train, heldout = split_heldout(pairs, cfg.eval_fraction, cfg.seed)
     if run is None:
         run = training.create_run(
@@ -103,27 +138,55 @@ def run_preference_job(
     recorder = None
     final = None
     try:
+        ref_dir = resolve_model_dir(cfg.ref_model) if cfg.ref_model else model_dir
+        ref_lm = policy.model if ref_dir == model_dir else load_lm(ref_dir)
+        recipe = f"{limit}:{cfg.max_prompt_length}:{cfg.truncation_mode}"
         key = reference.reference_key(
-            data_sha, reference.weights_sha256(model_dir), append_end=cfg.append_end, context=limit
+            data_sha, reference.weights_sha256(ref_dir), append_end=cfg.append_end, context=recipe
         )
+        # held-out and eval-only metrics always use precomputed (cached) reference log-probs
         ref_c, ref_r, ref_info = reference.ensure(
             em,
             training,
             run.id,
             pairs,
-            policy.model,
+            ref_lm,
             pad_id,
             key=key,
             limit=limit,
             threads=default_threads(cfg.threads, True),
         )
+        if ref_lm is not policy.model:
+            del ref_lm
         pos = {p.row_id: i for i, p in enumerate(pairs)}
 
         def pick(ps, xs):
             return [xs[pos[p.row_id]] for p in ps]
 
-        heldout_before = evaluate(policy.model, heldout, pick(heldout, ref_c), pick(heldout, ref_r), pad_id, cfg.beta)
-        steps = len(step_plan(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed))
+        def score(ps):
+            return evaluate(
+                policy.model,
+                ps,
+                pick(ps, ref_c),
+                pick(ps, ref_r),
+                pad_id,
+                cfg.beta,
+                loss_type=cfg.loss_type,
+                label_smoothing=cfg.label_smoothing,
+                rpo_alpha=cfg.rpo_alpha,
+                chunk_tokens=cfg.chunk_tokens,
+            )
+
+        if cfg.eval_only:  # no training, nothing registered: TRL's evaluation metrics on every pair
+            t0 = time.perf_counter()
+            ev = score(pairs)
+            summary = {"eval": ev, "pairs": len(pairs), "eval_seconds": round(time.perf_counter() - t0, 3)}
+            summary["reference_logps"] = ref_info
+            training.mark_succeeded(run.id, summary)
+            return RunResult(run.id, None, model_dir, 0, [], summary, [])
+        heldout_before = score(heldout)
+        split = max(1, cfg.num_workers) * cfg.grad_accum
+        steps = len(step_plan(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed, min_batch=split))
         recorder = RunRecorder(
             training,
             run.id,
@@ -135,8 +198,9 @@ def run_preference_job(
         payload = {
             "config": cfg.model_dump(mode="json"),
             "pairs": train,
-            "ref_chosen": pick(train, ref_c),
-            "ref_rejected": pick(train, ref_r),
+            "ref_chosen": pick(train, ref_c) if cfg.precompute_ref_log_probs else None,
+            "ref_rejected": pick(train, ref_r) if cfg.precompute_ref_log_probs else None,
+            "ref_model_dir": str(Path(ref_dir).resolve()),
             "model_dir": str(model_dir.resolve()),
             "pad_id": pad_id,
         }
@@ -166,8 +230,9 @@ def run_preference_job(
             load_state(final[0]),
             name=cfg.output_name or base.name,
             dataset_id=dataset_id,
+            lora=cfg if cfg.use_peft else None,
         )
-        heldout_after = evaluate(policy.model, heldout, pick(heldout, ref_c), pick(heldout, ref_r), pad_id, cfg.beta)
+        heldout_after = score(heldout)
         m = recorder.metrics
         step_s = sum(x["seconds"] for x in m)
         summary = {

@@ -249,15 +249,38 @@ def publish_policy(
     *,
     name: str,
     dataset_id: int | None,
+    lora: Any = None,
 ) -> tuple[Any, Path]:
-    """Load the trained weights into ``policy``, save it as ``$EARMARK_HOME/models/<name>-v<k>``, register v<k>."""
+    """Load the trained weights into ``policy``, save it as ``$EARMARK_HOME/models/<name>-v<k>``, register v<k>.
+
+    LoRA runs (``lora``: the run's DPOConfig) save the adapter folder (base weights referenced by
+    path) unless ``lora.merge_on_export`` or the policy has its own save format (offline policy),
+    in which case the adapter is merged into full weights first.
+    """
     import json
 
     from earmark.errors import NotFound
     from pipelines.training.reference import weights_sha256
 
     weights = {k[len("lm.") :]: v for k, v in state["model"].items() if k.startswith("lm.")}
+    partial = bool(state.get("partial"))
+    adapter_base = None
+    if lora is not None:
+        from peft import PeftModel
+
+        from pipelines.training.dpo import wrap_lora
+
+        if not isinstance(policy.model, PeftModel):
+            adapter_base = str(Path(getattr(policy.model.config, "_name_or_path", "") or ""))
+            policy.model = wrap_lora(policy.model, lora)
+        else:
+            adapter_base = policy.model.peft_config["default"].base_model_name_or_path
     missing, unexpected = policy.model.load_state_dict(weights, strict=False)
+    if partial:
+        missing = []
+    if lora is not None and (lora.merge_on_export or hasattr(policy, "save")):
+        policy.model = policy.model.merge_and_unload()
+        lora = None
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:  # lm_head may be tied
         raise RuntimeError(
             f"checkpoint does not fit the base policy (missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -274,6 +297,11 @@ def publish_policy(
     else:
         policy.model.save_pretrained(path)
         policy.tokenizer.save_pretrained(path)
+    if lora is not None:  # an adapter folder: point it at its base weights by absolute path
+        cfg_path = path / "adapter_config.json"
+        adapter_cfg = json.loads(cfg_path.read_text())
+        adapter_cfg["base_model_name_or_path"] = str(Path(adapter_base).resolve()) if adapter_base else None
+        cfg_path.write_text(json.dumps(adapter_cfg, indent=2))
     manifest_path = path / "earmark_policy.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest.update(

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-PreferenceLossType = Literal["sigmoid", "ipo"]
+PreferenceLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 KLEstimator = Literal["k1", "k2", "k3"]
 
 
@@ -74,6 +74,12 @@ def preference_loss(
     Given ``chosen_lengths``/``rejected_lengths`` each log-ratio is divided by its response length
     first (per-token average), the normalisation TRL's ``DPOTrainer`` uses and that its authors
     confirmed with the IPO authors; without lengths the sequence sums are used as in the paper.
+
+    ``hinge`` -- SLiC-HF, Zhao et al. 2023 (arXiv:2305.10425): L = max(0, 1 - beta * h).
+
+    ``robust`` -- rDPO, Chowdhury et al. 2024, "Provably Robust DPO" (arXiv:2403.00409), eq. 8: an
+    unbiased loss under label flips with rate eps:
+    L = [(1 - eps) * -log sigmoid(beta h) - eps * -log sigmoid(-beta h)] / (1 - 2 eps).
     """
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
@@ -91,8 +97,14 @@ def preference_loss(
         else:
             h = chosen_logratios - rejected_logratios
         losses = (h - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * (chosen_logratios - rejected_logratios))
+    elif loss_type == "robust":
+        h = chosen_logratios - rejected_logratios
+        eps = label_smoothing
+        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
     else:
-        raise ValueError(f"loss_type {loss_type!r} is unknown; use 'sigmoid' (DPO/cDPO) or 'ipo'")
+        raise ValueError(f"loss_type {loss_type!r} is unknown; use sigmoid (DPO/cDPO), ipo, hinge or robust")
     return PreferenceLoss(losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach())
 
 

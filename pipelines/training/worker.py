@@ -53,7 +53,13 @@ def save_state(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"model": unwrap(model).state_dict(), "step": step, **(extra or {})}
+    m = unwrap(model)
+    frozen = any(not p.requires_grad for p in m.parameters())
+    weights = m.state_dict()
+    if frozen:  # LoRA: only the trained parameters (the base weights are the policy's own)
+        trained = {n for n, p in m.named_parameters() if p.requires_grad}
+        weights = {k: v for k, v in weights.items() if k in trained}
+    state = {"model": weights, "step": step, "partial": frozen, **(extra or {})}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     tmp = folder / (STATE_FILE + ".tmp")
@@ -204,11 +210,22 @@ class RayTrainBackend(Backend):
         self.emit({"type": "checkpoint", "step": step, "final": final})
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up then constant: a function of the step, so resuming needs no scheduler state."""
-    if warmup_steps <= 0:
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int = 0, kind: str = "constant") -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant, linear decay
+    to 0 at ``total_steps`` (TRL/transformers' default) or cosine. A function of the step, so
+    resuming needs no scheduler state."""
+    import math
+
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if kind == "constant" or total_steps <= 0:
         return base_lr
-    return base_lr * min(1.0, (step + 1) / warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if kind == "linear":
+        return base_lr * max(0.0, 1.0 - progress)
+    if kind == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"lr scheduler {kind!r} is unknown; use linear, constant or cosine")
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -217,8 +234,36 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
 
 
 def load_lm(model_dir: str | Path) -> nn.Module:
+    """A causal LM from a local folder; an adapter folder (peft) loads its base and the adapter."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
+        import json
+
+        from peft import PeftModel
+
+        base = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_lm(base), str(model_dir), is_trainable=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
     model.config.use_cache = False
     return model
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local HF model folder for a path or a hub id already in the local cache (never downloads)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{p} is not a Hugging Face model folder (no config.json)")
+        return p.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - any failure means: not available offline
+        raise FileNotFoundError(
+            f"model {name_or_path!r} is neither a local folder nor a hub id in the local HF cache; "
+            "download it first (huggingface-cli download ...) or pass a checkpoint folder"
+        ) from exc

@@ -5,6 +5,7 @@ torch and ray load inside the commands only, so `earmark --help` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, NoReturn
@@ -47,63 +48,72 @@ def _summary_line(res: Any) -> str:
     return f"registered {p.name} v{p.version} (policy id {p.id}, training run {res.run_id}) at {res.path}"
 
 
-@train_app.command("dpo")
-@handle_errors
+# Flags of `train dpo` come from DPOConfig's fields (name, type, description): one definition.
+# Extra short or historical names for a few of them:
+DPO_FLAG_ALIASES = {"loss_type": ["--loss"], "num_workers": ["--workers", "-n"]}
+DPO_FIXED = {"dataset", "dataset_version", "policy", "policy_version", "config", "resume"}
+
+
+def _config_params(model_cls: Any, aliases: dict[str, list[str]]) -> list[inspect.Parameter]:
+    """One ``typer.Option`` per pydantic field (default None: only given flags override the config)."""
+    import types
+    import typing
+
+    params = []
+    for name, field in model_cls.model_fields.items():
+        ann = field.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1:
+            ann = args[0]
+        choices = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+        if choices:
+            ann = str
+        elif typing.get_origin(ann) is list:
+            ann = list[str]
+        flag = "--" + name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if ann is bool else [flag]
+        decls += aliases.get(name, [])
+        default = field.default if field.default is not None and not callable(field.default) else None
+        help_ = (field.description or "").rstrip(".") + (f" [{'|'.join(choices)}]" if choices else "")
+        help_ += f" (default {default})" if default is not None else ""
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, *decls, help=help_, show_default=False),
+                annotation=ann,
+            )
+        )
+    return params
+
+
 def dpo(
     dataset: str = typer.Argument(None, help="Snapshot name (see `earmark dataset build`); optional with --resume."),
     dataset_version: int = typer.Option(None, "--dataset-version", help="Snapshot version; latest by default."),
     policy: str = typer.Option(None, help="Base policy name (default: the policy that generated the pairs)."),
     policy_version: int = typer.Option(None, help="Base policy version; latest by default."),
-    loss: str = typer.Option(None, "--loss", help="sigmoid (DPO) or ipo."),
-    beta: float = typer.Option(None, help="KL strength beta (default 0.1)."),
-    label_smoothing: float = typer.Option(None, help="cDPO label-flip rate in [0, 0.5)."),
-    lr: float = typer.Option(None, help="Learning rate (default 1e-4)."),
-    epochs: int = typer.Option(None, help="Epochs (default 1)."),
-    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(None, help="Pairs per optimizer step over all workers (default 16)."),
-    grad_accum: int = typer.Option(None, help="Micro-batches per step per worker (default 1)."),
-    workers: int = typer.Option(None, "--workers", "-n", help="Ray Train DDP workers; 0 trains in this process."),
-    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU per Ray Train worker."),
-    checkpoint_every: int = typer.Option(None, help="Checkpoint every K steps (default 50)."),
-    eval_fraction: float = typer.Option(None, help="Share of prompts held out for evaluation."),
-    threads: int = typer.Option(None, help="torch threads per worker."),
-    seed: int = typer.Option(None),
-    output_name: str = typer.Option(None, help="Register the result under this name (default: the base's)."),
     config: Path = typer.Option(None, "--config", help="JSON file with DPOConfig fields (flags win)."),
     resume: int = typer.Option(None, "--resume", help="Continue training run RUN_ID from its last checkpoint."),
+    **fields: Any,
 ) -> None:
-    """Train with DPO/IPO on a frozen snapshot and register the next policy version."""
-    from pipelines.training.dpo import DPOConfig, run_dpo
+    """Train with DPO (sigmoid/IPO/hinge/robust, RPO, LoRA) on a frozen snapshot and register the next
+    policy version; --eval-only reports TRL's metrics instead. Every DPOConfig field is a flag."""
+    from pipelines.training.config import DPOConfig
+    from pipelines.training.dpo_job import run_dpo
 
     em = connect()
     try:
-        cfg = DPOConfig.model_validate(
-            _overrides(
-                config,
-                loss_type=loss,
-                beta=beta,
-                label_smoothing=label_smoothing,
-                lr=lr,
-                epochs=epochs,
-                max_steps=max_steps,
-                batch_size=batch_size,
-                grad_accum=grad_accum,
-                num_workers=workers,
-                use_gpu=gpu,
-                checkpoint_every=checkpoint_every,
-                eval_fraction=eval_fraction,
-                threads=threads,
-                seed=seed,
-                output_name=output_name,
-            )
-        )
+        cfg = DPOConfig.model_validate(_overrides(config, **fields))
         if dataset is None and resume is None:
             raise typer.BadParameter("give a DATASET name (or --resume RUN_ID)")
         ds = em.datasets.get(dataset, dataset_version) if dataset else None
         base = em.catalog.policy(policy, policy_version) if policy else None
         res = run_dpo(em, cfg, dataset=ds, base_policy=base, resume_run_id=resume)
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    if cfg.eval_only:
+        console.print_json(json.dumps({"run_id": res.run_id, **res.summary["eval"]}))
+        return
     s = res.summary
     console.print(
         f"{cfg.algorithm}: {s['pairs']} pairs, {res.steps} steps in {s['fit_seconds']:.1f}s "
@@ -116,6 +126,19 @@ def dpo(
             f"on {s['heldout_after']['pairs']} pairs"
         )
     console.print(_summary_line(res))
+
+
+def _register_dpo() -> None:
+    from earmark.cli.common import handle_errors as _h
+    from pipelines.training.config import DPOConfig
+
+    sig = inspect.signature(dpo)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    dpo.__signature__ = sig.replace(parameters=fixed + _config_params(DPOConfig, DPO_FLAG_ALIASES))  # type: ignore[attr-defined]
+    train_app.command("dpo")(_h(dpo))
+
+
+_register_dpo()
 
 
 @train_app.command("ppo")
