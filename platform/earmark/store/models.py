@@ -18,6 +18,12 @@ from earmark.store.models_core import (
 
 __all__ = [
     "Adjudication",
+    "AppSecret",
+    "CampaignGroup",
+    "LoginThrottle",
+    "RaterGroup",
+    "RaterGroupMember",
+    "TaskSkip",
     "AuditLog",
     "Base",
     "Blob",
@@ -38,3 +44,11 @@ __all__ = [
 ]
 
 from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
+from earmark.store.models_app import (  # noqa: E402  (annotation app, issue 18)
+    AppSecret,
+    CampaignGroup,
+    LoginThrottle,
+    RaterGroup,
+    RaterGroupMember,
+    TaskSkip,
+)
