@@ -21,6 +21,7 @@ from earmark.services.datasets import DatasetService
 from earmark.services.drift import DriftService
 from earmark.services.labels import LabelService
 from earmark.services.quality import QualityService
+from earmark.services.rating import RatingService
 from earmark.services.review import ReviewService
 from earmark.services.rollouts import RolloutService
 from earmark.services.scores import ScoreService
@@ -66,6 +67,10 @@ class Earmark:
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.ctx)
+
+    @cached_property
+    def rating(self) -> RatingService:
+        return RatingService(self.ctx)
 
     @cached_property
     def review(self) -> ReviewService:

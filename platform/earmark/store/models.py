@@ -43,7 +43,6 @@ __all__ = [
     "User",
 ]
 
-from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
 from earmark.store.models_app import (  # noqa: E402  (annotation app, issue 18)
     AppSecret,
     CampaignGroup,
@@ -52,3 +51,4 @@ from earmark.store.models_app import (  # noqa: E402  (annotation app, issue 18)
     RaterGroupMember,
     TaskSkip,
 )
+from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)

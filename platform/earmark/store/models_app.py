@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from earmark.store.base import Base, created_at_column
+from earmark.store.models_annotation import Task
 from earmark.store.models_core import pk
 
 
@@ -58,3 +59,14 @@ class AppSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
+
+
+# Depth-first serving walks a campaign's unfinished slots item by item (issue 18).
+Index(
+    "ix_tasks_pending_depth",
+    Task.campaign_id,
+    Task.comparison_id,
+    Task.slot,
+    Task.id,
+    postgresql_where=text("status <> 'done'"),
+)

@@ -63,9 +63,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_app_secrets")),
     )
+    op.create_index("ix_tasks_pending_depth", "tasks", ["campaign_id", "comparison_id", "slot", "id"], unique=False,
+                    postgresql_where=sa.text("status <> 'done'"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tasks_pending_depth", table_name="tasks", postgresql_where=sa.text("status <> 'done'"))
     op.drop_table("app_secrets")
     op.drop_table("login_throttles")
     op.drop_table("task_skips")
