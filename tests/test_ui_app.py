@@ -88,6 +88,8 @@ def report_played(at: AppTest, labels: list[str] | None = None) -> AppTest:
 def answer(at: AppTest, choice: str, *, rationale: str = "B mumbles the last word") -> AppTest:
     tid = shown(at).task_id
     at.radio(key=widget_key("choice", tid)).set_value(choice)
+    if choice in ("A", "B"):  # "how much better" starts blank too
+        at.radio(key=widget_key("strength", tid)).set_value(2)
     for dim in RATING_DIMENSIONS:
         at.radio(key=widget_key(f"dim-{dim}", tid)).set_value(4)
     at.text_area(key=widget_key("rationale", tid)).input(rationale)
@@ -183,7 +185,7 @@ def test_full_rating_is_stored_in_postgres(ui) -> None:
 
     at = answer(at, "B")
     assert not at.exception and not at.error
-    assert [s.value for s in at.success] == ["Saved. Here is the next item."]
+    assert [s.value for s in at.success] == [f"Saved your answer to item #{tid}."]
     assert shown(at).task_id != tid
     with ui.session() as s:
         j = s.scalar(select(Judgment).where(Judgment.task_id == tid))
@@ -210,7 +212,7 @@ def test_every_protocol_form_submits(ui, protocol: str) -> None:
     if protocol == "mos":
         at.radio(key=widget_key("mos-A", tid)).set_value(4)
     elif protocol == "cmos":
-        at.select_slider(key=widget_key("cmos", tid)).set_value(-2)
+        at.radio(key=widget_key("cmos", tid)).set_value(-2)
     else:
         for i, label in enumerate(labels):
             at.slider(key=widget_key(f"mushra-{label}", tid)).set_value(30 * i + 10)
@@ -236,7 +238,9 @@ def test_missing_answers_are_named_and_nothing_is_stored(ui) -> None:
     at = report_played(login(app(), "rita"))
     tid = shown(at).task_id
     at.button(key=widget_key("submit", tid)).click().run()
-    assert "Please answer: which response is better" in at.error[0].value
+    errors = [e.value for e in at.error]
+    assert errors[0] == "Choose which response is better (or a tie, or both bad)."  # next to its question
+    assert "Rate prosody (1-5)." in errors and errors[-1] == "4 answer(s) missing: see the messages above."
     assert shown(at).task_id == tid
     with ui.session() as s:
         assert s.scalar(text("SELECT count(*) FROM judgments")) == 0

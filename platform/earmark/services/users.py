@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from earmark.domain.enums import Role
@@ -102,10 +102,12 @@ class UserService(Service):
 
         self.ctx.tx(write)
 
-    def authenticate(self, username: str, password: str, client: str | None = None) -> Principal:
+    def authenticate(
+        self, username: str, password: str, client: str | None = None, device: str | None = None
+    ) -> Principal:
         """Check a password, throttled in the database (shared by every app replica) per key:
 
-        - the pair (client, user name): ``login_max_failures`` misses in a row make that pair wait
+        - the pair (device, user name): ``login_max_failures`` misses in a row make that pair wait
           ``login_lockout_seconds``; a guesser on another device cannot lock a rater out;
         - the client alone (``login_max_failures_per_client`` misses across names);
         - the user name alone, at ``login_max_failures_per_client`` misses from any client (slows a
@@ -113,7 +115,8 @@ class UserService(Service):
 
         The keys are hashes of the typed name, so an unknown name is throttled exactly like a real one
         and no answer (message, code, timing) tells which names exist. Every failure is audited.
-        ``client`` is a device id or address from the edge (None from the API/CLI: one shared client)."""
+        ``client`` is the caller's address and ``device`` a per-browser id from the edge (None from the
+        API/CLI: one shared client; no device: the address stands in for it)."""
         cfg = self.ctx.settings
         generic = AuthenticationFailed("wrong username or password")
         if not username or len(username) > 200 or len(password) > 1024:
@@ -121,7 +124,7 @@ class UserService(Service):
         name = username.strip().lower()
         who = client or "unknown-client"
         keys = {
-            _throttle_key("pair", who, name): cfg.login_max_failures,
+            _throttle_key("pair", device or who, name): cfg.login_max_failures,
             _throttle_key("client", who): cfg.login_max_failures_per_client,
             _throttle_key("name", name): cfg.login_max_failures_per_client,
         }
@@ -176,7 +179,7 @@ class UserService(Service):
                     reason="bad_credentials",
                 )
                 return generic
-            pair = rows.get(_throttle_key("pair", who, name))
+            pair = rows.get(_throttle_key("pair", device or who, name))
             if pair is not None:
                 s.delete(pair)  # a success clears this device's misses for this name only
             if needs_rehash(u.password_hash or ""):
@@ -188,6 +191,21 @@ class UserService(Service):
         if isinstance(result, Exception):
             raise result
         return result
+
+    def session_key(self) -> bytes:
+        """The key that signs app session cookies: ``EARMARK_SESSION_SECRET``, else one generated once and
+        kept in the database so that every replica signs and checks with the same key."""
+        if self.ctx.settings.session_secret is not None:
+            return self.ctx.settings.session_secret.get_secret_value().encode()
+
+        def get(c) -> str:
+            c.execute(
+                text("INSERT INTO app_secrets (name, value) VALUES ('session_key', :v) ON CONFLICT DO NOTHING"),
+                {"v": secrets.token_hex(32)},
+            )
+            return c.execute(text("SELECT value FROM app_secrets WHERE name = 'session_key'")).scalar_one()
+
+        return self.ctx.connection_tx(get).encode()
 
     def import_csv(self, data: str | bytes, *, default_role: Role | str = Role.rater) -> list[UserInfo]:
         """Create users from CSV with a header ``username,password[,role][,groups]`` (groups separated by
