@@ -402,12 +402,30 @@ def test_admin_creates_user_and_campaign_and_exports(ui) -> None:
     button(at, "Create account").click().run()
     assert any("Account newbie (reviewer) created." == s.value for s in at.success)
 
+    assert at.segmented_control(key="admin-section").value == "Users"  # stays in its section after an action
+    at.segmented_control(key="admin-section").set_value("Campaigns").run()
+    at.text_input(key="camp-name").input("")  # an invalid name is reported where the admin looks
+    button(at, "Create campaign").click().run()
+    assert at.segmented_control(key="admin-section").value == "Campaigns"
+    assert any(e.value.startswith("The campaign was not created: name") for e in at.error), [e.value for e in at.error]
     at.text_input(key="camp-name").input("second round")
     at.selectbox(key="camp-protocol").set_value("mos")
     at.number_input(key="camp-overlap").set_value(2)
     button(at, "Create campaign").click().run()
     assert not at.exception and any("second round" in s.value for s in at.success)
 
+    at.segmented_control(key="admin-section").set_value("Groups").run()
+    at.text_input(key="group-name").input("night")
+    at.multiselect(key="group-members").set_value(["newbie"])
+    button(at, "Save group").click().run()
+    assert not at.exception and any("Group night has 1 members." == s.value for s in at.success)
+    at.selectbox(key="assign-campaign").set_value(camp.id)
+    at.multiselect(key="assign-groups").set_value(["night"])
+    button(at, "Assign").click().run()
+    assert at.segmented_control(key="admin-section").value == "Groups"
+    assert ui.as_principal(ADMIN).rating.campaign_groups(camp.id) == ["night"]
+
+    at.segmented_control(key="admin-section").set_value("Export").run()
     at.selectbox(key="export-campaign").set_value(camp.id)
     at.radio(key="export-format").set_value("csv")
     button(at, "Prepare export").click().run()
@@ -428,6 +446,14 @@ def test_markdown_escape_renders_user_text_literally() -> None:
 
     assert re.search(r"(?<!\\)[<>!\[\]()*$]", out) is None, out  # every special character is escaped
     assert out.endswith("  \nline2")  # line breaks survive
+
+
+def test_user_text_has_no_autolinks_and_bidi_controls_are_neutralised() -> None:
+    from annotation_ui.widgets import md_escape
+
+    out = md_escape("visit https://evil.example/login or www.evil.example, mail me@evil.example \u202eexe.txt")
+    assert "https\\:" + "\u2060" in out and "www\u2060" in out and "@\u2060" in out  # GFM autolink patterns broken
+    assert "\u202e" not in out and "\\[U\\+202E\\]" in out
 
 
 def test_ui_and_services_import_no_torch_or_ray() -> None:
