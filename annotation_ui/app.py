@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from annotation_ui import session
+from annotation_ui import browser, session
 from annotation_ui.oidc import oidc_configured, oidc_login
+from earmark.errors import StoreUnavailable
 from earmark.security import Principal
 
 st.set_page_config(page_title="earmark · annotation", page_icon="🎧", layout="wide")
@@ -44,7 +45,17 @@ def pages_for(principal: Principal) -> dict[str, list[st.Page]]:
     return sections
 
 
-auth = session.current_login()
+try:
+    auth = session.current_login()
+except StoreUnavailable as exc:
+    browser.page_support(**session.cookie_action())
+    st.error(
+        f"The preference store is unreachable ({exc.message}). Nothing can be saved or loaded right now; "
+        "this page retries when you reload it. Your answers that showed 'Saved' are stored.",
+        icon=":material/cloud_off:",
+    )
+    st.stop()
+browser.page_support(**session.cookie_action())
 if auth is None and oidc_configured():
     auth = oidc_login()
 

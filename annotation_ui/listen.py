@@ -7,9 +7,9 @@ gets the CSS class ``st-key-clip-<task>-<label>``). For each clip it reports to 
 
 - ``covered_ms``: how much of the clip's timeline has been heard, from the media element's own
   ``played`` time ranges (seeking to the end does not count as hearing the middle);
-- ``played_ms``: total listening time including replays, from the clock between the media
-  element's ``playing`` and ``pause``/``ended``/``waiting`` events, scaled by the playback rate
-  (stored as the judgment's ``listen_ms``);
+- ``played_ms``: media time heard including replays (wall clock scaled by the playback rate);
+- ``real_ms``: wall-clock listening time between ``playing`` and ``pause``/``ended``/``waiting``
+  (stored as the judgment's ``listen_ms``), and ``max_rate``, the fastest playback speed used;
 - ``ended``: whether playback reached the end at least once.
 
 It reports on pause and on end (not every tick), so a rerun never interrupts playback. A clip
@@ -34,7 +34,7 @@ export default function (component) {
   // Accumulators live on window so a re-invocation of this function (every rerun) keeps them.
   const store = (window.__earmarkListen = window.__earmarkListen || {});
   const acc = (store[prefix] = store[prefix] || {});
-  for (const l of labels) acc[l] = acc[l] || { covered: 0, played: 0, ended: false };
+  for (const l of labels) acc[l] = acc[l] || { covered: 0, played: 0, real: 0, rate: 1, ended: false };
   const covered = (a) => {
     let s = 0;
     for (let i = 0; i < a.played.length; i++) s += a.played.end(i) - a.played.start(i);
@@ -43,7 +43,8 @@ export default function (component) {
   const report = () => {
     const out = {};
     for (const l of labels) {
-      out[l] = { covered_ms: Math.round(acc[l].covered), played_ms: Math.round(acc[l].played), ended: acc[l].ended };
+      out[l] = { covered_ms: Math.round(acc[l].covered), played_ms: Math.round(acc[l].played),
+                 real_ms: Math.round(acc[l].real), max_rate: acc[l].rate, ended: acc[l].ended };
     }
     setStateValue("listened", out);
   };
@@ -55,11 +56,16 @@ export default function (component) {
       audio.dataset.earmarkTracked = prefix + l;
       let since = null;  // performance.now() when audible playback (re)started
       const stop = () => {
-        if (since !== null) acc[l].played += (performance.now() - since) * (audio.playbackRate || 1);
+        if (since !== null) {
+          const wall = performance.now() - since;
+          acc[l].played += wall * (audio.playbackRate || 1);
+          acc[l].real += wall;  // wall-clock time: 2x playback for 1 s is 1 s of listening
+        }
         since = null;
         acc[l].covered = Math.max(acc[l].covered, covered(audio));
       };
-      audio.addEventListener("playing", () => { since = performance.now(); });
+      audio.addEventListener("playing", () => { since = performance.now(); acc[l].rate = Math.max(acc[l].rate, audio.playbackRate || 1); });
+      audio.addEventListener("ratechange", () => { stop(); if (!audio.paused) since = performance.now(); acc[l].rate = Math.max(acc[l].rate, audio.playbackRate || 1); });
       audio.addEventListener("waiting", stop);  // buffering is not listening
       audio.addEventListener("timeupdate", () => { acc[l].covered = Math.max(acc[l].covered, covered(audio)); });
       audio.addEventListener("pause", () => { stop(); report(); });
@@ -102,12 +108,16 @@ def track(task_id: int, labels: list[str]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in state.items() if isinstance(v, dict)}
 
 
-def is_played(report: dict[str, Any] | None, duration_s: float | None) -> bool:
+def is_played(report: dict[str, Any] | None, duration_s: float | None, min_real_fraction: float = 0.0) -> bool:
+    """Heard: ``PLAYED_FRACTION`` of the clip's timeline covered, and at least ``min_real_fraction`` of
+    its duration in real (wall-clock) time, so 4x playback does not count as listening
+    (``EARMARK_LISTEN_MIN_REAL_FRACTION``)."""
     if not report:
         return False
     covered = float(report.get("covered_ms") or 0)
     if duration_s:
-        return covered >= PLAYED_FRACTION * duration_s * 1000
+        real = float(report.get("real_ms", report.get("played_ms")) or 0)
+        return covered >= PLAYED_FRACTION * duration_s * 1000 and real >= min_real_fraction * duration_s * 1000
     return bool(report.get("ended"))  # duration unknown: playing to the end is the only evidence
 
 
@@ -116,6 +126,15 @@ def listen_ms(reports: dict[str, dict[str, Any]], labels: list[str]) -> dict[str
     out = {}
     for label in labels:
         r = reports.get(label) or {}
-        heard = max(float(r.get("played_ms") or 0), float(r.get("covered_ms") or 0))
+        heard = float(r.get("real_ms") if r.get("real_ms") is not None else r.get("played_ms") or 0)
         out[label] = int(min(3_600_000, max(0.0, heard)))
+    return out
+
+
+def playback_rates(reports: dict[str, dict[str, Any]], labels: list[str]) -> dict[str, float]:
+    """The highest playback speed the rater used per clip (1.0 = normal), stored with the judgment."""
+    out = {}
+    for label in labels:
+        rate = (reports.get(label) or {}).get("max_rate")
+        out[label] = round(min(16.0, max(0.0625, float(rate))), 3) if rate else 1.0
     return out

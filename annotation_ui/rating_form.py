@@ -3,14 +3,16 @@
 (A timeline task's events are marked in ``annotation_ui.timeline`` above this form and sent with it.)
 
 One ``st.form`` per task (widget keys carry the task id, so the next item starts blank and a
-refused submit keeps what the rater entered). Choice questions start unanswered: a preselected
-option would bias lazy raters toward it. The whole form is keyboard-operable: Tab between
-questions, arrow keys within a radio group, Enter (or Ctrl+Enter in the rationale) submits.
+refused submit keeps what the rater entered). Every question starts unanswered (a preselected
+option would bias lazy raters toward it), except MUSHRA's sliders, which have no empty state. The
+answer is read from the widgets' session state (``collect``), so the Submit button's callback saves
+it before the one rerun that shows the next item; a missing answer is reported next to its question.
+Keyboard: one-key shortcuts (``annotation_ui.browser.hotkeys``), Tab and arrows, Ctrl+Enter submits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -34,25 +36,78 @@ CMOS_LABELS = {
 DIM_LABELS = {1: "1", 2: "2", 3: "3", 4: "4", 5: "5"}
 
 
-@dataclass
-class FormOutcome:
-    submitted: bool = False
-    answer: dict[str, Any] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-
 def widget_key(name: str, task_id: int) -> str:
     return f"{name}-{task_id}"
 
 
-def _protocol_questions(item: RaterItem) -> tuple[dict[str, Any], list[str]]:
+def _v(name: str, task_id: int) -> Any:
+    return st.session_state.get(widget_key(name, task_id))
+
+
+def dimensions_of(item: RaterItem) -> list[str]:
+    return [d for d in item.dimensions if d in DIMENSION_TITLE]
+
+
+def collect(item: RaterItem) -> tuple[dict[str, Any], dict[str, str]]:
+    """The answer as the widgets hold it now, in presentation order, and what is missing, keyed by
+    the question it belongs to (``choice``, ``strength``, ``mos-A``, ``dim-prosody``...)."""
     k = item.task_id
     labels = [s.label for s in item.stimuli]
     answer: dict[str, Any] = {}
-    missing: list[str] = []
+    missing: dict[str, str] = {}
     if item.protocol == "pairwise":
-        st.markdown("**Which response is better overall?**")
-        choice = st.radio(
+        choice = _v("choice", k)
+        if choice is None:
+            missing["choice"] = "Choose which response is better (or a tie, or both bad)."
+        else:
+            answer["choice"] = choice
+            if choice in ("A", "B"):
+                strength = _v("strength", k)
+                if strength is None:
+                    missing["strength"] = f"Say how much better {choice} is."
+                else:
+                    answer["strength"] = int(strength)
+    elif item.protocol == "cmos":
+        v = _v("cmos", k)
+        if v is None:
+            missing["cmos"] = "Compare B with A."
+        else:
+            answer["cmos"] = int(v)
+    elif item.protocol == "mos":
+        scores = []
+        for label in labels:
+            v = _v(f"mos-{label}", k)
+            if v is None:
+                missing[f"mos-{label}"] = f"Rate the quality of clip {label}."
+            scores.append(v)
+        answer["mos"] = scores
+    elif item.protocol == "mushra":
+        answer["mushra"] = [
+            int(_v(f"mushra-{label}", k) if _v(f"mushra-{label}", k) is not None else 50) for label in labels
+        ]
+    ratings = {}
+    for dim in dimensions_of(item):
+        v = _v(f"dim-{dim}", k)
+        if v is None:
+            missing[f"dim-{dim}"] = f"Rate {DIMENSION_TITLE[dim].lower()} (1-5)."
+        else:
+            ratings[dim] = int(v)
+    answer["ratings"] = ratings
+    answer["rationale"] = _v("rationale", k) or ""
+    return answer, missing
+
+
+def _error(errors: dict[str, str], key: str) -> None:
+    if key in errors:
+        st.error(errors[key], icon=":material/error:")
+
+
+def _protocol_questions(item: RaterItem, errors: dict[str, str]) -> None:
+    k = item.task_id
+    labels = [s.label for s in item.stimuli]
+    if item.protocol == "pairwise":
+        st.markdown("**Which response is better overall?** · keys A, B, T (about the same), X (both bad)")
+        st.radio(
             "Which response is better overall?",
             list(CHOICE_LABELS),
             index=None,
@@ -61,49 +116,40 @@ def _protocol_questions(item: RaterItem) -> tuple[dict[str, Any], list[str]]:
             key=widget_key("choice", k),
             label_visibility="collapsed",
         )
-        strength = st.select_slider(
-            "How much better?",
-            options=list(STRENGTH_LABELS),
-            value=2,
+        _error(errors, "choice")
+        st.radio(
+            "How much better? (only when you pick A or B) · keys S, C, M",
+            list(STRENGTH_LABELS),
+            index=None,
+            horizontal=True,
             format_func=STRENGTH_LABELS.get,
             key=widget_key("strength", k),
-            help="Only counts when you pick A or B.",
         )
-        if choice is None:
-            missing.append("which response is better")
-        else:
-            answer["choice"] = choice
-            if choice in ("A", "B"):
-                answer["strength"] = int(strength)
+        _error(errors, "strength")
     elif item.protocol == "cmos":
         st.markdown("**Compare B with A**")
-        answer["cmos"] = int(
-            st.select_slider(
-                "Compare B with A",
-                options=list(CMOS_LABELS),
-                value=0,
-                format_func=CMOS_LABELS.get,
-                key=widget_key("cmos", k),
-                label_visibility="collapsed",
-            )
+        st.radio(
+            "Compare B with A",
+            list(CMOS_LABELS),
+            index=None,
+            horizontal=True,
+            format_func=CMOS_LABELS.get,
+            key=widget_key("cmos", k),
+            label_visibility="collapsed",
         )
+        _error(errors, "cmos")
     elif item.protocol == "mos":
         st.markdown("**Overall quality** (ITU-T P.800 absolute category rating)")
-        cols = st.columns(len(labels))
-        scores = []
-        for col, label in zip(cols, labels):
+        for col, label in zip(st.columns(len(labels)), labels):
             with col:
-                v = st.radio(
+                st.radio(
                     f"Clip {label}",
                     list(ACR_LABELS),
                     index=None,
                     format_func=ACR_LABELS.get,
                     key=widget_key(f"mos-{label}", k),
                 )
-            scores.append(v)
-            if v is None:
-                missing.append(f"the quality of clip {label}")
-        answer["mos"] = scores
+                _error(errors, f"mos-{label}")
     elif item.protocol == "mushra":
         if item.reference is not None:  # BS.1534: graded against the open reference, 100 = indistinguishable
             st.markdown(
@@ -112,30 +158,24 @@ def _protocol_questions(item: RaterItem) -> tuple[dict[str, Any], list[str]]:
             )
         else:
             st.markdown("**Score every clip from 0 (bad) to 100 (excellent)**.")
-        cols = st.columns(len(labels))
-        answer["mushra"] = [
-            int(col.slider(f"Clip {label}", 0, 100, 50, key=widget_key(f"mushra-{label}", k)))
-            for col, label in zip(cols, labels)
-        ]
-    return answer, missing
+        for col, label in zip(st.columns(len(labels)), labels):
+            col.slider(f"Clip {label}", 0, 100, 50, key=widget_key(f"mushra-{label}", k))
 
 
-def _dimension_questions(item: RaterItem) -> tuple[dict[str, int], list[str]]:
-    dims = [d for d in item.dimensions if d in DIMENSION_TITLE]
+def _dimension_questions(item: RaterItem, errors: dict[str, str]) -> None:
+    dims = dimensions_of(item)
     if not dims:
-        return {}, []
+        return
     target = {
         "pairwise": "the response you preferred (for a tie or both bad: the pair as a whole)",
         "cmos": "the response you preferred (if equal: the pair as a whole)",
         "mushra": "the clip you scored highest",
         "timeline": "the assistant in this session",
     }.get(item.protocol, "the response")
-    st.markdown(f"**Rate {target}** · 1 = poor, 5 = excellent")
-    ratings: dict[str, int] = {}
-    missing: list[str] = []
+    st.markdown(f"**Rate {target}** · 1 = poor, 5 = excellent · keys 1-5 fill the next unanswered one")
     for col, dim in zip(st.columns(len(dims)), dims):
         with col:
-            v = st.radio(
+            st.radio(
                 DIMENSION_TITLE[dim],
                 list(DIM_LABELS),
                 index=None,
@@ -143,37 +183,32 @@ def _dimension_questions(item: RaterItem) -> tuple[dict[str, int], list[str]]:
                 help=DIMENSION_HELP[dim],
                 key=widget_key(f"dim-{dim}", item.task_id),
             )
-        if v is None:
-            missing.append(f"{DIMENSION_TITLE[dim].lower()}")
-        else:
-            ratings[dim] = int(v)
-    return ratings, missing
+            _error(errors, f"dim-{dim}")
 
 
-def rating_form(item: RaterItem, unplayed: list[str]) -> FormOutcome:
-    """Render the form; on submit, the answer in presentation order plus anything left unanswered."""
+def rating_form(
+    item: RaterItem, unplayed: list[str], errors: dict[str, str], on_submit: Callable[[], None], unplayed_note: str
+) -> None:
+    """Render the form; ``on_submit`` runs (as the button's callback, before the rerun) on Submit."""
     with st.form(widget_key("rate", item.task_id), border=True):
-        answer, missing = _protocol_questions(item)
-        ratings, missing_dims = _dimension_questions(item)
-        answer["ratings"] = ratings
-        answer["rationale"] = (
-            st.text_area(
-                "Why? (optional, one sentence is enough)",
-                max_chars=Limits.MAX_RATIONALE_CHARS,
-                height=80,
-                placeholder="What made the difference: a mispronounced word, flat intonation, off-persona tone…",
-                key=widget_key("rationale", item.task_id),
-            )
-            or ""
+        _protocol_questions(item, errors)
+        _dimension_questions(item, errors)
+        st.text_area(
+            "Why? (optional, one sentence is enough)",
+            max_chars=Limits.MAX_RATIONALE_CHARS,
+            height=80,
+            placeholder="What made the difference: a mispronounced word, flat intonation, off-persona tone…",
+            key=widget_key("rationale", item.task_id),
         )
+        _error(errors, "submit")
         ready = not unplayed
-        submitted = st.form_submit_button(
-            "Submit", type="primary", disabled=not ready, shortcut="Ctrl+Enter", key=widget_key("submit", item.task_id)
+        st.form_submit_button(
+            "Submit",
+            type="primary",
+            disabled=not ready,
+            shortcut="Ctrl+Enter",
+            key=widget_key("submit", item.task_id),
+            on_click=on_submit,
         )
         if not ready:
-            st.caption(
-                "Play the whole session (or both tracks) to the end to enable Submit."
-                if item.protocol == "timeline"
-                else f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit."
-            )
-    return FormOutcome(bool(submitted), answer, missing + [f"a {d} rating" for d in missing_dims])
+            st.caption(unplayed_note)

@@ -8,6 +8,10 @@ user's navigation is refused even if a session reaches it another way.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +27,8 @@ from earmark.security import PERMISSIONS, Principal
 
 AUTH_KEY = "auth"
 FLASH_KEY = "flash"
+COOKIE_KEY = "_session_cookie"  # what page_support should do with the cookie on this run
+RESTORED_KEY = "restored"  # set when this browser session's login came back from the cookie
 
 
 @st.cache_resource(show_spinner="Connecting to the preference store…", on_release=lambda em: em.close())
@@ -50,8 +56,67 @@ class Login:
     via: str  # "password" or "oidc"
 
 
+@st.cache_resource(show_spinner=False)
+def _signing_key(database_url: str | None) -> bytes:
+    return client().users.session_key()
+
+
+def _key() -> bytes:
+    cfg = settings()
+    return _signing_key(cfg.database_url.get_secret_value() if cfg.database_url else None)
+
+
+def sign_session(principal: Principal, login_at: float, ttl: int) -> str:
+    """``<payload>.<hmac>``: user id, name and expiry, signed with the replicas' shared key."""
+    payload = base64.urlsafe_b64encode(
+        json.dumps({"u": principal.user_id, "n": principal.username, "t": login_at, "e": login_at + ttl}).encode()
+    ).decode()
+    mac = hmac.new(_key(), payload.encode(), hashlib.sha256).hexdigest()
+    return f"{payload}.{mac}"
+
+
+def verify_session(token: str) -> tuple[int, str, float] | None:
+    """(user id, user name, login time) of a valid, unexpired token; None otherwise."""
+    try:
+        payload, mac = token.rsplit(".", 1)
+        if not hmac.compare_digest(hmac.new(_key(), payload.encode(), hashlib.sha256).hexdigest(), mac):
+            return None
+        data = json.loads(base64.urlsafe_b64decode(payload.encode()))
+        if float(data["e"]) < time.time():
+            return None
+        return int(data["u"]), str(data["n"]), float(data["t"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def login(principal: Principal, via: str = "password") -> None:
-    st.session_state[AUTH_KEY] = Login(principal, time.time(), via)
+    now = time.time()
+    st.session_state[AUTH_KEY] = Login(principal, now, via)
+    if via == "password":
+        st.session_state[COOKIE_KEY] = {"set_session": sign_session(principal, now, settings().session_ttl_seconds)}
+
+
+def cookie_action() -> dict:
+    """What ``browser.page_support`` should do with the session cookie on this run (once)."""
+    action = st.session_state.pop(COOKIE_KEY, None) or {}
+    return {**action, "max_age": settings().session_ttl_seconds}
+
+
+def client_address() -> str | None:
+    """The caller's address for throttling; X-Forwarded-For's first hop only when EARMARK_TRUST_FORWARDED_FOR."""
+    if settings().trust_forwarded_for:
+        fwd = st.context.headers.get("X-Forwarded-For")
+        if isinstance(fwd, str) and fwd.split(",")[0].strip():
+            return fwd.split(",")[0].strip()[:64]
+    ip = st.context.ip_address
+    return ip if isinstance(ip, str) else None
+
+
+def device_id() -> str | None:
+    from annotation_ui.browser import DEVICE_COOKIE
+
+    v = st.context.cookies.get(DEVICE_COOKIE)
+    return v[:64] if isinstance(v, str) and v else None
 
 
 def logout(message: str | None = None) -> None:
@@ -66,7 +131,15 @@ def logout(message: str | None = None) -> None:
                 tasks.release(lease.task_id, lease.lease_token)
         except EarmarkError:
             pass  # they lapse on their own within lease_seconds
+    from annotation_ui.browser import SESSION_COOKIE
+
     st.session_state.clear()
+    st.session_state[COOKIE_KEY] = {"clear_session": True}
+    token = st.context.cookies.get(SESSION_COOKIE)
+    if (
+        isinstance(token, str) and token
+    ):  # this connection still carries the cookie it opened with: do not log back in from it
+        st.session_state["_cookie_rejected"] = token
     if message:
         flash("info", message)
 
@@ -75,7 +148,9 @@ def current_login() -> Login | None:
     """The session's login, or None when absent, expired, deactivated or changed role."""
     auth: Login | None = st.session_state.get(AUTH_KEY)
     if auth is None:
-        return None
+        auth = _from_cookie()
+        if auth is None:
+            return None
     ttl = settings().session_ttl_seconds
     if time.time() - auth.login_at > ttl:
         logout(f"Your session expired after {ttl // 60} minutes; log in again.")
@@ -88,6 +163,28 @@ def current_login() -> Login | None:
     if info.role != auth.principal.role:
         auth = Login(Principal(info.id, info.username, info.role), auth.login_at, auth.via)
         st.session_state[AUTH_KEY] = auth
+    return auth
+
+
+def _from_cookie() -> Login | None:
+    """A reload (or a restarted replica) starts a new Streamlit session: the signed cookie logs back in."""
+    from annotation_ui.browser import SESSION_COOKIE
+
+    token = st.context.cookies.get(SESSION_COOKIE)
+    if not isinstance(token, str) or not token or st.session_state.get("_cookie_rejected") == token:
+        return None
+    found = verify_session(token)
+    if found is None:
+        st.session_state["_cookie_rejected"] = token
+        return None
+    user_id, username, login_at = found
+    info = client().users.find(username)
+    if info is None or info.id != user_id:
+        st.session_state["_cookie_rejected"] = token
+        return None
+    auth = Login(Principal(info.id, info.username, info.role), login_at, "cookie")
+    st.session_state[AUTH_KEY] = auth
+    st.session_state[RESTORED_KEY] = True
     return auth
 
 

@@ -23,9 +23,24 @@ DIMENSION_HELP = {
 DIMENSION_TITLE = {"prosody": "Prosody", "persona_consistency": "Persona consistency", "correctness": "Correctness"}
 
 
+# Bidirectional controls (LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI, LRM, RLM, ALM) can reverse how
+# text reads ("exe.txt" shown as "txt.exe"): shown as visible tags instead of being obeyed.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# GFM turns bare URLs, www. names and e-mail addresses into links: a word joiner (U+2060, invisible)
+# after the scheme's colon, the "www" and the "@" breaks the pattern without changing what is read.
+_AUTOLINK = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]{1,20}:(?=//)|\bwww(?=\.)|@(?=\w))")
+
+
+def neutralize(text: Any) -> str:
+    """User text made inert for display: bidi controls visible as ``[U+202E]``, no autolinks."""
+    s = _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", str(text if text is not None else ""))
+    return _AUTOLINK.sub(lambda m: m.group() + "\u2060", s)
+
+
 def md_escape(text: Any) -> str:
-    """Escape Markdown (and the HTML-ish characters) so user text renders literally; keep line breaks."""
-    s = _MD_SPECIAL.sub(r"\\\1", str(text if text is not None else ""))
+    """Escape Markdown (and the HTML-ish characters) so user text renders literally, never as a link,
+    with bidi controls neutralised; keep line breaks."""
+    s = _MD_SPECIAL.sub(r"\\\1", neutralize(text))
     return s.replace("\r\n", "\n").replace("\n", "  \n")
 
 

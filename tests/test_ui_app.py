@@ -88,6 +88,8 @@ def report_played(at: AppTest, labels: list[str] | None = None) -> AppTest:
 def answer(at: AppTest, choice: str, *, rationale: str = "B mumbles the last word") -> AppTest:
     tid = shown(at).task_id
     at.radio(key=widget_key("choice", tid)).set_value(choice)
+    if choice in ("A", "B"):  # "how much better" starts blank too
+        at.radio(key=widget_key("strength", tid)).set_value(2)
     for dim in RATING_DIMENSIONS:
         at.radio(key=widget_key(f"dim-{dim}", tid)).set_value(4)
     at.text_area(key=widget_key("rationale", tid)).input(rationale)
@@ -183,7 +185,7 @@ def test_full_rating_is_stored_in_postgres(ui) -> None:
 
     at = answer(at, "B")
     assert not at.exception and not at.error
-    assert [s.value for s in at.success] == ["Saved. Here is the next item."]
+    assert [s.value for s in at.success] == [f"Saved your answer to item #{tid}."]
     assert shown(at).task_id != tid
     with ui.session() as s:
         j = s.scalar(select(Judgment).where(Judgment.task_id == tid))
@@ -210,7 +212,7 @@ def test_every_protocol_form_submits(ui, protocol: str) -> None:
     if protocol == "mos":
         at.radio(key=widget_key("mos-A", tid)).set_value(4)
     elif protocol == "cmos":
-        at.select_slider(key=widget_key("cmos", tid)).set_value(-2)
+        at.radio(key=widget_key("cmos", tid)).set_value(-2)
     else:
         for i, label in enumerate(labels):
             at.slider(key=widget_key(f"mushra-{label}", tid)).set_value(30 * i + 10)
@@ -236,7 +238,9 @@ def test_missing_answers_are_named_and_nothing_is_stored(ui) -> None:
     at = report_played(login(app(), "rita"))
     tid = shown(at).task_id
     at.button(key=widget_key("submit", tid)).click().run()
-    assert "Please answer: which response is better" in at.error[0].value
+    errors = [e.value for e in at.error]
+    assert errors[0] == "Choose which response is better (or a tie, or both bad)."  # next to its question
+    assert "Rate prosody (1-5)." in errors and errors[-1] == "4 answer(s) missing: see the messages above."
     assert shown(at).task_id == tid
     with ui.session() as s:
         assert s.scalar(text("SELECT count(*) FROM judgments")) == 0
@@ -398,12 +402,30 @@ def test_admin_creates_user_and_campaign_and_exports(ui) -> None:
     button(at, "Create account").click().run()
     assert any("Account newbie (reviewer) created." == s.value for s in at.success)
 
+    assert at.segmented_control(key="admin-section").value == "Users"  # stays in its section after an action
+    at.segmented_control(key="admin-section").set_value("Campaigns").run()
+    at.text_input(key="camp-name").input("")  # an invalid name is reported where the admin looks
+    button(at, "Create campaign").click().run()
+    assert at.segmented_control(key="admin-section").value == "Campaigns"
+    assert any(e.value.startswith("The campaign was not created: name") for e in at.error), [e.value for e in at.error]
     at.text_input(key="camp-name").input("second round")
     at.selectbox(key="camp-protocol").set_value("mos")
     at.number_input(key="camp-overlap").set_value(2)
     button(at, "Create campaign").click().run()
     assert not at.exception and any("second round" in s.value for s in at.success)
 
+    at.segmented_control(key="admin-section").set_value("Groups").run()
+    at.text_input(key="group-name").input("night")
+    at.multiselect(key="group-members").set_value(["newbie"])
+    button(at, "Save group").click().run()
+    assert not at.exception and any("Group night has 1 members." == s.value for s in at.success)
+    at.selectbox(key="assign-campaign").set_value(camp.id)
+    at.multiselect(key="assign-groups").set_value(["night"])
+    button(at, "Assign").click().run()
+    assert at.segmented_control(key="admin-section").value == "Groups"
+    assert ui.as_principal(ADMIN).rating.campaign_groups(camp.id) == ["night"]
+
+    at.segmented_control(key="admin-section").set_value("Export").run()
     at.selectbox(key="export-campaign").set_value(camp.id)
     at.radio(key="export-format").set_value("csv")
     button(at, "Prepare export").click().run()
@@ -424,6 +446,14 @@ def test_markdown_escape_renders_user_text_literally() -> None:
 
     assert re.search(r"(?<!\\)[<>!\[\]()*$]", out) is None, out  # every special character is escaped
     assert out.endswith("  \nline2")  # line breaks survive
+
+
+def test_user_text_has_no_autolinks_and_bidi_controls_are_neutralised() -> None:
+    from annotation_ui.widgets import md_escape
+
+    out = md_escape("visit https://evil.example/login or www.evil.example, mail me@evil.example \u202eexe.txt")
+    assert "https\\:" + "\u2060" in out and "www\u2060" in out and "@\u2060" in out  # GFM autolink patterns broken
+    assert "\u202e" not in out and "\\[U\\+202E\\]" in out
 
 
 def test_ui_and_services_import_no_torch_or_ray() -> None:

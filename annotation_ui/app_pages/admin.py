@@ -1,5 +1,8 @@
-"""Admin: accounts, campaigns, progress and exports. Every action goes through a service that
-checks the role and writes an audit-log row."""
+"""Admin: accounts (with CSV import), rater groups, campaigns, progress and exports. Every action goes
+through a service that checks the role and writes an audit-log row.
+
+Sections are a segmented control with a session-state key (not ``st.tabs``), so the page stays in
+the section where an action happened and every message stays in sight."""
 
 from __future__ import annotations
 
@@ -17,9 +20,13 @@ from earmark.services.review import EXPORT_FORMATS
 principal, em = session.page_guard("users.manage")
 st.title("Admin")
 session.show_flashes()
-users_tab, campaigns_tab, progress_tab, export_tab = st.tabs(["Users", "Campaigns", "Progress", "Export"])
+SECTIONS = ["Users", "Groups", "Campaigns", "Progress", "Export"]
+section = (
+    st.segmented_control("Section", SECTIONS, default="Users", key="admin-section", label_visibility="collapsed")
+    or "Users"
+)
 
-with users_tab:
+if section == "Users":
     users = em.users.list()
     st.dataframe(
         pd.DataFrame(
@@ -49,6 +56,23 @@ with users_tab:
                 session.flash("success", f"Account {info.username} ({info.role.value}) created.")
                 st.rerun()
     with right:
+        with st.form("import-users", clear_on_submit=False):
+            st.markdown("**Import accounts from CSV**")
+            st.caption(
+                "Header `username,password[,role][,groups]`; role defaults to rater; groups separated by `;`. "
+                "All rows are checked first: nothing is created if one is wrong."
+            )
+            upload = st.file_uploader("CSV file", type=["csv"], key="import-file")
+            if st.form_submit_button("Import"):
+                if upload is None:
+                    st.error("Choose a CSV file first.")
+                else:
+                    with session.service_errors("import the accounts"):
+                        made = em.users.import_csv(upload.getvalue())
+                        session.flash(
+                            "success", f"Imported {len(made)} accounts: {', '.join(u.username for u in made)}."
+                        )
+                        st.rerun()
         st.markdown("**Activate or deactivate**")
         others = [u for u in users if u.id != principal.user_id]  # locking yourself out helps no one
         if others:
@@ -68,7 +92,54 @@ with users_tab:
                     session.flash("success", f"{target.username} is now {'inactive' if target.active else 'active'}.")
                     st.rerun()
 
-with campaigns_tab:
+if section == "Groups":
+    groups = em.rating.groups()
+    camp_names = {c.id: c.name for c in em.campaigns.list()}
+    if groups:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "group": g.name,
+                        "members": ", ".join(g.members),
+                        "campaigns": ", ".join(camp_names.get(c, str(c)) for c in g.campaigns),
+                    }
+                    for g in groups
+                ]
+            ),
+            hide_index=True,
+        )
+    else:
+        st.info("No rater groups yet. A campaign without groups is served to every rater.")
+    left, right = st.columns(2, gap="large")
+    with left, st.form("group-members"):
+        st.markdown("**Group members** (creates the group if new)")
+        gname = st.text_input("Group name", key="group-name")
+        all_users = [u.username for u in em.users.list() if u.active]
+        members = st.multiselect("Members", all_users, key="group-members")
+        if st.form_submit_button("Save group", type="primary"):
+            with session.service_errors("save the group"):
+                em.rating.set_members(gname, members)
+                session.flash("success", f"Group {gname.strip()} has {len(members)} members.")
+                st.rerun()
+    with right:
+        if camp_names:
+            with st.form("campaign-groups"):
+                st.markdown("**Assign a campaign to groups** (none = every rater)")
+                acid = st.selectbox("Campaign", list(camp_names), format_func=camp_names.get, key="assign-campaign")
+                chosen = st.multiselect("Groups", [g.name for g in groups], key="assign-groups")
+                if st.form_submit_button("Assign"):
+                    with session.service_errors("assign the campaign"):
+                        em.rating.assign_campaign(acid, chosen)
+                        session.flash(
+                            "success",
+                            f"{camp_names[acid]} is served to "
+                            + (", ".join(chosen) if chosen else "every rater")
+                            + ".",
+                        )
+                        st.rerun()
+
+if section == "Campaigns":
     campaigns = em.campaigns.list()
     if campaigns:
         st.dataframe(
@@ -156,14 +227,15 @@ with campaigns_tab:
                 )
             except ValidationError as exc:
                 err = exc.errors()[0]
-                st.error(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+                field_name = ".".join(map(str, err["loc"])) or "campaign"
+                st.error(f"The campaign was not created: {field_name}: {err['msg']}. Fix it and press Create again.")
             else:
                 with session.service_errors("create the campaign"):
                     camp = em.campaigns.create(spec)
                     session.flash("success", f"Campaign {camp.name} created and open for rating.")
                     st.rerun()
 
-with progress_tab:
+if section == "Progress":
     campaigns = em.campaigns.list()
     if not campaigns:
         st.info("No campaigns yet.")
@@ -196,7 +268,7 @@ with progress_tab:
                     hide_index=True,
                 )
 
-with export_tab:
+if section == "Export":
     campaigns = em.campaigns.list()
     if campaigns:
         export_by_id = {c.id: c for c in campaigns}

@@ -19,10 +19,12 @@ with middle:
         submitted = st.form_submit_button("Log in", type="primary", width="stretch")
     if submitted:
         try:
-            principal = session.client().users.authenticate((username or "").strip(), password or "")
+            principal = session.client().users.authenticate(
+                (username or "").strip(), password or "", client=session.client_address(), device=session.device_id()
+            )
         except AuthenticationFailed as exc:
             if exc.code == "login_throttled":
-                st.error(f"Account temporarily locked: {exc.message}.")
+                st.error(f"Login paused: {exc.message}.")
             else:
                 st.error("Wrong username or password.")
         except StoreUnavailable as exc:

@@ -24,6 +24,7 @@ from earmark.services.drift import DriftService
 from earmark.services.interchange import InterchangeService
 from earmark.services.labels import LabelService
 from earmark.services.quality import QualityService
+from earmark.services.rating import RatingService
 from earmark.services.review import ReviewService
 from earmark.services.rollouts import RolloutService
 from earmark.services.scores import ScoreService
@@ -79,6 +80,10 @@ class Earmark:
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.ctx)
+
+    @cached_property
+    def rating(self) -> RatingService:
+        return RatingService(self.ctx)
 
     @cached_property
     def review(self) -> ReviewService:

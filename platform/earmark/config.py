@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -53,13 +54,55 @@ class Settings(BaseSettings):
         description="Annotation task lease length; a heartbeat renews it while the rater works.",
     )
     login_max_failures: int = Field(
-        default=5, ge=1, le=100, description="Failed logins in a row before an account is throttled."
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed logins in a row for one user name from one client (device or address) before that pair waits.",
     )
     login_lockout_seconds: int = Field(
-        default=300, ge=1, le=86400, description="How long a throttled account must wait before retrying."
+        default=300,
+        ge=1,
+        le=86400,
+        description="How long a throttled client (for one name, or for all names) must wait before retrying.",
     )
     session_ttl_seconds: int = Field(
         default=8 * 3600, ge=60, description="How long an annotation app login stays valid."
+    )
+    serving_order: Literal["depth_first", "breadth_first"] = Field(
+        default="depth_first",
+        description=(
+            "Order in which annotation slots are served: depth_first finishes an item's k judgments before "
+            "opening new items; breadth_first gives every item its first judgment before any gets a second."
+        ),
+    )
+    listen_min_real_fraction: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Minimum real (wall-clock) listening time per clip as a fraction of its duration before a rater may "
+            "submit; 1.0 forbids any speed-up, 0.5 allows 2x playback, 0 turns the rule off."
+        ),
+    )
+    trust_forwarded_for: bool = Field(
+        default=False,
+        description=(
+            "Take the client address for login throttling from X-Forwarded-For (set only behind a proxy that "
+            "overwrites that header, such as the ingress of infra/k8s)."
+        ),
+    )
+    login_max_failures_per_client: int = Field(
+        default=30,
+        ge=1,
+        le=10000,
+        description="Failed logins from one client (device cookie or address) across all names before it waits.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key that signs the annotation app's session cookie; every replica must share it. Unset: a random key "
+            "is generated once and kept in the database (table app_secrets), which all replicas read."
+        ),
     )
     log_level: str = Field(default="INFO", description="Python logging level for earmark loggers.")
 

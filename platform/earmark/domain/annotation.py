@@ -61,6 +61,9 @@ class JudgmentSubmit(BaseModel):
     )
     rationale: str = Field(default="", max_length=Limits.MAX_RATIONALE_CHARS)
     listen_ms: dict[str, int] = Field(default_factory=dict, description="milliseconds played per stimulus label")
+    playback_rate: dict[str, float] = Field(
+        default_factory=dict, description="highest playback speed used per stimulus label (1.0 = normal)"
+    )
     events: list[TimelineEvent] = Field(default_factory=list, max_length=200)
 
     @field_validator("ratings")
@@ -98,6 +101,8 @@ class JudgmentSubmit(BaseModel):
     def _listen(self) -> JudgmentSubmit:
         if any(ms < 0 or ms > 3_600_000 for ms in self.listen_ms.values()):
             raise ValueError("listen_ms values must be 0-3,600,000 ms")
+        if any(not 0.0 < r <= 16.0 for r in self.playback_rate.values()):
+            raise ValueError("playback_rate values must be above 0 and at most 16")
         return self
 
 

@@ -89,12 +89,16 @@ class RaterItem:
 # One statement per call, run on its own (autocommit: a statement is atomic): the rater's live
 # leases in this open campaign, plus one new lease when they hold fewer than :want. The new one is
 # the lowest open slot (items complete before new ones start) whose item this rater has not judged
-# or held, skipping rows other raters are locking; the order in which its stimuli are shown (blind
+# or held or skipped, in the configured serving order, skipping rows other raters are locking; a
+# campaign assigned to rater groups serves only their members; the order in which its stimuli are shown (blind
 # A/B) is randomized and recorded on the task. The order covers the rollouts and any planted
 # stimuli (MUSHRA hidden reference and anchor), so those land at random positions too.
-CLAIM_SQL = text("""
+_CLAIM_SQL = """
 WITH camp AS (
   SELECT id FROM campaigns WHERE id = :c AND status = 'open'
+    AND (NOT EXISTS (SELECT 1 FROM campaign_groups g WHERE g.campaign_id = :c)
+         OR EXISTS (SELECT 1 FROM campaign_groups g JOIN rater_group_members m ON m.group_id = g.group_id
+                    WHERE g.campaign_id = :c AND m.user_id = :r))
 ), held AS (
   SELECT t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
   FROM tasks t JOIN camp ON camp.id = t.campaign_id
@@ -105,7 +109,8 @@ WITH camp AS (
     AND (t.status = 'open' OR t.lease_expires_at <= now())
     AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.comparison_id = t.comparison_id AND j.rater_id = :r)
     AND t.comparison_id NOT IN (SELECT comparison_id FROM held)
-  ORDER BY t.slot, t.id
+    AND NOT EXISTS (SELECT 1 FROM task_skips s WHERE s.rater_id = :r AND s.comparison_id = t.comparison_id)
+  ORDER BY {order}
   LIMIT (CASE WHEN (SELECT count(*) FROM held) < :want THEN 1 ELSE 0 END)
   FOR UPDATE OF t SKIP LOCKED
 ), claimed AS (
@@ -120,7 +125,14 @@ WITH camp AS (
   RETURNING t.id, t.lease_token, t.lease_expires_at, t.comparison_id, t.campaign_id, t.presentation
 )
 SELECT * FROM held UNION ALL SELECT * FROM claimed ORDER BY lease_expires_at
-""")
+"""
+# Serving order (EARMARK_SERVING_ORDER): depth-first finishes an item's k slots before opening the
+# next item; breadth-first gives every item its first judgment before any gets its second.
+CLAIM_SQL_BY_ORDER = {
+    "depth_first": text(_CLAIM_SQL.replace("{order}", "t.comparison_id, t.slot, t.id")),
+    "breadth_first": text(_CLAIM_SQL.replace("{order}", "t.slot, t.id")),
+}
+CLAIM_SQL = CLAIM_SQL_BY_ORDER["depth_first"]
 # Everything a rater's view of an item needs, in one read, and only while the caller holds the lease.
 ITEM_SQL = text("""
 SELECT t.id, t.lease_token, t.lease_expires_at, c.rollout_ids, c.reason, k.protocol, k.dimensions, k.instructions,
@@ -178,12 +190,13 @@ class TaskService(Service):
         self.ctx.require("tasks.rate")
         rater = self.ctx.principal.user_id
         lease_s = self.ctx.settings.lease_seconds
+        claim_sql = CLAIM_SQL_BY_ORDER[self.ctx.settings.serving_order]
 
         def one(c: Connection) -> list[Lease]:
             return [
                 Lease(r[0], r[1], r[2], r[3], r[4], list(r[5]["order"]))
                 for r in c.execute(
-                    CLAIM_SQL, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want}
+                    claim_sql, {"c": campaign_id, "r": rater, "token": uuid.uuid4(), "lease_s": lease_s, "want": want}
                 )
             ]
 
@@ -410,7 +423,7 @@ class TaskService(Service):
                         "is_gold": row.is_gold,
                         "gold": gold,
                         "late": late,
-                        "audit": json.dumps({"task_id": task_id, "late": late}),
+                        "audit": json.dumps({"task_id": task_id, "late": late, "playback_rate": sub.playback_rate}),
                     },
                 ).scalar_one()
             except IntegrityError:

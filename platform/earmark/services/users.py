@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from earmark.domain.enums import Role
 from earmark.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from earmark.security import Principal, hash_password, needs_rehash, verify_password
+from earmark.security import MIN_PASSWORD_CHARS, Principal, hash_password, needs_rehash, verify_password
 from earmark.services.context import Service
-from earmark.store.models import User
+from earmark.store.models import LoginThrottle, RaterGroupMember, User
 
+MAX_IMPORT_ROWS = 5000
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{1,63}$"
 
 
@@ -98,39 +102,187 @@ class UserService(Service):
 
         self.ctx.tx(write)
 
-    def authenticate(self, username: str, password: str) -> Principal:
-        """Check a password; after ``login_max_failures`` misses in a row the account waits
-        ``login_lockout_seconds`` (throttling beats online guessing). The error never says whether
-        the user exists."""
+    def authenticate(
+        self, username: str, password: str, client: str | None = None, device: str | None = None
+    ) -> Principal:
+        """Check a password, throttled in the database (shared by every app replica) per key:
+
+        - the pair (device, user name): ``login_max_failures`` misses in a row make that pair wait
+          ``login_lockout_seconds``; a guesser on another device cannot lock a rater out;
+        - the client alone (``login_max_failures_per_client`` misses across names);
+        - the user name alone, at ``login_max_failures_per_client`` misses from any client (slows a
+          distributed guesser on one account).
+
+        The keys are hashes of the typed name, so an unknown name is throttled exactly like a real one
+        and no answer (message, code, timing) tells which names exist. Every failure is audited.
+        ``client`` is the caller's address and ``device`` a per-browser id from the edge (None from the
+        API/CLI: one shared client; no device: the address stands in for it)."""
         cfg = self.ctx.settings
         generic = AuthenticationFailed("wrong username or password")
         if not username or len(username) > 200 or len(password) > 1024:
             raise generic
+        name = username.strip().lower()
+        who = client or "unknown-client"
+        keys = {
+            _throttle_key("pair", device or who, name): cfg.login_max_failures,
+            _throttle_key("client", who): cfg.login_max_failures_per_client,
+            _throttle_key("name", name): cfg.login_max_failures_per_client,
+        }
+        client_tag = _throttle_key("tag", who)[:16]
 
         def check(s: Session) -> Principal | Exception:
-            u = s.scalar(select(User).where(func.lower(User.username) == username.lower()).with_for_update())
             now = datetime.now(UTC)
-            if u is None or not u.active:
-                verify_password(None, password)  # similar timing for unknown users
+            rows = {
+                t.key: t
+                for t in s.scalars(
+                    select(LoginThrottle).where(LoginThrottle.key.in_(list(keys))).with_for_update()
+                ).all()
+            }
+            locked = [t.locked_until for t in rows.values() if t.locked_until and t.locked_until > now]
+            u = s.scalar(select(User).where(func.lower(User.username) == name))
+            if locked:
+                wait = int((max(locked) - now).total_seconds()) + 1
+                self.ctx.audit(
+                    s,
+                    "auth.failed",
+                    "user",
+                    u.id if u else None,
+                    username=username[:64],
+                    client=client_tag,
+                    reason="throttled",
+                )
+                return AuthenticationFailed(
+                    f"too many failed logins from this device; try again in {wait} s", code="login_throttled"
+                )
+            # an unknown or inactive name costs one full hash verification too (no timing tell)
+            ok = verify_password(u.password_hash if u is not None and u.active else _dummy_hash(), password)
+            ok = ok and u is not None and u.active
+            if not ok:
+                for key, limit in keys.items():
+                    t = rows.get(key)
+                    if t is None:
+                        t = LoginThrottle(key=key, failures=0)
+                        s.add(t)
+                    t.failures = (t.failures or 0) + 1
+                    t.updated_at = now
+                    if t.failures >= limit:
+                        t.locked_until = now + timedelta(seconds=cfg.login_lockout_seconds)
+                        t.failures = 0
+                        self.ctx.audit(s, "auth.throttled", "login", key[:16], client=client_tag)
+                self.ctx.audit(
+                    s,
+                    "auth.failed",
+                    "user",
+                    u.id if u else None,
+                    username=username[:64],
+                    client=client_tag,
+                    reason="bad_credentials",
+                )
                 return generic
-            if u.locked_until and u.locked_until > now:
-                wait = int((u.locked_until - now).total_seconds()) + 1
-                return AuthenticationFailed(f"too many failed logins; try again in {wait} s", code="login_throttled")
-            if not verify_password(u.password_hash, password):
-                u.failed_logins += 1
-                if u.failed_logins >= cfg.login_max_failures:
-                    u.locked_until = now + timedelta(seconds=cfg.login_lockout_seconds)
-                    u.failed_logins = 0
-                    self.ctx.audit(s, "auth.throttled", "user", u.id)
-                return generic
-            u.failed_logins = 0
-            u.locked_until = None
+            pair = rows.get(_throttle_key("pair", device or who, name))
+            if pair is not None:
+                s.delete(pair)  # a success clears this device's misses for this name only
             if needs_rehash(u.password_hash or ""):
                 u.password_hash = hash_password(password)
             return Principal(u.id, u.username, Role(u.role))
 
-        # Failures are committed (the counter must persist), then raised.
+        # Failures are committed (the counters and the audit rows must persist), then raised.
         result = self.ctx.tx(check)
         if isinstance(result, Exception):
             raise result
         return result
+
+    def session_key(self) -> bytes:
+        """The key that signs app session cookies: ``EARMARK_SESSION_SECRET``, else one generated once and
+        kept in the database so that every replica signs and checks with the same key."""
+        if self.ctx.settings.session_secret is not None:
+            return self.ctx.settings.session_secret.get_secret_value().encode()
+
+        def get(c) -> str:
+            c.execute(
+                text("INSERT INTO app_secrets (name, value) VALUES ('session_key', :v) ON CONFLICT DO NOTHING"),
+                {"v": secrets.token_hex(32)},
+            )
+            return c.execute(text("SELECT value FROM app_secrets WHERE name = 'session_key'")).scalar_one()
+
+        return self.ctx.connection_tx(get).encode()
+
+    def import_csv(self, data: str | bytes, *, default_role: Role | str = Role.rater) -> list[UserInfo]:
+        """Create users from CSV with a header ``username,password[,role][,groups]`` (groups separated by
+        ``;``). All rows are checked first and the import is all-or-nothing; an error names the line."""
+        self.ctx.require("users.manage")
+        import csv
+        import io
+
+        from earmark.services.rating import RatingService
+
+        text_ = data.decode("utf-8-sig") if isinstance(data, bytes) else data.lstrip("\ufeff")
+        reader = csv.DictReader(io.StringIO(text_))
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        if "username" not in fields or "password" not in fields:
+            raise InvalidInput(
+                "the CSV needs a header line with at least 'username' and 'password' columns "
+                "(optional: 'role', 'groups' separated by ';')"
+            )
+        rows: list[tuple[str, str, Role, list[str]]] = []
+        seen: set[str] = set()
+        for line, raw in enumerate(reader, start=2):
+            rec = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(rec.values()):
+                continue
+            name = rec.get("username", "")
+            try:
+                _check_username(name)
+                role = Role(rec.get("role") or Role(default_role))
+                if len(rec.get("password", "")) < MIN_PASSWORD_CHARS:
+                    raise InvalidInput(f"password must have at least {MIN_PASSWORD_CHARS} characters")
+            except ValueError:
+                raise InvalidInput(
+                    f"CSV line {line}: role {rec.get('role')!r} is unknown; use one of "
+                    f"{', '.join(r.value for r in Role)}"
+                ) from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"CSV line {line}: {exc.message}") from None
+            if name.lower() in seen:
+                raise InvalidInput(f"CSV line {line}: user {name!r} appears twice; keep one line per user")
+            seen.add(name.lower())
+            groups = [g.strip() for g in rec.get("groups", "").split(";") if g.strip()]
+            rows.append((name, rec["password"], role, groups))
+        if not rows:
+            raise InvalidInput("the CSV has no user rows below its header")
+        if len(rows) > MAX_IMPORT_ROWS:
+            raise InvalidInput(f"the CSV has {len(rows)} users; import at most {MAX_IMPORT_ROWS} at a time")
+        hashed = [hash_password(pw) for _, pw, _, _ in rows]
+        groups_svc = RatingService(self.ctx)
+
+        def write(s: Session) -> list[UserInfo]:
+            existing = set(
+                s.scalars(select(func.lower(User.username)).where(func.lower(User.username).in_(list(seen)))).all()
+            )
+            if existing:
+                raise Conflict(
+                    f"these users already exist: {', '.join(sorted(existing))}; remove them from the CSV and import again"
+                )
+            out = []
+            for (name, _, role, groups), h in zip(rows, hashed, strict=True):
+                u = User(username=name, password_hash=h, role=role.value)
+                s.add(u)
+                s.flush()
+                for g in groups:
+                    gid = groups_svc.ensure_group(s, g)
+                    s.add(RaterGroupMember(group_id=gid, user_id=u.id))
+                out.append(_info(u))
+            s.flush()
+            self.ctx.audit(s, "users.import", "user", None, count=len(out), usernames=[u.username for u in out])
+            return out
+
+        return self.ctx.tx(write)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def _throttle_key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

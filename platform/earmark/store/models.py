@@ -18,6 +18,12 @@ from earmark.store.models_core import (
 
 __all__ = [
     "Adjudication",
+    "AppSecret",
+    "CampaignGroup",
+    "LoginThrottle",
+    "RaterGroup",
+    "RaterGroupMember",
+    "TaskSkip",
     "AuditLog",
     "Base",
     "Blob",
@@ -37,6 +43,14 @@ __all__ = [
     "User",
 ]
 
+from earmark.store.models_app import (  # noqa: E402  (annotation app)
+    AppSecret,
+    CampaignGroup,
+    LoginThrottle,
+    RaterGroup,
+    RaterGroupMember,
+    TaskSkip,
+)
 from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts)
 from earmark.store.models_interchange import ExternalJudgment  # noqa: E402  (imported outside judgments)
 from earmark.store.models_serving import RewardToken, ServingEvent  # noqa: E402  (reward service)
