@@ -1,14 +1,14 @@
 """annotation app: rater groups and campaign assignment, task skips, login throttles, app secrets
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-04 04:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
