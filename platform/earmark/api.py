@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from earmark.blobs import open_blob_store
 from earmark.config import Settings, get_settings
+from earmark.errors import SchemaBehind
 from earmark.security import SYSTEM, Principal
 from earmark.services.blob_service import BlobService
 from earmark.services.campaigns import CampaignService
@@ -130,13 +131,31 @@ class Earmark:
 
 
 def connect(
-    settings: Settings | None = None, *, principal: Principal = SYSTEM, upgrade: bool = True, pool_size: int = 5
+    settings: Settings | None = None,
+    *,
+    principal: Principal = SYSTEM,
+    upgrade: bool | None = None,
+    pool_size: int = 5,
 ) -> Earmark:
-    """Open the configured store (starting the embedded one if needed) and migrate it to head."""
+    """Open the configured store (starting the embedded one if needed).
+
+    Migrations: ``upgrade=None`` follows EARMARK_AUTO_MIGRATE (default: on for the embedded store,
+    off for an external database); True migrates to head; False never migrates and never checks
+    (Ray actors, whose driver already did)."""
     settings = settings or get_settings()
     engine = make_engine(resolve_database_url(settings), pool_size=pool_size)
-    if upgrade and not migrate.is_current(engine):
-        migrate.upgrade(engine)
+    if upgrade is not False:
+        cur, head = migrate.current(engine), migrate.heads()
+        if cur not in head:
+            if upgrade or settings.migrates_on_connect():
+                migrate.upgrade(engine)
+            else:
+                engine.dispose()
+                raise SchemaBehind(
+                    f"the store's schema is at revision {cur or 'none (an empty database)'} but this "
+                    f"earmark needs {', '.join(head)}; run `earmark db upgrade` (or set EARMARK_AUTO_MIGRATE=1 "
+                    "to migrate on connect)"
+                )
     blobs = open_blob_store(
         settings.resolved_blob_url(), endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
     )

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
             "Unset: a private PostgreSQL is started from the pgserver wheel under EARMARK_HOME/pg."
         ),
     )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description=(
+            "Migrate the store to the code's schema when a client connects. Unset: on for the embedded "
+            "store, off for an external database (EARMARK_DATABASE_URL), where `earmark db upgrade` "
+            "(a deploy step) migrates it and a client on an older schema stops with that advice."
+        ),
+    )
     blob_url: str | None = Field(
         default=None,
         description=(
@@ -137,6 +145,9 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    def migrates_on_connect(self) -> bool:
+        return self.auto_migrate if self.auto_migrate is not None else self.database_url is None
 
     def resolved_blob_url(self) -> str:
         return self.blob_url or (self.home_dir / "blobs").as_uri()

@@ -57,3 +57,7 @@ class BlobCorrupt(BlobError):
 
 class StoreUnavailable(EarmarkError):
     code = "store_unavailable"
+
+
+class SchemaBehind(EarmarkError):
+    code = "schema_behind"

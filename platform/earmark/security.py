@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -15,6 +17,7 @@ from earmark.errors import InvalidInput, PermissionDenied
 # low-memory profile (m=64 MiB, t=3, p=4), which verifies in ~50 ms here: slow for guessing, fine for a login.
 PASSWORD_HASHER = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4, hash_len=32, salt_len=16)
 MIN_PASSWORD_CHARS = 8
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "judgments.review": frozenset({Role.reviewer, Role.admin}),
     "dashboard.view": frozenset({Role.reviewer, Role.admin, Role.engineer}),
     "training.run": frozenset({Role.engineer, Role.admin}),
+    # every signed-in role: the rater page lists open campaigns; logging in needs no role yet
+    "campaigns.view": frozenset({Role.rater, Role.reviewer, Role.admin, Role.engineer}),
+    "users.login": frozenset({Role.rater, Role.reviewer, Role.admin, Role.engineer}),
+    "users.lookup": frozenset({Role.engineer, Role.admin}),
+    # who judged what (rater user names) for a training row: not for raters
+    "data.lineage": frozenset({Role.engineer, Role.admin}),
 }
 
 
@@ -55,6 +64,29 @@ def require(principal: Principal, action: str) -> None:
             f"{principal.username} (role {principal.role}) may not {action}; "
             f"ask an admin for one of: {', '.join(sorted(r.value for r in allowed))}"
         )
+
+
+def action(name: str) -> Callable[[F], F]:
+    """Declare the action a public service method performs; the call is refused unless the
+    principal's role may perform it. Service methods without one are refused (deny by default,
+    see ``earmark.services.context.Service``)."""
+    if name not in PERMISSIONS:
+        raise KeyError(f"unknown action {name!r}; add it to earmark.security.PERMISSIONS")
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            require(self.ctx.principal, name)
+            return fn(self, *args, **kwargs)
+
+        checked.__earmark_action__ = name  # type: ignore[attr-defined]
+        return checked  # type: ignore[return-value]
+
+    return decorate
+
+
+def declared_action(method: Any) -> str | None:
+    return getattr(method, "__earmark_action__", None)
 
 
 def allowed_roles(action: str) -> Iterable[Role]:

@@ -59,7 +59,7 @@ def init(
 
     cfg = settings()
     cfg.home_dir.mkdir(parents=True, exist_ok=True)
-    em = earmark.connect(cfg)
+    em = earmark.connect(cfg, upgrade=True)  # init is the one command that always migrates
     console.print(f"store ready (home {cfg.home_dir}, blobs {cfg.resolved_blob_url()})")
     if seed:
         from pipelines import starter

@@ -40,6 +40,26 @@ def db_downgrade(
     console.print(f"store at revision [bold]{migrate.current(engine)}[/]")
 
 
+@db_app.command("revision")
+@handle_errors
+def db_revision(
+    message: str = typer.Argument(..., help="What the migration does (becomes the file name's slug)."),
+    autogenerate: bool = typer.Option(
+        True, "--autogenerate/--empty", help="Diff the models against the store (at head) or write an empty one."
+    ),
+) -> None:
+    """Write the next migration (0005_..., 0006_...) under platform/earmark/store/migrations/versions."""
+    from earmark.errors import SchemaBehind
+    from earmark.store import migrate
+
+    engine = _engine() if autogenerate else None
+    try:
+        path = migrate.revision(message, engine)
+    except RuntimeError as exc:
+        raise SchemaBehind(str(exc)) from None
+    console.print(f"wrote {path}; review it, then `earmark db upgrade`")
+
+
 @db_app.command("current")
 @handle_errors
 def db_current() -> None:

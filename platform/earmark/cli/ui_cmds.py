@@ -33,6 +33,8 @@ def ui(
         from earmark.store.engine import resolve_database_url
 
         env["EARMARK_DATABASE_URL"] = resolve_database_url(cfg)
+        # still the embedded store: the app migrates it on connect as every other command does
+        env.setdefault("EARMARK_AUTO_MIGRATE", "1" if cfg.migrates_on_connect() else "0")
     env["EARMARK_HOME"] = str(cfg.home_dir)
     cmd = [
         sys.executable,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from earmark import audio
 from earmark.errors import NotFound
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store.models import Blob
 
@@ -21,6 +22,7 @@ def record_blob(session: Session, **row: Any) -> None:
 
 
 class BlobService(Service):
+    @action("catalog.write")
     def put_audio(self, data: bytes) -> Blob:
         """Store a WAV/FLAC clip (validated) and return its row; identical bytes are stored once."""
         info = audio.probe(data)
@@ -37,9 +39,11 @@ class BlobService(Service):
         self.ctx.tx(lambda s: record_blob(s, **row))
         return Blob(**row)
 
+    @action("catalog.write")
     def put_waveform(self, waveform: np.ndarray, sample_rate: int) -> Blob:
         return self.put_audio(audio.to_wav_bytes(waveform, sample_rate))
 
+    @action("catalog.write")
     def put_file(self, data: bytes, mime: str) -> Blob:
         stored = self.ctx.blobs.put_bytes(data)
         row = dict(
@@ -54,12 +58,14 @@ class BlobService(Service):
         self.ctx.tx(lambda s: record_blob(s, **row))
         return Blob(**row)
 
+    @action("data.read")
     def get(self, sha256: str) -> Blob:
         row = self.ctx.tx(lambda s: s.scalar(select(Blob).where(Blob.sha256 == sha256)))
         if row is None:
             raise NotFound(f"no blob {sha256} is recorded in the store; check the id or re-import the audio")
         return row
 
+    @action("catalog.write")
     def sweep_orphans(self, *, grace_s: float = 3600.0, dry_run: bool = False) -> list[str]:
         """Delete stored blobs that no `blobs` row records (a write whose row never committed).
 
@@ -86,6 +92,7 @@ class BlobService(Service):
             self.ctx.tx(lambda s: self.ctx.audit(s, "blobs.sweep", "blob", None, removed=len(removed)))
         return removed
 
+    @action("data.read")
     def read(self, sha256: str) -> bytes:
         self.get(sha256)
         return self.ctx.blobs.get_bytes(sha256)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from earmark.domain.annotation import MUSHRA_ANCHOR_LOWPASS_HZ, RATING_DIMENSIONS
 from earmark.domain.enums import CampaignStatus, Protocol, Regime
 from earmark.errors import Conflict, InvalidInput, NotFound
+from earmark.security import action, allowed_roles
 from earmark.services.context import Service
 from earmark.store.models import Blob, Campaign, Comparison, Judgment, Policy, Prompt, RewardScore, Rollout, Task
 
@@ -89,6 +90,7 @@ def _stimuli_for(protocol: Protocol) -> int:
 
 
 class CampaignService(Service):
+    @action("campaigns.manage")
     def create(self, spec: CampaignCreate) -> Campaign:
         self.ctx.require("campaigns.manage")
         unknown = [d for d in spec.dimensions if d not in RATING_DIMENSIONS]
@@ -208,6 +210,7 @@ class CampaignService(Service):
                 )
         return out
 
+    @action("campaigns.manage")
     def low_anchor(self, reference_sha256: str) -> str | None:
         """The BS.1534-3 low anchor of a reference clip (low-pass at 3.5 kHz), stored as a blob.
 
@@ -345,18 +348,21 @@ class CampaignService(Service):
         )
 
     # -- reading ---------------------------------------------------------------------------------
+    @action("campaigns.view")
     def get(self, campaign_id: int) -> Campaign:
         row = self.ctx.tx(lambda s: s.get(Campaign, campaign_id))
         if row is None:
             raise NotFound(f"campaign {campaign_id} does not exist")
         return row
 
+    @action("campaigns.view")
     def list(self, status: str | None = None) -> list[Campaign]:
         q = select(Campaign).order_by(Campaign.id.desc())
         if status:
             q = q.where(Campaign.status == status)
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("campaigns.manage")
     def set_status(self, campaign_id: int, status: CampaignStatus) -> None:
         self.ctx.require("campaigns.manage")
 
@@ -369,6 +375,7 @@ class CampaignService(Service):
 
         self.ctx.tx(write)
 
+    @action("campaigns.view")
     def progress(self, campaign_id: int) -> CampaignProgress:
         from earmark.store.models import User
 
@@ -388,13 +395,18 @@ class CampaignService(Service):
                 or 0
             )
             items = s.scalar(select(func.count()).select_from(Comparison).where(Comparison.campaign_id == campaign_id))
-            per_rater = dict(
-                s.execute(
-                    select(User.username, func.count())
-                    .join(Judgment, Judgment.rater_id == User.id)
-                    .where(Judgment.campaign_id == campaign_id)
-                    .group_by(User.username)
-                ).all()
+            # who judged how much (user names) only for roles that see the dashboard
+            per_rater = (
+                {}
+                if self.ctx.principal.role not in allowed_roles("dashboard.view")
+                else dict(
+                    s.execute(
+                        select(User.username, func.count())
+                        .join(Judgment, Judgment.rater_id == User.id)
+                        .where(Judgment.campaign_id == campaign_id)
+                        .group_by(User.username)
+                    ).all()
+                )
             )
             total = sum(rows.values())
             return CampaignProgress(
@@ -409,6 +421,7 @@ class CampaignService(Service):
 
         return self.ctx.tx(read)
 
+    @action("dashboard.view")
     def judgment_count(self, campaign_id: int, until: datetime | None = None) -> tuple[datetime, int]:
         """(cut-off, judgments the campaign holds made up to it); the cut-off defaults to the store's
         clock now (the store's, not this machine's: judgments are stamped by the store)."""
@@ -425,6 +438,7 @@ class CampaignService(Service):
 
         return self.ctx.tx(read)
 
+    @action("judgments.review")
     def policies_in(self, campaign_id: int) -> builtins.list[int]:
         """Policy ids whose rollouts are in the campaign (for reviewers and dashboards only)."""
         self.ctx.require("judgments.review")

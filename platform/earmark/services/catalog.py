@@ -21,6 +21,7 @@ from earmark.audio import read_source
 from earmark.domain.messages import AudioPart, messages_to_json
 from earmark.domain.records import PersonaCreate, PromptCreate
 from earmark.errors import InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store.models import Persona, Policy, Prompt
 
@@ -84,6 +85,7 @@ def _validate_all(records: Iterable[tuple[int, Any]], model: type[BaseModel], so
 
 class CatalogService(Service):
     # ---- personas -------------------------------------------------------------------------------
+    @action("catalog.write")
     def import_personas(self, records: list[dict[str, Any]] | Path, source: str = "personas") -> ImportReport:
         self.ctx.require("catalog.write")
         rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
@@ -109,6 +111,7 @@ class CatalogService(Service):
 
         return self.ctx.tx(write)
 
+    @action("catalog.read")
     def persona(self, name: str) -> Persona:
         row = self.ctx.tx(lambda s: s.scalar(select(Persona).where(Persona.name == name)))
         if row is None:
@@ -141,6 +144,7 @@ class CatalogService(Service):
                 first = first or blob.sha256
         return first
 
+    @action("catalog.write")
     def import_prompts(self, records: list[dict[str, Any]] | Path, source: str = "prompts") -> ImportReport:
         self.ctx.require("catalog.write")
         base_dir = records.parent if isinstance(records, Path) else None
@@ -191,6 +195,7 @@ class CatalogService(Service):
 
         return self.ctx.tx(write)
 
+    @action("catalog.read")
     def prompts(
         self, *, regime: str | None = None, split: str | None = None, external_ids: list[str] | None = None
     ) -> list[Prompt]:
@@ -204,6 +209,7 @@ class CatalogService(Service):
             q = q.where(Prompt.external_id.in_(external_ids))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("catalog.read")
     def persona_cards(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = list({i for i in ids if i is not None})
         rows = self.ctx.tx(
@@ -214,6 +220,7 @@ class CatalogService(Service):
     # ---- modality-shortcut audit ----------------------------------------------------------------
     SHORTCUT_TAGS = ("shortcut:retain", "shortcut:remove")
 
+    @action("catalog.write")
     def record_shortcut_audit(self, results: list[dict[str, Any]]) -> int:
         """Store per-prompt audit results: the decision as a prompt tag (so datasets can exclude
         ``shortcut:remove`` prompts), the full result in the audit log. Returns prompts updated."""
@@ -239,12 +246,14 @@ class CatalogService(Service):
 
         return self.ctx.tx(write)
 
+    @action("catalog.read")
     def shortcut_prompt_ids(self) -> list[int]:
         """Prompts the audit decided to remove."""
         q = select(Prompt.id).where(Prompt.tags.contains(["shortcut:remove"]))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
     # ---- policies -------------------------------------------------------------------------------
+    @action("catalog.write")
     def register_policy(
         self,
         name: str,
@@ -292,6 +301,7 @@ class CatalogService(Service):
 
         return self.ctx.tx(write)
 
+    @action("catalog.read")
     def policy(self, name: str, version: int | None = None) -> Policy:
         q = select(Policy).where(Policy.name == name)
         q = q.where(Policy.version == version) if version is not None else q.order_by(Policy.version.desc()).limit(1)
@@ -301,5 +311,6 @@ class CatalogService(Service):
             raise NotFound(f"policy {what} is not registered; list policies with `earmark policies list`")
         return row
 
+    @action("catalog.read")
     def policies(self) -> list[Policy]:
         return list(self.ctx.tx(lambda s: s.scalars(select(Policy).order_by(Policy.name, Policy.version)).all()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -11,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from earmark.blobs import LocalBlobStore, S3BlobStore
 from earmark.config import Settings
-from earmark.security import Principal, require
+from earmark.errors import PermissionDenied
+from earmark.security import Principal, declared_action, require
 from earmark.store.engine import run_connection_tx_with_retry, run_statement_with_retry, run_with_retry
 from earmark.store.models import AuditLog
 
@@ -73,5 +76,27 @@ class ServiceContext:
 
 
 class Service:
+    """Base of every service. Each public method declares its action with
+    ``@earmark.security.action``; one that does not is refused for everyone (deny by default)."""
+
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if name.startswith("_") or not inspect.isfunction(member) or declared_action(member):
+                continue
+            setattr(cls, name, _undeclared(cls.__name__, name, member))
+
+
+def _undeclared(owner: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionDenied(
+            f"{owner}.{name} declares no action, so it is refused (deny by default); "
+            "decorate it with @action(...) from earmark.security"
+        )
+
+    refused.__earmark_undeclared__ = True  # type: ignore[attr-defined]
+    return refused

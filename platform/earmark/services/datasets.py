@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from earmark.domain.messages import content_text
 from earmark.domain.persona_text import with_persona
 from earmark.errors import InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.services.labels import LabelConfig, LabelService, PreferenceLabel
 from earmark.store.models import Dataset, Persona, Prompt, Rollout
@@ -62,6 +63,7 @@ def _json_or_none(v: Any) -> str | None:
 
 
 class DatasetService(Service):
+    @action("data.read")
     def rows(self, filters: SnapshotFilters) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The snapshot's rows (sorted, deterministic) and label counts."""
         bad = set(filters.label_sources) - set(LABEL_SOURCES)
@@ -151,6 +153,7 @@ class DatasetService(Service):
         rows = self.ctx.tx(read)
         return rows, counts
 
+    @action("training.run")
     def build(self, name: str, filters: SnapshotFilters) -> Dataset:
         """Freeze the selection: Parquet to the blob store first, then the manifest row."""
         self.ctx.require("training.run")
@@ -217,6 +220,7 @@ class DatasetService(Service):
 
         return self.ctx.tx(write)
 
+    @action("data.read")
     def candidates(
         self,
         *,
@@ -285,6 +289,7 @@ class DatasetService(Service):
             c["scores"] = {d: sum(v) / len(v) for d, v in sums.get(c["rollout_id"], {}).items()}
         return out
 
+    @action("data.read")
     def get(self, name: str, version: int | None = None) -> Dataset:
         q = select(Dataset).where(Dataset.name == name)
         q = q.where(Dataset.version == version) if version else q.order_by(Dataset.version.desc()).limit(1)
@@ -296,11 +301,13 @@ class DatasetService(Service):
             )
         return ds
 
+    @action("data.read")
     def load(self, ds: Dataset) -> Any:  # a pyarrow.Table
         import pyarrow.parquet as pq
 
         return pq.read_table(io.BytesIO(self.ctx.blobs.get_bytes(ds.manifest["parquet_sha256"])))
 
+    @action("data.lineage")
     def lineage(self, ds: Dataset, row_id: str) -> dict[str, Any]:
         """From an exported row back to its rollouts, policy versions, judgments and raters."""
         from earmark.store.models import Judgment, Policy, User

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from earmark.drift import hacking, leaderboard, raters, sql, trap
 from earmark.drift.report import Alert, DriftReport, DriftSummary, Thresholds, summarize
 from earmark.errors import InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store.models import DriftAlert
 
@@ -30,11 +31,13 @@ class DriftService(Service):
         return Thresholds.from_settings(self.ctx.settings)
 
     # ---- what can be compared -------------------------------------------------------------------
+    @action("dashboard.view")
     def catalog(self) -> dict[str, Any]:
         """Policy names with their versions, regimes, reward models and dimensions (for filters)."""
         self.ctx.require("dashboard.view")
         return self.ctx.tx(sql.catalog)
 
+    @action("dashboard.view")
     def resolve_policy(self, baseline: int, candidate: int, policy: str | None = None) -> str:
         """The policy name to compare; without one, the only name registered at both versions."""
         self.ctx.require("dashboard.view")
@@ -51,6 +54,7 @@ class DriftService(Service):
         raise InvalidInput(f"policies {sorted(names)} all have v{baseline} and v{candidate}; name one with --policy")
 
     # ---- distributions --------------------------------------------------------------------------
+    @action("dashboard.view")
     def compare(
         self,
         baseline: int,
@@ -72,6 +76,7 @@ class DriftService(Service):
         th = self.thresholds
         return self.ctx.tx(lambda s: summarize(s, sel, th))
 
+    @action("dashboard.view")
     def windows(
         self,
         policy: str,
@@ -106,6 +111,7 @@ class DriftService(Service):
         return self.ctx.tx(read)
 
     # ---- hacking ------------------------------------------------------------------------------
+    @action("dashboard.view")
     def judge_agreement(
         self, *, policy: str | None = None, regimes: Sequence[str] = (), hours: int | None = None
     ) -> list[dict[str, Any]]:
@@ -113,6 +119,7 @@ class DriftService(Service):
         h = hours or self.thresholds.window_hours
         return self.ctx.tx(lambda s: hacking.judge_agreement(s, hours=h, policy=policy, regimes=regimes))
 
+    @action("dashboard.view")
     def overoptimization(
         self,
         policy: str,
@@ -140,6 +147,7 @@ class DriftService(Service):
         return rows
 
     # ---- verifiable-reward trap ---------------------------------------------------------------
+    @action("dashboard.view")
     def trap(self, policy: str, *, regimes: Sequence[str] = ()) -> trap.TrapResult:
         self.ctx.require("dashboard.view")
         th = self.thresholds
@@ -150,6 +158,7 @@ class DriftService(Service):
         )
 
     # ---- leaderboard --------------------------------------------------------------------------
+    @action("dashboard.view")
     def leaderboard(
         self,
         *,
@@ -179,12 +188,14 @@ class DriftService(Service):
         return leaderboard.fit(rows, anchor=label, style_control=style_control, bootstrap=n_boot, seed=seed)
 
     # ---- raters -------------------------------------------------------------------------------
+    @action("dashboard.view")
     def rater_drift(self, *, campaign_ids: Sequence[int] = (), hours: int | None = None) -> raters.RaterDrift:
         self.ctx.require("dashboard.view")
         h = hours or self.thresholds.window_hours
         return self.ctx.tx(lambda s: raters.rater_drift(s, hours=h, campaign_ids=campaign_ids))
 
     # ---- the whole report -----------------------------------------------------------------------
+    @action("dashboard.view")
     def report(
         self,
         baseline: int,
@@ -239,6 +250,7 @@ class DriftService(Service):
             rep.report_id, rep.alert_ids = self.store_alerts(summary.selection, alerts)
         return rep
 
+    @action("dashboard.view")
     def store_alerts(self, selection: sql.Selection, alerts: Sequence[Alert]) -> tuple[uuid.UUID, list[int]]:
         self.ctx.require("dashboard.view")
         report_id = uuid.uuid4()
@@ -279,6 +291,7 @@ class DriftService(Service):
 
         return report_id, self.ctx.tx(write)
 
+    @action("dashboard.view")
     def alerts(
         self, *, policy: str | None = None, limit: int = 200, include_acknowledged: bool = True
     ) -> list[DriftAlert]:
@@ -291,6 +304,7 @@ class DriftService(Service):
             q = q.where(DriftAlert.acknowledged_at.is_(None))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("dashboard.view")
     def acknowledge(self, alert_id: int, note: str = "") -> None:
         """A reviewer has looked at the alert; it stays stored and leaves the open list."""
         self.ctx.require("dashboard.view")

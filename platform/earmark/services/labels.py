@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store.models import Adjudication, Comparison, Judgment, RewardScore, Rollout, User
 
@@ -91,6 +92,7 @@ def _vote(prefs: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 
 class LabelService(Service):
+    @action("data.read")
     def human_labels(
         self, s: Session, campaign_ids: list[int], cfg: LabelConfig
     ) -> tuple[list[PreferenceLabel], dict[str, int]]:
@@ -181,6 +183,7 @@ class LabelService(Service):
             )
         return labels, dropped
 
+    @action("data.read")
     def ai_labels(
         self, s: Session, rollout_ids: list[int], exclude_pairs: set[frozenset[int]], cfg: LabelConfig
     ) -> list[PreferenceLabel]:
@@ -213,6 +216,7 @@ class LabelService(Service):
                     out.append(PreferenceLabel(pid, win, lose, "ai", round(margin, 6), round(abs(gap), 6)))
         return out
 
+    @action("data.read")
     def build(
         self, campaign_ids: list[int], cfg: LabelConfig, ai_rollout_ids: list[int] | None = None
     ) -> tuple[list[PreferenceLabel], dict[str, Any]]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from earmark.domain.agreement import LEVELS
 from earmark.domain.agreement import krippendorff_alpha as agreement_alpha
 from earmark.domain.annotation import MUSHRA_HIDDEN_REF_MIN, RATING_DIMENSIONS
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.services.users import UserService
 from earmark.store.models import AuditLog, Comparison, Judgment, User
@@ -328,6 +329,7 @@ def assess(rows: list[JudgmentRow], users: dict[int, tuple[str, bool]], cfg: Qua
 
 # ---- service -----------------------------------------------------------------------------------
 class QualityService(Service):
+    @action("judgments.review")
     def rows(self, campaign_id: int | None = None) -> list[JudgmentRow]:
         self.ctx.require("judgments.review")
         q = (
@@ -381,14 +383,17 @@ class QualityService(Service):
         rows = self.ctx.tx(lambda s: s.execute(select(User.id, User.username, User.cleared_for_aggregation)).all())
         return {i: (n, c) for i, n, c in rows}
 
+    @action("judgments.review")
     def rater_report(self, campaign_id: int | None = None, config: QualityConfig | None = None) -> list[RaterQuality]:
         """Per-rater metrics and flags, for one campaign or (gold accuracy is a rater's, not a
         campaign's, property) across all of them."""
         return assess(self.rows(campaign_id), self._users(), config or QualityConfig())
 
+    @action("judgments.review")
     def flagged(self, campaign_id: int | None = None, config: QualityConfig | None = None) -> list[RaterQuality]:
         return [q for q in self.rater_report(campaign_id, config) if q.flags or not q.cleared]
 
+    @action("dashboard.view")
     def agreement(self, campaign_id: int) -> list[AlphaResult]:
         """Krippendorff's alpha per dimension of the campaign (dimensions with data only)."""
         rows = self.rows(campaign_id)
@@ -406,6 +411,7 @@ class QualityService(Service):
         dims = [d for d in LEVELS if d in present]
         return [krippendorff_alpha(rows, d, campaign_id) for d in dims]
 
+    @action("judgments.review")
     def apply_gold_flags(self, config: QualityConfig | None = None) -> list[RaterQuality]:
         """Exclude raters below the gold accuracy threshold from aggregation; returns those excluded now.
 
@@ -421,6 +427,7 @@ class QualityService(Service):
             ),
         )
 
+    @action("judgments.review")
     def apply_hidden_reference_screen(self, config: QualityConfig | None = None) -> list[RaterQuality]:
         """MUSHRA post-screening (BS.1534-3): exclude assessors who rated the hidden reference below
         ``hidden_ref_min`` on more than ``hidden_ref_max_fail`` of their items; returns those excluded
@@ -477,9 +484,11 @@ class QualityService(Service):
             excluded.append(q)
         return excluded
 
+    @action("judgments.review")
     def clear(self, user_id: int, note: str = "") -> None:
         """A reviewer readmits a rater's judgments to aggregation."""
         UserService(self.ctx).set_cleared(user_id, True, note=note)
 
+    @action("judgments.review")
     def exclude(self, user_id: int, note: str = "") -> None:
         UserService(self.ctx).set_cleared(user_id, False, note=note)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from earmark.domain.annotation import PAIRWISE_CHOICES, RATING_DIMENSIONS, planted_of
 from earmark.domain.limits import Limits
 from earmark.errors import InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.annotation_timeline import (
     STEREO,
     TRACKS,
@@ -187,6 +188,7 @@ ADJ_QUERY = select(
 
 
 class ReviewService(Service):
+    @action("judgments.review")
     def disputed(
         self,
         campaign_id: int,
@@ -243,6 +245,7 @@ class ReviewService(Service):
         out.sort(key=lambda d: (-int(d.split), -d.choice_disagreement, -d.rating_spread, d.comparison_id))
         return out[:limit]
 
+    @action("judgments.review")
     def item(self, comparison_id: int) -> ReviewItem:
         """One item with its clips (canonical order) and every judgment, rater named."""
         self.ctx.require("judgments.review")
@@ -324,6 +327,7 @@ class ReviewService(Service):
 
         return self.ctx.tx(read)
 
+    @action("judgments.review")
     def audio(self, item: ReviewItem, label: str) -> bytes:
         """Audio of a clip (A, B, ...) or prompt turn (prompt0, ...) of an item under review."""
         self.ctx.require("judgments.review")
@@ -333,6 +337,7 @@ class ReviewService(Service):
             raise NotFound(f"no audio for {label!r} in comparison {item.comparison_id}")
         return self.ctx.blobs.get_bytes(str(allowed[label]))
 
+    @action("judgments.review")
     def timeline(self, comparison_id: int) -> TimelineView:
         """The duplex session a timeline item rates (same view raters get: no model identity)."""
         self.ctx.require("judgments.review")
@@ -346,6 +351,7 @@ class ReviewService(Service):
 
         return self.ctx.tx(read)
 
+    @action("judgments.review")
     def timeline_audio(self, view: TimelineView, track: str) -> bytes:
         """One track (``user``, ``assistant``) or ``stereo`` (user left, assistant right)."""
         self.ctx.require("judgments.review")
@@ -356,6 +362,7 @@ class ReviewService(Service):
             raise NotFound(f"no audio for track {track!r}; use {', '.join(TRACKS)} or {STEREO}")
         return self.ctx.blobs.get_bytes(sha)
 
+    @action("judgments.review")
     def adjudicate(
         self, comparison_id: int, choice: str, preference: float | None = None, note: str = ""
     ) -> AdjudicationInfo:
@@ -407,6 +414,7 @@ class ReviewService(Service):
 
         return self.ctx.tx(write)
 
+    @action("judgments.review")
     def adjudications(self, campaign_id: int) -> list[AdjudicationInfo]:
         self.ctx.require("judgments.review")
         q = (
@@ -416,6 +424,7 @@ class ReviewService(Service):
         )
         return [_adjudication_info(r) for r in self.ctx.tx(lambda s: s.execute(q).all())]
 
+    @action("judgments.review")
     def throughput(self, campaign_id: int) -> list[RaterThroughput]:
         """Per rater: judgments, active span, judgments per work hour, median seconds per item."""
         self.ctx.require("judgments.review")
@@ -445,6 +454,7 @@ class ReviewService(Service):
             )
         return sorted(out, key=lambda t: -t.judgments)
 
+    @action("data.read")
     def export(self, campaign_id: int, fmt: str = "jsonl") -> bytes:
         """All judgments of a campaign with rater, gold and adjudication columns, as CSV or JSONL."""
         self.ctx.require("data.read")

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from earmark.domain.records import RolloutCreate
 from earmark.errors import InvalidInput
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store import bulk
 from earmark.store.models import Blob, Rollout
@@ -17,6 +18,7 @@ RolloutKey = tuple[int, int, int, int]  # (prompt_id, policy_id, sample_index, r
 
 
 class RolloutService(Service):
+    @action("rollouts.write")
     def ingest(self, rollouts: Sequence[RolloutCreate]) -> dict[RolloutKey, int]:
         """Insert rollouts whose key is new; returns ids for every key sent (new or existing).
 
@@ -38,6 +40,7 @@ class RolloutService(Service):
 
         return self.ctx.tx(write)
 
+    @action("data.read")
     def existing_keys(self, policy_id: int, round: int, prompt_ids: Sequence[int]) -> set[tuple[int, int]]:
         """(prompt_id, sample_index) pairs already stored for this policy and round."""
         q = select(Rollout.prompt_id, Rollout.sample_index).where(
@@ -45,6 +48,7 @@ class RolloutService(Service):
         )
         return {(p, i) for p, i in self.ctx.tx(lambda s: s.execute(q).all())}
 
+    @action("data.read")
     def list(
         self, *, policy_id: int | None = None, round: int | None = None, prompt_ids: Sequence[int] | None = None
     ) -> list[Rollout]:
@@ -58,6 +62,7 @@ class RolloutService(Service):
             q = q.where(Rollout.prompt_id.in_(list(prompt_ids)))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("data.read")
     def count(self, policy_id: int | None = None) -> int:
         from sqlalchemy import func
 

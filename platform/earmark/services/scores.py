@@ -10,12 +10,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from earmark.domain.records import RewardModelCreate, ScoreCreate
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.store import bulk
 from earmark.store.models import RewardModel, RewardScore, Rollout
 
 
 class ScoreService(Service):
+    @action("scores.write")
     def register_reward_model(self, spec: RewardModelCreate) -> RewardModel:
         """Get or create the (name, version) row; the config of an existing version must match."""
         self.ctx.require("scores.write")
@@ -38,12 +40,14 @@ class ScoreService(Service):
 
         return self.ctx.tx(write)
 
+    @action("scores.write")
     def ingest(self, scores: Iterable[ScoreCreate | tuple[Any, ...]]) -> int:
         """Bulk insert; duplicates of (rollout, reward model, dimension) are skipped. Returns rows added."""
         self.ctx.require("scores.write")
         rows = list(scores)
         return self.ctx.tx(lambda s: bulk.ingest_scores(s, rows))
 
+    @action("data.read")
     def rollout_contexts(self, rollout_ids: Sequence[int]) -> list[dict[str, Any]]:
         """What a scorer needs per rollout, in one query: conversation, persona card, reference,
         response text/tool calls and the audio blob id (bytes are fetched separately)."""
@@ -87,6 +91,7 @@ class ScoreService(Service):
             )
         return out
 
+    @action("data.read")
     def unscored(
         self,
         reward_model_id: int,
@@ -114,6 +119,7 @@ class ScoreService(Service):
             q = q.where(Rollout.prompt_id.in_(select(Prompt.id).where(Prompt.regime.in_(list(regimes)))))
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("data.read")
     def lacking_sampling(
         self, keys: Sequence[str], *, regimes: Sequence[str] | None = None, policy_id: int | None = None
     ) -> int:
@@ -132,11 +138,13 @@ class ScoreService(Service):
             q = q.where(Rollout.policy_id == policy_id)
         return int(self.ctx.tx(lambda s: s.scalar(q)) or 0)
 
+    @action("data.read")
     def for_rollouts(self, rollout_ids: Sequence[int]) -> list[RewardScore]:
         self.ctx.require("data.read")
         q = select(RewardScore).where(RewardScore.rollout_id.in_(list(rollout_ids))).order_by(RewardScore.id)
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("data.read")
     def reward_model_id(self, name: str) -> int:
         """The latest registered version of a reward model name."""
         from earmark.errors import NotFound
@@ -150,6 +158,7 @@ class ScoreService(Service):
             raise NotFound(f"reward model {name!r} is not registered; run `earmark score --scorers {name}` first")
         return rid
 
+    @action("data.read")
     def means(
         self,
         *,
@@ -172,6 +181,7 @@ class ScoreService(Service):
             q = q.where(RewardScore.dimension.in_(list(dimensions)))
         return {d: float(m) for d, m in self.ctx.tx(lambda s: s.execute(q).all())}
 
+    @action("data.read")
     def human_pairs(self, campaign_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Human pairwise judgments as {a, b, winner, rater_pool} over rollout ids (for RM evaluation)."""
         self.ctx.require("data.read")
@@ -199,6 +209,7 @@ class ScoreService(Service):
             for ids, p, role in self.ctx.tx(lambda s: s.execute(q).all())
         ]
 
+    @action("data.read")
     def by_dimension(self, rollout_ids: Sequence[int]) -> dict[str, dict[int, float]]:
         """{"name/dimension": {rollout_id: score}} for the latest version of every reward model."""
         latest = select(func.max(RewardModel.id)).group_by(RewardModel.name)
@@ -212,5 +223,6 @@ class ScoreService(Service):
             out.setdefault(f"{name}/{dim}", {})[rid] = score
         return out
 
+    @action("data.read")
     def count(self) -> int:
         return int(self.ctx.tx(lambda s: s.scalar(select(func.count()).select_from(RewardScore))) or 0)

@@ -26,6 +26,7 @@ from earmark.domain.annotation import JudgmentSubmit, canonical, gold_correct, p
 from earmark.domain.enums import Protocol
 from earmark.domain.messages import content_text
 from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
+from earmark.security import action
 from earmark.services.annotation_timeline import (
     STEREO,
     TRACKS,
@@ -185,6 +186,7 @@ SELECT id FROM j
 
 
 class TaskService(Service):
+    @action("tasks.rate")
     def claim(self, campaign_id: int, *, want: int = PREFETCH) -> list[Lease]:
         """The rater's current leases in this campaign, topped up to ``want`` (oldest first)."""
         self.ctx.require("tasks.rate")
@@ -226,6 +228,7 @@ class TaskService(Service):
             raise LeaseExpired(LEASE_GONE)
         return task
 
+    @action("tasks.rate")
     def item(self, lease: Lease) -> RaterItem:
         """The blind view of a leased task: labels in presentation order, no model identities."""
         self.ctx.require("tasks.rate")
@@ -270,6 +273,7 @@ class TaskService(Service):
             reference,
         )
 
+    @action("tasks.rate")
     def timeline(self, item: RaterItem) -> TimelineView:
         """The duplex session of a timeline task (both tracks, the action channel, the clock), with
         no model identity, scenario ground truth or generator metadata; only through a held lease."""
@@ -283,6 +287,7 @@ class TaskService(Service):
 
         return self.ctx.tx(read)
 
+    @action("tasks.rate")
     def timeline_audio(self, view: TimelineView, track: str) -> bytes:
         """WAV bytes of one track (``user``, ``assistant``) or of both as ``stereo`` (user left)."""
         self.ctx.require("tasks.rate")
@@ -295,6 +300,7 @@ class TaskService(Service):
             raise NotFound(f"the {track} track of this session has no audio")
         return self.ctx.blobs.get_bytes(sha)
 
+    @action("tasks.rate")
     def audio(self, item: RaterItem, label: str) -> bytes:
         """Audio bytes of a stimulus the rater may hear (only through a lease they hold)."""
         self.ctx.require("tasks.rate")
@@ -307,6 +313,7 @@ class TaskService(Service):
             raise NotFound(f"no audio for {label!r} in this item")
         return self.ctx.blobs.get_bytes(sha)
 
+    @action("tasks.rate")
     def heartbeat(self, task_id: int, lease_token: uuid.UUID) -> datetime:
         """Extend a lease the rater still holds (also one that lapsed but nobody else took). The new
         expiry is the database's clock plus the lease, as for claims (never this machine's clock)."""
@@ -334,6 +341,7 @@ class TaskService(Service):
 
         return self.ctx.statement(work)
 
+    @action("tasks.rate")
     def release(self, task_id: int, lease_token: uuid.UUID) -> None:
         """The rater skips the item: it goes straight back to the pool."""
         self.ctx.require("tasks.rate")
@@ -350,6 +358,7 @@ class TaskService(Service):
             )
         )
 
+    @action("tasks.rate")
     def submit(
         self, task_id: int, lease_token: uuid.UUID, submission_id: uuid.UUID, answer: JudgmentSubmit | dict[str, Any]
     ) -> SubmitResult:
@@ -432,6 +441,7 @@ class TaskService(Service):
 
         return self.ctx.connection_tx(work)
 
+    @action("tasks.rate")
     def judged_count(self, campaign_id: int) -> int:
         return int(
             self.ctx.tx(

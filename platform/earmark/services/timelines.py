@@ -33,6 +33,7 @@ from earmark.domain.limits import Limits
 from earmark.domain.messages import ToolCall
 from earmark.domain.records import NAME_PATTERN, RolloutCreate
 from earmark.errors import InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.catalog import MAX_IMPORT_ERRORS_SHOWN, _format_validation, read_jsonl
 from earmark.services.context import Service
 from earmark.store import bulk
@@ -163,6 +164,7 @@ class TimelineService(Service):
             upd[side] = track.model_copy(update={"audio_sha256": a.sha256 if a else None, "path": None, "base64": None})
         return tl.model_copy(update=upd)
 
+    @action("rollouts.write")
     def import_jsonl(self, records: Path | list[dict[str, Any]], source: str = "sessions") -> TimelineImportReport:
         """Import duplex sessions; validates all lines first (errors name ``file:line``), writes nothing on error."""
         self.ctx.require("catalog.write")
@@ -329,6 +331,7 @@ class TimelineService(Service):
         return s.scalars(select(Policy.id).where(Policy.name == name, Policy.version == 0)).one()
 
     # ---- export ---------------------------------------------------------------------------------
+    @action("data.read")
     def export_jsonl(
         self,
         out: Path | None = None,
@@ -405,6 +408,7 @@ class TimelineService(Service):
         return tl
 
     # ---- listening and metrics ------------------------------------------------------------------
+    @action("data.read")
     def render_wav(self, timeline: Timeline | dict[str, Any]) -> bytes:
         """Stereo WAV of a stored timeline: user left, assistant right, padded to the timeline's length."""
         self.ctx.require("data.read")
@@ -423,6 +427,7 @@ class TimelineService(Service):
             tracks.get("user", silent), tracks.get("assistant", silent), duration_s=tl.duration_s
         )
 
+    @action("data.read")
     def render_rollout(self, rollout_id: int) -> bytes:
         tl = self.ctx.tx(lambda s: s.scalar(select(Rollout.timeline).where(Rollout.id == rollout_id)))
         if tl is None:
@@ -432,12 +437,14 @@ class TimelineService(Service):
             )
         return self.render_wav(tl)
 
+    @action("data.read")
     def rollout_timelines(self, rollout_ids: list[int]) -> dict[int, dict[str, Any]]:
         """rollout id -> timeline JSON, for the rollouts that have one (scoring inputs)."""
         self.ctx.require("data.read")
         q = select(Rollout.id, Rollout.timeline).where(Rollout.id.in_(list(rollout_ids)), Rollout.timeline.is_not(None))
         return dict(self.ctx.tx(lambda s: s.execute(q).all()))
 
+    @action("data.read")
     def evaluation_rows(self, policy_id: int) -> list[dict[str, Any]]:
         """Per duplex rollout of a policy: its timeline, the scenario reference and its tool calls."""
         self.ctx.require("data.read")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from earmark.domain.enums import JobStatus
 from earmark.errors import Conflict, InvalidInput, NotFound
+from earmark.security import action
 from earmark.services.catalog import CatalogService
 from earmark.services.context import Service
 from earmark.store.models import Policy, TrainingRun
@@ -30,6 +31,7 @@ def _now() -> datetime:
 
 class TrainingService(Service):
     # ---- lifecycle ------------------------------------------------------------------------------
+    @action("training.run")
     def create_run(
         self,
         algorithm: str,
@@ -70,6 +72,7 @@ class TrainingService(Service):
 
         return self.ctx.tx(write)
 
+    @action("training.run")
     def mark_running(self, run_id: int) -> None:
         self.ctx.require("training.run")
 
@@ -83,6 +86,7 @@ class TrainingService(Service):
 
         self.ctx.tx(write)
 
+    @action("training.run")
     def append_metrics(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         """Append per-step metric dicts (JSON-serialisable) to the run's ``metrics`` list."""
         self.ctx.require("training.run")
@@ -90,11 +94,13 @@ class TrainingService(Service):
             return
         self._append(run_id, TrainingRun.metrics, rows)
 
+    @action("training.run")
     def mark_resumed(self, run_id: int, info: dict[str, Any]) -> None:
         """Record that the run restarted from a checkpoint (which step, why, when)."""
         self.ctx.require("training.run")
         self._append(run_id, TrainingRun.resumes, [{"at": _now().isoformat(), **info}])
 
+    @action("training.run")
     def update_summary(self, run_id: int, **fields: Any) -> None:
         """Merge top-level keys into the run's summary (jsonb ``||``)."""
         self.ctx.require("training.run")
@@ -106,14 +112,17 @@ class TrainingService(Service):
             )
         )
 
+    @action("training.run")
     def mark_succeeded(
         self, run_id: int, summary: dict[str, Any] | None = None, output_policy_id: int | None = None
     ) -> None:
         self._finish(run_id, JobStatus.succeeded.value, summary or {}, output_policy_id)
 
+    @action("training.run")
     def mark_failed(self, run_id: int, error: str, summary: dict[str, Any] | None = None) -> None:
         self._finish(run_id, JobStatus.failed.value, {**(summary or {}), "error": error[:MAX_ERROR_CHARS]}, None)
 
+    @action("training.run")
     def register_output_policy(
         self,
         run_id: int,
@@ -141,18 +150,21 @@ class TrainingService(Service):
         return policy
 
     # ---- reads ----------------------------------------------------------------------------------
+    @action("data.read")
     def get(self, run_id: int) -> TrainingRun:
         row = self.ctx.tx(lambda s: s.get(TrainingRun, run_id))
         if row is None:
             raise NotFound(f"training run {run_id} does not exist; list runs with `earmark train runs`")
         return row
 
+    @action("data.read")
     def runs(self, *, algorithm: str | None = None, limit: int = 50) -> list[TrainingRun]:
         q = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
         if algorithm:
             q = q.where(TrainingRun.algorithm == algorithm)
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
+    @action("training.run")
     def find_reference_logps(self, key: str) -> dict[str, Any] | None:
         """The newest reference log-prob sidecar recorded under ``key`` (same data, same reference)."""
         q = (

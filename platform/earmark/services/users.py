@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from earmark.domain.enums import Role
 from earmark.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from earmark.security import MIN_PASSWORD_CHARS, Principal, hash_password, needs_rehash, verify_password
+from earmark.security import MIN_PASSWORD_CHARS, Principal, action, hash_password, needs_rehash, verify_password
 from earmark.services.context import Service
 from earmark.store.models import LoginThrottle, RaterGroupMember, User
 
@@ -44,6 +44,7 @@ def _check_username(username: str) -> str:
 
 
 class UserService(Service):
+    @action("users.manage")
     def create(self, username: str, password: str, role: Role | str) -> UserInfo:
         self.ctx.require("users.manage")
         try:
@@ -64,19 +65,23 @@ class UserService(Service):
 
         return self.ctx.tx(write)
 
+    @action("users.manage")
     def ensure(self, username: str, password: str, role: Role | str) -> UserInfo:
         """Create the user unless it exists (seeding demo accounts is idempotent)."""
         existing = self.find(username)
         return existing if existing is not None else self.create(username, password, role)
 
+    @action("users.lookup")
     def find(self, username: str) -> UserInfo | None:
         row = self.ctx.tx(lambda s: s.scalar(select(User).where(func.lower(User.username) == username.lower())))
         return _info(row) if row else None
 
+    @action("users.manage")
     def list(self) -> list[UserInfo]:
         self.ctx.require("users.manage")
         return [_info(u) for u in self.ctx.tx(lambda s: s.scalars(select(User).order_by(User.id)).all())]
 
+    @action("users.manage")
     def set_active(self, user_id: int, active: bool) -> None:
         self.ctx.require("users.manage")
 
@@ -89,6 +94,7 @@ class UserService(Service):
 
         self.ctx.tx(write)
 
+    @action("judgments.review")
     def set_cleared(self, user_id: int, cleared: bool, note: str = "") -> None:
         """Reviewers clear (or exclude) a flagged rater's judgments from aggregation."""
         self.ctx.require("judgments.review")
@@ -102,6 +108,7 @@ class UserService(Service):
 
         self.ctx.tx(write)
 
+    @action("users.login")
     def authenticate(
         self, username: str, password: str, client: str | None = None, device: str | None = None
     ) -> Principal:
