@@ -89,7 +89,7 @@ class WERScorer(Scorer):
         "beam_size": 1,
         "transcribe_audio": True,
         # tts/realtime with no reference: check the audio says what the response text says
-        # (intelligibility of the rendered speech, "CER of the rendered audio" in DESIGN.md)
+        # (intelligibility of the rendered speech: the CER of the rendered audio)
         "self_reference": False,
     }
 

@@ -37,4 +37,4 @@ __all__ = [
     "User",
 ]
 
-from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts, issue 7)
+from earmark.store.models_drift import DriftAlert  # noqa: E402  (drift alerts)
