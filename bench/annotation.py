@@ -3,7 +3,7 @@
     python bench/annotation.py [--raters 32] [--items 200] [--overlap 3]
 
 Each rater is a thread calling the real TaskService (claim -> item view -> submit). Latency is the
-time of the claim call plus the submit call, as a browser would wait for them. Target (issue 5):
+time of the claim call plus the submit call, as a browser would wait for them. Target:
 p99 < 25 ms on this machine.
 """
 

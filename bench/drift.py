@@ -14,7 +14,7 @@ then times, on the same rows:
   samples, to show the grid's error); also with a COPY-to-CSV loader, the fastest way we know
   to get rows into pandas, so the comparison is not against a strawman.
 
-Checks that both paths agree, then prints one JSON object. Target (issue 7): in-database >= 5x faster.
+Checks that both paths agree, then prints one JSON object. Target: in-database >= 5x faster.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Every run generates the same prompts x samples with the offline speech policy (eSpeak audio
 included) and stores them through the same bulk path; each actor and the bare loop use one torch
 thread. Steady-state rate excludes start-up (Ray init, actors loading the policy), which is
-reported separately. Targets (issue 3): 2 actors >= 1.7x one actor; 1 actor within 10% of bare.
+reported separately. Targets: 2 actors >= 1.7x one actor; 1 actor within 10% of bare.
 """
 
 from __future__ import annotations

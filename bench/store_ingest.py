@@ -2,7 +2,7 @@
 
     python bench/store_ingest.py [--rows 200000] [--naive-rows N]
 
-Prints one JSON object. Target (issue 2): earmark >= 0.5x raw COPY rows/s.
+Prints one JSON object. Target: earmark >= 0.5x raw COPY rows/s.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A scorer turns one rollout (``ScoringInput``) into one ``ScoreResult`` per named dimension.
 Every score row the platform stores names the scorer and its ``version``; the version hashes
 the scorer's config so that two runs with different thresholds, prompts or weights never
-share a version string (DESIGN.md: "every score row names the reward model and its version").
+share a version string (every score row names the reward model and its version).
 
 This module must stay importable without torch: the store, UI and CLI list scorers cheaply.
 """
@@ -30,7 +30,7 @@ MAX_AUDIO_SECONDS = 600.0
 
 
 class ScoringInput(BaseModel):
-    """One rollout as a scorer sees it (DESIGN.md chat form for ``messages``)."""
+    """One rollout as a scorer sees it (``messages`` in the chat form of earmark.domain.messages)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 

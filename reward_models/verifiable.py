@@ -107,7 +107,7 @@ class WERScorer(Scorer):
         "temperature_fallback": True,
         "asr_batch_size": 8,
         # tts/realtime with no reference: check the audio says what the response text says
-        # (intelligibility of the rendered speech, "CER of the rendered audio" in DESIGN.md)
+        # (intelligibility of the rendered speech: the CER of the rendered audio)
         "self_reference": False,
     }
 

@@ -1,4 +1,4 @@
-"""Exports in the chat-message form of DESIGN.md, per regime, and best-of-N SFT data from the CLI.
+"""Exports in the chat-message form (earmark.domain.messages), per regime, and best-of-N SFT data from the CLI.
 
 Real PostgreSQL, real blobs, real scorers (WER, answer match, latency); the snapshot is labelled by a
 stand-in reward model's scores (AI labels, marked as such) so no raters are needed.

@@ -38,26 +38,50 @@ def _args() -> dict[str, str]:
 
 def test_pins_match_pyproject() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    torch_pin = next(d for d in project["dependencies"] if d.startswith("torch"))
+    worker = project["optional-dependencies"]["worker"]
+    assert not any(d.startswith(("torch", "ray")) for d in project["dependencies"])  # the app image has neither
+    torch_pin = next(d for d in worker if d.startswith("torch"))
     args = _args()
     assert torch_pin == f"torch=={args['TORCH_VERSION']}"
     assert args["TORCH_INDEX_URL"].endswith("/cpu")  # the default image is the CPU build
     assert project["requires-python"].startswith(">=3.11") and args["PYTHON_IMAGE"].startswith("python:3.11-slim")
     from packaging.requirements import Requirement
 
-    ray_pin = Requirement(next(d for d in project["dependencies"] if d.startswith("ray")))
+    ray_pin = Requirement(next(d for d in worker if d.startswith("ray")))
     assert args["RAY_VERSION"] in ray_pin.specifier  # the image's exact Ray is inside the project's range
     assert args["RAY_EXTRAS"].strip('"') == "ray[default,train]==${RAY_VERSION}"
 
 
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions per named build stage (FROM ... AS name)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    name = ""
+    for word, rest in _instructions():
+        if word == "FROM":
+            name = rest.split()[-1] if " AS " in rest.upper() else rest
+            out[name] = []
+        elif name:
+            out[name].append((word, rest))
+    return out
+
+
 def test_torch_before_project_and_non_root() -> None:
-    runs = [rest for word, rest in _instructions() if word == "RUN"]
+    stages = _stages()
+    assert list(stages)[-1] == "worker"  # a plain `docker build` gives the worker image
+    runs = [rest for word, rest in stages["worker"] if word == "RUN"]
     torch_at = next(i for i, r in enumerate(runs) if '"torch==${TORCH_VERSION}"' in r)
-    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install \.(\s|$)", r))
+    project_at = next(i for i, r in enumerate(runs) if 'pip install ".[worker]"' in r)
     assert torch_at < project_at and "--index-url" in runs[torch_at]
-    users = [rest for word, rest in _instructions() if word == "USER"]
-    assert users and users[-1] not in ("root", "0")
-    assert any(w == "ENTRYPOINT" and "tini" in r for w, r in _instructions())
+    for name in ("app", "worker"):
+        users = [rest for word, rest in stages[name] if word == "USER"]
+        assert users and users[-1] not in ("root", "0"), name
+        assert any(w == "ENTRYPOINT" and "tini" in r for w, r in stages[name]), name
+
+
+def test_app_image_has_no_torch_or_ray() -> None:
+    runs = " ".join(rest for word, rest in _stages()["app"] if word == "RUN")
+    assert re.search(r"pip install \.(\s|$)", runs)  # the core only: no extras
+    assert "torch==" not in runs and "RAY_EXTRAS" not in runs and "[worker]" not in runs
 
 
 def test_no_secrets_in_image() -> None:

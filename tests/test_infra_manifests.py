@@ -196,7 +196,9 @@ def test_settings_come_from_secret_and_configmap() -> None:
             return [c for v in node for c in containers(v)]
         return []
 
-    earmark_containers = [c for _, _, d in DOCS for c in containers(d) if c["image"].startswith("earmark:")]
+    earmark_containers = [
+        c for _, _, d in DOCS for c in containers(d) if c["image"].startswith(("earmark:", "earmark-app:"))
+    ]
     assert len(earmark_containers) >= 6
     for c in earmark_containers:
         refs = {(k, v["name"]) for e in c.get("envFrom", []) for k, v in e.items()}

@@ -1,4 +1,4 @@
-"""The layout promises of DESIGN.md: no `platform` package shadowing the standard library."""
+"""The layout promises: no `platform` package shadowing the standard library."""
 
 from __future__ import annotations
 

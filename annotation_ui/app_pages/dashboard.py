@@ -1,5 +1,5 @@
-"""Dashboard: campaign progress and rater agreement for now; reward drift and hacking signals
-arrive with the drift issue (it adds its charts here)."""
+"""Dashboard: campaign progress and rater agreement; reward drift and hacking signals are on the
+drift page (app_pages/drift.py)."""
 
 from __future__ import annotations
 

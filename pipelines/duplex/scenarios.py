@@ -121,7 +121,7 @@ class Scenario:
         return {"timeline": self.timeline.to_json(), "tool_calls": [dict(c) for c in self.tool_calls]}
 
     def prompt_record(self, audio: str = "base64") -> dict[str, Any]:
-        """A duplex prompt in the chat form of DESIGN.md; ``audio`` is ``base64`` or ``sha``."""
+        """A duplex prompt in the chat form (earmark.domain.messages); ``audio`` is ``base64`` or ``sha``."""
         part: dict[str, Any] = {"type": "audio", "transcript": self.transcript}
         part.update(_audio_ref(self.user_wav, audio))
         return {

@@ -1,6 +1,6 @@
 """The one policy interface every adapter implements.
 
-Conversations use the chat form of DESIGN.md: a list of ``{"role": ..., "content": str | [parts]}``
+Conversations use the chat form of earmark.domain.messages: a list of ``{"role": ..., "content": str | [parts]}``
 dicts, optionally starting with a system message that carries the persona card.
 """
 
@@ -40,7 +40,7 @@ class GeneratedSample:
     """One sampled response to one conversation."""
 
     text: str  # plain transcript of what the policy said (control tokens stripped)
-    messages: list[Message]  # the assistant message(s) appended, in DESIGN.md chat form
+    messages: list[Message]  # the assistant message(s) appended, in the chat form
     token_ids: list[int]  # every generated id (text, prosody-control and audio tokens)
     audio: np.ndarray | None = None  # mono float32 in [-1, 1]
     sample_rate: int | None = None

@@ -30,7 +30,7 @@ class EndpointError(RuntimeError):
 
 
 def _to_openai_content(content: Any) -> Any:
-    """DESIGN.md parts -> OpenAI parts; audio must be inline base64 (blobs resolved by the caller)."""
+    """Chat-form parts (earmark.domain.messages) -> OpenAI parts; audio must be inline base64 (blobs resolved by the caller)."""
     if content is None or isinstance(content, str):
         return content or ""
     parts: list[dict[str, Any]] = []

@@ -158,10 +158,11 @@ class S3BlobStore(_Common):
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         create_bucket: bool = True,
-        retries: int = 6,
+        retries: int = 10,
     ) -> None:
         """``retries``: attempts per request, left to botocore (standard mode: connection errors,
-        5xx and throttling are retried with exponential backoff and jitter)."""
+        5xx and throttling are retried with jittered exponential backoff, capped at 20 s; ten
+        attempts ride out an S3 server restart of several seconds)."""
         import boto3
         from botocore.config import Config
 

@@ -10,7 +10,7 @@
 - verl:     veRL RL parquet: data_source, prompt, ability, reward_model{style, ground_truth}, extra_info;
             only prompts with a verifiable reference (answer, text or expected tool calls)
 - nemo_rl:  NeMo-RL preference: context=[messages], completions=[{rank, completion=[messages]}]
-- chat:     SFT in the chat form of DESIGN.md: messages=[system persona, prompt..., chosen reply], one per
+- chat:     SFT in the chat form (earmark.domain.messages): messages=[system persona, prompt..., chosen reply], one per
             distinct chosen rollout (asr: the reference transcript is the target when there is one)
 - best_of_n: best-of-N SFT data: messages=[prompt..., top reply] per prompt by a reward composition's
             total (built from rollouts and scores, not from pairs; see ``best_of_n``)
@@ -18,7 +18,7 @@
 Messages take one of two content forms (``content``):
 - ``text``:  ``{"role", "content": str}``, for text trainers; audio parts become their transcript.
 - ``parts``: ``{"role", "content": [{"type": "text", "text"} | {"type": "audio", "audio_sha256",
-             "transcript"?}]}``, the DESIGN.md form for speech models; audio stays a blob reference.
+             "transcript"?}]}``, the chat form for speech models; audio stays a blob reference.
 Both keep ``tool_calls`` (``[{"name", "arguments"}]``) on assistant messages and a ``tools`` column
 with the prompt's tool schemas (TRL passes a ``tools`` column to the chat template).
 
@@ -106,7 +106,7 @@ def _message(m: dict[str, Any], regime: str | None, content: str) -> dict[str, A
 
 def _tool_call(t: dict[str, Any]) -> dict[str, Any]:
     args = t.get("arguments")
-    if isinstance(args, str):  # OpenAI style: arguments as a JSON string; DESIGN.md keeps an object
+    if isinstance(args, str):  # OpenAI style: arguments as a JSON string; the chat form keeps an object
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError:

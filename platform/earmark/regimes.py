@@ -1,4 +1,4 @@
-"""Regime presets: what each task regime of DESIGN.md scores, how it composes rewards, how people
+"""Regime presets: what each task regime (asr, tts, realtime, duplex, reasoning) scores, how it composes rewards, how people
 annotate it and which exports make sense.
 
 One preset per regime (asr, tts, realtime, duplex, reasoning). The reward-composition weights live
@@ -21,7 +21,7 @@ from earmark.domain.annotation import RATING_DIMENSIONS
 from earmark.domain.enums import Protocol, Regime
 
 # Export formats a preset may name: the snapshot converters of ``earmark.exports`` plus the two
-# SFT forms (``chat``: chosen replies in the chat form of DESIGN.md; ``best_of_n``: the top-scored
+# SFT forms (``chat``: chosen replies in the chat form of earmark.domain.messages; ``best_of_n``: the top-scored
 # rollout per prompt by the preset's composition).
 EXPORT_FORMATS = ("trl", "openrlhf", "verl", "nemo_rl", "chat", "best_of_n")
 # Keys every rollout's ``sampling`` column has when it came through ``pipelines.rollouts``.

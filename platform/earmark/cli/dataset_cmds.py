@@ -69,7 +69,7 @@ def export(
         None,
         "--content",
         help="Message content: 'text' (strings, for text trainers; "
-        "the default) or 'parts' (DESIGN.md chat form with audio parts by sha256; "
+        "the default) or 'parts' (the chat form with audio parts by sha256; "
         "the default for chat).",
     ),
     regime: str = typer.Option(

@@ -1,4 +1,4 @@
-"""The full-duplex timeline of DESIGN.md: a conversation on a fixed chunk clock.
+"""The full-duplex timeline: a conversation on a fixed chunk clock.
 
 A duplex session is not a list of turns: user and assistant speak on their own channels at the
 same time, and the assistant's decisions (take the turn, back-channel, stop when interrupted,

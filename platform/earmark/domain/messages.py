@@ -1,4 +1,4 @@
-"""Conversation messages in the common chat form of DESIGN.md.
+"""Conversation messages in the project's common chat form.
 
 ``{"role": ..., "content": str | [{"type": "text"|"audio"|"token", ...}], "tool_calls": [...]}``.
 Audio parts reference blobs by sha256 (``{"type": "audio", "audio_sha256": ...}``) once stored;

@@ -1,5 +1,5 @@
 """Reward drift across policy versions, reward-hacking signals, the verifiable-reward trap, the
-Bradley-Terry policy leaderboard and rater drift (issue 7).
+Bradley-Terry policy leaderboard and rater drift.
 
 Layout: ``sql`` (score aggregates in PostgreSQL) and ``metrics`` (PSI, KS, JS, Wasserstein from
 them) make ``report.summarize``; ``hacking``, ``trap``, ``leaderboard`` and ``raters`` each hold

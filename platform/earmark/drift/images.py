@@ -1,6 +1,6 @@
 """PNG images of the main drift charts, drawn with matplotlib (no browser, no network).
 
-They sit beside the HTML report for slides and tickets, and stand in for the interactive charts
+They sit beside the HTML report for slides and bug reports, and stand in for the interactive charts
 inside the HTML when the Vega libraries cannot be inlined (vl-convert-python not installed).
 """
 

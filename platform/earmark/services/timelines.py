@@ -94,7 +94,7 @@ def scenario_part(tl: Timeline) -> Timeline:
 
 
 def _audio_part(tl: Timeline) -> dict[str, Any]:
-    """The user turn in the chat form of DESIGN.md: the user track as an audio part with its transcript."""
+    """The user turn in the chat form (earmark.domain.messages): the user track as an audio part with its transcript."""
     part: dict[str, Any] = {"type": "audio", "audio_sha256": tl.user.audio_sha256}
     if tl.user.transcript:
         part["transcript"] = tl.user.transcript
