@@ -37,15 +37,16 @@ COLUMNS = (
 COPY_SQL = f"COPY serving_events ({', '.join(COLUMNS)}) FROM STDIN"
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _copy_text(v: Any) -> str:
     """One field in PostgreSQL's COPY text format (NUL is refused before a request gets here)."""
     if v is None:
         return "\\N"
     if isinstance(v, str):
-        return v.translate(_ESCAPES)
+        if "\\" in v:
+            v = v.replace("\\", "\\\\")
+        if "\t" in v or "\n" in v or "\r" in v:
+            v = v.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return v
     return str(v)
 
 
