@@ -95,8 +95,12 @@ class Recorder:
         """Returns once the rows are committed; RecorderUnavailable when they cannot be."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self.queue.put((rows, fut)), timeout_s)
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            self.queue.put_nowait((rows, fut))
+        except asyncio.QueueFull:
+            raise RecorderUnavailable("too many requests waiting for the store on this worker; retry") from None
+        try:
+            async with asyncio.timeout(timeout_s):  # no extra task per request (unlike wait_for)
+                await fut
         except TimeoutError:
             raise RecorderUnavailable(
                 f"serving events not committed within {timeout_s:.0f} s (store slow or down); retry"
