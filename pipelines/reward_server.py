@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.reward_service.app import ServiceConfig
+from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.server import ThreadedServer, conninfo_of, start_in_thread
 
 
@@ -15,7 +16,9 @@ class RewardService:
     """The configuration of one reward service on the store ``em`` talks to."""
 
     def __init__(self, em: Any, scorer_specs: list[dict[str, Any]], regime: str = "realtime", **limits: Any) -> None:
-        self.config = ServiceConfig(conninfo=conninfo_of(em), scorers=scorer_specs, regime=regime, **limits)
+        self.config = ServiceConfig(
+            conninfo=conninfo_of(em), scorers=scorer_specs, regime=regime, limits=ServiceLimits(**limits)
+        )
 
 
 def serve(

@@ -230,3 +230,44 @@ def test_token_rules() -> None:
         check_env_token("x" * 20 + "abcdefgh", "0.0.0.0")
     check_env_token("abcdefghijklmnop", "127.0.0.1")
     check_env_token(TOKEN, "0.0.0.0")
+
+
+def test_slow_body_times_out(committed_em) -> None:
+    import socket
+
+    svc = RewardService(committed_em, [{"name": "answer_match"}], regime="reasoning", body_read_timeout_s=1.0)
+    port = free_port()
+    srv = serve(svc, TOKEN, port=port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(
+                (
+                    f"POST /get_reward HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"query":'
+                ).encode()
+            )
+            reply = s.recv(4096).decode()  # the server gives up on the body; the worker was never pinned
+        assert reply.startswith("HTTP/1.1 408") and "not received within 1 s" in reply
+        assert httpx.get(srv.url + "/health").status_code == 200
+    finally:
+        srv.shutdown()
+
+
+def test_cli_token_mints_once_and_stores_hash(committed_em, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from earmark.cli.main import app
+
+    monkeypatch.setenv("EARMARK_DATABASE_URL", committed_em.settings.database_url.get_secret_value())
+    monkeypatch.setenv("EARMARK_HOME", str(tmp_path))
+    r = CliRunner().invoke(app, ["rm", "token", "cli-team"])
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip().splitlines()[-1]
+    assert len(token) == 43
+    with committed_em.session() as s:
+        digest = s.scalar(text("SELECT token_sha256 FROM reward_tokens WHERE name = 'cli-team'"))
+    import hashlib
+
+    assert digest == hashlib.sha256(token.encode()).hexdigest()
+    again = CliRunner().invoke(app, ["rm", "token", "cli-team"])
+    assert again.exit_code == 2 and "--replace" in again.output

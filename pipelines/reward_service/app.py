@@ -11,7 +11,10 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
@@ -190,16 +193,13 @@ class RewardApp:
                 raise HttpError(400, "invalid_input", "Content-Length is not a number") from None
         chunks, size = [], 0
 
-        async def read() -> None:
-            nonlocal size
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > cap:
-                    raise HttpError(413, "payload_too_large", f"body exceeds {cap} bytes; split the batch")
-                chunks.append(chunk)
-
         try:
-            await asyncio.wait_for(read(), self.limits.body_read_timeout_s)
+            async with asyncio.timeout(self.limits.body_read_timeout_s):  # no task per request
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > cap:
+                        raise HttpError(413, "payload_too_large", f"body exceeds {cap} bytes; split the batch")
+                    chunks.append(chunk)
         except TimeoutError:
             raise HttpError(
                 408, "request_timeout", f"body not received within {self.limits.body_read_timeout_s:.0f} s"
@@ -344,7 +344,39 @@ class RewardApp:
         return rows
 
 
-def create_app(config: ServiceConfig, env_token: str | None = None) -> Starlette:
+REWARD_PATHS = ("/get_reward", "/reward")
+
+
+class _RawRequest:
+    """The few request attributes the reward route reads, straight from the ASGI scope: the hot
+    path skips Starlette's routing, middleware and Request objects (health/ready keep them)."""
+
+    __slots__ = ("_receive", "_scope", "client", "headers", "method", "url")
+
+    def __init__(self, scope: dict[str, Any], receive: Any) -> None:
+        self._scope, self._receive = scope, receive
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.method = scope["method"]
+        self.client = SimpleNamespace(host=scope["client"][0]) if scope.get("client") else None
+        self.url = SimpleNamespace(path=scope["path"])
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        qs = self._scope.get("query_string") or b""
+        return dict(parse_qsl(qs.decode("latin-1"))) if qs else {}
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                raise HttpError(400, "client_disconnected", "the client went away before sending the body")
+            if body := msg.get("body", b""):
+                yield body
+            if not msg.get("more_body", False):
+                return
+
+
+def create_app(config: ServiceConfig, env_token: str | None = None) -> Any:
     svc = RewardApp(config, env_token)
 
     @contextlib.asynccontextmanager
@@ -355,19 +387,28 @@ def create_app(config: ServiceConfig, env_token: str | None = None) -> Starlette
         finally:
             await svc.shutdown()
 
-    app = Starlette(
+    other = Starlette(
         routes=[
-            Route("/get_reward", svc.get_reward, methods=["POST"]),
-            Route("/reward", svc.get_reward, methods=["POST"]),
             Route("/health", svc.health, methods=["GET"]),
             Route("/ready", svc.ready_route, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
-    app.state.service = svc
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in REWARD_PATHS:
+            if scope["method"] != "POST":
+                resp = _json(405, {"error": {"code": "method_not_allowed", "message": "POST a JSON body"}})
+            else:
+                resp = await svc.get_reward(_RawRequest(scope, receive))  # type: ignore[arg-type]
+            await resp(scope, receive, send)
+        else:
+            await other(scope, receive, send)
+
+    app.service = svc  # type: ignore[attr-defined]
     return app
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> Any:
     """uvicorn factory for worker processes: the config comes in EARMARK_REWARD_SERVICE_CONFIG."""
     return create_app(ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None)

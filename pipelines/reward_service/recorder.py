@@ -37,15 +37,16 @@ COLUMNS = (
 COPY_SQL = f"COPY serving_events ({', '.join(COLUMNS)}) FROM STDIN"
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _copy_text(v: Any) -> str:
     """One field in PostgreSQL's COPY text format (NUL is refused before a request gets here)."""
     if v is None:
         return "\\N"
     if isinstance(v, str):
-        return v.translate(_ESCAPES)
+        if "\\" in v:
+            v = v.replace("\\", "\\\\")
+        if "\t" in v or "\n" in v or "\r" in v:
+            v = v.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return v
     return str(v)
 
 
@@ -94,8 +95,12 @@ class Recorder:
         """Returns once the rows are committed; RecorderUnavailable when they cannot be."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self.queue.put((rows, fut)), timeout_s)
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            self.queue.put_nowait((rows, fut))
+        except asyncio.QueueFull:
+            raise RecorderUnavailable("too many requests waiting for the store on this worker; retry") from None
+        try:
+            async with asyncio.timeout(timeout_s):  # no extra task per request (unlike wait_for)
+                await fut
         except TimeoutError:
             raise RecorderUnavailable(
                 f"serving events not committed within {timeout_s:.0f} s (store slow or down); retry"

@@ -53,6 +53,10 @@ def reference_from_label(label: Any) -> dict[str, Any] | None:
     raise ValueError(f"label of type {type(label).__name__} is not supported")
 
 
+# verifiable scorers and the reference key each one needs
+REFERENCE_KEY = {"answer_match": "answer", "tool_calls": "tool_calls"}
+
+
 class _FrozenComposition(RewardComposition):
     """The default composition with its version hashed once (compose() reads it per item)."""
 
@@ -90,19 +94,24 @@ class ScoringEngine:
         response = query[len(prompt) :]
         try:
             ref = reference_from_label(label)
-            item = ScoringInput(
-                regime=regime,  # type: ignore[arg-type]
-                messages=[{"role": "user", "content": prompt}] if prompt else [],
-                reference=ref,
-                response_text=response.strip(),
-                audio=audio[0] if audio else None,
-                sample_rate=audio[1] if audio else None,
-            )
+            fields = {
+                "regime": regime,
+                "messages": [{"role": "user", "content": prompt}] if prompt else [],
+                "reference": ref,
+                "response_text": response.strip(),
+            }
+            if audio:
+                fields.update(audio=audio[0], sample_rate=audio[1])
+            item = ScoringInput(**fields)
         except ValueError as exc:
             return response, ItemResult(error=f"bad item: {_first_line(exc)}")
         dims: dict[str, float] = {}
         skipped: dict[str, str] = {}
         for scorer in self.scorers:
+            need = REFERENCE_KEY.get(scorer.name)
+            if need and (ref is None or need not in ref):  # known in advance: no exception needed
+                skipped[scorer.name] = f"label has no {need!r}"
+                continue
             try:
                 for r in scorer.score_one(item):
                     dims[r.dimension] = float(r.score)
