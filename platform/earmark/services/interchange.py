@@ -293,6 +293,7 @@ class InterchangeService(Service):
         audio_root: Path | None = None,
         allow_urls: bool = False,
         progress: ProgressFn | None = None,
+        only_kinds: tuple[str, ...] | None = None,
     ) -> ImportSummary:
         """Import one file all-or-nothing (module doc). Returns what was added/updated/unchanged."""
         self.ctx.require("catalog.write")
@@ -313,6 +314,11 @@ class InterchangeService(Service):
             try:
                 summary = ImportSummary(adapter.name, source)
                 for rec in adapter.iter_records(path):
+                    if only_kinds is not None and rec.kind not in only_kinds:
+                        raise InvalidInput(
+                            f"{path}:{rec.line}: this is a {rec.kind} line but this command imports "
+                            f"{' and '.join(only_kinds)} lines only: use `earmark import FILE` for mixed files"
+                        )
                     st.add(rec)
                     summary.records += 1
                     if progress is not None and summary.records % 1000 == 0:
