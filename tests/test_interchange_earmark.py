@@ -135,3 +135,9 @@ def test_field_error_names_line_field_format_fix(em, tmp_path: Path) -> None:
     msg = exc.value.message
     assert f"{f}:2" in msg and "field regime" in msg and "earmark schema earmark" in msg and "fix" in msg
     assert counts(em) == before
+
+
+def test_docs_carry_the_current_schemas() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "interchange.md").read_text()
+    for kind, schema in schemas().items():
+        assert f"### {kind}\n\n```json\n{json.dumps(schema, indent=2)}\n```" in doc, f"docs schema of {kind} is stale"

@@ -20,22 +20,42 @@ def _existing(path: Path) -> Path:
     return path
 
 
+_ON_CONFLICT_HELP = "Changed content of an existing name/id: error (default), skip (keep stored) or update."
+_AUDIO_ROOT_HELP = "Audio paths must resolve under this folder (default: the file's folder)."
+
+
+def _import(file: Path, kind: str, on_conflict: str, audio_root: Path | None) -> None:
+    """Through the interchange import (all-or-nothing with audio, strict JSON, limits, --on-conflict);
+    `earmark schema {kind}` prints the line format."""
+    s = connect().interchange.import_file(
+        _existing(file), fmt="earmark", on_conflict=on_conflict, audio_root=audio_root, only_kinds=(kind,)
+    )
+    present = s.unchanged.get(kind, 0) + s.skipped.get(kind, 0)
+    updated = f", {s.updated[kind]} updated" if s.updated.get(kind) else ""
+    console.print(f"{kind}s: {s.added.get(kind, 0)} added, {present} already present{updated}")
+
+
 @personas_app.command("import")
 @handle_errors
-def personas_import(file: Path = typer.Argument(..., help="JSONL, one persona per line.")) -> None:
-    """Import personas; existing names are kept unchanged."""
-    rep = connect().catalog.import_personas(_existing(file))
-    console.print(f"personas: {rep.added} added, {rep.skipped} already present")
+def personas_import(
+    file: Path = typer.Argument(..., help="JSONL, one persona per line (`earmark schema persona`)."),
+    on_conflict: str = typer.Option("error", "--on-conflict", help=_ON_CONFLICT_HELP),
+) -> None:
+    """Import personas; identical ones already present are left as they are."""
+    _import(file, "persona", on_conflict, None)
 
 
 @prompts_app.command("import")
 @handle_errors
 def prompts_import(
-    file: Path = typer.Argument(..., help="JSONL, one prompt per line (audio as path or base64)."),
+    file: Path = typer.Argument(
+        ..., help="JSONL, one prompt per line (`earmark schema prompt`; audio as path/base64)."
+    ),
+    on_conflict: str = typer.Option("error", "--on-conflict", help=_ON_CONFLICT_HELP),
+    audio_root: Path = typer.Option(None, "--audio-root", help=_AUDIO_ROOT_HELP),
 ) -> None:
-    """Import prompts; audio parts are validated and stored as blobs first."""
-    rep = connect().catalog.import_prompts(_existing(file))
-    console.print(f"prompts: {rep.added} added, {rep.skipped} already present")
+    """Import prompts all-or-nothing: audio is checked and staged, and published with the rows."""
+    _import(file, "prompt", on_conflict, audio_root)
 
 
 @policies_app.command("list")

@@ -38,5 +38,6 @@ class EarmarkJsonl(Adapter):
                     f"is missing or unknown ({obj.get('kind')!r}) and cannot be read from the keys",
                     f'add "kind": one of {", ".join(KINDS)}',
                 )
-            data = {k: v for k, v in obj.items() if k != "kind"}
-            yield Record(no, kind, data)
+            if "kind" in obj:
+                obj = {k: v for k, v in obj.items() if k != "kind"}
+            yield Record(no, kind, obj)

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from earmark import audio as audio_mod
-from earmark.domain.messages import AudioPart
+from earmark.domain.messages import AudioPart, Message
 from earmark.errors import Conflict, InvalidInput
 from earmark.interchange import ADAPTERS, adapter_for
 from earmark.interchange.base import Adapter, Record
@@ -81,6 +81,13 @@ class ImportSummary:
 
 def _j(v: Any) -> str | None:
     return None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+def _messages_json(messages: list[Message]) -> str:
+    return _MESSAGES.dump_json(messages, exclude_none=True).decode()
 
 
 def _format_validation(exc: ValidationError) -> str:
@@ -200,41 +207,42 @@ class _Stager:
         sha = self._stage_bytes(data, where)
         return AudioPart(type="audio", audio_sha256=sha, transcript=part.transcript)
 
-    def _messages(self, messages: list[Any], where: str, line: int) -> tuple[list[dict[str, Any]], str | None]:
+    def _messages(self, messages: list[Any], rec: Record) -> tuple[str, str | None]:
+        """The messages as stored (JSON, audio parts by sha256) and the first audio sha256."""
         first = None
         for mi, msg in enumerate(messages):
             if isinstance(msg.content, str):
                 continue
             for i, part in enumerate(msg.content):
                 if isinstance(part, AudioPart):
-                    msg.content[i] = self._audio(part, f"{where}: messages[{mi}].content[{i}]", line)
+                    msg.content[i] = self._audio(part, f"{self.where(rec)}: messages[{mi}].content[{i}]", rec.line)
                     first = first or msg.content[i].audio_sha256
-        return [m.model_dump(exclude_none=True) for m in messages], first
+        return _messages_json(messages), first
 
     def _row_persona(self, p: PersonaImport, rec: Record) -> tuple[Any, ...]:
         return (rec.line, p.name, _j(p.card()))
 
     def _row_prompt(self, p: PromptImport, rec: Record) -> tuple[Any, ...]:
-        msgs, first = self._messages(p.messages, self.where(rec), rec.line)
+        msgs, first = self._messages(p.messages, rec)
         return (
             rec.line,
             p.external_id,
             p.regime.value,
-            _j(msgs),
+            msgs,
             first,
             _j(p.reference),
             _j(p.tools),
             p.persona,
             p.split,
-            _j(p.tags),
+            _j(p.tags) if p.tags else "[]",
         )
 
     def _row_response(self, r: ResponseImport, rec: Record) -> tuple[Any, ...]:
         where = self.where(rec)
-        msgs = self._messages(r.messages, where, rec.line)[0] if r.messages else None
+        msgs = self._messages(r.messages, rec)[0] if r.messages else None
         sha = self._audio(r.audio, f"{where}: audio", rec.line).audio_sha256 if r.audio else None
         calls = [c.model_dump() for c in r.tool_calls] if r.tool_calls else None
-        return (rec.line, r.prompt, r.policy, r.sample_index, r.round, _j(msgs), r.text, sha, _j(calls))
+        return (rec.line, r.prompt, r.policy, r.sample_index, r.round, msgs, r.text, sha, _j(calls))
 
     def _row_judgment(self, j: JudgmentImport, rec: Record) -> tuple[Any, ...]:
         body = j.model_dump(mode="json", exclude={"source"})
@@ -285,6 +293,7 @@ class InterchangeService(Service):
         audio_root: Path | None = None,
         allow_urls: bool = False,
         progress: ProgressFn | None = None,
+        only_kinds: tuple[str, ...] | None = None,
     ) -> ImportSummary:
         """Import one file all-or-nothing (module doc). Returns what was added/updated/unchanged."""
         self.ctx.require("catalog.write")
@@ -305,6 +314,11 @@ class InterchangeService(Service):
             try:
                 summary = ImportSummary(adapter.name, source)
                 for rec in adapter.iter_records(path):
+                    if only_kinds is not None and rec.kind not in only_kinds:
+                        raise InvalidInput(
+                            f"{path}:{rec.line}: this is a {rec.kind} line but this command imports "
+                            f"{' and '.join(only_kinds)} lines only: use `earmark import FILE` for mixed files"
+                        )
                     st.add(rec)
                     summary.records += 1
                     if progress is not None and summary.records % 1000 == 0:
@@ -754,33 +768,36 @@ JOIN prompts p ON p.id = e.prompt_id
 JOIN rollouts ra ON ra.id = e.rollout_a_id JOIN policies pa ON pa.id = ra.policy_id
 JOIN rollouts rb ON rb.id = e.rollout_b_id JOIN policies pb ON pb.id = rb.policy_id
 {where}
-ORDER BY e.id
 """
 
 
 class _CopyStream:
-    """A read-only file over psycopg's COPY TO STDOUT chunks (what pyarrow.csv reads from)."""
+    """A read-only file over psycopg's COPY TO STDOUT chunks (what pyarrow.csv reads from).
+
+    PostgreSQL sends one CopyData message per row; collecting them in a list and joining once per
+    read keeps the Python work per row to an append."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self.chunks = chunks
-        self.buf = memoryview(b"")
+        self.rest = b""
         self.closed = False
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        out = bytearray()
-        while n < 0 or len(out) < n:
-            if not self.buf:
-                nxt = next(self.chunks, None)
-                if nxt is None:
-                    break
-                self.buf = memoryview(bytes(nxt))
-            take = len(self.buf) if n < 0 else min(n - len(out), len(self.buf))
-            out += self.buf[:take]
-            self.buf = self.buf[take:]
-        return bytes(out)
+        parts, size = [self.rest], len(self.rest)
+        for chunk in self.chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if 0 <= n <= size:
+                break
+        data = b"".join(parts)
+        if 0 <= n < len(data):
+            data, self.rest = data[:n], data[n:]
+        else:
+            self.rest = b""
+        return data
 
     def close(self) -> None:
         self.closed = True
