@@ -159,6 +159,7 @@ def test_rater_plays_both_clips_and_submits_in_chromium(
             expect(submit).to_be_enabled()
 
             page.get_by_text("A is better").click()
+            page.get_by_text("Clearly", exact=True).click()
             for dim in ("prosody", "persona_consistency", "correctness"):
                 page.locator(f"[class*='st-key-dim-{dim}-']").get_by_text("4", exact=True).click()
             page.locator("[class*='st-key-rationale-'] textarea").fill("A sounds calmer, like the persona.")
@@ -167,7 +168,7 @@ def test_rater_plays_both_clips_and_submits_in_chromium(
             record_property("screenshot", str(shot))
             print(f"\nrate page screenshot: {shot}")
             submit.click()
-            expect(page.get_by_text("Saved. Here is the next item.")).to_be_visible()
+            expect(page.get_by_text("Saved your answer to item #")).to_be_visible()
         finally:
             browser.close()
 
