@@ -337,7 +337,7 @@ class RewardApp:
                     versions,
                     comp,
                     r.score if r.error is None else None,
-                    json.dumps(r.parts()),
+                    r.parts_json or json.dumps(r.parts()),
                     r.error,
                 )
             )
