@@ -314,7 +314,7 @@ class RewardApp:
     def _rows(
         self, who: str, run_id: str | None, step: int | None, req: RewardRequest, results: list[tuple[str, ItemResult]]
     ) -> list[tuple[Any, ...]]:
-        rid = uuid.uuid4()
+        rid = str(uuid.uuid4())
         regime = req.regime or self.engine.regime
         versions = self.engine.scorer_versions_json
         comp = self.engine.composition_version
