@@ -314,7 +314,7 @@ class RewardApp:
     def _rows(
         self, who: str, run_id: str | None, step: int | None, req: RewardRequest, results: list[tuple[str, ItemResult]]
     ) -> list[tuple[Any, ...]]:
-        rid = uuid.uuid4()
+        rid = str(uuid.uuid4())
         regime = req.regime or self.engine.regime
         versions = self.engine.scorer_versions_json
         comp = self.engine.composition_version
@@ -337,7 +337,7 @@ class RewardApp:
                     versions,
                     comp,
                     r.score if r.error is None else None,
-                    json.dumps(r.parts()),
+                    r.parts_json or json.dumps(r.parts()),
                     r.error,
                 )
             )

@@ -33,7 +33,7 @@ class RewardRequest(BaseModel):
 
 
 class ItemResult:
-    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error")
+    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error", "parts_json")
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class ItemResult:
     ) -> None:
         self.score, self.verifiable, self.preference = score, verifiable, preference
         self.dims, self.skipped, self.error = dims or {}, skipped or {}, error
+        self.parts_json: str | None = None  # serialized parts, set once (results may be shared)
 
     def parts(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dims": self.dims}

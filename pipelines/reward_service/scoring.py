@@ -82,6 +82,7 @@ class ScoringEngine:
         self.scorer_versions = {s.name: s.version for s in self.scorers}
         self.scorer_versions_json = json.dumps(self.scorer_versions)
         self.all_cheap = all(s.kind == "verifiable" for s in self.scorers)
+        self._composed: dict[tuple[Any, ...], ItemResult] = {}
 
     def score_item(
         self, regime: str, prompt: str, query: str, label: Any, audio: tuple[Any, int] | None
@@ -117,14 +118,29 @@ class ScoringEngine:
                     dims[r.dimension] = float(r.score)
             except ValueError as exc:  # e.g. a verifiable scorer on an item without that reference
                 skipped[scorer.name] = _first_line(exc)
+        return response, self._compose(regime, tuple(dims.items()), tuple(skipped.items()))
+
+    def _compose(
+        self, regime: str, dims: tuple[tuple[str, float], ...], skipped: tuple[tuple[str, str], ...]
+    ) -> ItemResult:
+        """Composition is a pure function of (regime, scores); verifiable scores repeat (0/1), so
+        the composed result and its serialized parts are memoized (bounded)."""
+        key = (regime, dims, skipped)
+        hit = self._composed.get(key)
+        if hit is not None:
+            return hit
+        d, sk = dict(dims), dict(skipped)
         try:
-            comp = self.composition.compose(regime, dims)  # type: ignore[arg-type]
+            comp = self.composition.compose(regime, d)  # type: ignore[arg-type]
+            res = ItemResult(comp.total, comp.verifiable, comp.preference, d, sk)
         except ValueError as exc:
-            why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-            return response, ItemResult(
-                dims=dims, skipped=skipped, error=f"{_first_line(exc)}" + (f" ({why})" if why else "")
-            )
-        return response, ItemResult(comp.total, comp.verifiable, comp.preference, dims, skipped)
+            why = "; ".join(f"{k}: {v}" for k, v in sk.items())
+            res = ItemResult(dims=d, skipped=sk, error=f"{_first_line(exc)}" + (f" ({why})" if why else ""))
+        res.parts_json = json.dumps(res.parts())
+        if len(self._composed) >= 4096:
+            self._composed.clear()
+        self._composed[key] = res
+        return res
 
 
 def _first_line(exc: BaseException) -> str:
