@@ -190,10 +190,51 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
 def tool_calls_exact(pred: list[dict[str, Any]], ref: list[dict[str, Any]]) -> bool:
     """Same calls in the same order: names identical, arguments equal as values (key order,
     JSON-string vs object, number spelling and case ignored)."""
-    from reward_models.verifiable import _parse_args, values_equal
-
     return len(pred) == len(ref) and all(
         str(p.get("name", "")).strip() == str(r.get("name", "")).strip()
         and values_equal(_parse_args(p.get("arguments")), _parse_args(r.get("arguments")))
         for p, r in zip(pred, ref, strict=True)
     )
+
+
+# argument values (shared with the tool-call scorers in reward_models.verifiable and .duplex)
+
+
+def _parse_args(args: Any) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if isinstance(args, str):  # OpenAI-style tool calls carry arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return {"__unparsed__": args}
+    if not isinstance(args, dict):
+        return {"__value__": args}
+    return args
+
+
+def _as_number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(normalize_text(v).replace(" ", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Argument equality that ignores case, punctuation, number spelling and key order."""
+    na, nb = _as_number(a), _as_number(b)
+    if na is not None and nb is not None:
+        return math.isclose(na, nb, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str):
+        return normalize_text(a) == normalize_text(b)
+    return a == b

@@ -6,12 +6,12 @@ similarities) in ``features`` so that dashboards can show the real quantity, not
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
+from reward_models.extraction import _parse_args, values_equal
 from reward_models.textnorm import normalize_text
 
 
@@ -189,46 +189,6 @@ class WERScorer(Scorer):
 
 
 # ---------------------------------------------------------------- tool calls
-
-
-def _parse_args(args: Any) -> dict[str, Any]:
-    if args is None:
-        return {}
-    if isinstance(args, str):  # OpenAI-style tool calls carry arguments as a JSON string
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            return {"__unparsed__": args}
-    if not isinstance(args, dict):
-        return {"__value__": args}
-    return args
-
-
-def _as_number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(normalize_text(v).replace(" ", ""))
-        except ValueError:
-            return None
-    return None
-
-
-def values_equal(a: Any, b: Any) -> bool:
-    """Argument equality that ignores case, punctuation, number spelling and key order."""
-    na, nb = _as_number(a), _as_number(b)
-    if na is not None and nb is not None:
-        return math.isclose(na, nb, rel_tol=1e-6, abs_tol=1e-9)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, str) and isinstance(b, str):
-        return normalize_text(a) == normalize_text(b)
-    return a == b
 
 
 def arguments_f1(pred: dict[str, Any], ref: dict[str, Any]) -> float:
