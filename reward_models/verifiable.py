@@ -100,8 +100,8 @@ class WERScorer(Scorer):
         "beam_size": 1,
         "transcribe_audio": True,
         # fit_window: clips up to 28 s run Whisper's encoder on a window fitted to the clip (plus 2 s
-        # of silence) instead of 30 s, several clips per call: ~8x faster on few-second clips at the
-        # same WER (reward_models.asr.FIT_PAD_S). temperature_fallback: re-decode hotter when a
+        # of silence) instead of 30 s, several clips per call: 5-8x faster on few-second clips at a
+        # similar WER (reward_models.asr.FIT_PAD_S). temperature_fallback: re-decode hotter when a
         # window looks like a loop or is unsure (faster-whisper's default; the long-form path only)
         "fit_window": False,
         "temperature_fallback": True,
