@@ -858,7 +858,23 @@ def export_pairs_parquet(ctx: Any, out: Path, *, source: str | None = None, bloc
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(n, getattr(pa, t)()) for n, t in PAIR_COLUMNS])
+    # Columns taken from prompts/responses are dictionary-encoded once per distinct value: each block
+    # then carries int32 indices, and Parquet writes them without hashing the strings again.
+    joined = {
+        "prompt_external_id",
+        "regime",
+        "prompt_messages",
+        "chosen",
+        "rejected",
+        "prompt_audio_sha256",
+        "chosen_audio_sha256",
+        "rejected_audio_sha256",
+        "chosen_policy",
+        "rejected_policy",
+    }
+    schema = pa.schema(
+        [(n, pa.dictionary(pa.int32(), pa.string()) if n in joined else getattr(pa, t)()) for n, t in PAIR_COLUMNS]
+    )
     rows = 0
     with ctx.engine.connect() as conn:
         raw = conn.connection.driver_connection
@@ -869,7 +885,10 @@ def export_pairs_parquet(ctx: Any, out: Path, *, source: str | None = None, bloc
                 list(_csv_batches(raw, sql, columns, block_bytes)),
                 schema=pa.schema([(n, getattr(pa, ty)()) for n, ty in columns]),
             )
-            return {n: t.column(n).combine_chunks() for n, _ in columns}
+            return {
+                n: t.column(n).combine_chunks().dictionary_encode() if ty == "string" else t.column(n).combine_chunks()
+                for n, ty in columns
+            }
 
         prompts = arrays(PROMPTS_SQL.format(where=where), PROMPT_STREAM)
         resp = arrays(RESPONSES_SQL.format(where=where), RESPONSE_STREAM)
@@ -880,9 +899,10 @@ def export_pairs_parquet(ctx: Any, out: Path, *, source: str | None = None, bloc
                 bi = pc.index_in(b.column("b"), value_set=resp["id"])
                 a_first = pc.greater_equal(b.column("preference"), 0)
 
-                def side(col: str, first: bool, ai: Any = ai, bi: Any = bi, a_first: Any = a_first) -> Any:
-                    x, y = resp[col].take(ai), resp[col].take(bi)
-                    return pc.if_else(a_first, x, y) if first else pc.if_else(a_first, y, x)
+                chosen_i, rejected_i = pc.if_else(a_first, ai, bi), pc.if_else(a_first, bi, ai)
+
+                def side(col: str, first: bool, ci: Any = chosen_i, ri: Any = rejected_i) -> Any:
+                    return resp[col].take(ci if first else ri)
 
                 cols = {
                     "judgment_id": b.column("judgment_id"),
