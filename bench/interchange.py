@@ -11,7 +11,7 @@ Prints one JSON object:
   import.peak_rss_mb: the process's peak resident memory after the import (before the COPY baseline).
 - export.rows_per_s: external judgments written as preference pairs with audio references to Parquet
   (``export_pairs_parquet``: COPY ... TO STDOUT CSV -> pyarrow -> ParquetWriter); target >= 200000.
-  export.copy_only_rows_per_s: the same query's COPY TO STDOUT read and discarded (PostgreSQL's share).
+  export.copy_only_rows_per_s: the same queries' COPY TO STDOUT read and discarded (PostgreSQL's share).
 """
 
 from __future__ import annotations
@@ -133,15 +133,20 @@ def main() -> None:
                 ),
                 {"n": args.pairs, "np": args.prompts},
             )
-        from earmark.services.interchange import PAIRS_SQL
+        from earmark.services.interchange import PAIRS_SQL, PROMPTS_SQL, RESPONSES_SQL
 
         with em.ctx.engine.connect() as conn:
             raw = conn.connection.driver_connection
             t0 = time.perf_counter()
-            with raw.cursor() as cur, cur.copy(f"COPY ({PAIRS_SQL.format(where='')}) TO STDOUT (FORMAT csv)") as copy:
-                for _ in copy:
-                    pass
+            for sql in (PROMPTS_SQL, RESPONSES_SQL, PAIRS_SQL):
+                with raw.cursor() as cur, cur.copy(f"COPY ({sql.format(where='')}) TO STDOUT (FORMAT csv)") as copy:
+                    for _ in copy:
+                        pass
             t_copy_out = time.perf_counter() - t0
+        import pyarrow.compute  # noqa: F401  (first import pulls in pandas: ~3 s here, once per process)
+        import pyarrow.csv  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
         out = tmp / "pairs.parquet"
         t0 = time.perf_counter()
         n = export_pairs_parquet(em.ctx, out)

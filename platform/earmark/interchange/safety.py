@@ -48,7 +48,7 @@ def bad_value(obj: Any, path: str = "") -> tuple[str, str] | None:
         p, v = stack.pop()
         if isinstance(v, str):
             if "\x00" in v:
-                return p or "(value)", "contains a NUL character"
+                return p or "(value)", "contains a NUL byte (U+0000)"
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
@@ -90,7 +90,7 @@ def loads_line(line: str, where: str, fmt: str) -> Any:
     except ValueError as exc:  # JSONDecodeError is a ValueError; so are our constant/float refusals
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidInput(
-            f"{where}: not valid JSON ({msg}); the {fmt} format takes one JSON object per line with finite "
+            f"{where}: invalid JSON ({msg}); the {fmt} format takes one JSON object per line with finite "
             "numbers (no NaN/Infinity): fix that line"
         ) from None
     # Cheap path: scan the raw text; only walk the object when an escape could hide a bad value.

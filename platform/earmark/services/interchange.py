@@ -753,22 +753,43 @@ PAIR_COLUMNS = [
     ("both_bad", "bool_"),
     ("confidence", "float64"),
 ]
+# The pairs stream carries ids and numbers only; prompts and responses are fetched once each and joined
+# in Arrow (many pairs share a prompt or a response, and jsonb -> text per pair was most of the cost).
 PAIRS_SQL = """
-SELECT e.id, e.source, e.external_id, e.annotator, p.external_id, p.regime, p.messages::text,
-       CASE WHEN e.preference >= 0 THEN ra.text ELSE rb.text END,
-       CASE WHEN e.preference >= 0 THEN rb.text ELSE ra.text END,
-       p.audio_sha256,
-       CASE WHEN e.preference >= 0 THEN ra.audio_sha256 ELSE rb.audio_sha256 END,
-       CASE WHEN e.preference >= 0 THEN rb.audio_sha256 ELSE ra.audio_sha256 END,
-       CASE WHEN e.preference >= 0 THEN pa.name ELSE pb.name END,
-       CASE WHEN e.preference >= 0 THEN pb.name ELSE pa.name END,
-       abs(e.preference), e.tie, e.both_bad, e.confidence
-FROM external_judgments e
-JOIN prompts p ON p.id = e.prompt_id
-JOIN rollouts ra ON ra.id = e.rollout_a_id JOIN policies pa ON pa.id = ra.policy_id
-JOIN rollouts rb ON rb.id = e.rollout_b_id JOIN policies pb ON pb.id = rb.policy_id
-{where}
+SELECT e.id, e.source, e.external_id, e.annotator, e.prompt_id, e.rollout_a_id, e.rollout_b_id,
+       e.preference, e.tie, e.both_bad, e.confidence
+FROM external_judgments e {where}
 """
+PAIR_STREAM = [
+    ("judgment_id", "int64"),
+    ("source", "string"),
+    ("external_id", "string"),
+    ("annotator", "string"),
+    ("prompt_id", "int64"),
+    ("a", "int64"),
+    ("b", "int64"),
+    ("preference", "float64"),
+    ("tie", "bool_"),
+    ("both_bad", "bool_"),
+    ("confidence", "float64"),
+]
+PROMPTS_SQL = """
+SELECT p.id, p.external_id, p.regime, p.messages::text, p.audio_sha256 FROM prompts p
+WHERE p.id IN (SELECT prompt_id FROM external_judgments e {where})
+"""
+PROMPT_STREAM = [
+    ("id", "int64"),
+    ("external_id", "string"),
+    ("regime", "string"),
+    ("messages", "string"),
+    ("audio_sha256", "string"),
+]
+RESPONSES_SQL = """
+SELECT r.id, r.text, r.audio_sha256, po.name FROM rollouts r JOIN policies po ON po.id = r.policy_id
+WHERE r.id IN (SELECT rollout_a_id FROM external_judgments e {where}
+               UNION SELECT rollout_b_id FROM external_judgments e {where})
+"""
+RESPONSE_STREAM = [("id", "int64"), ("text", "string"), ("audio_sha256", "string"), ("policy", "string")]
 
 
 class _CopyStream:
@@ -803,38 +824,107 @@ class _CopyStream:
         self.closed = True
 
 
-def export_pairs_parquet(ctx: Any, out: Path, *, source: str | None = None, block_bytes: int = 16 << 20) -> int:
-    """Write external judgments as preference pairs (chosen = the preferred side; ties keep A first and
-    ``tie`` true) to Parquet with sha256 audio references. Vectorised: PostgreSQL streams CSV
-    (COPY ... TO STDOUT), pyarrow parses it in ``block_bytes`` blocks and ParquetWriter writes each
-    batch, so memory stays at a few blocks whatever the row count. Returns rows written."""
+def _csv_batches(raw: Any, sql: str, columns: list[tuple[str, str]], block_bytes: int) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
+
+    schema = pa.schema([(n, getattr(pa, t)()) for n, t in columns])
+    with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+        reader = pcsv.open_csv(
+            _CopyStream(iter(copy)),
+            read_options=pcsv.ReadOptions(column_names=[n for n, _ in columns], block_size=block_bytes),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types=schema,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+        yield from reader
+
+
+def export_pairs_parquet(ctx: Any, out: Path, *, source: str | None = None, block_bytes: int = 16 << 20) -> int:
+    """Write external judgments as preference pairs (chosen = the preferred side; ties keep A first and
+    ``tie`` true) to Parquet with sha256 audio references. Returns rows written.
+
+    Vectorised: PostgreSQL streams CSV (COPY ... TO STDOUT) that pyarrow parses in ``block_bytes``
+    blocks; the referenced prompts and responses are read once into Arrow tables, each block of pairs
+    is joined to them with ``take`` and chosen/rejected picked with ``if_else``, and ParquetWriter writes
+    the batch. Memory: the distinct prompts and responses the pairs reference plus a few blocks,
+    whatever the number of pairs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    where = "WHERE e.source = %(source)s" if source else ""
-    schema = pa.schema([(n, getattr(pa, t)()) for n, t in PAIR_COLUMNS])
+    # Columns taken from prompts/responses are dictionary-encoded once per distinct value: each block
+    # then carries int32 indices, and Parquet writes them without hashing the strings again.
+    joined = {
+        "prompt_external_id",
+        "regime",
+        "prompt_messages",
+        "chosen",
+        "rejected",
+        "prompt_audio_sha256",
+        "chosen_audio_sha256",
+        "rejected_audio_sha256",
+        "chosen_policy",
+        "rejected_policy",
+    }
+    schema = pa.schema(
+        [(n, pa.dictionary(pa.int32(), pa.string()) if n in joined else getattr(pa, t)()) for n, t in PAIR_COLUMNS]
+    )
     rows = 0
     with ctx.engine.connect() as conn:
         raw = conn.connection.driver_connection
-        sql = PAIRS_SQL.format(where=where)
-        if source:
-            sql = raw.cursor().mogrify(sql, {"source": source})
-        with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy:
-            reader = pcsv.open_csv(
-                _CopyStream(iter(copy)),
-                read_options=pcsv.ReadOptions(column_names=[n for n, _ in PAIR_COLUMNS], block_size=block_bytes),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True),
-                convert_options=pcsv.ConvertOptions(
-                    column_types=schema,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                    true_values=["t"],
-                    false_values=["f"],
-                ),
+        where = raw.cursor().mogrify("WHERE e.source = %(s)s", {"s": source}) if source else ""
+
+        def arrays(sql: str, columns: list[tuple[str, str]]) -> dict[str, Any]:
+            t = pa.Table.from_batches(
+                list(_csv_batches(raw, sql, columns, block_bytes)),
+                schema=pa.schema([(n, getattr(pa, ty)()) for n, ty in columns]),
             )
-            with pq.ParquetWriter(out, schema, compression="zstd") as w:
-                for batch in reader:
-                    w.write_batch(batch)
-                    rows += batch.num_rows
+            return {
+                n: t.column(n).combine_chunks().dictionary_encode() if ty == "string" else t.column(n).combine_chunks()
+                for n, ty in columns
+            }
+
+        prompts = arrays(PROMPTS_SQL.format(where=where), PROMPT_STREAM)
+        resp = arrays(RESPONSES_SQL.format(where=where), RESPONSE_STREAM)
+        with pq.ParquetWriter(out, schema, compression="zstd") as w:
+            for b in _csv_batches(raw, PAIRS_SQL.format(where=where), PAIR_STREAM, block_bytes):
+                pi = pc.index_in(b.column("prompt_id"), value_set=prompts["id"])
+                ai = pc.index_in(b.column("a"), value_set=resp["id"])
+                bi = pc.index_in(b.column("b"), value_set=resp["id"])
+                a_first = pc.greater_equal(b.column("preference"), 0)
+
+                chosen_i, rejected_i = pc.if_else(a_first, ai, bi), pc.if_else(a_first, bi, ai)
+
+                def side(col: str, first: bool, ci: Any = chosen_i, ri: Any = rejected_i) -> Any:
+                    return resp[col].take(ci if first else ri)
+
+                cols = {
+                    "judgment_id": b.column("judgment_id"),
+                    "source": b.column("source"),
+                    "external_id": b.column("external_id"),
+                    "annotator": b.column("annotator"),
+                    "prompt_external_id": prompts["external_id"].take(pi),
+                    "regime": prompts["regime"].take(pi),
+                    "prompt_messages": prompts["messages"].take(pi),
+                    "chosen": side("text", True),
+                    "rejected": side("text", False),
+                    "prompt_audio_sha256": prompts["audio_sha256"].take(pi),
+                    "chosen_audio_sha256": side("audio_sha256", True),
+                    "rejected_audio_sha256": side("audio_sha256", False),
+                    "chosen_policy": side("policy", True),
+                    "rejected_policy": side("policy", False),
+                    "preference": pc.abs(b.column("preference")),
+                    "tie": b.column("tie"),
+                    "both_bad": b.column("both_bad"),
+                    "confidence": b.column("confidence"),
+                }
+                batch = pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
+                w.write_batch(batch)
+                rows += batch.num_rows
     return rows
