@@ -95,7 +95,7 @@ class ScoringEngine:
         response = query[len(prompt) :]
         try:
             ref = reference_from_label(label)
-            fields = {
+            fields: dict[str, Any] = {
                 "regime": regime,
                 "messages": [{"role": "user", "content": prompt}] if prompt else [],
                 "reference": ref,

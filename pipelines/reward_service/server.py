@@ -24,7 +24,8 @@ def count_active_tokens(conninfo: str) -> int:
     import psycopg
 
     with psycopg.connect(conninfo) as conn:
-        return conn.execute("SELECT count(*) FROM reward_tokens WHERE revoked_at IS NULL").fetchone()[0]
+        row = conn.execute("SELECT count(*) FROM reward_tokens WHERE revoked_at IS NULL").fetchone()
+        return int(row[0]) if row else 0
 
 
 def check_bind(config: ServiceConfig, host: str, env_token: str | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -67,7 +68,7 @@ def schema(
 
     all_schemas = schemas()
     if format in (None, "earmark"):
-        out = {"earmark": all_schemas}
+        out: dict[str, Any] = {"earmark": all_schemas}
         if format is None:
             out["foreign_formats"] = {
                 a.name: {"description": a.description, "expects": a.expected}

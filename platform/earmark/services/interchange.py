@@ -48,6 +48,7 @@ from earmark.interchange import ADAPTERS, adapter_for
 from earmark.interchange.base import Adapter, Record
 from earmark.interchange.records import MODELS, JudgmentImport, PersonaImport, PromptImport, ResponseImport
 from earmark.interchange.safety import AudioSource, check_regular_file
+from earmark.security import action
 from earmark.services.context import Service
 
 BATCH_ROWS = 2000
@@ -275,6 +276,7 @@ class _Stager:
             if not rows:
                 continue
             conn = self.s.connection().connection.driver_connection
+            assert conn is not None  # a live psycopg connection inside the import transaction
             cols = ", ".join(STAGE_COLUMNS[k])
             with conn.cursor() as cur, cur.copy(f"COPY {self.tables[k]} ({cols}) FROM STDIN") as copy:
                 for row in rows:
@@ -284,6 +286,7 @@ class _Stager:
 
 
 class InterchangeService(Service):
+    @action("catalog.write")
     def import_file(
         self,
         path: Path,
@@ -523,7 +526,7 @@ class InterchangeService(Service):
             text(
                 f"INSERT INTO personas (name, card) SELECT name, card FROM {t['persona']} ON CONFLICT (name) DO NOTHING"
             )
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult
         if upd:
             s.execute(
                 text(
@@ -539,7 +542,7 @@ class InterchangeService(Service):
                 f"s.tags FROM {t['prompt']} s LEFT JOIN personas pe ON pe.name = s.persona "
                 "ON CONFLICT (external_id) DO NOTHING"
             )
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult
         if upd:
             s.execute(
                 text(
@@ -559,7 +562,7 @@ class InterchangeService(Service):
                 "WHERE p.name = s.policy)"
             ),
             {"src": st.source},
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult
         pol = LATEST_POLICY
         summary.added["response"] = s.execute(
             text(
@@ -571,7 +574,7 @@ class InterchangeService(Service):
                 "po.name = s.policy ON CONFLICT (prompt_id, policy_id, sample_index, round) DO NOTHING"
             ),
             {"src": st.source},
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult
         if upd:
             s.execute(
                 text(
@@ -596,7 +599,7 @@ class InterchangeService(Service):
                 f"s.both_bad, s.confidence, s.comment, s.details, s.content_sha256 FROM {t['judgment']} s "
                 f"JOIN prompts p ON p.external_id = s.prompt {ro} ON CONFLICT (source, external_id) DO NOTHING"
             )
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]  # a CursorResult
         if upd:
             s.execute(
                 text(
@@ -638,6 +641,7 @@ def _audio_part_paths(messages: list[dict[str, Any]], to_path: Callable[[str], s
 class SnapshotExport(Service):
     """A snapshot as earmark JSONL: personas, prompts, responses and judgments (importable anywhere)."""
 
+    @action("data.read")
     def lines(
         self, rows: list[dict[str, Any]], source: str, to_path: Callable[[str], str] | None = None
     ) -> list[dict[str, Any]]:
@@ -650,7 +654,7 @@ class SnapshotExport(Service):
         rids = {i for r in rows for i in (r["chosen_rollout_id"], r["rejected_rollout_id"])}
         pids = {r["prompt_id"] for r in rows}
 
-        def read(s: Session) -> tuple[dict, dict, dict]:
+        def read(s: Session) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
             ros = {
                 ro.id: (ro, name)
                 for ro, name in s.execute(
