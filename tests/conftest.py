@@ -33,6 +33,8 @@ from earmark.store import embedded, migrate  # noqa: E402
 from earmark.store.engine import make_engine  # noqa: E402
 from earmark.store.models import Base  # noqa: E402
 
+pytest_plugins = ["ci_guard"]  # CI=1: a skip for want of chromium or PostgreSQL is a failure
+
 REPO = Path(__file__).resolve().parents[1]
 # Browser tests wait on conditions (selectors, expect) for up to this long: a loaded machine may take
 # a minute to serve a Streamlit rerun, and waiting longer costs nothing when the page is quick.
