@@ -56,11 +56,15 @@ def own_ray_processes(psutil):  # noqa: ANN001, ANN201
     return psutil.Process(os.getpid()).children(recursive=True)
 
 
-def _cmdline_has(proc, needle: str) -> bool:  # noqa: ANN001
+def _cmdline(proc) -> list[str]:  # noqa: ANN001
     try:
-        return any(needle in part for part in proc.cmdline())
+        return proc.cmdline()
     except Exception:  # gone, or not ours to read
-        return False
+        return []
+
+
+def _cmdline_has(proc, needle: str) -> bool:  # noqa: ANN001
+    return any(needle in part for part in _cmdline(proc))
 
 
 def kill_actor_mid_job(job, actor_class: str, progressed, poll_s: float = 0.02):
@@ -87,6 +91,7 @@ def kill_actor_mid_job(job, actor_class: str, progressed, poll_s: float = 0.02):
             break
         time.sleep(poll_s)
     thread.join(timeout=300)
-    assert killed is not None, "the job finished before an actor could be killed; make it longer"
+    seen = sorted({" ".join(_cmdline(p))[:40] for p in own_ray_processes(psutil)})
+    assert killed is not None, f"the job finished before an actor could be killed; make it longer (saw {seen})"
     assert "res" in out, f"the job did not finish after its {actor_class} was killed"
     return out["res"], killed
