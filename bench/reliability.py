@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _stdout import stdout_to_stderr  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_TESTS = {
     "tests/test_rollout_job.py::test_killed_actor_mid_job_every_item_exactly_once": "rollout actor SIGKILL mid-job",
@@ -65,9 +68,10 @@ def main() -> None:
     targets = [t for t in targets if (ROOT / t).exists()]
     col = Collector()
     t0 = time.monotonic()
-    pytest.main(
-        ["-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *[str(ROOT / t) for t in targets]], plugins=[col]
-    )
+    with stdout_to_stderr():  # stdout carries the JSON only
+        pytest.main(
+            ["-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT), *[str(ROOT / t) for t in targets]], plugins=[col]
+        )
     outcomes = {nid.replace(str(ROOT) + "/", ""): o for nid, o in col.outcomes.items()}
     faults = {name: _matching(outcomes, t) for t, name in FAULT_TESTS.items()}
     bad = [o for t in BAD_INPUT_TESTS for o in _matching(outcomes, t)]

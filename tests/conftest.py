@@ -33,7 +33,12 @@ from earmark.store import embedded, migrate  # noqa: E402
 from earmark.store.engine import make_engine  # noqa: E402
 from earmark.store.models import Base  # noqa: E402
 
+pytest_plugins = ["ci_guard"]  # CI=1: a skip for want of chromium or PostgreSQL is a failure
+
 REPO = Path(__file__).resolve().parents[1]
+# Browser tests wait on conditions (selectors, expect) for up to this long: a loaded machine may take
+# a minute to serve a Streamlit rerun, and waiting longer costs nothing when the page is quick.
+BROWSER_TIMEOUT_MS = 180_000
 # The machine's PostgreSQL (trust auth on 127.0.0.1 here and in CI); override for other set-ups.
 DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _admin_url: list[str] = []
@@ -114,7 +119,9 @@ def any_pg_url(request: pytest.FixtureRequest) -> str:
 
 
 def _rolled_back_em(url: str, blob_root: Path) -> Iterator[Earmark]:
-    engine = make_engine(url, pool_size=2)
+    # The outer transaction stays open for the whole test (idle while Python computes): the
+    # server-side idle-in-transaction timeout would kill it on a loaded machine, so it is off here.
+    engine = make_engine(url, pool_size=2, idle_in_transaction_timeout_s=0)
     conn = engine.connect()
     outer = conn.begin()
     sessions = sessionmaker(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)

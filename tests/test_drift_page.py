@@ -19,6 +19,7 @@ from pathlib import Path
 import altair  # noqa: F401  # warm imports, so no AppTest run pays for them
 import pandas  # noqa: F401
 import pytest
+from conftest import BROWSER_TIMEOUT_MS
 from drift_fixtures import build_world
 from streamlit.testing.v1 import AppTest
 
@@ -187,7 +188,8 @@ def test_drift_page_in_chromium_saves_a_screenshot(env, tmp_path: Path, record_p
             )
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})
-                page.set_default_timeout(30_000)
+                page.set_default_timeout(BROWSER_TIMEOUT_MS)
+                expect.set_options(timeout=BROWSER_TIMEOUT_MS)
                 page.goto(url)
                 page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
                 expect(page.get_by_role("heading", name="Reward drift")).to_be_visible()

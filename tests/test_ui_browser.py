@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from annotation_fixtures import make_user, seed_rollouts
+from conftest import BROWSER_TIMEOUT_MS
 from sqlalchemy import select
 
 from earmark.domain.enums import Role
@@ -138,7 +139,8 @@ def test_rater_plays_both_clips_and_submits_in_chromium(
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.set_default_timeout(15_000)
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            expect.set_options(timeout=BROWSER_TIMEOUT_MS)
             page.goto(served_app)
             # typing before the first script run has finished can be lost when the form re-renders
             page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")

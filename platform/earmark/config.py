@@ -212,7 +212,10 @@ class Settings(BaseSettings):
         default=24, ge=1, le=24 * 90, description="Width of the time windows in drift and rater-drift charts."
     )
     drift_bootstrap: int = Field(
-        default=200, ge=20, le=10_000, description="Bootstrap resamples for leaderboard confidence intervals."
+        default=200,
+        ge=20,
+        le=10_000,
+        description="Bootstrap resamples for leaderboard and drift-metric confidence intervals.",
     )
 
 

@@ -13,6 +13,10 @@ from earmark.cli.common import connect, console, handle_errors
 drift_app = typer.Typer(help="Reward drift, reward hacking and the verifiable-reward trap.", no_args_is_help=True)
 
 
+def _ci(ci: tuple[float, float] | None, spec: str = ".3f") -> str:
+    return escape(f"[{ci[0]:{spec}}, {ci[1]:{spec}}]") if ci else ""
+
+
 def _f(x: float | None, spec: str = ".3f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -28,6 +32,9 @@ def report(
     dimension: list[str] = typer.Option([], "--dimension", help="Only this reward dimension (repeatable)."),
     store: bool = typer.Option(True, "--store/--no-store", help="Store the alerts in drift_alerts."),
     bootstrap: int = typer.Option(None, "--bootstrap", min=0, help="Leaderboard bootstrap resamples (config default)."),
+    prompts: str = typer.Option(
+        "shared", "--prompts", help="shared: only prompts both versions were scored on (default); all: every prompt."
+    ),
 ) -> None:
     """Write a self-contained HTML report with PNG images, print the summary; exit 1 when an alert fires."""
     from earmark.drift.html import write_report
@@ -37,7 +44,14 @@ def report(
     svc = getattr(em, "drift", None) or DriftService(em.ctx)
     with console.status(f"comparing v{candidate} with v{baseline} in the database"):
         rep = svc.report(
-            baseline, candidate, policy=policy, regimes=regime, dimensions=dimension, store=store, bootstrap=bootstrap
+            baseline,
+            candidate,
+            policy=policy,
+            regimes=regime,
+            dimensions=dimension,
+            store=store,
+            bootstrap=bootstrap,
+            prompts=prompts,
         )
         paths = write_report(rep, out)
     sel = rep.summary.selection
@@ -48,7 +62,8 @@ def report(
         "mean base",
         "mean cand",
         "shift SD",
-        "PSI",
+        "mean diff [95% CI]",
+        "PSI [95% CI]",
         "band",
         "KS D",
         "KS p",
@@ -68,7 +83,8 @@ def report(
             _f(r["mean_baseline"]),
             _f(r["mean_candidate"]),
             _f(r["mean_shift_sd"], "+.2f"),
-            _f(r["psi"]),
+            f"{_f(r['mean_diff'], '+.3f')} {_ci(d.mean_diff_ci, '+.3f')}",
+            f"{_f(r['psi'])} {_ci(d.psi_ci)}",
             band,
             _f(r["ks_d"]),
             _f(r["ks_p"], ".2g"),
@@ -77,6 +93,7 @@ def report(
             _f(r["corr_length_candidate"], "+.2f"),
         )
     console.print(table)
+    console.print(escape(rep.summary.prompt_set_note))
     for a in sorted(rep.alerts, key=lambda a: a.severity != "alert"):
         color = "red" if a.severity == "alert" else "yellow"
         console.print(f"[{color}]{a.severity}[/] {a.kind}: {escape(a.message)}", highlight=False)

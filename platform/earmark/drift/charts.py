@@ -17,7 +17,8 @@ from earmark.drift.report import DriftReport, DriftSummary, Thresholds
 
 BASELINE, CANDIDATE = "#4e79a7", "#e15759"
 BAND_COLORS = alt.Scale(
-    domain=["stable", "moderate", "significant", "n/a"], range=["#59a14f", "#f28e2b", "#e15759", "#bab0ac"]
+    domain=["stable", "moderate", "significant", "too few samples", "n/a"],
+    range=["#59a14f", "#f28e2b", "#e15759", "#dddddd", "#bab0ac"],
 )
 WIDTH = 260
 

@@ -66,7 +66,12 @@ SUMMARY_COLS = [
     ("mean_baseline", "mean base", ".3f"),
     ("mean_candidate", "mean cand", ".3f"),
     ("mean_shift_sd", "shift (SD)", "+.2f"),
+    ("mean_diff", "mean diff", "+.3f"),
+    ("mean_diff_ci_low", "95% CI low", "+.3f"),
+    ("mean_diff_ci_high", "95% CI high", "+.3f"),
     ("psi", "PSI", ".3f"),
+    ("psi_ci_low", "PSI CI low", ".3f"),
+    ("psi_ci_high", "PSI CI high", ".3f"),
     ("psi_band", "band", "s"),
     ("ks_d", "KS D", ".3f"),
     ("ks_p", "KS p", ".2g"),
@@ -125,8 +130,9 @@ def render(rep: DriftReport, pngs: dict[str, bytes] | None = None, *, inline_veg
         f"<p class='meta'>generated {s.generated_at:%Y-%m-%d %H:%M UTC} · {html.escape(filters)} · "
         f"alerts: PSI &ge; {s.thresholds.psi_alert}, KS D &ge; {s.thresholds.ks_min_statistic}, mean shift &ge; "
         f"{s.thresholds.mean_shift} SD, each also significant at p &lt; {s.thresholds.pvalue}, with at least "
-        f"{s.thresholds.min_samples} scores a side</p>"
+        f"{s.thresholds.min_samples} scores a side (fewer: no PSI band); intervals are bootstrap 95%</p>"
     )
+    parts.append(f"<p class='meta'>{html.escape(s.prompt_set_note)}</p>")
     fired = rep.fired
     parts.append("<h2>Alerts</h2>")
     if fired or rep.alerts:

@@ -23,6 +23,7 @@ from earmark.drift.metrics import BinnedMetrics
 from earmark.drift.sql import ResolvedSelection, Selection
 
 SEVERITIES = ("warning", "alert")
+TOO_FEW = "too few samples"
 ALERT_KINDS = ("psi", "ks", "mean_shift", "hacking_duration", "hacking_length", "judge_agreement", "trap")
 
 
@@ -84,6 +85,10 @@ class DimensionDrift:
     wasserstein: float | None = None
     mean_shift_sd: float | None = None
     mean_shift_p: float | None = None
+    # bootstrap 95% intervals (multinomial resampling of the binned scores, seeded)
+    psi_ci: tuple[float, float] | None = None
+    mean_diff: float | None = None  # candidate mean - baseline mean
+    mean_diff_ci: tuple[float, float] | None = None
 
     @property
     def label(self) -> str:
@@ -110,6 +115,11 @@ class DimensionDrift:
             "psi": self.psi,
             "psi_p": self.psi_p,
             "psi_band": self.psi_band,
+            "psi_ci_low": self.psi_ci[0] if self.psi_ci else None,
+            "psi_ci_high": self.psi_ci[1] if self.psi_ci else None,
+            "mean_diff": self.mean_diff,
+            "mean_diff_ci_low": self.mean_diff_ci[0] if self.mean_diff_ci else None,
+            "mean_diff_ci_high": self.mean_diff_ci[1] if self.mean_diff_ci else None,
             "ks_d": self.ks_d,
             "ks_p": self.ks_p,
             "js": self.js,
@@ -128,6 +138,25 @@ class DriftSummary:
     dimensions: list[DimensionDrift]
     alerts: list[Alert]
     generated_at: datetime
+    prompt_set: dict[str, Any] = field(default_factory=dict)  # mode, baseline, candidate, shared (prompt counts)
+
+    @property
+    def prompt_set_note(self) -> str:
+        """Which prompts the comparison is on, in words (every report prints it)."""
+        p, sel = self.prompt_set, self.selection
+        if not p:
+            return ""
+        if p["mode"] == "shared":
+            return (
+                f"compared on the {p['shared']} prompt(s) both v{sel.baseline} and v{sel.candidate} were scored on "
+                f"(v{sel.baseline} has {p['baseline']}, v{sel.candidate} has {p['candidate']})"
+            )
+        warn = (
+            ""
+            if p["baseline"] == p["candidate"] == p["shared"]
+            else "; the sets differ, so part of any shift is the prompts"
+        )
+        return f"compared on all prompts: v{sel.baseline} on {p['baseline']}, v{sel.candidate} on {p['candidate']}, {p['shared']} shared{warn}"
 
     @property
     def fired(self) -> list[Alert]:
@@ -160,7 +189,7 @@ def summarize(session: Session, selection: Selection, th: Thresholds) -> DriftSu
             _compare(d, fine[key], th)
         dims.append(d)
     alerts = drift_alerts(dims, th) + correlation_alerts(dims, th)
-    return DriftSummary(selection, th, dims, alerts, datetime.now(UTC))
+    return DriftSummary(selection, th, dims, alerts, datetime.now(UTC), sql.prompt_sets(session, rs))
 
 
 def _compare(d: DimensionDrift, h: sql.FineHistogram, th: Thresholds) -> None:
@@ -170,7 +199,12 @@ def _compare(d: DimensionDrift, h: sql.FineHistogram, th: Thresholds) -> None:
     d.binned = m
     b["quantiles"], c["quantiles"] = list(m.quantiles[0]), list(m.quantiles[1])
     d.psi, d.js, d.ks_d, d.wasserstein = m.psi, m.js, m.ks_d, m.wasserstein
-    d.psi_band = metrics.psi_band(d.psi, th.psi_warn, th.psi_alert)
+    # a band is a claim about the population: only where each side has enough scores to support it
+    enough = min(b["n"], c["n"]) >= th.min_samples
+    d.psi_band = metrics.psi_band(d.psi, th.psi_warn, th.psi_alert) if enough else TOO_FEW
+    d.mean_diff = c["mean"] - b["mean"]
+    if th.bootstrap > 0:
+        d.psi_ci, d.mean_diff_ci = metrics.bootstrap_intervals(h.count, h.total, m.psi_counts, th.bootstrap)
     d.ks_p = metrics.ks_pvalue(d.ks_d, b["n"], c["n"])
     d.psi_p = metrics.psi_pvalue(d.psi, b["n"], c["n"], int((m.psi_counts.sum(axis=0) > 0).sum()))
     d.mean_shift_sd = metrics.mean_shift_sd(b["mean"], b["sd"], c["mean"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,9 @@ class Selection:
     reward_models: tuple[str, ...] = ()  # reward model names (every version of each)
     since: datetime | None = None  # rollout created_at bounds
     until: datetime | None = None
+    # "shared": only prompts both versions have rollouts for (the default: the same policy on two
+    # prompt sets already reads as drift); "all": every prompt of each version.
+    prompts: str = "shared"
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,13 @@ def _selection_sql(rs: ResolvedSelection, columns: str) -> tuple[str, dict[str, 
     if sel.reward_models:
         where.append("rs.reward_model_id IN (SELECT id FROM reward_models WHERE name = ANY(:rms))")
         params["rms"] = list(sel.reward_models)
+    if sel.prompts == "shared":
+        where.append(
+            "r.prompt_id IN (SELECT prompt_id FROM rollouts WHERE policy_id = :base_id "
+            "INTERSECT SELECT prompt_id FROM rollouts WHERE policy_id = :cand_id)"
+        )
+    elif sel.prompts != "all":
+        raise InvalidInput(f"prompts={sel.prompts!r}: compare on 'shared' prompts or on 'all' of each version's")
     if sel.since is not None:
         where.append("r.created_at >= :since")
         params["since"] = sel.since
@@ -295,3 +305,18 @@ def catalog(session: Session) -> dict[str, Any]:
         "reward_models": sorted({n for n, _, _ in dims}),
         "verifiable_dimensions": sorted({d for _, k, d in dims if k == "verifiable"}),
     }
+
+
+def prompt_sets(session: Session, rs: ResolvedSelection) -> dict[str, Any]:
+    """How many prompts each version was scored on, how many both share, and which set is compared."""
+    everything = ResolvedSelection(replace(rs.sel, prompts="all"), rs.baseline_id, rs.candidate_id)
+    sel_sql, params = _selection_sql(everything, "DISTINCT r.prompt_id, r.policy_id = :cand_id AS cand")
+    row = session.execute(
+        text(
+            f"SELECT count(*) FILTER (WHERE NOT cand), count(*) FILTER (WHERE cand), "
+            f"(SELECT count(*) FROM (SELECT prompt_id FROM ({sel_sql}) a WHERE NOT cand "
+            f"INTERSECT SELECT prompt_id FROM ({sel_sql}) b WHERE cand) i) FROM ({sel_sql}) s"
+        ),
+        params,
+    ).one()
+    return {"mode": rs.sel.prompts, "baseline": int(row[0]), "candidate": int(row[1]), "shared": int(row[2])}

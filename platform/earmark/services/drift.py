@@ -66,12 +66,13 @@ class DriftService(Service):
         reward_models: Sequence[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
+        prompts: str = "shared",
     ) -> DriftSummary:
         """Candidate vs baseline on every reward dimension: PSI, KS, JS, Wasserstein, mean shift,
         length/duration correlations and the alerts they raise (not stored; see ``report``)."""
         name = self.resolve_policy(baseline, candidate, policy)
         sel = sql.Selection(
-            name, baseline, candidate, tuple(regimes), tuple(dimensions), tuple(reward_models), since, until
+            name, baseline, candidate, tuple(regimes), tuple(dimensions), tuple(reward_models), since, until, prompts
         )
         th = self.thresholds
         return self.ctx.tx(lambda s: summarize(s, sel, th))
@@ -208,13 +209,20 @@ class DriftService(Service):
         store: bool = True,
         bootstrap: int | None = None,
         hours: int | None = None,
+        prompts: str = "shared",
     ) -> DriftReport:
         """Everything the dashboard and `earmark drift report` show, with all alerts; stored in
         ``drift_alerts`` (one report id) unless ``store`` is False."""
         name = self.resolve_policy(baseline, candidate, policy)
         th = self.thresholds
         summary = self.compare(
-            baseline, candidate, policy=name, regimes=regimes, dimensions=dimensions, reward_models=reward_models
+            baseline,
+            candidate,
+            policy=name,
+            regimes=regimes,
+            dimensions=dimensions,
+            reward_models=reward_models,
+            prompts=prompts,
         )
         windows = self.windows(name, hours=hours, regimes=regimes, dimensions=dimensions, reward_models=reward_models)
         agreement = self.judge_agreement(policy=name, regimes=regimes, hours=hours)

@@ -164,7 +164,7 @@ class TimelineService(Service):
             upd[side] = track.model_copy(update={"audio_sha256": a.sha256 if a else None, "path": None, "base64": None})
         return tl.model_copy(update=upd)
 
-    @action("rollouts.write")
+    @action("catalog.write")  # and rollouts.write, checked inside
     def import_jsonl(self, records: Path | list[dict[str, Any]], source: str = "sessions") -> TimelineImportReport:
         """Import duplex sessions; validates all lines first (errors name ``file:line``), writes nothing on error."""
         self.ctx.require("catalog.write")

@@ -27,7 +27,14 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded.start(settings.home_dir)
 
 
-def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    echo: bool = False,
+    idle_in_transaction_timeout_s: int = 60,
+) -> Engine:
     # pre_ping revalidates pooled connections, so a restarted server costs one reconnect, not an error.
     engine = create_engine(
         url,
@@ -42,7 +49,8 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: b
     def _set_timeouts(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         with dbapi_conn.cursor() as cur:
             # A lost client must not hold row locks (task leases) forever.
-            cur.execute("SET idle_in_transaction_session_timeout = '60s'")
+            # 0 turns it off (test fixtures hold one transaction open for a whole test).
+            cur.execute(f"SET idle_in_transaction_session_timeout = '{int(idle_in_transaction_timeout_s)}s'")
         dbapi_conn.commit()
 
     return engine
@@ -78,7 +86,23 @@ def run_with_retry(
     Safe only for idempotent units (every earmark write is: unique keys and ON CONFLICT). The failed
     attempt rolled back, so a retry never doubles a write. Gives up after ``max_wait_s`` of outage
     (a database restart or fail-over usually takes seconds).
+
+    A factory bound to a caller's connection (sessions join its transaction as a savepoint) runs
+    the unit once: a failed unit is rolled back to its savepoint and raised, because the caller
+    owns the transaction and a retry on a connection whose transaction is gone could only fail
+    (PendingRollbackError) or, worse, run outside the caller's transaction.
     """
+    if isinstance(factory.kw.get("bind"), Connection):
+        try:
+            with transaction(factory) as session:
+                return fn(session)
+        except DBAPIError as exc:
+            if not (exc.connection_invalidated or factory.kw["bind"].invalidated or factory.kw["bind"].closed):
+                raise  # a statement failed (timeout, constraint): its savepoint is rolled back
+            raise StoreUnavailable(
+                "the connection to the preference store was lost inside the caller's transaction; "
+                "nothing of it was kept: roll it back and run the whole unit again"
+            ) from exc
     return _retrying(
         lambda: transaction(factory), fn, max_wait_s=max_wait_s, base_delay=base_delay, max_delay=max_delay
     )
