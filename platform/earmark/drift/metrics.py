@@ -336,7 +336,7 @@ def bootstrap_intervals(
     for i in range(n_boot):
         b = rng.multinomial(int(psi_counts[0].sum()), psi_counts[0] / max(psi_counts[0].sum(), 1))
         c = rng.multinomial(int(psi_counts[1].sum()), psi_counts[1] / max(psi_counts[1].sum(), 1))
-        psis[i] = psi(b, c)
+        psis[i] = psi(b.tolist(), c.tolist())
         means = []
         for side in (0, 1):
             n = int(fine_count[side].sum())
