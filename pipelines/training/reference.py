@@ -58,8 +58,14 @@ def compute(
     set_threads(threads)
     model.eval()
     rows = [p.chosen_row() for p in pairs] + [p.rejected_row() for p in pairs]
-    with torch.inference_mode():
-        logps = sequence_logps(model, rows, pad_id, limit=limit, chunk_tokens=chunk_tokens).tolist()
+    home = next(model.parameters()).device
+    if torch.cuda.is_available() and home.type == "cpu":  # a GPU machine runs the reference pass on its GPU
+        model.to("cuda")
+    try:
+        with torch.inference_mode():
+            logps = sequence_logps(model, rows, pad_id, limit=limit, chunk_tokens=chunk_tokens).tolist()
+    finally:
+        model.to(home)
     n = len(pairs)
     return logps[:n], logps[n:]
 
