@@ -182,8 +182,9 @@ def test_command_parses(where: str, argv: list[str]) -> None:
 
 
 def test_parser_catches_a_wrong_option() -> None:
-    with pytest.raises(DoesNotParse, match="--num-workers"):
-        parse(typer.main.get_command(app), "earmark", ["train", "dpo", "round-0", "--num-workers", "2"])
+    # the dataset is a positional argument; the old manifest's --dataset never existed
+    with pytest.raises(DoesNotParse, match="--dataset"):
+        parse(typer.main.get_command(app), "earmark", ["train", "dpo", "--dataset", "round-0"])
     with pytest.raises(DoesNotParse, match="no-such-flag"):
         parse(_ray_cli(), "ray", ["start", "--head", "--no-such-flag"])
 
