@@ -170,8 +170,15 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
                 page.wait_for_function(
                     "() => { const b = [...document.querySelectorAll('button')].find((x) => x.innerText.startsWith('Submit')); return b && !b.disabled; }"
                 )
-                for key in ("t", "4", "4", "4"):
-                    page.keyboard.press(key)
+                page.evaluate(
+                    """(task) => {
+                      const pick = (box, text) => { const b = document.querySelector(`[class*="st-key-${box}-${task}"]`);
+                        for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
+                      pick("choice", "About the same");
+                      for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
+                    }""",
+                    task,
+                )
                 page.wait_for_function(
                     "() => document.querySelectorAll(\"[data-testid='stForm'] input[type='radio']:checked\").length >= 4"
                 )
@@ -268,7 +275,12 @@ def main() -> None:
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
             processes[str(n_proc)] = _scale_out(url, home, raters, c.id, n_proc)
-        browser = None if args.no_browser else _browser_figure(em, url, home, args.browser_judgments)
+        browser = None
+        if not args.no_browser:
+            try:
+                browser = _browser_figure(em, url, home, args.browser_judgments)
+            except Exception as exc:  # the store figures above still count; say why this one is missing
+                browser = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         em.close()
     first = next(iter(runs.values()))
     out = {
