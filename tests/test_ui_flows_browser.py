@@ -239,6 +239,14 @@ def test_rater_flow(committed_em, served, browser, viewport: str, record_propert
     # hotkeys: Q and W play the clips; the tracker sees them play
     expect(page.locator("[class*='st-key-clip-'] audio")).to_have_count(2)
     _idle(page)
+    # waveforms are pictures: nothing inside them takes a Tab stop
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"[data-testid='stVegaLiteChart']\").length === 2 && "
+        "[...document.querySelectorAll(\"[data-testid='stVegaLiteChart'] [tabindex], "
+        "[data-testid='stVegaLiteChart'] button, [data-testid='stVegaLiteChart'] a\")]"
+        ".every((e) => e.getAttribute('tabindex') === '-1')",
+        timeout=WAIT_MS,
+    )
     for key, label in (("q", "A"), ("w", "B")):
         page.keyboard.press(key)
         clip = page.locator("[class*='st-key-clip-']").filter(has_text=f"Clip {label}")
