@@ -95,6 +95,16 @@ export default function (component) {
   w.__earmarkHotkeys = data;  // the latest item's keys; one listener for the whole page
   if (w.__earmarkHotkeysBound) return;
   w.__earmarkHotkeysBound = true;
+  // Waveforms are pictures: keep their chart menus and canvases out of the Tab order (the players
+  // and the questions stay in it; the keys above play the clips).
+  setInterval(() => {
+    for (const el of document.querySelectorAll(
+      "[data-testid='stVegaLiteChart'] [tabindex], [data-testid='stVegaLiteChart'] a, " +
+      "[data-testid='stVegaLiteChart'] button, [data-testid='stVegaLiteChart'] summary, " +
+      "[data-testid='stElementToolbar'] button")) {
+      if (el.getAttribute("tabindex") !== "-1") el.setAttribute("tabindex", "-1");
+    }
+  }, 500);
   const clickOption = (boxClass, text) => {
     const box = document.querySelector(`[class*="${boxClass}"]`);
     if (!box) return false;
@@ -105,7 +115,7 @@ export default function (component) {
   };
   const answered = (boxClass) => {
     const box = document.querySelector(`[class*="${boxClass}"]`);
-    return box && box.querySelector("input:checked");
+    return box && (box.querySelector("input:checked") || box.dataset.earmarkAnswered === "1");
   };
   document.addEventListener("keydown", (ev) => {
     const d = w.__earmarkHotkeys;
@@ -122,7 +132,12 @@ export default function (component) {
     if (d.strength[k] && clickOption(d.strength_box, d.strength[k])) { ev.preventDefault(); return; }
     if (/^[1-5]$/.test(k)) {
       for (const box of d.dimension_boxes) {
-        if (!answered(box)) { clickOption(box, k); ev.preventDefault(); return; }
+        if (!answered(box)) {
+          // mark it at once: the next key goes to the next question even before React re-renders
+          if (clickOption(box, k)) document.querySelector(`[class*="${box}"]`).dataset.earmarkAnswered = "1";
+          ev.preventDefault();
+          return;
+        }
       }
     }
   });

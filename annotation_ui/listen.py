@@ -68,7 +68,8 @@ export default function (component) {
       audio.addEventListener("ratechange", () => { stop(); if (!audio.paused) since = performance.now(); acc[l].rate = Math.max(acc[l].rate, audio.playbackRate || 1); });
       audio.addEventListener("waiting", stop);  // buffering is not listening
       audio.addEventListener("timeupdate", () => { acc[l].covered = Math.max(acc[l].covered, covered(audio)); });
-      audio.addEventListener("pause", () => { stop(); report(); });
+      // at the end the element fires "pause" then "ended": report once (each report is a rerun)
+      audio.addEventListener("pause", () => { stop(); if (!audio.ended) report(); });
       audio.addEventListener("ended", () => { stop(); acc[l].ended = true; report(); });
     }
   };

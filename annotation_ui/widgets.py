@@ -94,26 +94,32 @@ def envelope(wav: bytes, bins: int = 240) -> tuple[list[float], list[float], lis
     return t, lo, hi, n / sr
 
 
-def waveform(wav: bytes, *, height: int = 70) -> None:
-    """A small waveform picture, so a rater can see where a glitch or a silence is."""
-    import altair as alt
-    import pandas as pd
-
+@st.cache_data(max_entries=256, show_spinner=False)
+def waveform_spec(wav: bytes, height: int = 70) -> dict[str, Any]:
+    """A Vega-Lite spec of the clip's envelope, built once per clip (no altair/pandas on each rerun)."""
     t, lo, hi, dur = envelope(wav)
     fmt = ".2f" if dur < 2 else ".1f" if dur < 20 else ".0f"  # ticks must not repeat on short clips
     peak = max(1e-6, max(abs(x) for x in lo + hi))
-    df = pd.DataFrame({"time (s)": t, "lo": [x / peak for x in lo], "hi": [x / peak for x in hi]})
-    chart = (
-        alt.Chart(df)
-        .mark_area(color="#4e79a7", opacity=0.85, interpolate="step-after")
-        .encode(
-            x=alt.X("time (s):Q", axis=alt.Axis(tickCount=5, grid=False, title=None, format=fmt)),
-            y=alt.Y("lo:Q", axis=None, scale=alt.Scale(domain=[-1.05, 1.05])),
-            y2="hi:Q",
-        )
-        .properties(height=height)
-    )
-    st.altair_chart(chart, width="stretch")
+    values = [{"t": round(a, 4), "lo": round(b / peak, 3), "hi": round(c / peak, 3)} for a, b, c in zip(t, lo, hi)]
+    return {
+        "data": {"values": values},
+        "mark": {"type": "area", "color": "#4e79a7", "opacity": 0.85, "interpolate": "step-after"},
+        "encoding": {
+            "x": {
+                "field": "t",
+                "type": "quantitative",
+                "axis": {"tickCount": 5, "grid": False, "title": None, "format": fmt},
+            },
+            "y": {"field": "lo", "type": "quantitative", "axis": None, "scale": {"domain": [-1.05, 1.05]}},
+            "y2": {"field": "hi"},
+        },
+        "height": height,
+    }
+
+
+def waveform(wav: bytes, *, height: int = 70) -> None:
+    """A small waveform picture, so a rater can see where a glitch or a silence is."""
+    st.vega_lite_chart(waveform_spec(wav, height), width="stretch")
 
 
 def duration_label(seconds: float | None) -> str:

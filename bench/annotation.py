@@ -1,6 +1,12 @@
 """Claim+submit latency at 32 concurrent raters on real PostgreSQL, and double claims (must be 0).
 
-    python bench/annotation.py [--raters 32] [--items 200] [--overlap 3]
+    python bench/annotation.py [--raters 32] [--items 200] [--overlap 3] [--processes 1,2,4]
+                               [--browser-judgments 12] [--no-browser]
+
+Also (issue 18): a saturated run with the raters split across 1, 2 and 4 worker processes on one
+PostgreSQL (the ``processes`` section: judgments/s, p99, double claims), and a browser-timed figure:
+chromium against ``streamlit run``, from the Submit click to the next item's audio playable (p50,
+p99), and bytes received per judgment (WebSocket frames plus HTTP bodies, listening reruns included).
 
 Each rater is a thread calling the real TaskService (claim -> item view -> submit). Latency is the
 time of the claim call plus the submit call, as a browser would wait for them. Target:
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,6 +38,174 @@ from earmark.services.campaigns import CampaignCreate  # noqa: E402
 from earmark.simulate import double_claims, run_raters  # noqa: E402
 
 
+def _worker(url: str, home: str, principals: list[Principal], campaign_id: int, barrier, q) -> None:
+    """One app process: its own engine and pool, its share of the raters as threads, saturated."""
+    em = earmark.connect(Settings(home=Path(home), database_url=url), pool_size=len(principals) + 2)
+    conns = [em.ctx.engine.connect() for _ in principals]
+    for conn in conns:
+        conn.close()
+    ems = [em.as_principal(p) for p in principals]
+    barrier.wait()  # every process connected and warm before the clock starts
+    start = time.time()
+    stats = run_raters(ems, campaign_id, p_skip=0.1, deadline_s=900, think_s=0.0, start_spread_s=0.0)
+    q.put((start, time.time(), stats))
+    em.close()
+
+
+def _scale_out(url: str, home: Path, raters: list, campaign_id: int, n_proc: int) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    principals = [r.ctx.principal for r in raters]
+    shares = [principals[i::n_proc] for i in range(n_proc)]
+    barrier = ctx.Barrier(n_proc)
+    procs = [ctx.Process(target=_worker, args=(url, str(home), sh, campaign_id, barrier, q)) for sh in shares]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    start_at = min(t for t, _, _ in results)
+    end = max(t for _, t, _ in results)
+    stats = [s for _, _, st in results for s in st]
+    lat = np.array([x for s in stats for x in s.latencies_ms])
+    judged = sum(s.submitted for s in stats)
+    wall = end - start_at
+    return {
+        "judgments": judged,
+        "judgments_per_s": round(judged / wall, 1),
+        "claim_submit_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 2),
+            "p99": round(float(np.percentile(lat, 99)), 2),
+        },
+        "double_claims": double_claims(stats),
+    }
+
+
+def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
+    """Submit click -> next item playable, in chromium against `streamlit run` on this store."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "skipped: the playwright package is not installed"
+    if not chromium.exists():
+        return "skipped: no chromium at /usr/bin/chromium"
+    admin = em.as_principal(Principal(None, "admin", Role.admin))
+    admin.campaigns.create(CampaignCreate(name="bench-browser", overlap=1, gold_ratio=0.0, max_items=n + 4, seed=99))
+    make_user(em, "browser-rater")
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "EARMARK_DATABASE_URL": url, "EARMARK_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(repo / "annotation_ui" / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return "skipped: streamlit did not start"
+                time.sleep(0.2)
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(
+                executable_path=str(chromium),
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--autoplay-policy=no-user-gesture-required"],
+            )  # fmt: skip
+            page = b.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(120_000)
+            received = [0]
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            cdp.on(
+                "Network.webSocketFrameReceived",
+                lambda e: received.__setitem__(0, received[0] + len(e["response"]["payloadData"])),
+            )
+            cdp.on(
+                "Network.loadingFinished",
+                lambda e: received.__setitem__(0, received[0] + int(e.get("encodedDataLength", 0))),
+            )
+            page.goto(base)
+            page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+            page.get_by_role("textbox", name="Username").fill("browser-rater")
+            page.get_by_role("textbox", name="Password").fill("correct horse battery")
+            page.get_by_role("button", name="Log in").click()
+            times = []
+            bytes_per = []
+            playable = (
+                "(prev) => { const a = [...document.querySelectorAll(\"[class*='st-key-clip-'] audio\")];"
+                " const box = a.length && a[0].closest(\"[class*='st-key-clip-']\");"
+                " return a.length >= 2 && box && !box.className.includes('st-key-clip-' + prev + '-')"
+                " && a.every((x) => x.readyState >= 3); }"
+            )
+            task = page.evaluate(
+                "() => { const a = document.querySelector(\"[class*='st-key-clip-'] audio\"); return a ? 0 : 0; }"
+            )
+            page.wait_for_function(playable, arg=-1)
+            for _ in range(n):
+                task = page.evaluate(
+                    "() => /st-key-clip-(\\d+)-/.exec(document.querySelector(\"[class*='st-key-clip-']\").className)[1]"
+                )
+                before = received[0]
+                page.evaluate(
+                    "() => document.querySelectorAll(\"[class*='st-key-clip-'] audio\").forEach((a) => a.play())"
+                )
+                submit = page.get_by_role("button", name="Submit")
+                submit.wait_for(state="visible")
+                page.wait_for_function(
+                    "() => { const b = [...document.querySelectorAll('button')].find((x) => x.innerText.startsWith('Submit')); return b && !b.disabled; }"
+                )
+                page.evaluate(
+                    """(task) => {
+                      const pick = (box, text) => { const b = document.querySelector(`[class*="st-key-${box}-${task}"]`);
+                        for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
+                      pick("choice", "About the same");
+                      for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
+                    }""",
+                    task,
+                )
+                page.wait_for_function(
+                    "() => document.querySelectorAll(\"[data-testid='stForm'] input[type='radio']:checked\").length >= 4"
+                )
+                t0 = time.perf_counter()
+                submit.click()
+                page.wait_for_function(playable, arg=task)
+                times.append((time.perf_counter() - t0) * 1000)
+                bytes_per.append(received[0] - before)
+            b.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    arr = np.array(times)
+    return {
+        "judgments": n,
+        "submit_to_next_playable_ms": {
+            "p50": round(float(np.percentile(arr, 50)), 1),
+            "p99": round(float(np.percentile(arr, 99)), 1),
+        },
+        "bytes_per_judgment": int(statistics.fmean(bytes_per)),
+        "target": "p50 < 300 ms on an idle machine",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--raters", type=int, default=32)
@@ -42,6 +217,9 @@ def main() -> None:
         default=None,
         help="pause between claim and submit (listening); default: run both paced (500 ms) and saturated (0)",
     )
+    ap.add_argument("--processes", default="1,2,4", help="worker process counts for the saturated scale-out run")
+    ap.add_argument("--browser-judgments", type=int, default=12)
+    ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
     with scratch_database("earmark_bench_ann") as url:
         import tempfile
@@ -81,6 +259,28 @@ def main() -> None:
                 "judgments_per_s": round(judged / wall, 1),
                 "double_claims": double_claims(stats),
             }
+        counts = [int(x) for x in args.processes.split(",") if x.strip()]
+        processes = {}
+        for j, n_proc in enumerate(counts):
+            c = em.as_principal(Principal(None, "admin", Role.admin)).campaigns.create(
+                CampaignCreate(
+                    name=f"bench-procs-{n_proc}",
+                    overlap=args.overlap,
+                    gold_ratio=0.0,
+                    max_items=args.items,
+                    seed=10 + j,
+                )
+            )
+            with em.ctx.engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+            processes[str(n_proc)] = _scale_out(url, home, raters, c.id, n_proc)
+        browser = None
+        if not args.no_browser:
+            try:
+                browser = _browser_figure(em, url, home, args.browser_judgments)
+            except Exception as exc:  # the store figures above still count; say why this one is missing
+                browser = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         em.close()
     first = next(iter(runs.values()))
     out = {
@@ -89,6 +289,11 @@ def main() -> None:
         "items": args.items,
         "overlap": args.overlap,
         "runs": runs,
+        "processes": processes,
+        "cores": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "processes_target": ">= 1,000 judgments/s on 4 processes where the cores allow, else scaling per core",
+        "browser": browser,
         "target": "p99 < 25 ms with raters pacing like people (paced run), double_claims == 0 in every run",
         "target_met": first["claim_submit_ms"]["p99"] < 25 and all(r["double_claims"] == 0 for r in runs.values()),
     }

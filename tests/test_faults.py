@@ -225,7 +225,7 @@ def test_annotation_app_survives_a_database_restart_mid_item(restartable_pg, tmp
         embedded.start(home)  # ... and comes back: every pooled connection of the app is now dead
         at = answer(report_played(at), "A")
         assert not at.exception and not at.error, [e.value for e in at.error]
-        assert [s.value for s in at.success] == ["Saved. Here is the next item."]
+        assert [s.value for s in at.success] == [f"Saved your answer to item #{tid}."]
         assert shown(at).task_id != tid
         with em.session() as s:
             assert s.scalar(text("SELECT count(*) FROM judgments WHERE task_id = :t"), {"t": tid}) == 1

@@ -340,3 +340,23 @@ def test_compose_misspelled_key_rejected(compose_dir: Path) -> None:
     out = _check_jsonschema(bad)
     assert out.returncode != 0 and "comand" in out.stdout + out.stderr
     assert _compose_config(bad).returncode != 0
+
+
+def test_app_runs_as_sticky_replicas() -> None:
+    """Issue 18: several app processes on one PostgreSQL, each browser pinned to one of them."""
+    import yaml
+
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    app = compose["services"]["app"]
+    assert app["deploy"]["replicas"] >= 2 and "ports" not in app  # only the proxy publishes a port
+    proxy = compose["services"]["app-proxy"]
+    assert proxy["ports"] == ["127.0.0.1:8501:8501"]
+    conf = (INFRA / compose["configs"]["app-proxy-conf"]["file"]).read_text()
+    assert "ip_hash;" in conf and "server app:8501" in conf and "Upgrade $http_upgrade" in conf
+    docs = [d for d in yaml.safe_load_all((INFRA / "k8s" / "50-app.yaml").read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert kinds["Deployment"]["spec"]["replicas"] >= 2
+    assert kinds["Service"]["spec"]["sessionAffinity"] == "ClientIP"
+    assert kinds["Ingress"]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    env = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "EARMARK_TRUST_FORWARDED_FOR", "value": "true"} in env

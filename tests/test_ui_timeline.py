@@ -167,7 +167,7 @@ def test_rater_marks_an_event_and_it_lands_with_its_onset(ui) -> None:
     at.text_area(key=widget_key("rationale", tid)).input("answered over the user")
     at.button(key=widget_key("submit", tid)).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "Saved." in at.success[0].value
+    assert "Saved your answer" in at.success[0].value
     with ui.session() as s:
         j = s.scalar(select(Judgment).where(Judgment.task_id == tid))
     assert (j.rater_id, j.campaign_id, j.protocol) == (rita.user_id, camp.id, "timeline")
@@ -291,6 +291,7 @@ def test_admin_creates_a_timeline_campaign(ui) -> None:
     make_user(ui, "ada", Role.admin)
     at = login(app(), "ada")
     at.switch_page("app_pages/admin.py").run()
+    at.segmented_control(key="admin-section").set_value("Campaigns").run()
     assert "timeline" in at.selectbox(key="camp-protocol").options
     at.text_input(key="camp-name").input("duplex round")
     at.selectbox(key="camp-protocol").set_value("timeline")

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from earmark.errors import Conflict, InvalidInput, LeaseExpired, NotFound
+from earmark.errors import InvalidInput, LeaseExpired, NotFound
 from earmark.services.context import Service
 from earmark.services.tasks import LEASE_GONE
 from earmark.store.models import Campaign, CampaignGroup, RaterGroup, RaterGroupMember, User
@@ -211,4 +211,4 @@ class RatingService(Service):
         return list(self.ctx.tx(lambda s: s.scalars(q).all()))
 
 
-__all__ = ["CampaignChoice", "Conflict", "GroupInfo", "RaterProgress", "RatingService"]
+__all__ = ["CampaignChoice", "GroupInfo", "RaterProgress", "RatingService"]
