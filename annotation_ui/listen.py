@@ -127,7 +127,8 @@ def listen_ms(reports: dict[str, dict[str, Any]], labels: list[str]) -> dict[str
     out = {}
     for label in labels:
         r = reports.get(label) or {}
-        heard = float(r.get("real_ms") if r.get("real_ms") is not None else r.get("played_ms") or 0)
+        raw = r.get("real_ms") if r.get("real_ms") is not None else r.get("played_ms")
+        heard = float(raw or 0)
         out[label] = int(min(3_600_000, max(0.0, heard)))
     return out
 

@@ -52,6 +52,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "users.lookup": frozenset({Role.engineer, Role.admin}),
     # who judged what (rater user names) for a training row: not for raters
     "data.lineage": frozenset({Role.engineer, Role.admin}),
+    # the app's cookie-signing key: the app process (system principal) and admins, never a signed-in rater
+    "app.secrets": frozenset({Role.engineer, Role.admin}),
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from earmark.errors import InvalidInput, LeaseExpired, NotFound
+from earmark.security import action
 from earmark.services.context import Service
 from earmark.services.tasks import LEASE_GONE
 from earmark.store.models import Campaign, CampaignGroup, RaterGroup, RaterGroupMember, User
@@ -91,6 +92,7 @@ SELECT comparison_id FROM t
 
 
 class RatingService(Service):
+    @action("tasks.rate")
     def campaigns(self) -> list[CampaignChoice]:
         """Open campaigns this rater may rate: those with work left for them first, newest first."""
         self.ctx.require("tasks.rate")
@@ -99,6 +101,7 @@ class RatingService(Service):
         out = [CampaignChoice(row.id, row.name, int(row.left_for_me)) for row in rows]
         return sorted(out, key=lambda x: (x.left_for_me == 0, -x.id))
 
+    @action("tasks.rate")
     def progress(self, campaign_id: int) -> RaterProgress:
         self.ctx.require("tasks.rate")
         r = self.ctx.principal.user_id
@@ -117,6 +120,7 @@ class RatingService(Service):
 
         return self.ctx.statement(read)
 
+    @action("tasks.rate")
     def skip(self, task_id: int, lease_token: uuid.UUID) -> None:
         """Give the item back for other raters and never serve it to this rater again."""
         self.ctx.require("tasks.rate")
@@ -128,6 +132,7 @@ class RatingService(Service):
             raise LeaseExpired(LEASE_GONE)
 
     # -- rater groups ------------------------------------------------------------------------------
+    @action("users.manage")
     def groups(self) -> list[GroupInfo]:
         self.ctx.require("users.manage")
 
@@ -147,6 +152,7 @@ class RatingService(Service):
 
         return self.ctx.tx(read)
 
+    @action("users.manage")
     def ensure_group(self, s: Session, name: str) -> int:
         name = (name or "").strip()
         if not name or len(name) > GROUP_NAME_MAX:
@@ -160,6 +166,7 @@ class RatingService(Service):
             self.ctx.audit(s, "groups.create", "rater_group", gid, name=name)
         return gid
 
+    @action("users.manage")
     def set_members(self, group: str, usernames: list[str]) -> int:
         """Create the group if needed and make exactly these users its members; returns its id."""
         self.ctx.require("users.manage")
@@ -180,6 +187,7 @@ class RatingService(Service):
 
         return self.ctx.tx(write)
 
+    @action("campaigns.manage")
     def assign_campaign(self, campaign_id: int, groups: list[str]) -> None:
         """Serve the campaign only to members of these groups (an empty list: to every rater)."""
         self.ctx.require("campaigns.manage")
@@ -200,6 +208,7 @@ class RatingService(Service):
 
         self.ctx.tx(write)
 
+    @action("campaigns.manage")
     def campaign_groups(self, campaign_id: int) -> list[str]:
         self.ctx.require("campaigns.manage")
         q = (

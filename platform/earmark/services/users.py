@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.orm import Session
 
 from earmark.domain.enums import Role
@@ -163,8 +164,7 @@ class UserService(Service):
                 )
             # an unknown or inactive name costs one full hash verification too (no timing tell)
             ok = verify_password(u.password_hash if u is not None and u.active else _dummy_hash(), password)
-            ok = ok and u is not None and u.active
-            if not ok:
+            if not ok or u is None or not u.active:
                 for key, limit in keys.items():
                     t = rows.get(key)
                     if t is None:
@@ -199,22 +199,24 @@ class UserService(Service):
             raise result
         return result
 
+    @action("app.secrets")
     def session_key(self) -> bytes:
         """The key that signs app session cookies: ``EARMARK_SESSION_SECRET``, else one generated once and
         kept in the database so that every replica signs and checks with the same key."""
         if self.ctx.settings.session_secret is not None:
             return self.ctx.settings.session_secret.get_secret_value().encode()
 
-        def get(c) -> str:
+        def get(c: Connection) -> str:
             c.execute(
                 text("INSERT INTO app_secrets (name, value) VALUES ('session_key', :v) ON CONFLICT DO NOTHING"),
                 {"v": secrets.token_hex(32)},
             )
-            return c.execute(text("SELECT value FROM app_secrets WHERE name = 'session_key'")).scalar_one()
+            return str(c.execute(text("SELECT value FROM app_secrets WHERE name = 'session_key'")).scalar_one())
 
         return self.ctx.connection_tx(get).encode()
 
-    def import_csv(self, data: str | bytes, *, default_role: Role | str = Role.rater) -> list[UserInfo]:
+    @action("users.manage")
+    def import_csv(self, data: str | bytes, *, default_role: Role | str = Role.rater) -> builtins.list[UserInfo]:
         """Create users from CSV with a header ``username,password[,role][,groups]`` (groups separated by
         ``;``). All rows are checked first and the import is all-or-nothing; an error names the line."""
         self.ctx.require("users.manage")
@@ -262,7 +264,7 @@ class UserService(Service):
         hashed = [hash_password(pw) for _, pw, _, _ in rows]
         groups_svc = RatingService(self.ctx)
 
-        def write(s: Session) -> list[UserInfo]:
+        def write(s: Session) -> builtins.list[UserInfo]:
             existing = set(
                 s.scalars(select(func.lower(User.username)).where(func.lower(User.username).in_(list(seen)))).all()
             )
