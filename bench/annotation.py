@@ -83,6 +83,40 @@ def _scale_out(url: str, home: Path, raters: list, campaign_id: int, n_proc: int
     }
 
 
+def _timed_judgments(
+    page, n: int, playable: str, received: list[int], times: list[float], bytes_per: list[int]
+) -> None:
+    """Rate N items in the page: play both clips, answer, then time Submit -> next item playable."""
+    for _ in range(n):
+        task = page.evaluate(
+            "() => /st-key-clip-(\\d+)-/.exec(document.querySelector(\"[class*='st-key-clip-']\").className)[1]"
+        )
+        before = received[0]
+        page.evaluate("() => document.querySelectorAll(\"[class*='st-key-clip-'] audio\").forEach((a) => a.play())")
+        submit = page.get_by_role("button", name="Submit")
+        submit.wait_for(state="visible")
+        page.wait_for_function(
+            "() => { const b = [...document.querySelectorAll('button')].find((x) => x.innerText.startsWith('Submit')); return b && !b.disabled; }"
+        )
+        page.evaluate(
+            """(task) => {
+              const pick = (box, text) => { const b = document.querySelector(`[class*="st-key-${box}-${task}"]`);
+                for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
+              pick("choice", "About the same");
+              for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
+            }""",
+            task,
+        )
+        page.wait_for_function(
+            "() => document.querySelectorAll(\"[data-testid='stForm'] input[type='radio']:checked\").length >= 4"
+        )
+        t0 = time.perf_counter()
+        submit.click()
+        page.wait_for_function(playable, arg=task)
+        times.append((time.perf_counter() - t0) * 1000)
+        bytes_per.append(received[0] - before)
+
+
 def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
     """Submit click -> next item playable, in chromium against `streamlit run` on this store."""
     import socket
@@ -153,40 +187,14 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
                 " return a.length >= 2 && box && !box.className.includes('st-key-clip-' + prev + '-')"
                 " && a.every((x) => x.readyState >= 3); }"
             )
-            task = page.evaluate(
-                "() => { const a = document.querySelector(\"[class*='st-key-clip-'] audio\"); return a ? 0 : 0; }"
-            )
             page.wait_for_function(playable, arg=-1)
-            for _ in range(n):
-                task = page.evaluate(
-                    "() => /st-key-clip-(\\d+)-/.exec(document.querySelector(\"[class*='st-key-clip-']\").className)[1]"
-                )
-                before = received[0]
-                page.evaluate(
-                    "() => document.querySelectorAll(\"[class*='st-key-clip-'] audio\").forEach((a) => a.play())"
-                )
-                submit = page.get_by_role("button", name="Submit")
-                submit.wait_for(state="visible")
-                page.wait_for_function(
-                    "() => { const b = [...document.querySelectorAll('button')].find((x) => x.innerText.startsWith('Submit')); return b && !b.disabled; }"
-                )
-                page.evaluate(
-                    """(task) => {
-                      const pick = (box, text) => { const b = document.querySelector(`[class*="st-key-${box}-${task}"]`);
-                        for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
-                      pick("choice", "About the same");
-                      for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
-                    }""",
-                    task,
-                )
-                page.wait_for_function(
-                    "() => document.querySelectorAll(\"[data-testid='stForm'] input[type='radio']:checked\").length >= 4"
-                )
-                t0 = time.perf_counter()
-                submit.click()
-                page.wait_for_function(playable, arg=task)
-                times.append((time.perf_counter() - t0) * 1000)
-                bytes_per.append(received[0] - before)
+            try:
+                _timed_judgments(page, n, playable, received, times, bytes_per)
+            except Exception:
+                shot = repo / "bench" / "results" / "annotation-browser-timeout.png"
+                shot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shot), full_page=True)  # what the page showed when it stalled
+                raise
             b.close()
     finally:
         proc.terminate()
