@@ -5,17 +5,22 @@ the http.server version did, with the token given here accepted as Bearer or HTT
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.reward_service.app import ServiceConfig
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.server import ThreadedServer, conninfo_of, start_in_thread
 
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+
 
 class RewardService:
     """The configuration of one reward service on the store ``em`` talks to."""
 
-    def __init__(self, em: Any, scorer_specs: list[dict[str, Any]], regime: str = "realtime", **limits: Any) -> None:
+    def __init__(
+        self, em: Earmark, scorer_specs: list[dict[str, Any]], regime: str = "realtime", **limits: Any
+    ) -> None:
         self.config = ServiceConfig(
             conninfo=conninfo_of(em), scorers=scorer_specs, regime=regime, limits=ServiceLimits(**limits)
         )

@@ -62,9 +62,10 @@ def test_train_dpo_cli_runs_registers_and_lists(cli_env, checkpoint, generated) 
     assert missing.exit_code == 2 and "does not exist" in missing.output
     assert len(TrainingService(em.ctx).runs()) == 1
 
-    # the demo's DPO step: in-process, returns the next version and the round's metrics
-    from pipelines.training.demo_hook import train_dpo_round
+    # the demo's DPO step (the one demo config, pipelines.loop.DEMO_DPO): in-process, returns the
+    # next version and the round's metrics
+    from pipelines.loop import train_dpo_round
 
-    v2, metrics = train_dpo_round(em, em.catalog.policy("offline-speech", 1), ds, threads=1)
+    v2, metrics = train_dpo_round(em, em.catalog.policy("offline-speech", 1), ds, em.settings, threads=1)
     assert v2.version == 2 and v2.parent_id == em.catalog.policy("offline-speech", 1).id
     assert {"loss", "accuracy", "reward_margin", "kl"} <= set(metrics)

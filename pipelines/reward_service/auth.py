@@ -19,7 +19,10 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 STRONG_TOKEN_CHARS = 32
 LOOPBACK_TOKEN_CHARS = 16
@@ -108,7 +111,7 @@ ACTIVE_TOKENS_SQL = "SELECT name, token_sha256 FROM reward_tokens WHERE revoked_
 # ---- management (the CLI): synchronous, through the platform's session -------------------------
 
 
-def create_token(em: Any, name: str, replace: bool = False) -> str:
+def create_token(em: Earmark, name: str, replace: bool = False) -> str:
     from sqlalchemy import text
 
     from earmark.domain.limits import Limits
@@ -137,7 +140,7 @@ def create_token(em: Any, name: str, replace: bool = False) -> str:
     return token
 
 
-def revoke_token(em: Any, name: str) -> None:
+def revoke_token(em: Earmark, name: str) -> None:
     from sqlalchemy import text
 
     from earmark.errors import NotFound
@@ -150,7 +153,7 @@ def revoke_token(em: Any, name: str) -> None:
         raise NotFound(f"no active reward token named {name!r}; list them with `earmark rm token --list`")
 
 
-def list_tokens(em: Any) -> list[dict[str, Any]]:
+def list_tokens(em: Earmark) -> list[dict[str, Any]]:
     from sqlalchemy import text
 
     with em.session() as s:

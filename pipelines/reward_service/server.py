@@ -7,15 +7,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.reward_service.app import CONFIG_ENV, TOKEN_ENV, ServiceConfig, create_app
 from pipelines.reward_service.auth import check_env_token, is_loopback
 
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+
 H11_MAX_INCOMPLETE_EVENT = 64 * 1024  # request line + headers; bodies are capped by the app
 
 
-def conninfo_of(em: Any) -> str:
+def conninfo_of(em: Earmark) -> str:
     """libpq connection string of the store an Earmark client talks to."""
     return em.ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.training.config import DPOConfig
 from pipelines.training.dpo import evaluate
@@ -32,10 +32,13 @@ from pipelines.training.driver import (
     publish_policy,
 )
 
+if TYPE_CHECKING:
+    from earmark.api import Earmark
+
 ENTRY = "pipelines.training.dpo:train_worker"
 
 
-def _dataset_by_id(em: Any, dataset_id: int) -> Any:
+def _dataset_by_id(em: Earmark, dataset_id: int) -> Any:
     from earmark.errors import NotFound
     from earmark.store.models import Dataset
 
@@ -45,7 +48,7 @@ def _dataset_by_id(em: Any, dataset_id: int) -> Any:
     return ds
 
 
-def _register_checkpoint(em: Any, cfg: DPOConfig) -> Any:
+def _register_checkpoint(em: Earmark, cfg: DPOConfig) -> Any:
     """The policy row of ``cfg.model`` (an HF folder or cached hub id), registered as kind ``hf`` if new."""
     from pipelines.training.worker import resolve_model_dir
 
@@ -58,7 +61,7 @@ def _register_checkpoint(em: Any, cfg: DPOConfig) -> Any:
     return em.catalog.register_policy(name, uri, kind="hf", config={"speak_text": True})
 
 
-def _base_row(em: Any, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
+def _base_row(em: Earmark, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
     if base_policy is None:
         ids = Counter(r["policy_id"] for r in rows if r.get("policy_id") is not None)
         if not ids:
@@ -70,7 +73,7 @@ def _base_row(em: Any, base_policy: Any, rows: list[dict[str, Any]]) -> Any:
 
 
 def run_dpo(
-    em: Any,
+    em: Earmark,
     cfg: DPOConfig,
     *,
     dataset: Any = None,

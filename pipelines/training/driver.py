@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 log = logging.getLogger(__name__)
 FLUSH_S = 1.0
@@ -105,7 +108,7 @@ def _postfix(m: dict[str, Any]) -> str:
 
 # ---- running a worker function ----------------------------------------------------------------------
 def fit(
-    em: Any,
+    em: Earmark,
     entry: str,
     payload: dict[str, Any],
     *,
@@ -148,7 +151,7 @@ def fit(
     ), True
 
 
-def run_dir(em: Any, algorithm: str, run_id: int) -> Path:
+def run_dir(em: Earmark, algorithm: str, run_id: int) -> Path:
     return em.settings.home_dir / "training" / f"{algorithm}-run{run_id}"
 
 
@@ -170,7 +173,7 @@ def ray_train_entry(config: dict[str, Any]) -> None:
 
 
 def _fit_ray(
-    em: Any,
+    em: Earmark,
     entry: str,
     payload: dict[str, Any],
     *,
@@ -240,7 +243,7 @@ def _fit_ray(
 
 # ---- publishing the result -------------------------------------------------------------------------------
 def publish_policy(
-    em: Any,
+    em: Earmark,
     training: Any,
     run_id: int,
     base_row: Any,
@@ -327,7 +330,7 @@ def publish_policy(
     return row, path
 
 
-def policy_row(em: Any, policy_id: int) -> Any:
+def policy_row(em: Earmark, policy_id: int) -> Any:
     from earmark.errors import NotFound
     from earmark.store.models import Policy
 

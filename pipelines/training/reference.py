@@ -14,9 +14,12 @@ import hashlib
 import io
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.training.data import PreferencePair
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 SIDECAR_VERSION = 1
 SIDECAR_MIME = "application/vnd.apache.parquet"
@@ -94,7 +97,7 @@ def from_parquet(data: bytes) -> dict[str, tuple[float, float]]:
 
 
 def ensure(
-    em: Any,
+    em: Earmark,
     training: Any,
     run_id: int,
     pairs: list[PreferencePair],

@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.training.driver import RunRecorder, RunResult, load_local_policy, mark_failed, publish_policy, run_dir
 from pipelines.training.ppo import PPOConfig, RLLearner
+
+if TYPE_CHECKING:
+    from earmark.api import Earmark
 
 EVAL_ROUND = 1000  # held-out evaluation rollouts; training rounds are 1..rounds
 
@@ -34,7 +37,7 @@ def _single_turn(prompts: list[Any]) -> list[Any]:
     ]
 
 
-def _prompts(em: Any, split: str | None, ids: list[str] | None, regime: str | None, what: str) -> list[Any]:
+def _prompts(em: Earmark, split: str | None, ids: list[str] | None, regime: str | None, what: str) -> list[Any]:
     found = _single_turn(em.catalog.prompts(regime=regime, split=None if ids else split, external_ids=ids))
     if not found:
         raise ValueError(
@@ -47,7 +50,7 @@ def _prompts(em: Any, split: str | None, ids: list[str] | None, regime: str | No
 class _Rounds:
     """Sampling, scoring and reward composition for one run, in-process or on Ray."""
 
-    def __init__(self, em: Any, cfg: PPOConfig, base_policy: Any, run_name: str) -> None:
+    def __init__(self, em: Earmark, cfg: PPOConfig, base_policy: Any, run_name: str) -> None:
         from pipelines.scoring_job import ScorerSpec, register
         from reward_models.composition import RewardComposition
 
@@ -152,7 +155,7 @@ def _call(learner: Any, method: str, *args: Any) -> Any:
     return fn(*args)
 
 
-def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = None) -> RunResult:
+def run_rl(em: Earmark, cfg: PPOConfig, *, progress: bool = True, on_event: Any = None) -> RunResult:
     """Run ``cfg.rounds`` online rounds and register the result; everything is recorded on the run row."""
     from earmark.services.training import TrainingService
     from pipelines.training.data import policy_token_info
@@ -282,7 +285,7 @@ def run_rl(em: Any, cfg: PPOConfig, *, progress: bool = True, on_event: Any = No
         recorder.close()
 
 
-def _context(em: Any, row: Any) -> list[dict[str, Any]]:
+def _context(em: Earmark, row: Any) -> list[dict[str, Any]]:
     """The conversation the rollout answered: its messages before the final assistant turn."""
     from pipelines.rollouts import for_policy
 
