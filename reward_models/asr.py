@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,10 +155,13 @@ class WhisperASR:
         for b in range(0, len(short), max(1, int(batch_size))):
             idx = short[b : b + max(1, int(batch_size))]
             for i, text in zip(idx, self._transcribe_fitted([audio16[i] for i in idx]), strict=True):
-                out[i] = text
+                # The n-gram block misses loops that differ in case or punctuation ("morning. Can you"
+                # vs "can you"); such a clip is decoded again on the long-form path with faster-whisper's
+                # temperature fallback, which re-decodes a segment whose output compresses like a loop.
+                out[i] = self._transcribe_long(audio16[i], fallback=True) if looks_looped(text) else text
         return [t or "" for t in out]
 
-    def _transcribe_long(self, a: np.ndarray) -> str:
+    def _transcribe_long(self, a: np.ndarray, fallback: bool | None = None) -> str:
         segments, _info = self._model().transcribe(
             a,
             language=self.language,
@@ -166,7 +170,9 @@ class WhisperASR:
             without_timestamps=True,
             vad_filter=False,
             # faster-whisper's default: re-decode hotter when a segment looks like a loop or is unsure
-            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if self.temperature_fallback else 0.0,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+            if (self.temperature_fallback if fallback is None else fallback)
+            else 0.0,
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
@@ -207,6 +213,17 @@ class WhisperASR:
             suppress_tokens=[-1],
         )
         return [tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]).strip() for r in res]
+
+
+def looks_looped(text: str, min_words: int = 3) -> bool:
+    """True when a run of ``min_words`` or more words comes twice in a row (case and punctuation
+    ignored): the signature of a decoder loop, which a spoken sentence almost never has."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    for n in range(min_words, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n]:
+                return True
+    return False
 
 
 def default_model_path_or_none() -> Path | None:

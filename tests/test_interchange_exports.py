@@ -111,8 +111,8 @@ def test_earmark_export_imports_into_a_fresh_store(snap, tmp_path) -> None:
     url, drop = fresh_database("earmark_ix")
     try:
         other = earmark.connect(
-            Settings(home=tmp_path / "h2", database_url=url, blob_url=(tmp_path / "blobs2").as_uri())
-        )
+            Settings(home=tmp_path / "h2", database_url=url, blob_url=(tmp_path / "blobs2").as_uri()), upgrade=True
+        )  # an external database is not migrated on connect unless asked
         s = other.interchange.import_file(out)
         assert s.added["judgment"] == ds.row_count and s.blobs_added > 0
         with other.session() as db:

@@ -176,3 +176,14 @@ def test_asr_model_hash_is_checked(tmp_path) -> None:
         WhisperASR(model_path=tmp_path, model_sha256="0" * 64)
     with pytest.raises(FileNotFoundError, match="CTranslate2 Whisper folder"):
         WhisperASR(model_path=tmp_path / "missing")
+
+
+def test_a_decoder_loop_is_recognised_across_case_and_punctuation() -> None:
+    """The fitted-window path re-decodes a clip whose transcript repeats itself (seen in a full test
+    run: "... on sunday morning. Can you remind me to call my mother on sunday morning can you ...")."""
+    from reward_models.asr import looks_looped
+
+    assert looks_looped("Can you remind me to call my mother? can you remind me to call my mother")
+    assert looks_looped("on sunday morning. On Sunday morning,")
+    assert not looks_looped("please book a table for 4 people at 7 30 tomorrow evening")
+    assert not looks_looped("I said that that is fine, no no")  # two-word echoes are ordinary speech

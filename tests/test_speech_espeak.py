@@ -111,6 +111,12 @@ def test_concurrent_rendering_keeps_each_callers_settings() -> None:
     for t in threads:
         t.join()
     # The library is global: without the lock, threads would mix each other's pitch and samples.
+    # eSpeak NG keeps some state from one utterance to the next (pipelines/duplex/tts.py renders from a
+    # fresh library for that reason), so a clip rendered after other callers' clips may differ a few Hz
+    # from its serial twin: each thread's clip must be nearest its own pitch, not the others'.
+    serial_f0 = [_mean_f0(e, 22050) for e in serial]
     for i, expected in enumerate(serial):
         assert abs(len(results[i]) - len(expected)) < 0.03 * len(expected)
-        assert abs(_mean_f0(results[i], 22050) - _mean_f0(expected, 22050)) < 0.06 * _mean_f0(expected, 22050)
+        got = _mean_f0(results[i], 22050)
+        assert min(range(len(serial_f0)), key=lambda k: abs(got - serial_f0[k])) == i, (got, serial_f0)
+        assert abs(got - serial_f0[i]) < 0.12 * serial_f0[i], (got, serial_f0)
