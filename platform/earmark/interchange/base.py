@@ -122,6 +122,14 @@ def slug(text: str) -> str:
     return s[:120]
 
 
+def user_content(text: Any, audio: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A prompt's message parts: its text (when any) then its audio (when any)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": str(text)}] if text else []
+    if audio is not None:
+        content.append(audio)
+    return content
+
+
 def short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug
+from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug, user_content
 
 CHOICES = {
     **dict.fromkeys(
@@ -67,9 +67,7 @@ class LabelStudio(Adapter):
                 raise self.refuse(path, no, "data", "is missing", "export tasks with their data (JSON export)")
             data, tid = task["data"], task.get("id", no)
             ptext = data.get("prompt") or data.get("text") or data.get("question") or ""
-            content: list[dict[str, Any]] = [{"type": "text", "text": str(ptext)}] if ptext else []
-            if (a := ls_audio(data.get("audio") or data.get("prompt_audio"))) is not None:
-                content.append(a)
+            content = user_content(ptext, ls_audio(data.get("audio") or data.get("prompt_audio")))
             if not content:
                 raise self.refuse(path, no, "data.prompt", "is missing", "give the prompt text or audio")
             ext = slug(f"ls-{path.stem}-{tid}")
