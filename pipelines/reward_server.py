@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipelines.reward_service.app import ServiceConfig
+from pipelines.reward_service.auth import check_env_token
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.server import ThreadedServer, conninfo_of, start_in_thread
 
@@ -29,6 +30,6 @@ class RewardService:
 def serve(
     service: RewardService, token: str | None, host: str = "127.0.0.1", port: int = 5000, **tls: Any
 ) -> ThreadedServer:
-    if token is not None and len(token) < 16:
-        raise ValueError("the reward server needs a bearer token of at least 16 characters (EARMARK_REWARD_TOKEN)")
+    if token is not None:
+        check_env_token(token, host)  # before touching the service: the one bind rule (auth.py)
     return start_in_thread(service.config, token, host=host, port=port, **tls)
