@@ -1,9 +1,11 @@
 """Knowing that a rater really played each clip.
 
 Streamlit cannot observe ``st.audio`` playback, so a tiny ``st.components.v2`` component (inline
-JavaScript, no build step, mounted in the page's own DOM rather than an iframe) watches the
-``<audio>`` element inside each clip's keyed container (``st.container(key="clip-<task>-<label>")``
-gets the CSS class ``st-key-clip-<task>-<label>``). For each clip it reports to Python:
+JavaScript, no build step, mounted in the page's own DOM rather than an iframe) listens to the media
+events of the ``<audio>`` element inside each clip's keyed container
+(``st.container(key="clip-<task>-<label>")`` gets the CSS class ``st-key-clip-<task>-<label>``), at
+the document in the capture phase, so a clip played in the instant before the tracker mounted
+still counts. For each clip it reports to Python:
 
 - ``covered_ms``: how much of the clip's timeline has been heard, from the media element's own
   ``played`` time ranges (seeking to the end does not count as hearing the middle);
@@ -31,16 +33,11 @@ export default function (component) {
   const { data, setStateValue } = component;
   const prefix = data.prefix;
   const labels = data.labels;
-  // Accumulators live on window so a re-invocation of this function (every rerun) keeps them.
-  const store = (window.__earmarkListen = window.__earmarkListen || {});
-  const acc = (store[prefix] = store[prefix] || {});
-  for (const l of labels) acc[l] = acc[l] || { covered: 0, played: 0, real: 0, rate: 1, ended: false };
-  const covered = (a) => {
-    let s = 0;
-    for (let i = 0; i < a.played.length; i++) s += a.played.end(i) - a.played.start(i);
-    return s * 1000;
-  };
-  const report = () => {
+  // State lives on window so a re-invocation of this function (every rerun) keeps it.
+  const store = (window.__earmarkListen = window.__earmarkListen || { acc: {}, report: {} });
+  const acc = (store.acc[prefix] = store.acc[prefix] || {});
+  for (const l of labels) acc[l] = acc[l] || { covered: 0, played: 0, real: 0, rate: 1, ended: false, since: null };
+  store.report[prefix] = () => {
     const out = {};
     for (const l of labels) {
       out[l] = { covered_ms: Math.round(acc[l].covered), played_ms: Math.round(acc[l].played),
@@ -48,35 +45,66 @@ export default function (component) {
     }
     setStateValue("listened", out);
   };
-  const attach = () => {
-    for (const l of labels) {
-      const box = document.querySelector(`.st-key-${prefix}${l}`);
-      const audio = box && box.querySelector("audio");
-      if (!audio || audio.dataset.earmarkTracked === prefix + l) continue;
-      audio.dataset.earmarkTracked = prefix + l;
-      let since = null;  // performance.now() when audible playback (re)started
-      const stop = () => {
-        if (since !== null) {
-          const wall = performance.now() - since;
-          acc[l].played += wall * (audio.playbackRate || 1);
-          acc[l].real += wall;  // wall-clock time: 2x playback for 1 s is 1 s of listening
-        }
-        since = null;
-        acc[l].covered = Math.max(acc[l].covered, covered(audio));
-      };
-      audio.addEventListener("playing", () => { since = performance.now(); acc[l].rate = Math.max(acc[l].rate, audio.playbackRate || 1); });
-      audio.addEventListener("ratechange", () => { stop(); if (!audio.paused) since = performance.now(); acc[l].rate = Math.max(acc[l].rate, audio.playbackRate || 1); });
-      audio.addEventListener("waiting", stop);  // buffering is not listening
-      audio.addEventListener("timeupdate", () => { acc[l].covered = Math.max(acc[l].covered, covered(audio)); });
-      // at the end the element fires "pause" then "ended": report once (each report is a rerun)
-      audio.addEventListener("pause", () => { stop(); if (!audio.ended) report(); });
-      audio.addEventListener("ended", () => { stop(); acc[l].ended = true; report(); });
-    }
+  const covered = (a) => {
+    let s = 0;
+    for (let i = 0; i < a.played.length; i++) s += a.played.end(i) - a.played.start(i);
+    return s * 1000;
   };
-  attach();
-  // Streamlit may replace an <audio> node on rerun; look for new ones until the page moves on.
-  const timer = setInterval(attach, 400);
-  return () => clearInterval(timer);
+  if (!store.listening) {
+    // Media events do not bubble, but they do pass the document in the capture phase: one set of
+    // listeners there sees every clip from the moment it exists, also one played before this
+    // component mounted or after Streamlit replaced its <audio> node (no polling, no race).
+    store.listening = true;
+    const find = (audio) => {
+      const box = audio.closest("[class*='st-key-clip-']");
+      if (!box) return null;
+      for (const c of box.classList) {
+        if (!c.startsWith("st-key-")) continue;
+        const key = c.slice("st-key-".length);
+        for (const p of Object.keys(store.acc)) {
+          if (key.startsWith(p) && store.acc[p][key.slice(p.length)]) return [p, key.slice(p.length)];
+        }
+      }
+      return null;
+    };
+    const on = (type, fn) => document.addEventListener(type, (ev) => {
+      const audio = ev.target;
+      if (!(audio instanceof HTMLMediaElement)) return;
+      const hit = find(audio);
+      if (!hit) return;
+      fn(audio, store.acc[hit[0]][hit[1]], () => store.report[hit[0]] && store.report[hit[0]]());
+    }, true);
+    const stop = (audio, a) => {
+      if (a.since !== null) {
+        const wall = performance.now() - a.since;
+        a.played += wall * (audio.playbackRate || 1);
+        a.real += wall;  // wall-clock time: 2x playback for 1 s is 1 s of listening
+      }
+      a.since = null;
+      a.covered = Math.max(a.covered, covered(audio));
+    };
+    on("playing", (audio, a) => { a.since = performance.now(); a.rate = Math.max(a.rate, audio.playbackRate || 1); });
+    on("ratechange", (audio, a) => { stop(audio, a); if (!audio.paused) a.since = performance.now(); a.rate = Math.max(a.rate, audio.playbackRate || 1); });
+    on("waiting", (audio, a) => stop(audio, a));  // buffering is not listening
+    on("timeupdate", (audio, a) => { a.covered = Math.max(a.covered, covered(audio)); });
+    // at the end the element fires "pause" then "ended": report once (each report is a rerun)
+    on("pause", (audio, a, report) => { stop(audio, a); if (!audio.ended) report(); });
+    on("ended", (audio, a, report) => { stop(audio, a); a.ended = true; report(); });
+  }
+  // A clip that played before the listeners existed (the first item, on a loaded machine): its own
+  // played ranges show what was heard; at normal speed that is also the wall-clock time.
+  let missed = false;
+  for (const l of labels) {
+    const box = document.querySelector(`.st-key-${prefix}${l}`);
+    const audio = box && box.querySelector("audio");
+    if (!audio || acc[l].covered > 0 || audio.played.length === 0) continue;
+    acc[l].covered = covered(audio);
+    if (acc[l].real === 0 && audio.paused) acc[l].real = acc[l].played = acc[l].covered;
+    acc[l].ended = acc[l].ended || audio.ended;
+    missed = missed || audio.paused;
+  }
+  if (missed) store.report[prefix]();
+  return () => {};
 }
 """
 

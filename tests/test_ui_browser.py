@@ -155,6 +155,8 @@ def test_rater_plays_both_clips_and_submits_in_chromium(
             for label in ("A", "B"):
                 clip = page.locator("[class*='st-key-clip-']").filter(has_text=f"Clip {label}")
                 audio = clip.locator("audio")
+                # the native play button does nothing until the element knows its media
+                page.wait_for_function("el => el.readyState >= 1", arg=audio.element_handle())
                 box = audio.bounding_box()
                 audio.click(position={"x": 18, "y": box["height"] / 2})  # the native player's play button
                 expect(clip.get_by_text("not played yet")).to_have_count(0)  # the tracker saw it play
