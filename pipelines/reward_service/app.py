@@ -12,11 +12,13 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +27,7 @@ from starlette.routing import Route
 from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
-from pipelines.reward_service.recorder import Recorder, RecorderUnavailable
+from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text
 from pipelines.reward_service.scoring import ScoringEngine
 
 access_log = logging.getLogger("earmark.reward.access")
@@ -50,8 +52,11 @@ class HttpError(Exception):
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    payload = to_json(body)  # pydantic-core's encoder: ~5x json.dumps on a reward answer
+    if b"null" in payload:  # to_json writes NaN as null; json.dumps refuses it (answers carry no null)
+        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     return Response(
-        json.dumps(body, separators=(",", ":"), allow_nan=False),
+        payload,
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -65,6 +70,10 @@ class RewardApp:
         self.engine = ScoringEngine(config.scorers, config.regime)
         self.tokens = TokenTable(env_token, config.env_token_name)
         self.recorder = Recorder(config.conninfo)
+        # scorer_versions and composition_version as COPY text: the same on every event
+        self._versions_copy = (
+            f"{copy_text(self.engine.scorer_versions_json)}\t{copy_text(self.engine.composition_version)}"
+        )
         self.inflight = 0
         self._reload_lock = asyncio.Lock()
         self.ready = False
@@ -120,7 +129,7 @@ class RewardApp:
             body = await self._read_body(request)
             req = self._parse(body)
             n = len(req.query)
-            audio = self._check_limits(req)
+            audio, label_json = self._check_limits(req)
             if self.inflight >= self.limits.max_inflight:
                 raise HttpError(
                     503, "overloaded", "too many requests in flight on this worker; retry shortly", {"Retry-After": "1"}
@@ -134,8 +143,8 @@ class RewardApp:
                     from starlette.concurrency import run_in_threadpool
 
                     results = await run_in_threadpool(self._score, req, audio)
-                rows = self._rows(who, run_id, step, req, results)
-                await self.recorder.record(rows, self.limits.record_timeout_s)
+                lines = self._copy_lines(who, run_id, step, req, label_json, results)
+                await self.recorder.record(lines, n, self.limits.record_timeout_s)
             finally:
                 self.inflight -= 1
             status = 200
@@ -221,7 +230,8 @@ class RewardApp:
                 f'bad request body ({probs}); expected {{"query": [str], "prompts": [str], "labels": [...]}}',
             ) from None
 
-    def _check_limits(self, req: RewardRequest) -> list[tuple[Any, int] | None] | None:
+    def _check_limits(self, req: RewardRequest) -> tuple[list[tuple[Any, int] | None] | None, list[str | None] | None]:
+        """(decoded audio per item or None, each label as JSON text or None)."""
         lim = self.limits
         n = len(req.query)
         if n == 0:
@@ -236,18 +246,26 @@ class RewardApp:
                 raise HttpError(
                     400, "invalid_input", f"'{name}' has {len(v)} items for {n} queries; send one per query"
                 )
+        prompts = req.prompts
         for i, q in enumerate(req.query):
             if len(q) > lim.max_query_chars:
                 raise HttpError(
                     413, "payload_too_large", f"query {i} has {len(q)} characters; at most {lim.max_query_chars}"
                 )
-            if "\x00" in q or (req.prompts and "\x00" in req.prompts[i]):
+            if "\x00" in q or (prompts and "\x00" in prompts[i]):
                 raise HttpError(400, "invalid_input", f"query {i} contains a NUL character; strip it")
+        label_json: list[str | None] | None = None
         if req.labels is not None:
+            label_json = []
             for i, label in enumerate(req.labels):
-                if label is None or isinstance(label, (int, float)):
+                if label is None:
+                    label_json.append(None)
                     continue
-                blob = json.dumps(label)
+                # the JSON stored with the event, made once: json.dumps' own encoding of a string
+                blob = encode_basestring_ascii(label) if type(label) is str else json.dumps(label)
+                label_json.append(blob)
+                if isinstance(label, (int, float)):
+                    continue
                 if len(blob) > lim.max_label_bytes:
                     raise HttpError(
                         413,
@@ -257,8 +275,8 @@ class RewardApp:
                 if "\\u0000" in blob:
                     raise HttpError(400, "invalid_input", f"label {i} contains a NUL character; strip it")
         if not req.audio or all(a is None for a in req.audio):
-            return None
-        return [self._decode_audio(i, a) if a else None for i, a in enumerate(req.audio)]
+            return None, label_json
+        return [self._decode_audio(i, a) if a else None for i, a in enumerate(req.audio)], label_json
 
     def _decode_audio(self, i: int, b64: str) -> tuple[Any, int]:
         lim = self.limits
@@ -311,39 +329,37 @@ class RewardApp:
             for i, q in enumerate(req.query)
         ]
 
-    def _rows(
-        self, who: str, run_id: str | None, step: int | None, req: RewardRequest, results: list[tuple[str, ItemResult]]
-    ) -> list[tuple[Any, ...]]:
+    def _copy_lines(
+        self,
+        who: str,
+        run_id: str | None,
+        step: int | None,
+        req: RewardRequest,
+        label_json: list[str | None] | None,
+        results: list[tuple[str, ItemResult]],
+    ) -> str:
+        """The request's serving events as COPY text (recorder.COLUMNS order), one line per item;
+        the fields shared by every item are escaped once."""
+        esc = copy_text
         rid = str(uuid.uuid4())
-        regime = req.regime or self.engine.regime
-        versions = self.engine.scorer_versions_json
-        comp = self.engine.composition_version
-        uids = req.sample_uids
-        rows = []
+        shared = f"{esc(who)}\t{esc(run_id)}\t{esc(step)}"
+        regime = esc(req.regime or self.engine.regime)
+        versions = self._versions_copy
+        prompts, uids = req.prompts, req.sample_uids
+        out = []
         for i, (response, r) in enumerate(results):
-            label = req.labels[i] if req.labels else None
-            rows.append(
-                (
-                    rid,
-                    i,
-                    who,
-                    run_id,
-                    step,
-                    uids[i] if uids else None,
-                    regime,
-                    req.prompts[i] if req.prompts else "",
-                    response,
-                    None if label is None else json.dumps(label),
-                    versions,
-                    comp,
-                    r.score if r.error is None else None,
-                    r.parts_json or json.dumps(r.parts()),
-                    r.error,
-                )
+            ok = r.error is None
+            out.append(
+                f"{rid}\t{i}\t{shared}\t{esc(uids[i]) if uids else NULL}\t{regime}\t"
+                f"{esc(prompts[i]) if prompts else ''}\t{esc(response)}\t"
+                f"{esc(label_json[i]) if label_json else NULL}\t{versions}\t"
+                f"{esc(r.score) if ok else NULL}\t{esc(r.parts_json or json.dumps(r.parts()))}\t"
+                f"{NULL if ok else esc(r.error)}\n"
             )
-        return rows
+        return "".join(out)
 
 
+NULL = copy_text(None)
 REWARD_PATHS = ("/get_reward", "/reward")
 
 
