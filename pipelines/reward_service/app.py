@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TokenTable
+from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TOKEN_CHANNEL, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
 from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text
@@ -34,7 +34,8 @@ access_log = logging.getLogger("earmark.reward.access")
 log = logging.getLogger("earmark.reward")
 CONFIG_ENV = "EARMARK_REWARD_SERVICE_CONFIG"
 TOKEN_ENV = "EARMARK_REWARD_TOKEN"
-TOKEN_REFRESH_S = 2.0
+TOKEN_LISTENER_NAME = "earmark-reward-tokens"  # application_name of the LISTEN connection
+TOKEN_POLL_S = 30.0  # reload anyway this often (a change made without NOTIFY, a lost one)
 
 
 class ServiceConfig(BaseModel):
@@ -75,43 +76,70 @@ class RewardApp:
             f"{copy_text(self.engine.scorer_versions_json)}\t{copy_text(self.engine.composition_version)}"
         )
         self.inflight = 0
-        self._reload_lock = asyncio.Lock()
         self.ready = False
+        self._token_conn: Any = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # ---- lifecycle
     async def startup(self) -> None:
-        await self.reload_tokens(force=True)
+        self._token_conn = await self._listen()  # the store must be reachable to start
         await self.recorder.start()
-        self._refresher = asyncio.create_task(self._refresh_tokens(), name="earmark-reward-token-refresh")
+        self._watcher = asyncio.create_task(self._watch_tokens(), name="earmark-reward-token-watch")
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
-        self._refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._refresher
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._token_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._token_conn.close()
         await self.recorder.stop()
 
-    async def _refresh_tokens(self) -> None:
-        """Revoked tokens stop working within TOKEN_REFRESH_S without a restart."""
-        while True:
-            await asyncio.sleep(TOKEN_REFRESH_S)
-            await self.reload_tokens(force=True, quiet=True)
-
-    async def reload_tokens(self, force: bool = False, quiet: bool = False) -> None:
+    # ---- the token table: one LISTEN connection per worker
+    async def _listen(self) -> Any:
+        """A connection listening on TOKEN_CHANNEL, with the table loaded after LISTEN (so a
+        change committed in between is not missed)."""
         import psycopg
 
-        async with self._reload_lock:
-            if not force and not self.tokens.stale():
-                return
+        conn = await psycopg.AsyncConnection.connect(
+            self.config.conninfo, autocommit=True, application_name=TOKEN_LISTENER_NAME
+        )
+        try:
+            await conn.execute(f"LISTEN {TOKEN_CHANNEL}")
+            await self._load_tokens(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _load_tokens(self, conn: Any) -> None:
+        cur = await conn.execute(ACTIVE_TOKENS_SQL)
+        self.tokens.set_rows([(r[0], r[1]) for r in await cur.fetchall()])
+
+    async def _watch_tokens(self) -> None:
+        """Minting, rotating and revoking a token (auth.py) NOTIFY TOKEN_CHANNEL in their
+        transaction: every worker reloads its table at once, without a restart and without a
+        connection per check. Also reloaded every TOKEN_POLL_S; a dropped connection is
+        reopened (the last table stays in force meanwhile)."""
+        import psycopg
+
+        conn = self._token_conn
+        while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.config.conninfo, autocommit=True) as conn:
-                    cur = await conn.execute(ACTIVE_TOKENS_SQL)
-                    self.tokens.set_rows([(r[0], r[1]) for r in await cur.fetchall()])
+                if conn is None or conn.closed:
+                    conn = self._token_conn = await self._listen()
+                async for _ in conn.notifies(timeout=TOKEN_POLL_S, stop_after=1):
+                    pass
+                await self._load_tokens(conn)
             except psycopg.Error as exc:
-                if force and not quiet:
-                    raise
-                log.warning("could not reload reward tokens: %s", type(exc).__name__)
+                log.warning("reward tokens not reloaded (%s); reconnecting", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                conn = None
+                await asyncio.sleep(1.0)
 
     # ---- routes
     async def health(self, request: Request) -> Response:
@@ -173,11 +201,7 @@ class RewardApp:
 
     # ---- steps
     async def _authenticate(self, request: Request) -> str:
-        header = request.headers.get("authorization")
-        name, presented = self.tokens.lookup(header)
-        if name is None and presented and self.tokens.stale():
-            await self.reload_tokens()  # a token minted after start-up
-            name, presented = self.tokens.lookup(header)
+        name, presented = self.tokens.lookup(request.headers.get("authorization"))
         if name is None:
             why = "wrong token" if presented else "no credential"
             raise HttpError(
