@@ -136,6 +136,12 @@ class Scorer:
     def score_batch(self, items: Sequence[ScoringInput]) -> list[list[ScoreResult]]:
         return [self.score_one(it) for it in items]
 
+    def score_values(self, item: ScoringInput) -> dict[str, float]:
+        """dimension -> score only, without rationale or features: what a caller that keeps just
+        the numbers needs (the reward service, per request). Same numbers as ``score_one``; a
+        scorer with a cheaper path for that overrides it."""
+        return {r.dimension: float(r.score) for r in self.score_one(item)}
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

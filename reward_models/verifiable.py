@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from reward_models.base import Scorer, ScoreResult, ScoringInput, clip01, register
-from reward_models.extraction import _parse_args, values_equal
+from reward_models.extraction import _parse_args, grade_answer, parse_tool_calls, tool_calls_exact, values_equal
 from reward_models.textnorm import normalize_text
 
 
@@ -44,9 +44,8 @@ class AnswerMatchScorer(Scorer):
     code_version = "2"
     default_config: ClassVar[dict[str, Any]] = {"allow_containment": True}
 
-    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
-        from reward_models.extraction import grade_answer
-
+    def _grade(self, item: ScoringInput) -> tuple[list[str], bool, list[str] | None, str, str | None]:
+        """(accepted answers, exact, normalized response words or None, how, extracted)."""
         answers = _answers(item.reference, item)
         resp = item.response_text.strip()
         exact = any(resp == a.strip() for a in answers)
@@ -61,6 +60,14 @@ class AnswerMatchScorer(Scorer):
         elif self.config["allow_containment"]:
             ok, how_, extracted = grade_answer(resp, answers)
             how = how_ if ok else "none"
+        return answers, exact, resp_n, how, extracted
+
+    def score_values(self, item: ScoringInput) -> dict[str, float]:
+        _, exact, _, how, _ = self._grade(item)
+        return {"exact_match": float(exact), "normalized_match": float(how != "none")}
+
+    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        answers, exact, resp_n, how, extracted = self._grade(item)
         feats = {
             "answers": answers,
             "response_normalized": " ".join(resp_n) if resp_n is not None else None,
@@ -269,9 +276,8 @@ class ToolCallScorer(Scorer):
     # exact: 1 only when every call (name and arguments) matches in order, else 0 (trainer-style)
     default_config: ClassVar[dict[str, Any]] = {"order_matters": True, "name_weight": 0.5, "exact": False}
 
-    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
-        from reward_models.extraction import parse_tool_calls, tool_calls_exact
-
+    def _calls(self, item: ScoringInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(predicted calls, expected calls)."""
         ref = (item.reference or {}).get("tool_calls")
         if ref is None:
             raise ValueError(
@@ -280,6 +286,28 @@ class ToolCallScorer(Scorer):
         pred = item.response_tool_calls
         if not pred and item.response_text:  # a text-only trainer writes its calls into the response
             pred = parse_tool_calls(item.response_text) or []
+        return pred, ref
+
+    def score_values(self, item: ScoringInput) -> dict[str, float]:
+        """The score alone: only the alignment the config scores by is computed (no assignment
+        solve for the unordered figure, which only score_one's features report)."""
+        if not self.config["order_matters"]:
+            return super().score_values(item)
+        pred, ref = self._calls(item)
+        if self.config["exact"]:
+            score = float(tool_calls_exact(pred, ref))
+        elif not pred and not ref:
+            score = 1.0
+        elif not pred or not ref:
+            score = 0.0
+        else:
+            nw = float(self.config["name_weight"])
+            sim = [[call_similarity(p, r, nw) for r in ref] for p in pred]
+            score = ordered_alignment(sim) / max(len(pred), len(ref))
+        return {"tool_call_accuracy": clip01(score)}
+
+    def score_one(self, item: ScoringInput) -> list[ScoreResult]:
+        pred, ref = self._calls(item)
         res = score_tool_calls(pred, ref, bool(self.config["order_matters"]), float(self.config["name_weight"]))
         res["exact"] = tool_calls_exact(pred, ref)
         if self.config["exact"]:

@@ -13,9 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from earmark.seaweed import free_port
-from pipelines.reward_server import RewardService, serve
+from reward_service_fixtures import start_service
 
 OPENRLHF_VERSION = "0.11.2"
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "openrlhf"
@@ -67,8 +65,7 @@ def openrlhf(monkeypatch):
 
 @pytest.fixture
 def service(committed_em):
-    svc = RewardService(committed_em, [{"name": "answer_match"}, {"name": "tool_calls"}], regime="reasoning")
-    srv = serve(svc, TOKEN, port=free_port())
+    srv = start_service(committed_em, TOKEN)
     yield srv.url, committed_em
     srv.shutdown()
 

@@ -12,19 +12,19 @@ import time
 import httpx
 import numpy as np
 import pytest
+from reward_service_fixtures import start_service
 from sqlalchemy import text
 
 from earmark.seaweed import free_port
-from pipelines.reward_server import RewardService, serve
 from pipelines.reward_service.auth import create_token, revoke_token
+from pipelines.reward_service.server import start_in_thread
 
 TOKEN = "t0ken-for-tests-0123456789-abcdefghij"
 
 
 @pytest.fixture
 def server(committed_em):
-    svc = RewardService(committed_em, [{"name": "answer_match"}, {"name": "tool_calls"}], regime="reasoning")
-    srv = serve(svc, TOKEN, port=free_port())
+    srv = start_service(committed_em, TOKEN)
     yield srv.url, committed_em
     srv.shutdown()
 
@@ -81,7 +81,8 @@ def test_named_tokens_work_without_restart_and_revoke(server) -> None:
     assert len(tok) >= 43
     with em.session() as s:
         assert s.scalar(text("SELECT token_sha256 FROM reward_tokens WHERE name='team-a'")) != tok
-    deadline = time.monotonic() + 10  # unknown tokens reload the table, at most every 0.5 s
+    # create_token/revoke_token NOTIFY the workers: well within 10 s (the fallback reload is every 30 s)
+    deadline = time.monotonic() + 10
     while (r := _post(url, {"query": ["4"], "labels": ["4"]}, token=tok)).status_code != 200:
         assert r.status_code == 401 and time.monotonic() < deadline, r.text
         time.sleep(0.1)
@@ -93,6 +94,32 @@ def test_named_tokens_work_without_restart_and_revoke(server) -> None:
     while _post(url, {"query": ["4"], "labels": ["4"]}, token=tok).status_code == 200:
         assert time.monotonic() < deadline, "revoked token still accepted"
         time.sleep(0.5)
+
+
+def test_revoke_reaches_a_worker_whose_listen_connection_dropped(server) -> None:
+    from pipelines.reward_service.app import TOKEN_LISTENER_NAME
+
+    url, em = server
+    tok = create_token(em, "team-b")
+    deadline = time.monotonic() + 10
+    while (r := _post(url, {"query": ["4"], "labels": ["4"]}, token=tok)).status_code != 200:
+        assert r.status_code == 401 and time.monotonic() < deadline, r.text
+        time.sleep(0.1)
+    with em.session() as s, s.begin():
+        killed = s.scalar(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = :a AND datname = current_database()"
+            ),
+            {"a": TOKEN_LISTENER_NAME},
+        )
+    assert killed == 1
+    revoke_token(em, "team-b")  # the worker reconnects, listens again and reloads: revoked
+    deadline = time.monotonic() + 10
+    while _post(url, {"query": ["4"], "labels": ["4"]}, token=tok).status_code == 200:
+        assert time.monotonic() < deadline, "revoked token still accepted after the listener reconnected"
+        time.sleep(0.2)
+    assert _post(url, {"query": ["4"], "labels": ["4"]}).status_code == 200  # the env token still works
 
 
 def test_bad_items_masked_not_failed(server) -> None:
@@ -203,8 +230,7 @@ def test_tls_with_self_signed_cert(committed_em, tmp_path) -> None:
         check=True,
         capture_output=True,
     )
-    svc = RewardService(committed_em, [{"name": "answer_match"}], regime="reasoning")
-    srv = serve(svc, TOKEN, port=free_port(), ssl_certfile=str(cert), ssl_keyfile=str(key))
+    srv = start_service(committed_em, TOKEN, ["answer_match"], ssl_certfile=str(cert), ssl_keyfile=str(key))
     try:
         assert srv.url.startswith("https://")
         r = httpx.post(
@@ -225,7 +251,7 @@ def test_token_rules() -> None:
     from pipelines.reward_service.auth import check_env_token
 
     with pytest.raises(ValueError, match="bearer token"):
-        serve(None, "short")  # type: ignore[arg-type]
+        start_in_thread(None, "short")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="beyond 127.0.0.1"):
         check_env_token("x" * 20 + "abcdefgh", "0.0.0.0")
     check_env_token("abcdefghijklmnop", "127.0.0.1")
@@ -235,9 +261,8 @@ def test_token_rules() -> None:
 def test_slow_body_times_out(committed_em) -> None:
     import socket
 
-    svc = RewardService(committed_em, [{"name": "answer_match"}], regime="reasoning", body_read_timeout_s=1.0)
     port = free_port()
-    srv = serve(svc, TOKEN, port=port)
+    srv = start_service(committed_em, TOKEN, ["answer_match"], port=port, body_read_timeout_s=1.0)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(

@@ -102,6 +102,39 @@ def test_tool_call_scorer() -> None:
         s.score_one(ScoringInput(reference={}, response_tool_calls=[W]))
 
 
+def test_score_values_are_score_ones_numbers() -> None:
+    """The numbers-only path (the reward service's) gives score_one's scores on every case."""
+    cases = [
+        ("answer_match", {}, {"answer": "42"}, "The answer is forty two.", []),
+        ("answer_match", {}, {"answer": "42"}, "42", []),
+        ("answer_match", {"allow_containment": False}, {"answer": "42"}, "so #### 42", []),
+        ("answer_match", {}, {"answer": ["Paris", "paris, france"]}, "PARIS!", []),
+        ("answer_match", {}, {"answer": "72"}, "48 + 24 = 72 clips.\n#### 71", []),
+        ("tool_calls", {}, {"tool_calls": [W, A]}, "", [A, W]),
+        ("tool_calls", {}, {"tool_calls": [W, A]}, "", [W, A, A]),
+        ("tool_calls", {}, {"tool_calls": []}, "", []),
+        ("tool_calls", {}, {"tool_calls": [W]}, "", []),
+        ("tool_calls", {}, {"tool_calls": []}, "", [W]),
+        ("tool_calls", {"exact": True}, {"tool_calls": [W]}, "", [W]),
+        ("tool_calls", {"order_matters": False}, {"tool_calls": [W, A]}, "", [A, W]),
+        (
+            "tool_calls",
+            {},
+            {"tool_calls": [A]},
+            '<tool_call>{"name": "set_alarm", "arguments": {"time": "7:30"}}</tool_call>',
+            [],
+        ),
+    ]
+    for name, cfg, ref, text, calls in cases:
+        s = build_scorer(name, **cfg)
+        item = ScoringInput(reference=ref, response_text=text, response_tool_calls=calls)
+        assert s.score_values(item) == {r.dimension: r.score for r in s.score_one(item)}, (name, cfg, ref, text)
+    with pytest.raises(ValueError, match="no 'tool_calls'"):
+        build_scorer("tool_calls").score_values(ScoringInput(reference={}, response_tool_calls=[W]))
+    with pytest.raises(ValueError, match="no 'answer'"):
+        build_scorer("answer_match").score_values(ScoringInput(response_text="x"))
+
+
 def test_wer_falls_back_to_response_text() -> None:
     s = build_scorer("wer")
     res = s.score_one(

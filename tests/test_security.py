@@ -117,13 +117,14 @@ def test_secrets_never_in_errors_or_logs(caplog, tmp_path) -> None:
 def test_reward_token_not_logged(caplog, committed_em) -> None:
     import json
 
+    from reward_service_fixtures import start_service
+
     from earmark.seaweed import free_port
-    from pipelines.reward_server import RewardService, serve
 
     token = "tok-" + uuid.uuid4().hex
     caplog.set_level(logging.DEBUG)
     port = free_port()
-    srv = serve(RewardService(committed_em, [{"name": "answer_match"}], regime="reasoning"), token, port=port)
+    srv = start_service(committed_em, token, ["answer_match"], port=port)
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/get_reward",
         method="POST",

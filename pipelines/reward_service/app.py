@@ -12,27 +12,30 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TokenTable
+from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TOKEN_CHANNEL, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
-from pipelines.reward_service.recorder import Recorder, RecorderUnavailable
+from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text
 from pipelines.reward_service.scoring import ScoringEngine
 
 access_log = logging.getLogger("earmark.reward.access")
 log = logging.getLogger("earmark.reward")
 CONFIG_ENV = "EARMARK_REWARD_SERVICE_CONFIG"
 TOKEN_ENV = "EARMARK_REWARD_TOKEN"
-TOKEN_REFRESH_S = 2.0
+TOKEN_LISTENER_NAME = "earmark-reward-tokens"  # application_name of the LISTEN connection
+TOKEN_POLL_S = 30.0  # reload anyway this often (a change made without NOTIFY, a lost one)
 
 
 class ServiceConfig(BaseModel):
@@ -50,8 +53,11 @@ class HttpError(Exception):
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    payload = to_json(body)  # pydantic-core's encoder: ~5x json.dumps on a reward answer
+    if b"null" in payload:  # to_json writes NaN as null; json.dumps refuses it (answers carry no null)
+        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     return Response(
-        json.dumps(body, separators=(",", ":"), allow_nan=False),
+        payload,
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -65,44 +71,75 @@ class RewardApp:
         self.engine = ScoringEngine(config.scorers, config.regime)
         self.tokens = TokenTable(env_token, config.env_token_name)
         self.recorder = Recorder(config.conninfo)
+        # scorer_versions and composition_version as COPY text: the same on every event
+        self._versions_copy = (
+            f"{copy_text(self.engine.scorer_versions_json)}\t{copy_text(self.engine.composition_version)}"
+        )
         self.inflight = 0
-        self._reload_lock = asyncio.Lock()
         self.ready = False
+        self._token_conn: Any = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # ---- lifecycle
     async def startup(self) -> None:
-        await self.reload_tokens(force=True)
+        self._token_conn = await self._listen()  # the store must be reachable to start
         await self.recorder.start()
-        self._refresher = asyncio.create_task(self._refresh_tokens(), name="earmark-reward-token-refresh")
+        self._watcher = asyncio.create_task(self._watch_tokens(), name="earmark-reward-token-watch")
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
-        self._refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._refresher
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._token_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._token_conn.close()
         await self.recorder.stop()
 
-    async def _refresh_tokens(self) -> None:
-        """Revoked tokens stop working within TOKEN_REFRESH_S without a restart."""
-        while True:
-            await asyncio.sleep(TOKEN_REFRESH_S)
-            await self.reload_tokens(force=True, quiet=True)
-
-    async def reload_tokens(self, force: bool = False, quiet: bool = False) -> None:
+    # ---- the token table: one LISTEN connection per worker
+    async def _listen(self) -> Any:
+        """A connection listening on TOKEN_CHANNEL, with the table loaded after LISTEN (so a
+        change committed in between is not missed)."""
         import psycopg
 
-        async with self._reload_lock:
-            if not force and not self.tokens.stale():
-                return
+        conn = await psycopg.AsyncConnection.connect(
+            self.config.conninfo, autocommit=True, application_name=TOKEN_LISTENER_NAME
+        )
+        try:
+            await conn.execute(f"LISTEN {TOKEN_CHANNEL}")
+            await self._load_tokens(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _load_tokens(self, conn: Any) -> None:
+        cur = await conn.execute(ACTIVE_TOKENS_SQL)
+        self.tokens.set_rows([(r[0], r[1]) for r in await cur.fetchall()])
+
+    async def _watch_tokens(self) -> None:
+        """Minting, rotating and revoking a token (auth.py) NOTIFY TOKEN_CHANNEL in their
+        transaction: every worker reloads its table at once, without a restart and without a
+        connection per check. Also reloaded every TOKEN_POLL_S; a dropped connection is
+        reopened (the last table stays in force meanwhile)."""
+        import psycopg
+
+        conn = self._token_conn
+        while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.config.conninfo, autocommit=True) as conn:
-                    cur = await conn.execute(ACTIVE_TOKENS_SQL)
-                    self.tokens.set_rows([(r[0], r[1]) for r in await cur.fetchall()])
+                if conn is None or conn.closed:
+                    conn = self._token_conn = await self._listen()
+                async for _ in conn.notifies(timeout=TOKEN_POLL_S, stop_after=1):
+                    pass
+                await self._load_tokens(conn)
             except psycopg.Error as exc:
-                if force and not quiet:
-                    raise
-                log.warning("could not reload reward tokens: %s", type(exc).__name__)
+                log.warning("reward tokens not reloaded (%s); reconnecting", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                conn = None
+                await asyncio.sleep(1.0)
 
     # ---- routes
     async def health(self, request: Request) -> Response:
@@ -120,7 +157,7 @@ class RewardApp:
             body = await self._read_body(request)
             req = self._parse(body)
             n = len(req.query)
-            audio = self._check_limits(req)
+            audio, label_json = self._check_limits(req)
             if self.inflight >= self.limits.max_inflight:
                 raise HttpError(
                     503, "overloaded", "too many requests in flight on this worker; retry shortly", {"Retry-After": "1"}
@@ -134,8 +171,8 @@ class RewardApp:
                     from starlette.concurrency import run_in_threadpool
 
                     results = await run_in_threadpool(self._score, req, audio)
-                rows = self._rows(who, run_id, step, req, results)
-                await self.recorder.record(rows, self.limits.record_timeout_s)
+                lines = self._copy_lines(who, run_id, step, req, label_json, results)
+                await self.recorder.record(lines, n, self.limits.record_timeout_s)
             finally:
                 self.inflight -= 1
             status = 200
@@ -164,11 +201,7 @@ class RewardApp:
 
     # ---- steps
     async def _authenticate(self, request: Request) -> str:
-        header = request.headers.get("authorization")
-        name, presented = self.tokens.lookup(header)
-        if name is None and presented and self.tokens.stale():
-            await self.reload_tokens()  # a token minted after start-up
-            name, presented = self.tokens.lookup(header)
+        name, presented = self.tokens.lookup(request.headers.get("authorization"))
         if name is None:
             why = "wrong token" if presented else "no credential"
             raise HttpError(
@@ -221,7 +254,8 @@ class RewardApp:
                 f'bad request body ({probs}); expected {{"query": [str], "prompts": [str], "labels": [...]}}',
             ) from None
 
-    def _check_limits(self, req: RewardRequest) -> list[tuple[Any, int] | None] | None:
+    def _check_limits(self, req: RewardRequest) -> tuple[list[tuple[Any, int] | None] | None, list[str | None] | None]:
+        """(decoded audio per item or None, each label as JSON text or None)."""
         lim = self.limits
         n = len(req.query)
         if n == 0:
@@ -236,18 +270,26 @@ class RewardApp:
                 raise HttpError(
                     400, "invalid_input", f"'{name}' has {len(v)} items for {n} queries; send one per query"
                 )
+        prompts = req.prompts
         for i, q in enumerate(req.query):
             if len(q) > lim.max_query_chars:
                 raise HttpError(
                     413, "payload_too_large", f"query {i} has {len(q)} characters; at most {lim.max_query_chars}"
                 )
-            if "\x00" in q or (req.prompts and "\x00" in req.prompts[i]):
+            if "\x00" in q or (prompts and "\x00" in prompts[i]):
                 raise HttpError(400, "invalid_input", f"query {i} contains a NUL character; strip it")
+        label_json: list[str | None] | None = None
         if req.labels is not None:
+            label_json = []
             for i, label in enumerate(req.labels):
-                if label is None or isinstance(label, (int, float)):
+                if label is None:
+                    label_json.append(None)
                     continue
-                blob = json.dumps(label)
+                # the JSON stored with the event, made once: json.dumps' own encoding of a string
+                blob = encode_basestring_ascii(label) if type(label) is str else json.dumps(label)
+                label_json.append(blob)
+                if isinstance(label, (int, float)):
+                    continue
                 if len(blob) > lim.max_label_bytes:
                     raise HttpError(
                         413,
@@ -257,8 +299,8 @@ class RewardApp:
                 if "\\u0000" in blob:
                     raise HttpError(400, "invalid_input", f"label {i} contains a NUL character; strip it")
         if not req.audio or all(a is None for a in req.audio):
-            return None
-        return [self._decode_audio(i, a) if a else None for i, a in enumerate(req.audio)]
+            return None, label_json
+        return [self._decode_audio(i, a) if a else None for i, a in enumerate(req.audio)], label_json
 
     def _decode_audio(self, i: int, b64: str) -> tuple[Any, int]:
         lim = self.limits
@@ -311,39 +353,37 @@ class RewardApp:
             for i, q in enumerate(req.query)
         ]
 
-    def _rows(
-        self, who: str, run_id: str | None, step: int | None, req: RewardRequest, results: list[tuple[str, ItemResult]]
-    ) -> list[tuple[Any, ...]]:
+    def _copy_lines(
+        self,
+        who: str,
+        run_id: str | None,
+        step: int | None,
+        req: RewardRequest,
+        label_json: list[str | None] | None,
+        results: list[tuple[str, ItemResult]],
+    ) -> str:
+        """The request's serving events as COPY text (recorder.COLUMNS order), one line per item;
+        the fields shared by every item are escaped once."""
+        esc = copy_text
         rid = str(uuid.uuid4())
-        regime = req.regime or self.engine.regime
-        versions = self.engine.scorer_versions_json
-        comp = self.engine.composition_version
-        uids = req.sample_uids
-        rows = []
+        shared = f"{esc(who)}\t{esc(run_id)}\t{esc(step)}"
+        regime = esc(req.regime or self.engine.regime)
+        versions = self._versions_copy
+        prompts, uids = req.prompts, req.sample_uids
+        out = []
         for i, (response, r) in enumerate(results):
-            label = req.labels[i] if req.labels else None
-            rows.append(
-                (
-                    rid,
-                    i,
-                    who,
-                    run_id,
-                    step,
-                    uids[i] if uids else None,
-                    regime,
-                    req.prompts[i] if req.prompts else "",
-                    response,
-                    None if label is None else json.dumps(label),
-                    versions,
-                    comp,
-                    r.score if r.error is None else None,
-                    r.parts_json or json.dumps(r.parts()),
-                    r.error,
-                )
+            ok = r.error is None
+            out.append(
+                f"{rid}\t{i}\t{shared}\t{esc(uids[i]) if uids else NULL}\t{regime}\t"
+                f"{esc(prompts[i]) if prompts else ''}\t{esc(response)}\t"
+                f"{esc(label_json[i]) if label_json else NULL}\t{versions}\t"
+                f"{esc(r.score) if ok else NULL}\t{esc(r.parts_json or json.dumps(r.parts()))}\t"
+                f"{NULL if ok else esc(r.error)}\n"
             )
-        return rows
+        return "".join(out)
 
 
+NULL = copy_text(None)
 REWARD_PATHS = ("/get_reward", "/reward")
 
 

@@ -18,7 +18,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -72,25 +71,19 @@ def presented_token(authorization: str | None) -> str | None:
 
 
 class TokenTable:
-    """digest -> token name, loaded from reward_tokens (plus an optional environment token),
-    reloaded when an unknown token arrives (at most every ``reload_s``) so new tokens work
-    without a restart and revoked ones stop within ``reload_s``."""
+    """digest -> token name, loaded from reward_tokens (plus an optional environment token).
+    The service reloads it when TOKEN_CHANNEL is notified (create_token, revoke_token), so new
+    tokens work and revoked ones stop without a restart."""
 
-    def __init__(self, env_token: str | None = None, env_token_name: str = "env", reload_s: float = 0.5) -> None:
+    def __init__(self, env_token: str | None = None, env_token_name: str = "env") -> None:
         self._fixed: dict[str, str] = {token_digest(env_token): env_token_name} if env_token else {}
         self._by_digest: dict[str, str] = dict(self._fixed)
-        self._loaded_at = 0.0
-        self.reload_s = reload_s
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
     def set_rows(self, rows: list[tuple[str, str]]) -> None:
         self._by_digest = {**{d: n for n, d in rows}, **self._fixed}
-        self._loaded_at = time.monotonic()
-
-    def stale(self) -> bool:
-        return time.monotonic() - self._loaded_at >= self.reload_s
 
     def lookup(self, authorization: str | None) -> tuple[str | None, bool]:
         """(token name or None, whether a token was presented at all)."""
@@ -106,6 +99,9 @@ class TokenTable:
 
 
 ACTIVE_TOKENS_SQL = "SELECT name, token_sha256 FROM reward_tokens WHERE revoked_at IS NULL"
+# notified (payload: the token name) in the transaction that mints, rotates or revokes a token
+TOKEN_CHANNEL = "earmark_reward_tokens"
+NOTIFY_SQL = "SELECT pg_notify(:c, :n)"
 
 
 # ---- management (the CLI): synchronous, through the platform's session -------------------------
@@ -137,6 +133,7 @@ def create_token(em: Earmark, name: str, replace: bool = False) -> str:
                 text("INSERT INTO reward_tokens (name, token_sha256) VALUES (:n, :d)"),
                 {"n": name, "d": token_digest(token)},
             )
+        s.execute(text(NOTIFY_SQL), {"c": TOKEN_CHANNEL, "n": name})
     return token
 
 
@@ -149,6 +146,7 @@ def revoke_token(em: Earmark, name: str) -> None:
         n = s.execute(
             text("UPDATE reward_tokens SET revoked_at = now() WHERE name = :n AND revoked_at IS NULL"), {"n": name}
         ).rowcount
+        s.execute(text(NOTIFY_SQL), {"c": TOKEN_CHANNEL, "n": name})
     if not n:
         raise NotFound(f"no active reward token named {name!r}; list them with `earmark rm token --list`")
 

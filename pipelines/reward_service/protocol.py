@@ -60,23 +60,25 @@ class ItemResult:
 
 
 def _masked(values: list[float | None]) -> tuple[list[float], list[float] | None]:
-    if all(v is not None for v in values):
-        return [float(v) for v in values], None  # type: ignore[arg-type]
-    return [float(v) if v is not None else 0.0 for v in values], [0.0 if v is None else 1.0 for v in values]
+    if None not in values:
+        return values, None  # type: ignore[return-value]
+    return [0.0 if v is None else v for v in values], [0.0 if v is None else 1.0 for v in values]
 
 
 def build_response(results: list[ItemResult]) -> dict[str, Any]:
-    rewards = [r.score if r.score is not None else 0.0 for r in results]
+    """Scores are finite floats (ScoringEngine turns a non-finite one into the item's error)."""
+    rewards = [0.0 if r.score is None else r.score for r in results]
     logs: dict[str, list[float]] = {"valid": [0.0 if r.error else 1.0 for r in results]}
     parts: dict[str, list[float | None]] = {
         "verifiable": [r.verifiable for r in results],
         "preference": [r.preference for r in results],
     }
-    for name in sorted({d for r in results for d in r.dims}):
+    for name in sorted({d for r in {id(r): r for r in results}.values() for d in r.dims}):
         if name not in parts:
             parts[name] = [r.dims.get(name) for r in results]
+    n = len(results)
     for name, vals in parts.items():
-        if all(v is None for v in vals):
+        if vals.count(None) == n:
             continue  # a part no item has is left out
         filled, mask = _masked(vals)
         logs[name] = filled

@@ -37,7 +37,7 @@ COLUMNS = (
 COPY_SQL = f"COPY serving_events ({', '.join(COLUMNS)}) FROM STDIN"
 
 
-def _copy_text(v: Any) -> str:
+def copy_text(v: Any) -> str:
     """One field in PostgreSQL's COPY text format (NUL is refused before a request gets here)."""
     if v is None:
         return "\\N"
@@ -50,6 +50,11 @@ def _copy_text(v: Any) -> str:
     return str(v)
 
 
+def copy_line(fields: tuple[Any, ...]) -> str:
+    """One row of ``COLUMNS`` as a line of COPY text."""
+    return "\t".join(map(copy_text, fields)) + "\n"
+
+
 class RecorderUnavailable(Exception):
     pass
 
@@ -57,9 +62,8 @@ class RecorderUnavailable(Exception):
 class Recorder:
     def __init__(self, conninfo: str, max_queued_requests: int = 4096, max_batch_rows: int = 20_000) -> None:
         self.conninfo = conninfo
-        self.queue: asyncio.Queue[tuple[list[tuple[Any, ...]], asyncio.Future[None]]] = asyncio.Queue(
-            max_queued_requests
-        )
+        # (COPY text of one request's rows, row count, the request's future)
+        self.queue: asyncio.Queue[tuple[str, int, asyncio.Future[None]]] = asyncio.Queue(max_queued_requests)
         self.max_batch_rows = max_batch_rows
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -91,11 +95,12 @@ class Recorder:
         self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=False)
         self.healthy = True
 
-    async def record(self, rows: list[tuple[Any, ...]], timeout_s: float) -> None:
-        """Returns once the rows are committed; RecorderUnavailable when they cannot be."""
+    async def record(self, lines: str, n_rows: int, timeout_s: float) -> None:
+        """Returns once the rows (``copy_line`` text, ``n_rows`` of them) are committed;
+        RecorderUnavailable when they cannot be."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait((rows, fut))
+            self.queue.put_nowait((lines, n_rows, fut))
         except asyncio.QueueFull:
             raise RecorderUnavailable("too many requests waiting for the store on this worker; retry") from None
         try:
@@ -106,8 +111,7 @@ class Recorder:
                 f"serving events not committed within {timeout_s:.0f} s (store slow or down); retry"
             ) from None
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        data = "".join("\t".join(map(_copy_text, r)) + "\n" for r in rows).encode()
+    async def _write(self, data: bytes) -> None:
         async with self._conn.cursor() as cur:
             async with cur.copy(COPY_SQL) as copy:
                 await copy.write(data)  # one buffer for the whole group, not a call per row
@@ -117,18 +121,18 @@ class Recorder:
         while True:
             first = await self.queue.get()
             batch = [first]
-            n = len(first[0])
+            n = first[1]
             while n < self.max_batch_rows and not self.queue.empty():
                 item = self.queue.get_nowait()
                 batch.append(item)
-                n += len(item[0])
+                n += item[1]
             await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[tuple[str, int, asyncio.Future[None]]]) -> None:
         try:
             if self._conn is None or self._conn.closed:
                 await self._connect()
-            await self._write([r for rows, _ in batch for r in rows])
+            await self._write("".join([lines for lines, _, _ in batch]).encode())
         except Exception as exc:  # noqa: BLE001 - decide per kind below
             await self._recover()
             if len(batch) > 1 and self.healthy:  # isolate a bad request: the others still commit
@@ -136,12 +140,12 @@ class Recorder:
                     await self._flush([one])
                 return
             log.error("serving events not recorded (%s: %s)", type(exc).__name__, str(exc).splitlines()[0][:300])
-            for _, fut in batch:
+            for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(RecorderUnavailable("the store could not record this request's scores; retry"))
             return
-        self.committed_rows += sum(len(rows) for rows, _ in batch)
-        for _, fut in batch:
+        self.committed_rows += sum(n for _, n, _ in batch)
+        for _, _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
 

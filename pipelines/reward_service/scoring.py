@@ -4,6 +4,7 @@ one bad item is one error (its reward masked), never a failed batch."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import PrivateAttr
@@ -82,6 +83,7 @@ class ScoringEngine:
         self.scorer_versions = {s.name: s.version for s in self.scorers}
         self.scorer_versions_json = json.dumps(self.scorer_versions)
         self.all_cheap = all(s.kind == "verifiable" for s in self.scorers)
+        self._needs = [(s, REFERENCE_KEY.get(s.name)) for s in self.scorers]
         self._composed: dict[tuple[Any, ...], ItemResult] = {}
 
     def score_item(
@@ -108,14 +110,12 @@ class ScoringEngine:
             return response, ItemResult(error=f"bad item: {_first_line(exc)}")
         dims: dict[str, float] = {}
         skipped: dict[str, str] = {}
-        for scorer in self.scorers:
-            need = REFERENCE_KEY.get(scorer.name)
+        for scorer, need in self._needs:
             if need and (ref is None or need not in ref):  # known in advance: no exception needed
                 skipped[scorer.name] = f"label has no {need!r}"
                 continue
             try:
-                for r in scorer.score_one(item):
-                    dims[r.dimension] = float(r.score)
+                dims.update(scorer.score_values(item))  # the numbers only (no rationale/features)
             except ValueError as exc:  # e.g. a verifiable scorer on an item without that reference
                 skipped[scorer.name] = _first_line(exc)
         return response, self._compose(regime, tuple(dims.items()), tuple(skipped.items()))
@@ -131,6 +131,10 @@ class ScoringEngine:
             return hit
         d, sk = dict(dims), dict(skipped)
         try:
+            bad = sorted(k for k, v in d.items() if not math.isfinite(v))
+            if bad:  # never sent on (JSON has no NaN) nor composed: the item's error
+                d = {k: v for k, v in d.items() if k not in bad}
+                raise ValueError(f"scorer returned a non-finite score for {', '.join(bad)}")
             comp = self.composition.compose(regime, d)  # type: ignore[arg-type]
             res = ItemResult(comp.total, comp.verifiable, comp.preference, d, sk)
         except ValueError as exc:
