@@ -31,7 +31,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from earmark.errors import Conflict, InvalidInput
 from earmark.interchange import ADAPTERS, adapter_for
 from earmark.interchange.base import Adapter, Record
 from earmark.interchange.records import MODELS, JudgmentImport, PersonaImport, PromptImport, ResponseImport
-from earmark.interchange.safety import AudioSource, check_regular_file
+from earmark.interchange.safety import AudioSource, check_regular_file, refuse_bad_values
 from earmark.security import action
 from earmark.services.context import Service
 
@@ -68,6 +68,7 @@ class ImportSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     blobs_added: int = 0
     policies_added: int = 0
+    prompt_ids: dict[str, int] = field(default_factory=dict)  # external_id -> id (import_records(prompt_ids=True))
 
     def line(self) -> str:
         def fmt(d: dict[str, int]) -> str:
@@ -78,6 +79,11 @@ class ImportSummary:
             f"unchanged {fmt(self.unchanged)}; skipped {fmt(self.skipped)}; {self.blobs_added} new audio blobs, "
             f"{self.policies_added} new external policies"
         )
+
+
+def _check_on_conflict(on_conflict: str) -> None:
+    if on_conflict not in ON_CONFLICT:
+        raise InvalidInput(f"--on-conflict {on_conflict!r} is unknown; use one of {', '.join(ON_CONFLICT)}")
 
 
 def _j(v: Any) -> str | None:
@@ -131,7 +137,7 @@ LATEST_POLICY = "(SELECT DISTINCT ON (name) id, name FROM policies ORDER BY name
 class _Stager:
     """Per-import state: staging tables, the audio staging folder, batches."""
 
-    def __init__(self, session: Session, audio: AudioSource, adapter: Adapter, path: Path, source: str) -> None:
+    def __init__(self, session: Session, audio: AudioSource, adapter: Adapter, path: str, source: str) -> None:
         self.s = session
         self.audio = audio
         self.adapter = adapter
@@ -297,11 +303,12 @@ class InterchangeService(Service):
         allow_urls: bool = False,
         progress: ProgressFn | None = None,
         only_kinds: tuple[str, ...] | None = None,
+        prompt_ids: bool = False,
     ) -> ImportSummary:
-        """Import one file all-or-nothing (module doc). Returns what was added/updated/unchanged."""
+        """Import one file all-or-nothing (module doc). Returns what was added/updated/unchanged;
+        ``prompt_ids`` fills ``ImportSummary.prompt_ids``."""
         self.ctx.require("catalog.write")
-        if on_conflict not in ON_CONFLICT:
-            raise InvalidInput(f"--on-conflict {on_conflict!r} is unknown; use one of {', '.join(ON_CONFLICT)}")
+        _check_on_conflict(on_conflict)
         path = Path(path)
         check_regular_file(path, "import file")
         adapter = adapter_for(path, fmt)
@@ -309,17 +316,84 @@ class InterchangeService(Service):
         if not root.is_dir():
             raise InvalidInput(f"--audio-root {root} is not a directory; give the folder that holds the audio")
         audio = AudioSource(path.parent, root=root, allow_urls=allow_urls)
-        source = f"{adapter.name}:{path.name}"
+        return self._import(
+            adapter.iter_records(path),
+            adapter=adapter,
+            label=str(path),
+            source=f"{adapter.name}:{path.name}",
+            audio=audio,
+            on_conflict=on_conflict,
+            progress=progress,
+            only_kinds=only_kinds,
+            want_prompt_ids=prompt_ids,
+        )
+
+    @action("catalog.write")
+    def import_records(
+        self,
+        records: Iterable[dict[str, Any]],
+        *,
+        kind: str,
+        source: str,
+        on_conflict: str = "error",
+        audio_root: Path | None = None,
+        prompt_ids: bool = False,
+    ) -> ImportSummary:
+        """Import earmark interchange records of one ``kind`` given as Python dicts (the records of an
+        earmark JSONL file) through the same all-or-nothing import as ``import_file``. Errors name
+        ``source:N`` (N counts from 1). Audio paths resolve against ``audio_root`` (default: the current
+        directory) and must stay under it. ``prompt_ids`` fills ``ImportSummary.prompt_ids``."""
+        self.ctx.require("catalog.write")
+        _check_on_conflict(on_conflict)
+        if kind not in MODELS:
+            raise InvalidInput(f"kind {kind!r} is unknown; use one of {', '.join(MODELS)}")
+        root = Path(audio_root) if audio_root is not None else Path.cwd()
+        if not root.is_dir():
+            raise InvalidInput(f"audio_root {root} is not a directory; give the folder that holds the audio")
+        adapter = ADAPTERS["earmark"]
+
+        def recs() -> Iterator[Record]:
+            for no, obj in enumerate(records, 1):
+                where = f"{source}:{no}"
+                if not isinstance(obj, dict):
+                    raise InvalidInput(f"{where}: a {kind} record must be a dict (one earmark {kind} line)")
+                refuse_bad_values(obj, where, adapter.name)
+                yield Record(no, kind, {k: v for k, v in obj.items() if k != "kind"})
+
+        return self._import(
+            recs(),
+            adapter=adapter,
+            label=source,
+            source=source,
+            audio=AudioSource(root, root=root),
+            on_conflict=on_conflict,
+            want_prompt_ids=prompt_ids,
+        )
+
+    def _import(
+        self,
+        records: Iterator[Record],
+        *,
+        adapter: Adapter,
+        label: str,
+        source: str,
+        audio: AudioSource,
+        on_conflict: str,
+        progress: ProgressFn | None = None,
+        only_kinds: tuple[str, ...] | None = None,
+        want_prompt_ids: bool = False,
+    ) -> ImportSummary:
+        """The one import mechanism (module doc); ``label`` names the input in errors."""
         published: list[str] = []
 
         def run(s: Session) -> ImportSummary:
-            st = _Stager(s, audio, adapter, path, source)
+            st = _Stager(s, audio, adapter, label, source)
             try:
                 summary = ImportSummary(adapter.name, source)
-                for rec in adapter.iter_records(path):
+                for rec in records:
                     if only_kinds is not None and rec.kind not in only_kinds:
                         raise InvalidInput(
-                            f"{path}:{rec.line}: this is a {rec.kind} line but this command imports "
+                            f"{label}:{rec.line}: this is a {rec.kind} line but this command imports "
                             f"{' and '.join(only_kinds)} lines only: use `earmark import FILE` for mixed files"
                         )
                     st.add(rec)
@@ -331,12 +405,21 @@ class InterchangeService(Service):
                 if progress is not None:
                     progress(summary.records)
                 if not any(st.counts.values()):
-                    raise InvalidInput(f"{path} has no records; expected {adapter.expected}")
+                    raise InvalidInput(f"{label} has no records; expected {adapter.expected}")
                 self._check(s, st)
                 self._conflicts(s, st, on_conflict, summary)
                 uris = self._publish(st, published)  # all checks passed: make the audio visible with the rows
                 summary.blobs_added = len(published)
                 self._apply(s, st, on_conflict, summary, uris)
+                if want_prompt_ids:
+                    summary.prompt_ids = dict(
+                        s.execute(
+                            text(
+                                f"SELECT s.external_id, p.id FROM {st.tables['prompt']} s "
+                                "JOIN prompts p ON p.external_id = s.external_id"
+                            )
+                        ).all()
+                    )
                 self.ctx.audit(
                     s,
                     "interchange.import",
@@ -359,7 +442,7 @@ class InterchangeService(Service):
             self._unpublish(published)
             first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
             raise InvalidInput(
-                f"{path}: the store refused a value ({first}); fix that value in the file and import again"
+                f"{label}: the store refused a value ({first}); fix that value in the file and import again"
             ) from None
         except BaseException:
             self._unpublish(published)
