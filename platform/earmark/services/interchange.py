@@ -950,12 +950,17 @@ class _CopyOut:
         self.closed = True
         self.sel.close()
         if not self.done:  # stopped early: cancel the query and drain what is in flight
+            import psycopg.errors
+
             try:
                 self.raw.cancel_safe()
                 while self.pg.get_copy_data(0)[0] >= 0:
                     pass
-                self._finish(self.pg.get_result())
-            except Exception:  # noqa: BLE001 - the query was cancelled; the connection is reset below
+                try:
+                    self._finish(self.pg.get_result())
+                except psycopg.errors.QueryCanceled:
+                    pass  # what the cancel does; the caller rolls the transaction back
+            except Exception:  # noqa: BLE001 - a connection that cannot be drained is closed (the pool drops it)
                 self.raw.close()
 
 
@@ -1050,6 +1055,7 @@ def export_pairs_parquet(
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+    from psycopg import sql as psql
 
     # Columns taken from prompts/responses are dictionary-encoded once per distinct value: each block
     # then carries int32 indices, and Parquet writes them without hashing the strings again.
@@ -1090,7 +1096,7 @@ def export_pairs_parquet(
         raw = conn.connection.driver_connection
         snapshot = _repeatable_read(raw)
         assert snapshot is not None
-        where = raw.cursor().mogrify("WHERE e.source = %(s)s", {"s": source}) if source else ""
+        where = psql.SQL("WHERE e.source = {}").format(psql.Literal(source)).as_string(raw) if source else ""
         prompts_f = lookups.submit(
             _lookup_arrays, ctx.engine, snapshot, PROMPTS_SQL.format(where=where), PROMPT_STREAM, block_bytes
         )
