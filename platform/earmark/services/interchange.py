@@ -5,7 +5,8 @@ How an import runs (one database transaction):
    (limits, NaN/Inf/NUL/surrogates refused with InvalidInput naming file:line, field and fix).
 2. Audio (paths confined to the audio root, base64, or URLs when allowed) is decoded and checked,
    then written to a private staging folder under its sha256 - never to the blob store yet.
-3. Rows go by COPY into temporary staging tables, ``BATCH_ROWS`` at a time.
+3. Rows stream by COPY into temporary staging tables while the file is read (one COPY per run of one
+   kind; rows of another kind wait in batches of ``BATCH_ROWS``).
 4. Set-based checks on the staged rows: duplicates inside the file, unknown personas, prompts,
    responses and audio references, and conflicts with stored rows (``--on-conflict``: ``error``, the
    default, refuses changed content; ``skip`` keeps the stored rows; ``update`` replaces them).
@@ -15,7 +16,7 @@ How an import runs (one database transaction):
    rows roll back and the blobs this import published are deleted again, so a failed import leaves
    no rows and no blob files (blobs that existed before are never touched).
 
-Memory bound: at most ``BATCH_ROWS`` validated rows, one source line (``MAX_LINE_BYTES``), one audio
+Memory bound: at most ``BATCH_ROWS`` validated rows per kind, one source line (``MAX_LINE_BYTES``), one audio
 clip (``Limits.MAX_AUDIO_BYTES``) and 64 bytes per distinct staged clip, whatever the file size;
 Parquet/Arrow sources are read in record batches of 1024 rows. JSON documents (Label Studio's export
 is one JSON array) are parsed whole and are limited to ``MAX_JSON_DOCUMENT_BYTES``.
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg.errors
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -86,8 +88,11 @@ def _check_on_conflict(on_conflict: str) -> None:
         raise InvalidInput(f"--on-conflict {on_conflict!r} is unknown; use one of {', '.join(ON_CONFLICT)}")
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def _j(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return None if v is None else _ENCODE(v)
 
 
 _MESSAGES = TypeAdapter(list[Message])
@@ -147,6 +152,10 @@ class _Stager:
         self.tables = {k: f"stage_{k}_{self.tag}" for k in STAGE_DDL}
         self.batches: dict[str, list[tuple[Any, ...]]] = {k: [] for k in STAGE_DDL}
         self.counts: dict[str, int] = dict.fromkeys(STAGE_DDL, 0)
+        self.open_kind: str | None = None  # the kind whose COPY is open (self.copy)
+        self.cur: Any = None
+        self.copy_cm: Any = None
+        self.copy: Any = None
         self.dir = Path(tempfile.mkdtemp(prefix="earmark-import-"))
         self.staged: dict[str, dict[str, Any]] = {}  # sha256 -> blob row (bytes are in self.dir)
         self.referenced: dict[str, int] = {}  # audio_sha256 given by reference -> first line
@@ -176,10 +185,18 @@ class _Stager:
                 self.raise_errors()
             return
         row = getattr(self, f"_row_{rec.kind}")(obj, rec)
-        b = self.batches[rec.kind]
+        k = rec.kind
+        if self.open_kind is None:
+            self._copy_open(k)
+        if self.open_kind == k:  # streamed: PostgreSQL ingests while the next lines are parsed
+            self.copy.write_row(row)
+            self.counts[k] += 1
+            return
+        b = self.batches[k]
         b.append(row)
-        if len(b) >= BATCH_ROWS:
-            self.flush(rec.kind)
+        if len(b) >= BATCH_ROWS:  # another kind's batch is full: stream that kind from now on
+            self._copy_close()
+            self._copy_open(k)
 
     def raise_errors(self) -> None:
         if self.errors:
@@ -276,19 +293,45 @@ class _Stager:
             digest,
         )
 
-    def flush(self, kind: str | None = None) -> None:
-        for k in [kind] if kind else list(self.batches):
-            rows = self.batches[k]
-            if not rows:
-                continue
-            conn = self.s.connection().connection.driver_connection
-            assert conn is not None  # a live psycopg connection inside the import transaction
-            cols = ", ".join(STAGE_COLUMNS[k])
-            with conn.cursor() as cur, cur.copy(f"COPY {self.tables[k]} ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            self.counts[k] += len(rows)
-            rows.clear()
+    # One COPY stays open into the staging table of the kind being streamed (a file of one kind is
+    # one COPY); rows of other kinds wait in batches of at most BATCH_ROWS until the stream switches.
+    def _copy_open(self, kind: str) -> None:
+        conn = self.s.connection().connection.driver_connection
+        assert conn is not None  # a live psycopg connection inside the import transaction
+        cols = ", ".join(STAGE_COLUMNS[kind])
+        self.cur = conn.cursor()
+        self.copy_cm = self.cur.copy(f"COPY {self.tables[kind]} ({cols}) FROM STDIN")
+        self.copy = self.copy_cm.__enter__()
+        self.open_kind = kind
+        rows = self.batches[kind]
+        for row in rows:
+            self.copy.write_row(row)
+        self.counts[kind] += len(rows)
+        rows.clear()
+
+    def _copy_close(self, exc: BaseException | None = None) -> None:
+        if self.open_kind is None:
+            return
+        self.open_kind = None
+        try:
+            self.copy_cm.__exit__(type(exc) if exc else None, exc, None)
+        finally:
+            self.cur.close()
+
+    def flush(self) -> None:
+        """Finish the open COPY and stage what is left in the batches."""
+        self._copy_close()
+        for k, rows in self.batches.items():
+            if rows:
+                self._copy_open(k)
+                self._copy_close()
+
+    def abort(self, exc: BaseException) -> None:
+        """End an open COPY after a failure (the transaction is rolled back by the caller)."""
+        try:
+            self._copy_close(exc)
+        except Exception:  # noqa: BLE001 - the import already failed with exc; that is the error to show
+            pass
 
 
 class InterchangeService(Service):
@@ -433,14 +476,18 @@ class InterchangeService(Service):
                 for t in st.tables.values():
                     s.execute(text(f"DROP TABLE IF EXISTS {t}"))
                 return summary
+            except BaseException as exc:
+                st.abort(exc)
+                raise
             finally:
                 st.close()
 
         try:
             return self.ctx.tx(run)
-        except sa_exc.DataError as exc:
+        except (sa_exc.DataError, psycopg.errors.DataError) as exc:
             self._unpublish(published)
-            first = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            orig = exc.orig if isinstance(exc, sa_exc.DataError) else exc
+            first = str(orig).splitlines()[0] if orig else str(exc)
             raise InvalidInput(
                 f"{label}: the store refused a value ({first}); fix that value in the file and import again"
             ) from None
