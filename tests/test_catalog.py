@@ -102,7 +102,7 @@ def test_truncated_wav_refused(em, tmp_path) -> None:
 
 
 def test_unknown_persona_and_bad_utf8(em, tmp_path) -> None:
-    with pytest.raises(InvalidInput, match="unknown persona"):
+    with pytest.raises(InvalidInput, match=r"prompts:1: field persona: persona .ghost. is not registered"):
         em.catalog.import_prompts(
             [{"external_id": "x", "regime": "asr", "persona": "ghost", "messages": [{"role": "user", "content": "hi"}]}]
         )
@@ -112,3 +112,43 @@ def test_unknown_persona_and_bad_utf8(em, tmp_path) -> None:
         em.catalog.import_personas(bad)
     with pytest.raises(NotFound, match="earmark personas import"):
         em.catalog.persona("ok")
+
+
+def test_import_prompts_goes_through_the_interchange_import(em, tmp_path) -> None:
+    """The Python API is the interchange import: same audit entry, conflicts, confinement, all-or-nothing."""
+    from sqlalchemy import select
+
+    from earmark.errors import Conflict
+    from earmark.store.models import AuditLog
+
+    rec = {"external_id": "q1", "regime": "asr", "messages": [{"role": "user", "content": "hello"}]}
+    rep = em.catalog.import_prompts([rec], source="api prompts")
+    assert (rep.added, rep.skipped, list(rep.ids)) == (1, 0, ["q1"])
+    with em.session() as s:
+        [entry] = s.scalars(select(AuditLog).where(AuditLog.action == "interchange.import")).all()
+    assert entry.details["source"] == "api prompts" and entry.details["added"]["prompt"] == 1
+    # identical again: already present; changed content: refused by default, replaced on request
+    assert em.catalog.import_prompts([rec]).skipped == 1
+    changed = {**rec, "messages": [{"role": "user", "content": "hello again"}]}
+    with pytest.raises(Conflict, match=r"1 prompt\(s\) differ from the stored ones \(line 1: q1\)"):
+        em.catalog.import_prompts([changed])
+    assert em.catalog.prompts()[0].messages[0]["content"] == "hello"
+    rep = em.catalog.import_prompts([changed], on_conflict="update")
+    assert (rep.added, rep.skipped, rep.ids) == (0, 1, {"q1": em.catalog.prompts()[0].id})
+    assert em.catalog.prompts()[0].messages[0]["content"] == "hello again"
+    # audio paths of records stay under the audio root (default: the current directory); nothing is written
+    (tmp_path / "q.wav").write_bytes(tone_wav(0.5))
+    audio = {
+        "external_id": "q2",
+        "regime": "asr",
+        "messages": [{"role": "user", "content": [{"type": "audio", "path": str(tmp_path / "q.wav")}]}],
+    }
+    with pytest.raises(
+        InvalidInput,
+        match=r"prompts:2 \(prompt\): messages\[0\]\.content\[0\]: audio path .* is outside the audio root",
+    ):
+        em.catalog.import_prompts([{**rec, "external_id": "q3"}, audio])
+    assert [p.external_id for p in em.catalog.prompts()] == ["q1"]
+    assert list(em.ctx.blobs.iter_digests()) == []
+    rep = em.catalog.import_prompts([audio], audio_root=tmp_path)
+    assert rep.added == 1 and em.blobs.read(em.catalog.prompts(external_ids=["q2"])[0].audio_sha256)[:4] == b"RIFF"

@@ -141,3 +141,33 @@ def test_docs_carry_the_current_schemas() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "interchange.md").read_text()
     for kind, schema in schemas().items():
         assert f"### {kind}\n\n```json\n{json.dumps(schema, indent=2)}\n```" in doc, f"docs schema of {kind} is stale"
+
+
+def test_interleaved_kinds_stream_through_switching_copies(em, tmp_path: Path, monkeypatch) -> None:
+    """Rows of one kind stream in one COPY; another kind's full batch switches the stream; a bad
+    line after many staged rows still leaves nothing."""
+    import earmark.services.interchange as svc
+
+    monkeypatch.setattr(svc, "BATCH_ROWS", 2)
+    lines = []
+    for i in range(7):
+        lines.append({"external_id": f"p{i}", "regime": "asr", "messages": [{"role": "user", "content": f"q{i}"}]})
+        lines.append({"prompt": f"p{i}", "policy": "vendor", "text": f"a{i}"})
+        if i % 3 == 0:
+            lines.append({"prompt": f"p{i}", "policy": "other", "text": f"b{i}"})
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    before = counts(em)
+    f_bad = tmp_path / "mixed_bad.jsonl"
+    f_bad.write_text(f.read_text() + json.dumps({"prompt": "p1", "policy": "vendor", "text": 5}) + "\n")
+    with pytest.raises(InvalidInput, match=r"mixed_bad.jsonl:18 \(response\): field text"):
+        em.interchange.import_file(f_bad)
+    assert counts(em) == before
+    summary = em.interchange.import_file(f)
+    assert summary.added == {"persona": 0, "prompt": 7, "response": 10, "judgment": 0}
+    with em.session() as s:
+        got = s.execute(
+            text("SELECT p.external_id, r.text FROM rollouts r JOIN prompts p ON p.id = r.prompt_id ORDER BY r.text")
+        ).all()
+    assert [t for _, t in got] == sorted([f"a{i}" for i in range(7)] + [f"b{i}" for i in (0, 3, 6)])
+    assert all(t[1:] == pid[1:] for pid, t in got)

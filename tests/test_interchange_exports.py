@@ -122,3 +122,49 @@ def test_earmark_export_imports_into_a_fresh_store(snap, tmp_path) -> None:
         other.close()
     finally:
         drop()
+
+
+def test_export_pairs_by_source_and_copy_reader_cleanup(committed_em, tmp_path) -> None:
+    """export_pairs_parquet filters by source; the libpq COPY reader raises the server's error and,
+    closed early, cancels the COPY so the connection is usable again."""
+    import psycopg
+    import pyarrow.parquet as pq
+    from interchange_util import copy_data
+
+    from earmark.services.interchange import _CopyOut, export_pairs_parquet
+
+    em = committed_em
+    src = copy_data(tmp_path / "in", "earmark.jsonl", "clip.wav", "a.wav", "b.wav", "label_studio_export.json")
+    em.interchange.import_file(src / "earmark.jsonl")
+    em.interchange.import_file(src / "label_studio_export.json", fmt="label-studio")
+    out = tmp_path / "pairs.parquet"
+    assert export_pairs_parquet(em.ctx, out) == 4
+    assert export_pairs_parquet(em.ctx, out, source="earmark:earmark.jsonl") == 1
+    [row] = pq.read_table(out).to_pylist()
+    assert (row["source"], row["chosen"], row["chosen_policy"]) == (
+        "earmark:earmark.jsonl",
+        "Sunny and mild.",
+        "vendor-x",
+    )
+    assert row["chosen_audio_sha256"] and row["prompt_messages"].startswith("[")
+
+    with em.ctx.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        raw.rollback()
+        big = "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g) TO STDOUT WITH (FORMAT csv)"
+        stream = _CopyOut(raw, big)
+        assert stream.read(1000).startswith(b"1,xxx")
+        stream.close()  # early: cancelled and drained
+        raw.rollback()
+        assert raw.execute("SELECT 41 + 1").fetchone() == (42,)
+        raw.rollback()
+        bad = _CopyOut(raw, "COPY (SELECT 1 / (g - 5000) FROM generate_series(1, 10000) g) TO STDOUT")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            while bad.read(1 << 16):
+                pass
+        bad.close()
+        raw.rollback()
+        assert raw.execute("SELECT 1").fetchone() == (1,)
+        whole = _CopyOut(raw, "COPY (SELECT g FROM generate_series(1, 3) g) TO STDOUT")
+        assert whole.read() == b"1\n2\n3\n" and whole.read() == b""
+        whole.close()

@@ -41,7 +41,8 @@ def test_shortcut_decisions_stored_and_excluded(em, tmp_path) -> None:
                 ],
             },
             {"external_id": "no-ref", "regime": "realtime", "messages": [{"role": "user", "content": "hi"}]},
-        ]
+        ],
+        audio_root=tmp_path,  # audio paths must resolve under the audio root (default: the current directory)
     )
     results = {r["prompt_id"]: r for r in run_shortcut_audit(em)}
     ids = {p.external_id: p for p in em.catalog.prompts()}

@@ -124,7 +124,7 @@ def test_failed_import_writes_nothing(any_em) -> None:
         {"external_id": "ok1", "regime": "asr", "messages": [{"role": "user", "content": "fine"}]},
         {"external_id": "bad", "regime": "karaoke", "messages": [{"role": "user", "content": "x"}]},
     ]
-    with pytest.raises(InvalidInput, match=r"prompts:2: regime"):
+    with pytest.raises(InvalidInput, match=r"prompts:2 \(prompt\): field regime"):
         any_em.catalog.import_prompts(bad)
     assert len(any_em.catalog.prompts()) == before
 

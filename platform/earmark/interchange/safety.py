@@ -83,10 +83,16 @@ def refuse_bad_values(obj: Any, where: str, fmt: str) -> None:
         )
 
 
+# One decoder for every line (json.loads with hooks builds a new decoder per call).
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def loads_line(line: str, where: str, fmt: str) -> Any:
     """Strict JSON for one line: NaN/Infinity/NUL/lone surrogates refused naming the field."""
     try:
-        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
+        if line.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
+        obj = _STRICT_DECODER.decode(line)
     except ValueError as exc:  # JSONDecodeError is a ValueError; so are our constant/float refusals
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidInput(

@@ -17,9 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from earmark.audio import read_source
-from earmark.domain.messages import AudioPart, messages_to_json
-from earmark.domain.records import PersonaCreate, PromptCreate
+from earmark.domain.records import PersonaCreate
 from earmark.errors import InvalidInput, NotFound
 from earmark.security import action
 from earmark.services.context import Service
@@ -119,81 +117,41 @@ class CatalogService(Service):
         return row
 
     # ---- prompts --------------------------------------------------------------------------------
-    def _materialize_audio(self, prompt: PromptCreate, base_dir: Path | None) -> str | None:
-        """Turn audio parts given by path/base64 into blobs; returns the first audio sha256."""
-        from earmark.services.blob_service import BlobService
-
-        blobs = BlobService(self.ctx)
-        first = None
-        for msg in prompt.messages:
-            if isinstance(msg.content, str):
-                continue
-            for i, part in enumerate(msg.content):
-                if not isinstance(part, AudioPart):
-                    continue
-                data = read_source(part.path, part.base64, base_dir, f"prompt {prompt.external_id}")
-                if data is None:
-                    blobs.get(part.audio_sha256 or "")
-                    first = first or part.audio_sha256
-                    continue
-                try:
-                    blob = blobs.put_audio(data)
-                except InvalidInput as exc:
-                    raise InvalidInput(f"prompt {prompt.external_id}: {exc.message}") from None
-                msg.content[i] = AudioPart(type="audio", audio_sha256=blob.sha256, transcript=part.transcript)
-                first = first or blob.sha256
-        return first
-
     @action("catalog.write")
-    def import_prompts(self, records: list[dict[str, Any]] | Path, source: str = "prompts") -> ImportReport:
+    def import_prompts(
+        self,
+        records: list[dict[str, Any]] | Path,
+        source: str = "prompts",
+        *,
+        on_conflict: str = "error",
+        audio_root: Path | None = None,
+    ) -> ImportReport:
+        """Import prompts through the one interchange import (services/interchange.py): all-or-nothing
+        with their audio, strict values, the 1 MB limits, ``on_conflict`` for changed prompts (identical
+        ones are "already present"). A Path is an earmark JSONL file (audio paths under its folder, or
+        ``audio_root``); a list holds the same records as dicts (audio paths under ``audio_root``,
+        default the current directory). ``skipped`` counts the prompts that were already stored."""
         self.ctx.require("catalog.write")
-        base_dir = records.parent if isinstance(records, Path) else None
-        rows = read_jsonl(records) if isinstance(records, Path) else list(enumerate(records, 1))
-        prompts: list[PromptCreate] = _validate_all(
-            rows, PromptCreate, str(records) if isinstance(records, Path) else source
-        )
-        seen: set[str] = set()
-        for p in prompts:
-            if p.external_id in seen:
-                raise InvalidInput(f"external_id {p.external_id!r} appears twice in {source}; ids must be unique")
-            seen.add(p.external_id)
-        persona_names = {p.persona for p in prompts if p.persona}
-        known = dict(
-            self.ctx.tx(
-                lambda s: s.execute(select(Persona.name, Persona.id).where(Persona.name.in_(persona_names))).all()
+        from earmark.services.interchange import InterchangeService
+
+        interchange = InterchangeService(self.ctx)
+        if isinstance(records, Path):
+            summary = interchange.import_file(
+                records,
+                fmt="earmark",
+                on_conflict=on_conflict,
+                audio_root=audio_root,
+                only_kinds=("prompt",),
+                prompt_ids=True,
             )
-        )
-        missing = sorted(persona_names - known.keys())
-        if missing:
-            raise InvalidInput(f"unknown persona(s) {missing}; import them first with `earmark personas import`")
-        # Audio is validated and written before any prompt row, so a bad clip writes no rows.
-        audio_ids = {p.external_id: self._materialize_audio(p, base_dir) for p in prompts}
-
-        def write(s: Session) -> ImportReport:
-            added = 0
-            for p in prompts:
-                res = s.execute(
-                    insert(Prompt)
-                    .values(
-                        external_id=p.external_id,
-                        regime=p.regime.value,
-                        messages=messages_to_json(p.messages),
-                        audio_sha256=audio_ids[p.external_id],
-                        reference=p.reference,
-                        tools=p.tools,
-                        persona_id=known.get(p.persona) if p.persona else None,
-                        split=p.split,
-                        tags=p.tags,
-                    )
-                    .on_conflict_do_nothing(index_elements=["external_id"])
-                    .returning(Prompt.id)
-                )
-                added += len(res.all())
-            ids = dict(s.execute(select(Prompt.external_id, Prompt.id).where(Prompt.external_id.in_(list(seen)))).all())
-            self.ctx.audit(s, "prompts.import", "prompt", None, added=added, total=len(prompts))
-            return ImportReport(added, len(prompts) - added, ids)
-
-        return self.ctx.tx(write)
+        elif not records:
+            return ImportReport(0, 0, {})
+        else:
+            summary = interchange.import_records(
+                records, kind="prompt", source=source, on_conflict=on_conflict, audio_root=audio_root, prompt_ids=True
+            )
+        added = summary.added.get("prompt", 0)
+        return ImportReport(added, summary.records - added, summary.prompt_ids)
 
     @action("catalog.read")
     def prompts(
