@@ -37,14 +37,6 @@ def timed(name: str) -> Iterator[None]:
     if not log.isEnabledFor(logging.DEBUG):
         yield
         return
-    import os
-
-    prof = None
-    if os.environ.get("EARMARK_UI_PROFILE_TMP"):
-        import cProfile
-
-        prof = cProfile.Profile()
-        prof.enable()
     outer = getattr(_stack, "names", ())
     _stack.names = (*outer, name)
     t0, c0 = time.perf_counter(), time.thread_time()
@@ -52,9 +44,6 @@ def timed(name: str) -> Iterator[None]:
         yield
     finally:
         _stack.names = outer
-        if prof is not None:
-            prof.disable()
-            prof.dump_stats(f"{os.environ['EARMARK_UI_PROFILE_TMP']}/{name}-{time.time():.3f}.prof")
         log.debug(
             "%s %.2f ms cpu %.2f ms",
             "/".join((*outer, name)),
