@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from annotation_ui import browser, session
+from annotation_ui import browser, session, timing
 from annotation_ui.oidc import oidc_configured, oidc_login
 from earmark.errors import StoreUnavailable
 from earmark.security import Principal
@@ -45,36 +45,45 @@ def pages_for(principal: Principal) -> dict[str, list[st.Page]]:
     return sections
 
 
-try:
-    auth = session.current_login()
-except StoreUnavailable as exc:
+def _main() -> None:
+    try:
+        auth = session.current_login()
+    except StoreUnavailable as exc:
+        browser.page_support(**session.cookie_action())
+        st.error(
+            f"The preference store is unreachable ({exc.message}). Nothing can be saved or loaded right now; "
+            "this page retries when you reload it. Your answers that showed 'Saved' are stored.",
+            icon=":material/cloud_off:",
+        )
+        st.stop()
     browser.page_support(**session.cookie_action())
-    st.error(
-        f"The preference store is unreachable ({exc.message}). Nothing can be saved or loaded right now; "
-        "this page retries when you reload it. Your answers that showed 'Saved' are stored.",
-        icon=":material/cloud_off:",
-    )
-    st.stop()
-browser.page_support(**session.cookie_action())
-if auth is None and oidc_configured():
-    auth = oidc_login()
+    if auth is None and oidc_configured():
+        auth = oidc_login()
 
-if auth is None:
-    nav = st.navigation(
-        [st.Page("app_pages/login.py", title="Log in", icon=":material/login:", default=True)], position="hidden"
-    )
-else:
-    sections = pages_for(auth.principal)
-    if not sections:
-        st.error(f"Your role ({auth.principal.role.value}) has no pages in the annotation app; use the earmark CLI.")
-        sections = {"": [st.Page("app_pages/login.py", title="Log in")]}
-    nav = st.navigation(sections)
-    with st.sidebar:
-        st.caption(f"Signed in as **{auth.principal.username}** · {session.role_label(auth.principal.role)}")
-        if st.button("Log out", icon=":material/logout:", key="logout"):
-            via = auth.via
-            session.logout("You are logged out.")
-            if via == "oidc":
-                st.logout()
-            st.rerun()
-nav.run()
+    if auth is None:
+        nav = st.navigation(
+            [st.Page("app_pages/login.py", title="Log in", icon=":material/login:", default=True)], position="hidden"
+        )
+    else:
+        sections = pages_for(auth.principal)
+        if not sections:
+            st.error(
+                f"Your role ({auth.principal.role.value}) has no pages in the annotation app; use the earmark CLI."
+            )
+            sections = {"": [st.Page("app_pages/login.py", title="Log in")]}
+        nav = st.navigation(sections)
+        with st.sidebar:
+            st.caption(f"Signed in as **{auth.principal.username}** · {session.role_label(auth.principal.role)}")
+            if st.button("Log out", icon=":material/logout:", key="logout"):
+                via = auth.via
+                session.logout("You are logged out.")
+                if via == "oidc":
+                    st.logout()
+                st.rerun()
+    with session.login_checked(auth):
+        nav.run()
+
+
+timing.configure(session.settings().log_level)
+with timing.timed("app"):
+    _main()

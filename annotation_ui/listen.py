@@ -91,17 +91,21 @@ export default function (component) {
     on("pause", (audio, a, report) => { stop(audio, a); if (!audio.ended) report(); });
     on("ended", (audio, a, report) => { stop(audio, a); a.ended = true; report(); });
   }
-  // A clip that played before the listeners existed (the first item, on a loaded machine): its own
-  // played ranges show what was heard; at normal speed that is also the wall-clock time.
+  // A clip that started before this task's tracker existed (its events found no entry, e.g. played
+  // while the run that shows the item was still going): its own played ranges show what was heard;
+  // at normal speed that is also the wall-clock time. One still playing is timed from here on.
   let missed = false;
   for (const l of labels) {
     const box = document.querySelector(`.st-key-${prefix}${l}`);
     const audio = box && box.querySelector("audio");
-    if (!audio || acc[l].covered > 0 || audio.played.length === 0) continue;
-    acc[l].covered = covered(audio);
-    if (acc[l].real === 0 && audio.paused) acc[l].real = acc[l].played = acc[l].covered;
-    acc[l].ended = acc[l].ended || audio.ended;
-    missed = missed || audio.paused;
+    const a = acc[l];
+    if (!audio || a.covered > 0 || a.since !== null || audio.played.length === 0) continue;
+    a.covered = covered(audio);
+    if (a.real === 0) a.real = a.played = a.covered;
+    a.ended = a.ended || audio.ended;
+    a.rate = Math.max(a.rate, audio.playbackRate || 1);
+    if (audio.paused) missed = true;
+    else a.since = performance.now();  // its pause/ended event reports it
   }
   if (missed) store.report[prefix]();
   return () => {};

@@ -9,9 +9,12 @@ user's navigation is refused even if a session reaches it another way.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from earmark.api import Earmark, connect
-from earmark.config import Settings
+from earmark.config import ENV_PREFIX, Settings
 from earmark.domain.enums import Role
 from earmark.errors import EarmarkError, PermissionDenied, StoreUnavailable
 from earmark.security import PERMISSIONS, Principal
@@ -39,6 +42,15 @@ def _client(database_url: str | None, blob_url: str | None, home: str) -> Earmar
 
 
 def settings() -> Settings:
+    """This process's settings. Building ``Settings`` reads and validates every field (about 5 ms,
+    which every rerun paid several times), so it is built once per distinct ``EARMARK_*`` environment:
+    a test or an operator that changes the environment still gets fresh settings."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    return _settings_for(env, os.getcwd())
+
+
+@functools.lru_cache(maxsize=8)
+def _settings_for(env: tuple[tuple[str, str], ...], cwd: str) -> Settings:
     return Settings()
 
 
@@ -192,9 +204,23 @@ def allowed(principal: Principal, action: str) -> bool:
     return principal.role in PERMISSIONS[action]
 
 
+_this_run = threading.local()
+
+
+@contextmanager
+def login_checked(auth: Login | None) -> Iterator[None]:
+    """The router has just checked the login (``current_login``) for this script run: the page it
+    runs inside this block reuses that check instead of reading the account a second time."""
+    _this_run.auth = auth
+    try:
+        yield
+    finally:
+        _this_run.auth = None
+
+
 def page_guard(action: str) -> tuple[Principal, Earmark]:
     """Stop the page unless the session's user may do ``action``; returns the bound services."""
-    auth = current_login()
+    auth = getattr(_this_run, "auth", None) or current_login()
     if auth is None:
         st.error("Log in first.")
         st.stop()
@@ -203,6 +229,19 @@ def page_guard(action: str) -> tuple[Principal, Earmark]:
         st.error(f"Your role ({auth.principal.role.value}) may not open this page.")
         st.stop()
     return auth.principal, client().as_principal(auth.principal)
+
+
+def fragment_guard(principal: Principal, action: str) -> bool:
+    """For a fragment of a page: on a fragment-only rerun (the router did not run), re-check the
+    login as ``page_guard`` would (expiry, deactivation, role); if anything changed, rerun the
+    whole app so the router and the page's own guard decide what to show. True: go on."""
+    if getattr(_this_run, "auth", None) is not None:
+        return True  # a full run: the router has just checked
+    auth = current_login()
+    if auth is None or auth.principal != principal or not allowed(auth.principal, action):
+        st.rerun(scope="app")
+        return False
+    return True
 
 
 def flash(kind: str, message: str) -> None:

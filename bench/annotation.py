@@ -1,7 +1,7 @@
 """Claim+submit latency at 32 concurrent raters on real PostgreSQL, and double claims (must be 0).
 
     python bench/annotation.py [--raters 32] [--items 200] [--overlap 3] [--processes 1,2,4]
-                               [--browser-judgments 12] [--no-browser]
+                               [--browser-judgments 12] [--no-browser | --browser-only]
 
 Also (issue 18): a saturated run with the raters split across 1, 2 and 4 worker processes on one
 PostgreSQL (the ``processes`` section: judgments/s, p99, double claims), and a browser-timed figure:
@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -83,45 +85,91 @@ def _scale_out(url: str, home: Path, raters: list, campaign_id: int, n_proc: int
     }
 
 
-def _timed_judgments(
-    page, n: int, playable: str, received: list[int], times: list[float], bytes_per: list[int]
-) -> None:
-    """Rate N items in the page: play both clips, answer, then time Submit -> next item playable."""
+# The next item is playable when its clips are on the page (a different task's) and every <audio>
+# can play (readyState >= 3, HAVE_FUTURE_DATA: the "canplay" state).
+PLAYABLE_JS = (
+    "(prev) => { const a = [...document.querySelectorAll(\"[class*='st-key-clip-'] audio\")];"
+    " const box = a.length && a[0].closest(\"[class*='st-key-clip-']\");"
+    " return a.length >= 2 && box && !box.className.includes('st-key-clip-' + prev + '-')"
+    " && a.every((x) => x.readyState >= 3); }"
+)
+# Everything below names the task: while a run is in progress the previous item's form can still
+# be on the page (stale), and its enabled Submit or checked answers must not count for the next one.
+SUBMIT_ENABLED_JS = (
+    "(task) => { const b = document.querySelector(`.st-key-submit-${task} button`); return b && !b.disabled; }"
+)
+ANSWERED_JS = (
+    "(task) => ['choice', 'dim-prosody', 'dim-persona_consistency', 'dim-correctness']"
+    ".every((k) => document.querySelector(`.st-key-${k}-${task} input[type='radio']:checked`))"
+)
+# Play every clip that is not playing; on a retry (force) also those that ended without counting.
+PLAY_ALL_JS = """(force) => document.querySelectorAll("[class*='st-key-clip-'] audio").forEach((a) => {
+  if (a.paused && (force || !a.ended)) { a.currentTime = 0; a.play().catch(() => {}); } })"""
+ANSWER_JS = """(task) => {
+  const pick = (box, text) => { const b = document.querySelector(`.st-key-${box}-${task}`);
+    for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
+  pick("choice", "About the same");
+  for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
+}"""
+TIMING_LINE = re.compile(r"^earmark\.ui\.timing ([\w/-]+) ([0-9.]+) ms cpu ([0-9.]+) ms$", re.M)
+
+
+def _script_runs(log: Path, offset: int) -> tuple[list[tuple[str, float, float]], int]:
+    """Script runs (name, wall ms, thread CPU ms) the server logged since ``offset`` (EARMARK_LOG_LEVEL=DEBUG)."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    # only whole lines: a line being written stays for the next read
+    end = chunk.rfind(b"\n") + 1
+    runs = [(m[1], float(m[2]), float(m[3])) for m in TIMING_LINE.finditer(chunk[:end].decode(errors="replace"))]
+    return runs, offset + end
+
+
+def _timed_judgments(page, n: int, received: list[int], log: Path, out: dict[str, list]) -> None:
+    """Rate N items in the page: play both clips, answer, then time Submit -> next item playable.
+    Retries a play that did not start (on a loaded machine a play() can be dropped); each wait is
+    bounded, so a stall fails with a screenshot instead of hanging the run."""
+    offset = log.stat().st_size
     for _ in range(n):
         task = page.evaluate(
             "() => /st-key-clip-(\\d+)-/.exec(document.querySelector(\"[class*='st-key-clip-']\").className)[1]"
         )
         before = received[0]
-        page.evaluate("() => document.querySelectorAll(\"[class*='st-key-clip-'] audio\").forEach((a) => a.play())")
-        submit = page.get_by_role("button", name="Submit")
-        submit.wait_for(state="visible")
-        page.wait_for_function(
-            "() => { const b = [...document.querySelectorAll('button')].find((x) => x.innerText.startsWith('Submit')); return b && !b.disabled; }"
-        )
-        page.evaluate(
-            """(task) => {
-              const pick = (box, text) => { const b = document.querySelector(`[class*="st-key-${box}-${task}"]`);
-                for (const l of (b ? b.querySelectorAll("label") : [])) if (l.innerText.trim() === text) l.click(); };
-              pick("choice", "About the same");
-              for (const d of ["prosody", "persona_consistency", "correctness"]) pick("dim-" + d, "4");
-            }""",
-            task,
-        )
-        page.wait_for_function(
-            "() => document.querySelectorAll(\"[data-testid='stForm'] input[type='radio']:checked\").length >= 4"
-        )
+        runs, offset = _script_runs(log, offset)
+        for attempt in range(4):
+            page.evaluate(PLAY_ALL_JS, attempt > 0)
+            try:
+                page.wait_for_function(SUBMIT_ENABLED_JS, arg=task, timeout=30_000)
+                break
+            except Exception:
+                if attempt == 3:
+                    raise
+        page.evaluate(ANSWER_JS, task)
+        page.wait_for_function(ANSWERED_JS, arg=task)
+        listen_runs, offset = _script_runs(log, offset)
+        submit = page.locator(f".st-key-submit-{task} button")
         t0 = time.perf_counter()
         submit.click()
-        page.wait_for_function(playable, arg=task)
-        times.append((time.perf_counter() - t0) * 1000)
-        bytes_per.append(received[0] - before)
+        page.wait_for_function(PLAYABLE_JS, arg=task)
+        out["times"].append((time.perf_counter() - t0) * 1000)
+        # the submit's own script run(s) have been logged once the next item is on the page
+        page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+        submit_runs, offset = _script_runs(log, offset)
+        out["bytes"].append(received[0] - before)
+        # a block inside another is logged as "outer/inner": count each script run once
+        top = [r for r in submit_runs if "/" not in r[0]]
+        out["submit_script_ms"].append(sum(r[1] for r in top))
+        out["submit_script_cpu_ms"].append(sum(r[2] for r in top))
+        every = runs + listen_runs + submit_runs
+        out["runs"].append(len([r for r in every if "/" not in r[0]]))
+        out["run_names"].extend(r[0] for r in every if "/" not in r[0])
 
 
 def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
     """Submit click -> next item playable, in chromium against `streamlit run` on this store."""
-    import socket
-    import subprocess
-    import urllib.request
+    import tempfile
+
+    from streamlit_server import ServedApp
 
     chromium = Path("/usr/bin/chromium")
     try:
@@ -133,83 +181,74 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
     admin = em.as_principal(Principal(None, "admin", Role.admin))
     admin.campaigns.create(CampaignCreate(name="bench-browser", overlap=1, gold_ratio=0.0, max_items=n + 4, seed=99))
     make_user(em, "browser-rater")
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "EARMARK_DATABASE_URL": url, "EARMARK_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(repo / "annotation_ui" / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp(prefix="earmark-bench-ui-")) / "streamlit.log"
+    out: dict[str, list] = {
+        "times": [], "bytes": [], "submit_script_ms": [], "submit_script_cpu_ms": [], "runs": [], "run_names": []
+    }  # fmt: skip
+    app = ServedApp(url, home, log, blob_url=em.settings.blob_url, extra_env={"EARMARK_LOG_LEVEL": "DEBUG"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    return "skipped: streamlit did not start"
-                time.sleep(0.2)
+        app.start()
+    except RuntimeError as exc:
+        return f"skipped: {str(exc)[:300]}"
+    try:
         with sync_playwright() as pw:
             b = pw.chromium.launch(
                 executable_path=str(chromium),
                 args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                       "--disable-background-networking", "--autoplay-policy=no-user-gesture-required"],
             )  # fmt: skip
-            page = b.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(120_000)
-            received = [0]
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Network.enable")
-            cdp.on(
-                "Network.webSocketFrameReceived",
-                lambda e: received.__setitem__(0, received[0] + len(e["response"]["payloadData"])),
-            )
-            cdp.on(
-                "Network.loadingFinished",
-                lambda e: received.__setitem__(0, received[0] + int(e.get("encodedDataLength", 0))),
-            )
-            page.goto(base)
-            page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
-            page.get_by_role("textbox", name="Username").fill("browser-rater")
-            page.get_by_role("textbox", name="Password").fill("correct horse battery")
-            page.get_by_role("button", name="Log in").click()
-            times = []
-            bytes_per = []
-            playable = (
-                "(prev) => { const a = [...document.querySelectorAll(\"[class*='st-key-clip-'] audio\")];"
-                " const box = a.length && a[0].closest(\"[class*='st-key-clip-']\");"
-                " return a.length >= 2 && box && !box.className.includes('st-key-clip-' + prev + '-')"
-                " && a.every((x) => x.readyState >= 3); }"
-            )
-            page.wait_for_function(playable, arg=-1)
             try:
-                _timed_judgments(page, n, playable, received, times, bytes_per)
-            except Exception:
-                shot = repo / "bench" / "results" / "annotation-browser-timeout.png"
-                shot.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(shot), full_page=True)  # what the page showed when it stalled
-                raise
-            b.close()
+                page = b.new_page(viewport={"width": 1280, "height": 800})
+                page.set_default_timeout(60_000)
+                received = [0]
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Network.enable")
+                cdp.on(
+                    "Network.webSocketFrameReceived",
+                    lambda e: received.__setitem__(0, received[0] + len(e["response"]["payloadData"])),
+                )
+                cdp.on(
+                    "Network.loadingFinished",
+                    lambda e: received.__setitem__(0, received[0] + int(e.get("encodedDataLength", 0))),
+                )
+                page.goto(app.url)
+                page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+                page.get_by_role("textbox", name="Username").fill("browser-rater")
+                page.get_by_role("textbox", name="Password").fill("correct horse battery")
+                page.get_by_role("button", name="Log in").click()
+                page.wait_for_function(PLAYABLE_JS, arg=-1)
+                try:
+                    _timed_judgments(page, n, received, log, out)
+                except Exception:
+                    shot = repo / "bench" / "results" / "annotation-browser-timeout.png"
+                    shot.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shot), full_page=True)  # what the page showed when it stalled
+                    raise
+            finally:
+                b.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    arr = np.array(times)
+        app.stop(graceful=True)
+    arr = np.array(out["times"])
+    srv = np.array(out["submit_script_ms"])
     return {
         "judgments": n,
         "submit_to_next_playable_ms": {
             "p50": round(float(np.percentile(arr, 50)), 1),
             "p99": round(float(np.percentile(arr, 99)), 1),
         },
-        "bytes_per_judgment": int(statistics.fmean(bytes_per)),
+        "submit_script_run_ms": {
+            "p50": round(float(np.percentile(srv, 50)), 1),
+            "p99": round(float(np.percentile(srv, 99)), 1),
+        },
+        "submit_script_cpu_ms": {
+            "p50": round(float(np.percentile(out["submit_script_cpu_ms"], 50)), 1),
+            "p99": round(float(np.percentile(out["submit_script_cpu_ms"], 99)), 1),
+        },
+        "script_runs_per_judgment": round(statistics.fmean(out["runs"]), 2),
+        "script_runs_by_kind": dict(Counter(out["run_names"])),
+        "bytes_per_judgment": int(statistics.fmean(out["bytes"])),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "target": "p50 < 300 ms on an idle machine",
     }
 
@@ -228,6 +267,7 @@ def main() -> None:
     ap.add_argument("--processes", default="1,2,4", help="worker process counts for the saturated scale-out run")
     ap.add_argument("--browser-judgments", type=int, default=12)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--browser-only", action="store_true", help="only the browser-timed figure (no store runs)")
     args = ap.parse_args()
     with scratch_database("earmark_bench_ann") as url:
         import tempfile
@@ -236,6 +276,13 @@ def main() -> None:
         em = earmark.connect(Settings(home=home, database_url=url), pool_size=args.raters + 4)
         n_prompts = -(-args.items // 3)
         seed_rollouts(em, n_prompts=n_prompts, k=3)
+        if args.browser_only:
+            try:
+                browser = _browser_figure(em, url, home, args.browser_judgments)
+            finally:
+                em.close()
+            print(json.dumps({"benchmark": "annotation", "browser": browser}, indent=2))
+            return
         raters = [em.as_principal(make_user(em, f"r{i:02d}")) for i in range(args.raters)]
         modes = {"paced": 0.5, "saturated": 0.0} if args.think_ms is None else {"custom": args.think_ms / 1000}
         runs = {}

@@ -7,12 +7,6 @@ rater's page never contains the policy's name or checkpoint.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +14,7 @@ import pytest
 from annotation_fixtures import make_user, seed_rollouts
 from conftest import BROWSER_TIMEOUT_MS
 from sqlalchemy import select
+from streamlit_server import ServedApp
 
 from earmark.domain.enums import Role
 from earmark.domain.records import RewardModelCreate, ScoreCreate
@@ -28,7 +23,6 @@ from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Judgment
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
 POLICY = "zebra-policy-xq7"
 RM_NAME = "okapi-scorer-q9"
 SCORE = 0.918273
@@ -49,68 +43,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served_app(committed_em, tmp_path: Path) -> Iterator[str]:
-    cfg = committed_em.settings
-    port = _free_port()
-    env = {
-        **os.environ,
-        "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(),
-        "EARMARK_BLOB_URL": cfg.blob_url,
-        "EARMARK_HOME": str(cfg.home),
-    }
-    log = (tmp_path / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(REPO / "annotation_ui" / "app.py"),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with ServedApp.for_em(committed_em, tmp_path / "streamlit.log") as app:
+        yield app.url
 
 
 def test_rater_plays_both_clips_and_submits_in_chromium(

@@ -13,19 +13,14 @@ desktop (1280x800) and phone (390x844) width. Screenshots are kept under tests/a
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from annotation_fixtures import make_user, seed_rollouts
 from sqlalchemy import select, text
+from streamlit_server import REPO, ServedApp
 
 from earmark.domain.enums import Role
 from earmark.security import Principal
@@ -33,7 +28,6 @@ from earmark.services.campaigns import CampaignCreate
 from earmark.store.models import Judgment, Task, TaskSkip
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
 ADMIN = Principal(None, "bootstrap", Role.admin)
 PASSWORD = "correct horse battery"
@@ -54,74 +48,9 @@ WAIT_MS = 60_000  # the machine is shared and loaded: wait on conditions, genero
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServedApp:
-    """`streamlit run annotation_ui/app.py` on a fixed port that can be stopped and started again."""
-
-    def __init__(self, em, log: Path) -> None:
-        cfg = em.settings
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = {
-            **os.environ,
-            "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(),
-            "EARMARK_BLOB_URL": cfg.blob_url,
-            "EARMARK_HOME": str(cfg.home),
-        }
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        out = self.log.open("a")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(REPO / "annotation_ui" / "app.py"),
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(self.port),
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {self.log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()  # as a crash would: no goodbye to the browser
-            self.proc.wait(20)
-            self.proc = None
-
-
 @pytest.fixture
 def served(committed_em, tmp_path: Path):
-    app = ServedApp(committed_em, tmp_path / "streamlit.log")
+    app = ServedApp.for_em(committed_em, tmp_path / "streamlit.log")
     app.start()
     try:
         yield app

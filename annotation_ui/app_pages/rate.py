@@ -21,12 +21,13 @@ from typing import Any
 
 import streamlit as st
 
-from annotation_ui import browser, listen, session, timeline, widgets
+from annotation_ui import browser, listen, session, timeline, timing, widgets
 from annotation_ui.rating_form import CHOICE_LABELS, STRENGTH_LABELS, collect, dimensions_of, rating_form, widget_key
 from earmark.domain.enums import Role
 from earmark.errors import Conflict, EarmarkError, InvalidInput, LeaseExpired, NotFound, StoreUnavailable
 
 MAX_KEEPALIVE_S = 30 * 60  # stop renewing a lease the rater has left open this long without submitting
+RENEWED_RECENTLY_S = 5.0  # a rerun within this long of the last renewal does not renew again
 
 principal, em = session.page_guard("tasks.rate")
 
@@ -51,7 +52,7 @@ def _load(campaign_id: int) -> dict[str, Any] | None:
         rate = None
     if rate:
         try:
-            em.tasks.heartbeat(rate["lease"].task_id, rate["lease"].lease_token)
+            _renew(rate)
             return rate
         except LeaseExpired as exc:
             st.error(exc.message)
@@ -87,9 +88,19 @@ def _load(campaign_id: int) -> dict[str, Any] | None:
         # One id per displayed task: a double click or a rerun resubmits the same id, stored once.
         "submission_id": uuid.uuid4(),
         "shown_at": time.time(),
+        "renewed_at": 0.0,  # a lease held since earlier (the prepared next one): the next rerun renews it
     }
     st.session_state["rate"] = rate
     return rate
+
+
+def _renew(rate: dict[str, Any]) -> None:
+    """Heartbeat the lease, unless a rerun a moment ago already did (the listen tracker's reports
+    and the keepalive come in bursts); LeaseExpired when it was lost."""
+    if time.monotonic() - rate.get("renewed_at", 0.0) < RENEWED_RECENTLY_S:
+        return
+    em.tasks.heartbeat(rate["lease"].task_id, rate["lease"].lease_token)
+    rate["renewed_at"] = time.monotonic()
 
 
 @st.fragment(run_every=max(20, session.settings().lease_seconds // 3))
@@ -99,7 +110,7 @@ def _keepalive() -> None:
     if not rate or time.time() - rate["shown_at"] > MAX_KEEPALIVE_S:
         return
     try:
-        em.tasks.heartbeat(rate["lease"].task_id, rate["lease"].lease_token)
+        _renew(rate)
     except LeaseExpired as exc:
         session.flash("error", exc.message)
         _drop(release=False)
@@ -198,147 +209,167 @@ if principal.role != Role.rater and not st.session_state.get("rate-opt-in"):
         st.rerun()
     st.stop()
 
-try:
-    choices = em.rating.campaigns()
-except StoreUnavailable as exc:
-    st.error(f"The preference store is unreachable ({exc.message}); reload the page in a moment.")
-    st.stop()
-if not choices:
-    st.info("No campaign is open for you right now. Check back later.")
-    st.stop()
-names = {c.id: c.name for c in choices}
-left = {c.id: c.left_for_me for c in choices}
-if st.session_state.get("rate-campaign") not in names:
-    st.session_state["rate-campaign"] = choices[0].id  # a campaign with work for this rater first
-campaign_id = st.selectbox(
-    "Campaign",
-    list(names),
-    format_func=lambda i: f"{names[i]} · {left[i]} left for you",
-    key="rate-campaign",
-)
 
-rate, loaded = None, False
-with session.service_errors("load the next item"):
-    rate, loaded = _load(campaign_id), True
-progress = None
-with session.service_errors("read your progress"):
-    progress = em.rating.progress(campaign_id)
-if progress is not None:
-    saved = (
-        f" · last answer saved: item #{progress.last_saved_task} at {progress.last_saved_at:%H:%M:%S} UTC"
-        if progress.last_saved_at
-        else ""
+@st.fragment
+def _rate_area() -> None:
+    """Everything that changes from one item to the next. Submit, Skip, the listen tracker's
+    reports and the campaign box rerun only this fragment, not the router, the navigation and the
+    sidebar (issue 18: submit to next item playable); the account is re-checked on each of them."""
+    with timing.timed("rate-item"):
+        if session.fragment_guard(principal, "tasks.rate"):
+            session.show_flashes()
+            _rate_area_body()
+
+
+def _rate_area_body() -> None:
+    try:
+        choices = em.rating.campaigns()
+    except StoreUnavailable as exc:
+        st.error(f"The preference store is unreachable ({exc.message}); reload the page in a moment.")
+        return
+    if not choices:
+        st.info("No campaign is open for you right now. Check back later.")
+        return
+    names = {c.id: c.name for c in choices}
+    left = {c.id: c.left_for_me for c in choices}
+    if st.session_state.get("rate-campaign") not in names:
+        st.session_state["rate-campaign"] = choices[0].id  # a campaign with work for this rater first
+    campaign_id = st.selectbox(
+        "Campaign",
+        list(names),
+        format_func=lambda i: f"{names[i]} · {left[i]} left for you",
+        key="rate-campaign",
     )
-    st.markdown(
-        f":material/task_alt: **{progress.done_by_me}** done · **{progress.left_for_me}** left for you · "
-        f"**{progress.left_in_campaign}** left in campaign{saved}",
-        help="Done: your saved answers in this campaign. Left for you: items you may still rate.",
-    )
-if st.session_state.pop(session.RESTORED_KEY, False) and progress is not None:
-    state = (
-        f"Your last saved answer is item #{progress.last_saved_task} ({progress.last_saved_at:%H:%M:%S} UTC)."
-        if progress.last_saved_task
-        else "No answer of yours is saved in this campaign yet."
-    )
-    if rate is not None:
-        state += f" Item #{rate['item'].task_id} below is not saved yet."
-    st.info(f"Welcome back. {state}", icon=":material/restore:")
-if rate is None:
-    if loaded:  # (otherwise service_errors has already said what went wrong)
-        st.success("Nothing left for you to rate in this campaign. Thank you!")
-        others = [c for c in choices if c.id != campaign_id and c.left_for_me > 0]
-        if others:
-            st.info(
-                "Other campaigns have work for you: "
-                + ", ".join(f"{widgets.md_escape(c.name)} ({c.left_for_me})" for c in others)
-                + ". Pick one in the Campaign box."
+
+    rate, loaded = None, False
+    with session.service_errors("load the next item"):
+        rate, loaded = _load(campaign_id), True
+    progress = None
+    with session.service_errors("read your progress"):
+        progress = em.rating.progress(campaign_id)
+    if progress is not None:
+        saved = (
+            f" · last answer saved: item #{progress.last_saved_task} at {progress.last_saved_at:%H:%M:%S} UTC"
+            if progress.last_saved_at
+            else ""
+        )
+        st.markdown(
+            f":material/task_alt: **{progress.done_by_me}** done · **{progress.left_for_me}** left for you · "
+            f"**{progress.left_in_campaign}** left in campaign{saved}",
+            help="Done: your saved answers in this campaign. Left for you: items you may still rate.",
+        )
+    if st.session_state.pop(session.RESTORED_KEY, False) and progress is not None:
+        state = (
+            f"Your last saved answer is item #{progress.last_saved_task} ({progress.last_saved_at:%H:%M:%S} UTC)."
+            if progress.last_saved_task
+            else "No answer of yours is saved in this campaign yet."
+        )
+        if rate is not None:
+            state += f" Item #{rate['item'].task_id} below is not saved yet."
+        st.info(f"Welcome back. {state}", icon=":material/restore:")
+    if rate is None:
+        if loaded:  # (otherwise service_errors has already said what went wrong)
+            st.success("Nothing left for you to rate in this campaign. Thank you!")
+            others = [c for c in choices if c.id != campaign_id and c.left_for_me > 0]
+            if others:
+                st.info(
+                    "Other campaigns have work for you: "
+                    + ", ".join(f"{widgets.md_escape(c.name)} ({c.left_for_me})" for c in others)
+                    + ". Pick one in the Campaign box."
+                )
+        return
+
+    item = rate["item"]
+    task_id = item.task_id
+    st.caption(f"Item #{task_id}")
+
+    # -- context: instructions, persona, prompt -------------------------------------------------------
+    if item.instructions:
+        with st.expander("Instructions", expanded=progress is not None and progress.done_by_me == 0):
+            st.markdown(widgets.md_escape(item.instructions))
+    left_col, right_col = st.columns([2, 3], gap="medium")
+    with left_col:
+        widgets.persona_card(item.persona)
+    with right_col:
+        widgets.conversation(item.conversation, lambda i: rate["prompt_audio"].get(i))
+
+    # -- clips -------------------------------------------------------------------------------------------
+    min_real = session.settings().listen_min_real_fraction
+    view = rate.get("timeline")
+    if view is not None:
+        st.markdown("#### Listen to the session")
+        timeline.chart(view, rate["audio"], timeline.marked(task_id))
+        unplayed, reports = timeline.players(task_id, view, rate["audio"])
+        must_play = [lb for lb in rate["audio"]]
+        timeline.event_editor(task_id, view)
+        clip_stimuli = []
+        clip_labels: list[str] = []
+    else:
+        must_play = [s.label for s in item.stimuli if s.audio_sha256]
+        reports = listen.track(task_id, must_play)
+        durations = {
+            s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3] for s in item.stimuli if s.audio_sha256
+        }
+        unplayed = [lb for lb in must_play if not listen.is_played(reports.get(lb), durations.get(lb), min_real)]
+        clip_stimuli = item.stimuli
+        clip_labels = must_play
+        st.markdown("#### Listen to every clip")
+        if item.reference is not None:
+            with st.container(border=True):
+                st.markdown(
+                    f"**Reference** · {widgets.duration_label(item.reference.duration_s)} · "
+                    "score each clip below against it"
+                )
+                st.audio(rate["audio"]["reference"], format="audio/wav")
+    st.session_state["_reports"] = reports
+
+    keys = "QWER"
+    for col, stim in zip(st.columns(len(clip_stimuli), gap="medium") if clip_stimuli else [], clip_stimuli):
+        with col, st.container(key=listen.clip_key(task_id, stim.label), border=True):
+            status = (
+                ":orange-badge[not played yet]" if stim.label in unplayed else ":green-badge[:material/check: played]"
             )
-    st.stop()
-
-item = rate["item"]
-task_id = item.task_id
-_keepalive()
-st.caption(f"Item #{task_id}")
-
-# -- context: instructions, persona, prompt -------------------------------------------------------
-if item.instructions:
-    with st.expander("Instructions", expanded=progress is not None and progress.done_by_me == 0):
-        st.markdown(widgets.md_escape(item.instructions))
-left_col, right_col = st.columns([2, 3], gap="medium")
-with left_col:
-    widgets.persona_card(item.persona)
-with right_col:
-    widgets.conversation(item.conversation, lambda i: rate["prompt_audio"].get(i))
-
-# -- clips -------------------------------------------------------------------------------------------
-min_real = session.settings().listen_min_real_fraction
-view = rate.get("timeline")
-if view is not None:
-    st.markdown("#### Listen to the session")
-    timeline.chart(view, rate["audio"], timeline.marked(task_id))
-    unplayed, reports = timeline.players(task_id, view, rate["audio"])
-    must_play = [lb for lb in rate["audio"]]
-    timeline.event_editor(task_id, view)
-    clip_stimuli = []
-    clip_labels: list[str] = []
-else:
-    must_play = [s.label for s in item.stimuli if s.audio_sha256]
-    reports = listen.track(task_id, must_play)
-    durations = {
-        s.label: s.duration_s or widgets.envelope(rate["audio"][s.label])[3] for s in item.stimuli if s.audio_sha256
-    }
-    unplayed = [lb for lb in must_play if not listen.is_played(reports.get(lb), durations.get(lb), min_real)]
-    clip_stimuli = item.stimuli
-    clip_labels = must_play
-    st.markdown("#### Listen to every clip")
-    if item.reference is not None:
-        with st.container(border=True):
+            key_hint = f" · key {keys[clip_labels.index(stim.label)]}" if stim.label in clip_labels[:4] else ""
             st.markdown(
-                f"**Reference** · {widgets.duration_label(item.reference.duration_s)} · "
-                "score each clip below against it"
+                f"**Clip {stim.label}** · {widgets.duration_label(durations.get(stim.label))} · {status}{key_hint}"
             )
-            st.audio(rate["audio"]["reference"], format="audio/wav")
-st.session_state["_reports"] = reports
+            if stim.audio_sha256:
+                st.audio(rate["audio"][stim.label], format="audio/wav")
+                widgets.waveform(rate["audio"][stim.label])
+            else:
+                st.caption("This response has no audio; judge its text.")
+            if stim.transcript:
+                with st.expander("Transcript", expanded=not stim.audio_sha256):
+                    st.markdown(widgets.md_escape(stim.transcript))
 
-keys = "QWER"
-for col, stim in zip(st.columns(len(clip_stimuli), gap="medium") if clip_stimuli else [], clip_stimuli):
-    with col, st.container(key=listen.clip_key(task_id, stim.label), border=True):
-        status = ":orange-badge[not played yet]" if stim.label in unplayed else ":green-badge[:material/check: played]"
-        key_hint = f" · key {keys[clip_labels.index(stim.label)]}" if stim.label in clip_labels[:4] else ""
-        st.markdown(f"**Clip {stim.label}** · {widgets.duration_label(durations.get(stim.label))} · {status}{key_hint}")
-        if stim.audio_sha256:
-            st.audio(rate["audio"][stim.label], format="audio/wav")
-            widgets.waveform(rate["audio"][stim.label])
-        else:
-            st.caption("This response has no audio; judge its text.")
-        if stim.transcript:
-            with st.expander("Transcript", expanded=not stim.audio_sha256):
-                st.markdown(widgets.md_escape(stim.transcript))
-
-browser.hotkeys(_hotkey_spec(item, task_id, clip_labels), task_id)
-st.caption(
-    "Keys: "
-    + " · ".join(f"{keys[i]} play/pause {lb}" for i, lb in enumerate(clip_labels[:4]))
-    + (" · A / B / T (same) / X (both bad) choose · S / C / M how much" if item.protocol == "pairwise" else "")
-    + " · 1-5 rate · Ctrl+Enter submit"
-)
-
-# -- the form ----------------------------------------------------------------------------------------
-if view is not None:
-    note = "Play the whole session (or both tracks) to the end to enable Submit."
-elif min_real > 0:
-    note = (
-        f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit "
-        f"(at most {1 / min_real:.3g}x speed counts)."
+    browser.hotkeys(_hotkey_spec(item, task_id, clip_labels), task_id)
+    st.caption(
+        "Keys: "
+        + " · ".join(f"{keys[i]} play/pause {lb}" for i, lb in enumerate(clip_labels[:4]))
+        + (" · A / B / T (same) / X (both bad) choose · S / C / M how much" if item.protocol == "pairwise" else "")
+        + " · 1-5 rate · Ctrl+Enter submit"
     )
-else:
-    note = f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit."
-errors = st.session_state.get("rate_errors", {}).get(task_id, {})
-rating_form(item, unplayed, errors, on_submit=lambda: _submit(rate, must_play, unplayed, view), unplayed_note=note)
-st.button(
-    "Skip this item",
-    help="Give it to another rater (you will not see it again) and load the next one.",
-    key=f"skip-{task_id}",
-    on_click=_skip,
-    args=(rate,),
-)
+
+    # -- the form ----------------------------------------------------------------------------------------
+    if view is not None:
+        note = "Play the whole session (or both tracks) to the end to enable Submit."
+    elif min_real > 0:
+        note = (
+            f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit "
+            f"(at most {1 / min_real:.3g}x speed counts)."
+        )
+    else:
+        note = f"Play {' and '.join(f'clip {x}' for x in unplayed)} to the end to enable Submit."
+    errors = st.session_state.get("rate_errors", {}).get(task_id, {})
+    rating_form(item, unplayed, errors, on_submit=lambda: _submit(rate, must_play, unplayed, view), unplayed_note=note)
+    st.button(
+        "Skip this item",
+        help="Give it to another rater (you will not see it again) and load the next one.",
+        key=f"skip-{task_id}",
+        on_click=_skip,
+        args=(rate,),
+    )
+
+
+_keepalive()
+_rate_area()
