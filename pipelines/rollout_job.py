@@ -201,6 +201,9 @@ def run_rollout_job(em: Earmark, cfg: RolloutJobConfig, *, progress: bool = True
             done,
             resubmits=cfg.resubmits,
             raise_on_failure=False,
+            # the policy's voice (eSpeak NG) carries synthesis state from clip to clip within a
+            # process: batch n on actor n mod N gives every actor the same history on every run
+            pinned=True,
         )
         ingest(len(batches))  # the batches after one that failed for good
     pool.kill()
