@@ -1,7 +1,7 @@
 """Where `earmark demo` spends its time; prints one JSON object on stdout (the demo's own output
 goes to stderr).
 
-    python bench/demo_profile.py [--rounds 2] [--actors 2] [--home DIR]
+    python bench/demo_profile.py [--rounds 2] [--actors 2] [--seed 0] [--home DIR]
 
 Runs the real demo (embedded PostgreSQL, Ray, the real scorers) on a fresh EARMARK_HOME (a temp dir
 unless --home is given) with the environment ``./run`` sets, and times each stage by wrapping the
@@ -95,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the demo's seed (earmark demo --seed)")
     ap.add_argument("--home", type=Path, default=None, help="EARMARK_HOME (default: a fresh temp dir)")
     args = ap.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="earmark-demo-profile-"))
@@ -112,7 +113,7 @@ def main() -> None:
         timer = StageTimer()
         instrument(timer)
         imports_s = time.monotonic() - t0
-        reports = demo.run_demo(Settings(), rounds=args.rounds, actors=args.actors)
+        reports = demo.run_demo(Settings(), rounds=args.rounds, actors=args.actors, seed=args.seed)
     total = time.monotonic() - t0
     stages = {"imports": round(imports_s, 1)}
     stages.update({k: round(v, 1) for k, v in sorted(timer.seconds.items(), key=lambda kv: -kv[1])})
@@ -131,6 +132,11 @@ def main() -> None:
                     for d in sorted(first)
                     if d in last
                 },
+                "heldout_per_round": {
+                    str(r.round): {d: round(v, 4) for d, v in r.heldout_means.items()} for r in reports
+                },
+                "labels_per_round": {str(r.round): r.label_counts for r in reports if r.label_counts},
+                "seed": args.seed,
                 "loadavg_start": [round(x, 2) for x in load_start],
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
                 "cpus": os.cpu_count(),

@@ -5,6 +5,10 @@ results are handed back as they finish, in any order. A batch whose actor died f
 ``max_restarts``/``max_task_retries`` spent) is resubmitted on a fresh actor up to ``resubmits``
 times; after that it counts as failed, or raises when ``raise_on_failure``. Resubmitting is safe
 because both jobs write through idempotent bulk inserts (a key that exists is skipped).
+
+``pinned``: batch n always runs on actor n mod N (in order), instead of on whichever actor frees up
+first. For work whose result depends on what the same process did before (eSpeak NG carries its
+synthesis state from one utterance to the next), so a run repeats batch for batch.
 """
 
 from __future__ import annotations
@@ -41,17 +45,23 @@ class ActorPool(Generic[B]):
         *,
         resubmits: int = 0,
         raise_on_failure: bool = True,
+        pinned: bool = False,
     ) -> list[B]:
         """``submit(actor, batch)`` returns an ObjectRef; ``on_result(batch, value)`` gets each value.
         Returns the batches that failed after every resubmission (empty when ``raise_on_failure``)."""
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-        queue: deque[_Job[B]] = deque(_Job(b) for b in batches)
+        jobs = [_Job(b) for b in batches]
+        if pinned:  # one queue per actor: batch n on actor n mod N
+            queues = [deque(jobs[i :: len(self.actors)]) for i in range(len(self.actors))]
+        else:  # one queue: each batch on whichever actor frees up first
+            queues = [deque(jobs)] * len(self.actors)
         pending: dict[Any, tuple[int, Any, _Job[B]]] = {}
         failed: list[B] = []
 
         def feed(slot: int) -> None:
+            queue = queues[slot]
             if queue:
                 job = queue.popleft()
                 actor = self.actors[slot]
@@ -73,7 +83,7 @@ class ActorPool(Generic[B]):
                     failed.append(job.batch)
                 else:
                     log.warning("actor died (%s); resubmitting its batch", type(exc).__name__)
-                    queue.appendleft(_Job(job.batch, job.attempt + 1))
+                    queues[slot].appendleft(_Job(job.batch, job.attempt + 1))
                     if actor is self.actors[slot]:  # its queued batch fails too: replace the actor once
                         self.actors[slot] = self._spawn()
             else:

@@ -13,6 +13,7 @@ quality control (gold items) has someone to catch.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import random
 import sys
@@ -47,6 +48,17 @@ EVAL_DIMENSIONS = ("prosody_match", "transcript_accuracy", "persona_consistency"
 # The v0 policy memorised its corpus: at the usual temperature, samples of a train prompt are often
 # identical and a pair of identical clips teaches nothing. Sample train rollouts hotter.
 TRAIN_TEMPERATURE = 1.3
+# `earmark demo --seed`: every draw of a run (rollout samples, campaign items and A/B orders, the
+# simulated raters' noise, DPO's data order) derives from it, so one seed gives one result.
+DEFAULT_SEED = 0
+
+
+def stage_seed(seed: int, stage: str, round: int) -> int:
+    """The seed of one stage of one round, from the demo's seed. Per-item seeds derive from it in
+    turn (a rollout's from (this, round, prompt, sample), a judgment's from (this, turn, rater)),
+    never from which Ray actor ran the item or when."""
+    h = hashlib.blake2b(f"earmark-demo:{seed}:{stage}:{round}".encode(), digest_size=4)
+    return int.from_bytes(h.digest(), "little")
 
 
 @dataclass
@@ -228,7 +240,9 @@ def seed_demo(em: Earmark) -> dict[str, Any]:
     return {"v0": v0, "targets": targets, "train": train_ids, "heldout": heldout_ids}
 
 
-def heldout_eval(em: Earmark, policy: Any, heldout: list[str], round: int, actors: int) -> dict[str, float]:
+def heldout_eval(
+    em: Earmark, policy: Any, heldout: list[str], round: int, actors: int, seed: int = DEFAULT_SEED
+) -> dict[str, float]:
     """Rollouts of ``policy`` on held-out prompts, scored; mean per dimension."""
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
@@ -243,7 +257,7 @@ def heldout_eval(em: Earmark, policy: Any, heldout: list[str], round: int, actor
             samples=HELDOUT_SAMPLES,
             round=round,
             actors=actors,
-            seed=1000 + round,
+            seed=stage_seed(seed, "heldout-rollouts", round),
         ),
     )
     run_scoring_job(
@@ -294,7 +308,13 @@ JUDGE = _judge()
 
 
 def run_demo(
-    settings: Settings, rounds: int = 2, *, wait_for_humans: bool = False, human_timeout_s: float = 600, actors: int = 2
+    settings: Settings,
+    rounds: int = 2,
+    *,
+    wait_for_humans: bool = False,
+    human_timeout_s: float = 600,
+    actors: int = 2,
+    seed: int = DEFAULT_SEED,
 ) -> list[RoundReport]:
     import earmark
     from earmark.domain.enums import Role
@@ -309,9 +329,17 @@ def run_demo(
         em = earmark.connect(settings)
     console.rule("[bold]earmark demo")
     console.print(f"store ready in {time.monotonic() - t_start:.1f}s; home {settings.home_dir}")
+    reused = em.rollouts.count()
     with console.status("importing starter personas and prompts (user turns spoken by eSpeak NG)"):
         world = seed_demo(em)
-    console.print(f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0")
+    console.print(
+        f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0, seed {seed}"
+    )
+    if reused:
+        console.print(
+            f"[yellow]{settings.home_dir} already holds {reused} rollouts of an earlier run: they are reused and the "
+            "figures continue from them; a fresh EARMARK_HOME reproduces a seed's figures"
+        )
     if JUDGE is None:
         console.print(
             "[yellow]no generative judge: SmolLM2 is not installed "
@@ -328,7 +356,7 @@ def run_demo(
     policy = world["v0"]
     console.rule("round 0: baseline on held-out prompts")
     t0 = time.monotonic()
-    rep0 = RoundReport(0, policy.version, heldout_eval(em, policy, world["heldout"], 0, actors))
+    rep0 = RoundReport(0, policy.version, heldout_eval(em, policy, world["heldout"], 0, actors, seed))
     rep0.seconds = time.monotonic() - t0
     reports.append(rep0)
     for rnd in range(1, rounds + 1):
@@ -336,14 +364,14 @@ def run_demo(
         t0 = time.monotonic()
         res = run_online_dpo_round(
             admin,
-            _round_config(world, policy, rnd, actors, wait_for_humans, human_timeout_s),
+            _round_config(world, policy, rnd, actors, wait_for_humans, human_timeout_s, seed),
             settings,
-            on_campaign=_raters(em, world, rnd, wait_for_humans, human_timeout_s),
+            on_campaign=_raters(em, world, rnd, wait_for_humans, human_timeout_s, seed),
             on_progress=_narrate(wait_for_humans),
         )
         new_policy, metrics, flagged = res.policy, res.train_metrics, res.flagged_raters
         rep = RoundReport(rnd, new_policy.version, label_counts=dict(res.label_counts), train_metrics=metrics)
-        rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors)
+        rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors, seed)
         rep.alerts = _drift(em, policy, new_policy, settings)
         if flagged:
             rep.alerts.append(f"raters flagged by gold screening: {', '.join(map(str, flagged))}")
@@ -357,12 +385,18 @@ def run_demo(
             f"(v{world['v0'].version} -> v{policy.version}) {a}" for a in _drift(em, world["v0"], policy, settings)
         ]
     release_actors()
-    _print_summary(reports, settings, time.monotonic() - t_start)
+    _print_summary(reports, settings, time.monotonic() - t_start, seed)
     return reports
 
 
 def _round_config(
-    world: dict[str, Any], policy: Any, rnd: int, actors: int, wait_for_humans: bool, human_timeout_s: float
+    world: dict[str, Any],
+    policy: Any,
+    rnd: int,
+    actors: int,
+    wait_for_humans: bool,
+    human_timeout_s: float,
+    seed: int = DEFAULT_SEED,
 ) -> Any:
     """The demo's round as an online DPO round: people judge half the tasks (or the simulation
     does, before the wait, so the wait is one read); AI labels fill the rest, marked "ai"."""
@@ -377,7 +411,7 @@ def _round_config(
         round=rnd,
         actors=actors,
         keep_scoring_actors=True,
-        seed=rnd,
+        seed=stage_seed(seed, "train-rollouts", rnd),
         temperature=TRAIN_TEMPERATURE,
         scorers=SCORERS,
         ai_reward_model="prosody",
@@ -387,7 +421,7 @@ def _round_config(
             overlap=3,
             gold_ratio=0.2,
             max_items=len(world["train"]) * 2,
-            seed=rnd,
+            seed=stage_seed(seed, "campaign", rnd),
             instructions="Which reply sounds more like the persona described? Listen to both clips fully.",
         ),
         quota_fraction=0.5,
@@ -398,10 +432,13 @@ def _round_config(
         close_campaign="never",
         screen_raters=True,
         snapshot_name=f"demo-round-{rnd}",
+        dpo={"seed": stage_seed(seed, "dpo", rnd)},
     )
 
 
-def _raters(em: Earmark, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float):  # noqa: ANN202
+def _raters(  # noqa: ANN202
+    em: Earmark, world: dict[str, Any], rnd: int, wait_for_humans: bool, timeout_s: float, seed: int = DEFAULT_SEED
+):
     def on_campaign(camp: Any, quota: int) -> None:
         if wait_for_humans:
             console.print(
@@ -411,7 +448,7 @@ def _raters(em: Earmark, world: dict[str, Any], rnd: int, wait_for_humans: bool,
             )
             return
         tasks = em.campaigns.progress(camp.id).tasks
-        n = simulate_raters(em, camp.id, world["targets"], quota, seed=rnd)
+        n = simulate_raters(em, camp.id, world["targets"], quota, seed=stage_seed(seed, "raters", rnd))
         console.print(
             f"campaign {camp.name}: {n} judgments by {SIM_RATERS} simulated raters "
             f"(one careless), {tasks - n} slots left for people"
@@ -450,10 +487,10 @@ def _drift(em: Earmark, old: Any, new: Any, settings: Settings) -> list[str]:
 SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig.", "persona_consistency": "judge"}
 
 
-def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float) -> None:
+def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float, seed: int = DEFAULT_SEED) -> None:
     dims = sorted({d for r in reports for d in r.heldout_means})
     table = Table(
-        title="earmark demo: mean reward on held-out prompts per round",
+        title=f"earmark demo (seed {seed}): mean reward on held-out prompts per round",
         caption=(
             "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
             "the response text (verifiable); judge = persona consistency by SmolLM2-135M G-Eval (generative; weak: "

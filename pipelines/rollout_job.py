@@ -4,6 +4,11 @@ Exactly once rests on the store, not on Ray: every row has the key (prompt, poli
 and the bulk ingest skips keys that exist. So Ray is free to retry a task on a restarted actor
 (``max_restarts``/``max_task_retries``), the driver may resubmit a batch whose actor died for good,
 and a re-run of the same job computes only the (prompt, sample) pairs still missing.
+
+Actors put the audio in the blob store and hand back the rows; the driver ingests the batches in
+plan order (each as soon as every earlier batch is in), so the rows' ids follow the plan, not which
+actor finished first: everything that later reads rollouts in id order (campaign pairs, scoring
+batches, snapshot rows and so DPO's data order) is the same from run to run.
 """
 
 from __future__ import annotations
@@ -128,11 +133,11 @@ def _actor_class():  # noqa: ANN202 - built lazily so importing this module need
             round: int,
             job_seed: int,
             duplex: dict[str, Any] | None = None,
-        ) -> int:
+        ) -> list[Any]:
             from pipelines import rollouts
 
             results = rollouts.generate(self.policy, items, params, job_seed=job_seed, round=round, duplex=duplex)
-            return len(rollouts.store(self.em, policy_id, round, params, results, vocab=self.policy.name))
+            return rollouts.rollout_rows(self.em, policy_id, round, params, results, vocab=self.policy.name)
 
         def node(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -168,15 +173,26 @@ def run_rollout_job(em: Earmark, cfg: RolloutJobConfig, *, progress: bool = True
     pool: ActorPool[tuple[int, list[WorkItem]]] = ActorPool(spawn, n_actors)
     nodes = sorted(set(ray.get([a.node.remote() for a in pool.actors])))
     startup_s = time.monotonic() - t0
-    batches = [(i, items[i : i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+    batches = [(n, items[i : i + cfg.batch_size]) for n, i in enumerate(range(0, len(items), cfg.batch_size))]
     written = 0
     duplex = {"decision_temperature": cfg.duplex_decision_temperature}
+    finished: dict[int, list[Any]] = {}  # batch number -> rows, until every earlier batch is in
+    next_batch = 0
+
+    def ingest(upto: int) -> None:
+        nonlocal written, next_batch
+        while next_batch < upto:
+            rows = finished.pop(next_batch, None)
+            if rows:  # None: the batch failed for good (reported below)
+                written += len(em.rollouts.ingest(rows))
+            next_batch += 1
 
     with progress_bar(total=len(items), desc=f"rollouts {policy.name} v{policy.version}", enabled=progress) as bar:
 
-        def done(batch: tuple[int, list[WorkItem]], n: int) -> None:
-            nonlocal written
-            written += n
+        def done(batch: tuple[int, list[WorkItem]], rows: list[Any]) -> None:
+            finished[batch[0]] = rows
+            while next_batch in finished:
+                ingest(next_batch + 1)
             bar.update(len(batch[1]))
 
         failed_batches = pool.run(
@@ -185,7 +201,11 @@ def run_rollout_job(em: Earmark, cfg: RolloutJobConfig, *, progress: bool = True
             done,
             resubmits=cfg.resubmits,
             raise_on_failure=False,
+            # the policy's voice (eSpeak NG) carries synthesis state from clip to clip within a
+            # process: batch n on actor n mod N gives every actor the same history on every run
+            pinned=True,
         )
+        ingest(len(batches))  # the batches after one that failed for good
     pool.kill()
     failed = len(failed_batches)
     result = RolloutJobResult(

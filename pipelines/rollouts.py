@@ -20,7 +20,16 @@ from earmark.domain.records import RolloutCreate
 from pipelines.duplex import rollouts as duplex_rollouts
 from pipelines.work_items import Result, WorkItem, derive_seed
 
-__all__ = ["Result", "WorkItem", "derive_seed", "for_policy", "generate", "prompt_conversation", "store"]
+__all__ = [
+    "Result",
+    "WorkItem",
+    "derive_seed",
+    "for_policy",
+    "generate",
+    "prompt_conversation",
+    "rollout_rows",
+    "store",
+]
 
 if TYPE_CHECKING:
     from earmark.api import Earmark
@@ -114,6 +123,14 @@ def store(
     em: Earmark, policy_id: int, round: int, params: SamplingParams, results: list[Result], vocab: str | None = None
 ) -> dict[tuple[int, int, int, int], int]:
     """Audio to the blob store first, then every row in one bulk, idempotent transaction."""
+    return em.rollouts.ingest(rollout_rows(em, policy_id, round, params, results, vocab))
+
+
+def rollout_rows(
+    em: Earmark, policy_id: int, round: int, params: SamplingParams, results: list[Result], vocab: str | None = None
+) -> list[RolloutCreate]:
+    """The rows of ``results``, their audio already in the blob store (content-addressed, so
+    storing a clip twice keeps one copy); ``em.rollouts.ingest`` writes them."""
     rows = []
     for item, turns, seed in results:
         messages: list[dict[str, Any]] = []
@@ -155,4 +172,4 @@ def store(
                 timeline=timeline,
             )
         )
-    return em.rollouts.ingest(rows)
+    return rows

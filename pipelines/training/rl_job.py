@@ -7,7 +7,7 @@ prompts are rolled out and scored before (round-0 policy) and after (the registe
 ``EVAL_ROUND``, and KL(pi || reference) is measured on the held-out samples of the result.
 
 Modes: ``num_workers=0`` keeps the learner in this process and samples with it directly (then
-stores through ``pipelines.rollouts.store``, the function the rollout actors call); ``num_workers=1``
+stores through ``pipelines.rollouts.store``, the rows the rollout actors build); ``num_workers=1``
 runs the rollout job and the scoring job on their Ray actor pools and the learner in a Ray actor,
 re-created from the last round's checkpoint if it dies (the run row records the resume).
 """

@@ -78,11 +78,23 @@ def demo(
     ),
     human_timeout: float = typer.Option(1800, min=10, help="Seconds to wait for people before AI labels fill in."),
     actors: int = typer.Option(2, min=1, max=64, help="Ray actors for rollouts and scoring."),
+    seed: int = typer.Option(
+        0,
+        help="Seed of every draw (rollouts, campaigns, simulated raters, DPO): on a fresh EARMARK_HOME one seed "
+        "gives one result.",
+    ),
 ) -> None:
     """Run the whole loop on embedded defaults: rollouts, scores, annotation, labels, DPO, drift."""
     from pipelines.demo import run_demo
 
-    run_demo(settings(), rounds=rounds, wait_for_humans=wait_for_humans, human_timeout_s=human_timeout, actors=actors)
+    run_demo(
+        settings(),
+        rounds=rounds,
+        wait_for_humans=wait_for_humans,
+        human_timeout_s=human_timeout,
+        actors=actors,
+        seed=seed,
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class CampaignCreate(BaseModel):
     prompt_ids: list[int] | None = None
     max_items: int = Field(default=200, ge=1, le=100_000)
     reward_model_id: int | None = Field(default=None, description="pick pairs where this model is least sure")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the item choice, gold items and presentation orders")
     preset: str | None = Field(
         default=None,
         description="regime preset (earmark.regimes) that fills protocol, "
@@ -140,7 +140,7 @@ class CampaignService(Service):
             )
             s.add(camp)
             s.flush()
-            self._add_items(s, camp, items, spec.overlap)
+            self._add_items(s, camp, items, spec.overlap, spec.seed)
             self.ctx.audit(
                 s,
                 "campaigns.create",
@@ -325,7 +325,11 @@ class CampaignService(Service):
         return out
 
     @staticmethod
-    def _add_items(s: Session, camp: Campaign, items: list[dict[str, Any]], overlap: int) -> None:
+    def _add_items(s: Session, camp: Campaign, items: list[dict[str, Any]], overlap: int, seed: int) -> None:
+        """Comparisons and their k task slots. Each slot's blind presentation order (which clip is
+        A, where a planted MUSHRA stimulus lands) is drawn here from the campaign's seed, in a
+        stream of its own (the item choice above is the same with or without it), so the same
+        seed presents the same campaign the same way."""
         comps = [
             Comparison(
                 campaign_id=camp.id,
@@ -339,13 +343,14 @@ class CampaignService(Service):
         ]
         s.add_all(comps)
         s.flush()
-        s.add_all(
-            [
-                Task(campaign_id=camp.id, comparison_id=c.id, slot=k)
-                for c in comps
-                for k in range(1 if c.is_gold else overlap)
-            ]
-        )
+        rng = random.Random(f"presentation:{seed}")
+        tasks = []
+        for c in comps:
+            n = len(c.rollout_ids) + len(c.reason.get("planted") or [])
+            for k in range(1 if c.is_gold else overlap):
+                order = rng.sample(range(n), n)
+                tasks.append(Task(campaign_id=camp.id, comparison_id=c.id, slot=k, presentation={"order": order}))
+        s.add_all(tasks)
 
     # -- reading ---------------------------------------------------------------------------------
     @action("campaigns.view")

@@ -91,9 +91,11 @@ class RaterItem:
 # leases in this open campaign, plus one new lease when they hold fewer than :want. The new one is
 # the lowest open slot (items complete before new ones start) whose item this rater has not judged
 # or held or skipped, in the configured serving order, skipping rows other raters are locking; a
-# campaign assigned to rater groups serves only their members; the order in which its stimuli are shown (blind
-# A/B) is randomized and recorded on the task. The order covers the rollouts and any planted
-# stimuli (MUSHRA hidden reference and anchor), so those land at random positions too.
+# campaign assigned to rater groups serves only their members. The order in which its stimuli are shown (blind
+# A/B) is the task's, drawn from the campaign's seed when the campaign was made (reproducible); a task
+# without one (made before orders were drawn at creation) gets a random one here, recorded on it. The
+# order covers the rollouts and any planted stimuli (MUSHRA hidden reference and anchor), so those land
+# at random positions too.
 _CLAIM_SQL = """
 WITH camp AS (
   SELECT id FROM campaigns WHERE id = :c AND status = 'open'
