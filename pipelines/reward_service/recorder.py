@@ -69,6 +69,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
         self.committed_rows = 0
+        self.commits = 0  # groups committed (committed_rows / commits: the mean group size)
 
     async def start(self) -> None:
         await self._connect()
@@ -145,6 +146,7 @@ class Recorder:
                     fut.set_exception(RecorderUnavailable("the store could not record this request's scores; retry"))
             return
         self.committed_rows += sum(n for _, n, _ in batch)
+        self.commits += 1
         for _, _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
