@@ -177,6 +177,13 @@ def test_limits_refused_before_work(server) -> None:
         timeout=60,
     )
     assert big.status_code == 413
+    nan = httpx.post(  # JSON's NaN extension (Python's json writes it): refused, not a 503 from the store
+        url + "/get_reward",
+        content=b'{"query": ["x", "y"], "labels": [NaN, [1, Infinity]]}',
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert nan.status_code == 400 and "label 0 holds NaN" in nan.json()["error"]["message"], nan.text
     assert _events(em) == []
 
 
