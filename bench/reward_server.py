@@ -188,6 +188,7 @@ def main() -> None:
                 "rounds": args.rounds,
                 "scorers": ["answer_match", "tool_calls"],
                 "cpus": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in os.getloadavg()],  # absolute figures need an idle machine
                 "batches": {},
             }
             for batch in (1, 8):
@@ -226,6 +227,7 @@ def main() -> None:
                     "acked_items": len(acked),
                     "events_for_acked": sum(counts.get(u, 0) for u in acked),
                 }
+            out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print(json.dumps(out, indent=1))
         finally:
             for p in procs:

@@ -16,28 +16,36 @@ import pytest
 from reward_service_fixtures import start_service
 
 OPENRLHF_VERSION = "0.11.2"
+VERL_VERSION = "0.9.1"
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "openrlhf"
 TOKEN = "peer-token-0123456789-abcdefghijklmnop"
 
 
-def _openrlhf_root() -> Path:
-    """OpenRLHF's released wheel, unpacked; downloaded once into .cache/ (a failure fails the test)."""
-    wheels = sorted(CACHE.glob(f"openrlhf-{OPENRLHF_VERSION}-*.whl"))
+def _released(package: str, version: str, marker: str) -> Path:
+    """A released wheel (no dependencies), unpacked; downloaded once into .cache/ (a failure fails
+    the test). Returns the directory that holds the package, found by one of its files."""
+    cache = CACHE.parent / package
+    wheels = sorted(cache.glob(f"{package}-{version}-*.whl"))
     if not wheels:
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", f"openrlhf=={OPENRLHF_VERSION}", "-d", str(CACHE)],
+            [sys.executable, "-m", "pip", "download", "--no-deps", f"{package}=={version}", "-d", str(cache)],
             capture_output=True,
             text=True,
         )
-        wheels = sorted(CACHE.glob(f"openrlhf-{OPENRLHF_VERSION}-*.whl"))
+        wheels = sorted(cache.glob(f"{package}-{version}-*.whl"))
         if r.returncode or not wheels:
-            pytest.fail(f"could not download openrlhf=={OPENRLHF_VERSION}: {r.stderr[-2000:]}")
-    dest = CACHE / f"unpacked-{OPENRLHF_VERSION}"
+            pytest.fail(f"could not download {package}=={version}: {r.stderr[-2000:]}")
+    dest = cache / f"unpacked-{version}"
     if not dest.exists():
         with zipfile.ZipFile(wheels[0]) as z:
             z.extractall(dest)
-    return next(p.parents[2] for p in dest.rglob("openrlhf/utils/agent.py"))
+    depth = marker.count("/")
+    return next(p.parents[depth] for p in dest.rglob(marker))
+
+
+def _openrlhf_root() -> Path:
+    return _released("openrlhf", OPENRLHF_VERSION, "openrlhf/utils/agent.py")
 
 
 @pytest.fixture
@@ -208,3 +216,67 @@ def test_verl_client_error_is_clear(verl, monkeypatch) -> None:
     with pytest.raises(remote.RemoteRewardError, match="401"):
         remote.compute_score("openai/gsm8k", "#### 1", "1")
     assert remote.regime_for("openai/gsm8k") == "reasoning" and remote.regime_for("x", {"regime": "asr"}) == "asr"
+
+
+@pytest.fixture
+def verl_own(monkeypatch):
+    """veRL's own reward-function loader (verl.trainer.ppo.reward.get_custom_reward_fn) and rule
+    scorers (verl.utils.reward_score), imported from the released wheel. Package __init__s that
+    pull in torch/tensordict/transformers are skipped (packages registered with their real
+    __path__); ``verl.DataProto``, only a type name for these modules, is a placeholder."""
+    import importlib
+
+    root = _released("verl", VERL_VERSION, "verl/trainer/ppo/reward.py") / "verl"
+    for name in [n for n in sys.modules if n == "verl" or n.startswith("verl.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for pkg in ("", ".utils", ".trainer", ".trainer.ppo"):
+        mod = types.ModuleType("verl" + pkg)
+        mod.__path__ = [str(root / pkg.lstrip(".").replace(".", "/"))]
+        monkeypatch.setitem(sys.modules, "verl" + pkg, mod)
+    sys.modules["verl"].DataProto = type("DataProto", (), {})
+    reward = importlib.import_module("verl.trainer.ppo.reward")
+    scores = importlib.import_module("verl.utils.reward_score")
+    assert Path(reward.__file__).is_relative_to(root)
+    return reward, scores
+
+
+def _verl_config(name: str) -> SimpleNamespace:
+    path = Path(__file__).resolve().parents[1] / "reward_models" / "remote.py"
+    return SimpleNamespace(reward={"custom_reward_function": {"path": str(path), "name": name, "reward_kwargs": {}}})
+
+
+def test_verl_loads_and_calls_the_custom_reward_file_itself(verl, verl_own) -> None:
+    """veRL 0.9.1 loads reward_models/remote.py by path (as a fresh module) and calls it as its
+    NaiveRewardManager (per sample, keyword arguments) and BatchRewardManager do."""
+    reward, _ = verl_own
+    fn = reward.get_custom_reward_fn(_verl_config("compute_score"))
+    for ds, sol, gt, want in VERL_CASES:
+        out = fn(data_source=ds, solution_str=sol, ground_truth=gt, extra_info={"index": 0, "split": "train"})
+        assert out["score"] == want and set(out) == {"score", "valid", "verifiable", "preference"}, (ds, out)
+    batch = reward.get_custom_reward_fn(_verl_config("compute_score_batch"))
+    ds, sols, gts, wants = zip(*VERL_CASES, strict=True)
+    extras = np.array([{"index": i, "split": "train"} for i in range(len(sols))], dtype=object)
+    out = batch(
+        data_sources=np.array(ds, dtype=object), solution_strs=list(sols), ground_truths=list(gts), extra_infos=extras
+    )
+    assert [o["score"] for o in out] == list(wants)
+
+
+# veRL's own example answer formats (examples/data_preprocess: GSM8K ground truth = the number after
+# '####' as a string, MATH = the boxed answer's LaTeX), where its own rule scorer is defined
+VERL_AGREE = [
+    ("openai/gsm8k", "48 + 24 = 72 clips.\n#### 72", "72"),
+    ("openai/gsm8k", "48 + 24 = 72 clips.\n#### 71", "72"),
+    ("openai/gsm8k", "#### 1,000", "1000"),
+    ("lighteval/MATH", "The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("DigitalLearningGmbH/MATH-lighteval", "so \\boxed{\\dfrac{3}{4}}", "\\frac{3}{4}"),
+    ("HuggingFaceH4/MATH-500", "so \\boxed{5}", "7"),
+]
+
+
+@pytest.mark.parametrize("ds, sol, gt", VERL_AGREE, ids=[f"{c[0]}-{i}" for i, c in enumerate(VERL_AGREE)])
+def test_verl_scores_agree_with_verls_own_rule_scorers(verl, verl_own, ds, sol, gt) -> None:
+    remote, _ = verl
+    _, own = verl_own
+    theirs = own.default_compute_score(ds, sol, gt)
+    assert remote.compute_score(ds, sol, gt)["score"] == float(theirs)

@@ -177,6 +177,13 @@ def test_limits_refused_before_work(server) -> None:
         timeout=60,
     )
     assert big.status_code == 413
+    nan = httpx.post(  # JSON's NaN extension (Python's json writes it): refused, not a 503 from the store
+        url + "/get_reward",
+        content=b'{"query": ["x", "y"], "labels": [NaN, [1, Infinity]]}',
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert nan.status_code == 400 and "label 0 holds NaN" in nan.json()["error"]["message"], nan.text
     assert _events(em) == []
 
 
@@ -296,3 +303,20 @@ def test_cli_token_mints_once_and_stores_hash(committed_em, tmp_path, monkeypatc
     assert digest == hashlib.sha256(token.encode()).hexdigest()
     again = CliRunner().invoke(app, ["rm", "token", "cli-team"])
     assert again.exit_code == 2 and "--replace" in again.output
+
+
+def test_non_finite_scorer_output_is_an_item_error() -> None:
+    import json
+
+    from pipelines.reward_service.app import _json
+    from pipelines.reward_service.protocol import build_response
+    from pipelines.reward_service.scoring import ScoringEngine
+
+    e = ScoringEngine([{"name": "answer_match"}], "reasoning")
+    bad = e._compose("reasoning", (("exact_match", float("nan")), ("normalized_match", 1.0)), ())
+    ok = e._compose("reasoning", (("exact_match", 1.0), ("normalized_match", 1.0)), ())
+    assert bad.score is None and "non-finite score for exact_match" in bad.error
+    body = json.loads(_json(200, build_response([ok, bad])).body)
+    assert body["rewards"] == [1.0, 0.0] and body["extra_logs"]["valid"] == [1.0, 0.0]
+    assert all(v is not None for vals in body["extra_logs"].values() for v in vals)
+    assert "nan" not in bad.parts_json.lower()

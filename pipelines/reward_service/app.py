@@ -286,7 +286,12 @@ class RewardApp:
                     label_json.append(None)
                     continue
                 # the JSON stored with the event, made once: json.dumps' own encoding of a string
-                blob = encode_basestring_ascii(label) if type(label) is str else json.dumps(label)
+                try:
+                    blob = encode_basestring_ascii(label) if type(label) is str else json.dumps(label, allow_nan=False)
+                except ValueError:  # JSON's NaN/Infinity extensions: no jsonb value holds them
+                    raise HttpError(
+                        400, "invalid_input", f"label {i} holds NaN or Infinity; send finite numbers"
+                    ) from None
                 label_json.append(blob)
                 if isinstance(label, (int, float)):
                     continue

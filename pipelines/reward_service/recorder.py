@@ -2,8 +2,9 @@
 
 Each worker process has one bounded asyncio queue and one writer task with its own connection.
 A request puts its rows on the queue and waits; the writer takes everything queued (group
-commit), writes it with one ``COPY serving_events FROM STDIN`` and one COMMIT, then wakes every
-waiting request. Durability rule: a reward is answered only after its events are committed, so
+commit), writes it with one ``COPY serving_events FROM STDIN`` on an autocommit connection (the
+COPY is its own transaction: committed, WAL flushed, when the server acknowledges it; no separate
+COMMIT round trip), then wakes every waiting request. Durability rule: a reward is answered only after its events are committed, so
 a crash (even kill -9) can lose unanswered requests but never an answered score. A full queue
 or a store that cannot commit answers 503 (retry), never an unrecorded reward.
 """
@@ -69,6 +70,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
         self.committed_rows = 0
+        self.commits = 0  # groups committed (committed_rows / commits: the mean group size)
 
     async def start(self) -> None:
         await self._connect()
@@ -92,7 +94,7 @@ class Recorder:
     async def _connect(self) -> None:
         import psycopg
 
-        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=False)
+        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         self.healthy = True
 
     async def record(self, lines: str, n_rows: int, timeout_s: float) -> None:
@@ -115,7 +117,7 @@ class Recorder:
         async with self._conn.cursor() as cur:
             async with cur.copy(COPY_SQL) as copy:
                 await copy.write(data)  # one buffer for the whole group, not a call per row
-        await self._conn.commit()
+        # leaving the block waits for COPY's completion: with autocommit that is its commit
 
     async def _run(self) -> None:
         while True:
@@ -145,6 +147,7 @@ class Recorder:
                     fut.set_exception(RecorderUnavailable("the store could not record this request's scores; retry"))
             return
         self.committed_rows += sum(n for _, n, _ in batch)
+        self.commits += 1
         for _, _, fut in batch:
             if not fut.done():
                 fut.set_result(None)
