@@ -9,9 +9,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit.components.v2 as components_v2
+
+
+def compact_js(source: str) -> str:
+    """The component's script without comments and indentation: components v2 send their script
+    with every rerun that mounts them (the rate page's trackers: each listen report and submit)."""
+    out = []
+    for line in source.splitlines():
+        code = re.sub(r"\s{2,}// .*$", "", line).strip()  # trailing comments are set off by two spaces
+        if code and not code.startswith("//"):
+            out.append(code)
+    return "\n".join(out) + "\n"
+
 
 SESSION_COOKIE = "earmark_session"
 DEVICE_COOKIE = "earmark_device"
@@ -71,7 +84,7 @@ export default function (component) {
 }
 """.replace("__SESSION__", SESSION_COOKIE).replace("__DEVICE__", DEVICE_COOKIE)
 
-_support = components_v2.component("earmark_page_support", js=_SUPPORT_JS)
+_support = components_v2.component("earmark_page_support", js=compact_js(_SUPPORT_JS))
 
 
 def page_support(*, set_session: str | None = None, clear_session: bool = False, max_age: int = 0) -> None:
@@ -144,7 +157,7 @@ export default function (component) {
 }
 """
 
-_hotkeys = components_v2.component("earmark_hotkeys", js=_HOTKEYS_JS)
+_hotkeys = components_v2.component("earmark_hotkeys", js=compact_js(_HOTKEYS_JS))
 
 
 def hotkeys(spec: dict[str, Any], task_id: int) -> None:

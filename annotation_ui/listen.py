@@ -26,6 +26,8 @@ from typing import Any
 
 import streamlit.components.v2 as components_v2
 
+from annotation_ui.browser import compact_js
+
 PLAYED_FRACTION = 0.9
 
 _JS = r"""
@@ -112,7 +114,7 @@ export default function (component) {
 }
 """
 
-_tracker = components_v2.component("earmark_listen_tracker", js=_JS)
+_tracker = components_v2.component("earmark_listen_tracker", js=compact_js(_JS))
 
 
 def clip_key(task_id: int, label: str) -> str:

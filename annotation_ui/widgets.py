@@ -94,32 +94,62 @@ def envelope(wav: bytes, bins: int = 240) -> tuple[list[float], list[float], lis
     return t, lo, hi, n / sr
 
 
+WAVE_COLOR = (78, 121, 167, 230)  # #4e79a7
+AXIS_COLOR = (128, 128, 128, 255)  # readable on the light and the dark theme
+
+
+def _tick_step(duration_s: float, max_ticks: int = 6) -> float:
+    """A round tick spacing (1, 2 or 5 times a power of ten) giving at most ``max_ticks`` ticks."""
+    raw = max(duration_s, 1e-3) / max_ticks
+    base = 10 ** np.floor(np.log10(raw))
+    return float(next(m * base for m in (1, 2, 5, 10) if m * base >= raw))
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
-def waveform_spec(wav: bytes, height: int = 70) -> dict[str, Any]:
-    """A Vega-Lite spec of the clip's envelope, built once per clip (no altair/pandas on each rerun)."""
-    t, lo, hi, dur = envelope(wav)
-    fmt = ".2f" if dur < 2 else ".1f" if dur < 20 else ".0f"  # ticks must not repeat on short clips
+def waveform_png(wav: bytes, width: int = 600, height: int = 70) -> bytes:
+    """The clip's min/max envelope as a small PNG with a time axis, drawn once per clip.
+
+    A picture instead of a chart: it travels once per item as a media URL (a chart's spec was
+    resent with every rerun, ~9 KB per clip), costs the browser no chart rendering when the next
+    item appears, and takes no Tab stop."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    axis_h = 16
+    plot_h = height - axis_h
+    _, lo, hi, dur = envelope(wav)  # the 240 bins the page already computed for the duration
     peak = max(1e-6, max(abs(x) for x in lo + hi))
-    values = [{"t": round(a, 4), "lo": round(b / peak, 3), "hi": round(c / peak, 3)} for a, b, c in zip(t, lo, hi)]
-    return {
-        "data": {"values": values},
-        "mark": {"type": "area", "color": "#4e79a7", "opacity": 0.85, "interpolate": "step-after"},
-        "encoding": {
-            "x": {
-                "field": "t",
-                "type": "quantitative",
-                "axis": {"tickCount": 5, "grid": False, "title": None, "format": fmt},
-            },
-            "y": {"field": "lo", "type": "quantitative", "axis": None, "scale": {"domain": [-1.05, 1.05]}},
-            "y2": {"field": "hi"},
-        },
-        "height": height,
-    }
+    img = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    mid = plot_h / 2
+    n = len(lo)
+    for i, (a, b) in enumerate(zip(lo, hi)):
+        x0, x1 = i * width / n, (i + 1) * width / n
+        y_top = mid - (b / peak) * (mid - 1)
+        y_bot = mid - (a / peak) * (mid - 1)
+        draw.rectangle((x0, y_top, max(x0, x1 - 1), max(y_top + 1, y_bot)), fill=WAVE_COLOR)
+    draw.line((0, plot_h, width, plot_h), fill=AXIS_COLOR)
+    if dur > 0:
+        step = _tick_step(dur)
+        fmt = "{:.2f}" if step < 0.1 else "{:.1f}" if step < 1 else "{:.0f}"
+        font = ImageFont.load_default(size=11)
+        k = 0
+        while k * step <= dur + 1e-9:
+            x = min(width - 1, k * step / dur * width)
+            draw.line((x, plot_h, x, plot_h + 3), fill=AXIS_COLOR)
+            label = fmt.format(k * step) + (" s" if k == 0 else "")
+            w = draw.textlength(label, font=font)
+            draw.text((min(max(0, x - w / 2), width - w), plot_h + 3), label, fill=AXIS_COLOR, font=font)
+            k += 1
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def waveform(wav: bytes, *, height: int = 70) -> None:
     """A small waveform picture, so a rater can see where a glitch or a silence is."""
-    st.vega_lite_chart(waveform_spec(wav, height), width="stretch")
+    st.image(waveform_png(wav, height=height), width="stretch", alt="Waveform of the clip")
 
 
 def duration_label(seconds: float | None) -> str:

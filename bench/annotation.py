@@ -7,6 +7,10 @@ Also (issue 18): a saturated run with the raters split across 1, 2 and 4 worker 
 PostgreSQL (the ``processes`` section: judgments/s, p99, double claims), and a browser-timed figure:
 chromium against ``streamlit run``, from the Submit click to the next item's audio playable (p50,
 p99), and bytes received per judgment (WebSocket frames plus HTTP bodies, listening reruns included).
+With it, two figures that load inflates much less than wall time: the server's script CPU time for
+the submit's run (``EARMARK_LOG_LEVEL=DEBUG`` timing lines, ``annotation_ui/timing.py``) and the
+browser's main-thread busy time from the click to the next item playable. ``--browser-only`` runs
+just this part.
 
 Each rater is a thread calling the real TaskService (claim -> item view -> submit). Latency is the
 time of the claim call plus the submit call, as a browser would wait for them. Target:
@@ -125,7 +129,13 @@ def _script_runs(log: Path, offset: int) -> tuple[list[tuple[str, float, float]]
     return runs, offset + end
 
 
-def _timed_judgments(page, n: int, received: list[int], log: Path, out: dict[str, list]) -> None:
+def _main_thread_s(cdp) -> float:
+    """Seconds the page's main thread has been busy (CDP Performance.TaskDuration): what the browser
+    itself spends, which other processes' load inflates far less than wall time."""
+    return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
+
+
+def _timed_judgments(page, cdp, n: int, received: list[int], log: Path, out: dict[str, list]) -> None:
     """Rate N items in the page: play both clips, answer, then time Submit -> next item playable.
     Retries a play that did not start (on a loaded machine a play() can be dropped); each wait is
     bounded, so a stall fails with a screenshot instead of hanging the run."""
@@ -148,10 +158,12 @@ def _timed_judgments(page, n: int, received: list[int], log: Path, out: dict[str
         page.wait_for_function(ANSWERED_JS, arg=task)
         listen_runs, offset = _script_runs(log, offset)
         submit = page.locator(f".st-key-submit-{task} button")
+        busy0 = _main_thread_s(cdp)
         t0 = time.perf_counter()
         submit.click()
         page.wait_for_function(PLAYABLE_JS, arg=task)
         out["times"].append((time.perf_counter() - t0) * 1000)
+        out["main_thread_ms"].append((_main_thread_s(cdp) - busy0) * 1000)
         # the submit's own script run(s) have been logged once the next item is on the page
         page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
         submit_runs, offset = _script_runs(log, offset)
@@ -163,6 +175,14 @@ def _timed_judgments(page, n: int, received: list[int], log: Path, out: dict[str
         every = runs + listen_runs + submit_runs
         out["runs"].append(len([r for r in every if "/" not in r[0]]))
         out["run_names"].extend(r[0] for r in every if "/" not in r[0])
+
+
+def _frame_bytes(frame: dict) -> int:
+    """Bytes on the wire of one WebSocket frame's payload (CDP gives binary frames base64-encoded)."""
+    data = frame.get("payloadData", "")
+    if frame.get("opcode") == 2:
+        return len(data) * 3 // 4 - data[-2:].count("=")
+    return len(data.encode())
 
 
 def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
@@ -184,7 +204,7 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
     repo = Path(__file__).resolve().parents[1]
     log = Path(tempfile.mkdtemp(prefix="earmark-bench-ui-")) / "streamlit.log"
     out: dict[str, list] = {
-        "times": [], "bytes": [], "submit_script_ms": [], "submit_script_cpu_ms": [], "runs": [], "run_names": []
+        "times": [], "bytes": [], "submit_script_ms": [], "submit_script_cpu_ms": [], "main_thread_ms": [], "runs": [], "run_names": []
     }  # fmt: skip
     app = ServedApp(url, home, log, blob_url=em.settings.blob_url, extra_env={"EARMARK_LOG_LEVEL": "DEBUG"})
     try:
@@ -204,9 +224,10 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
                 received = [0]
                 cdp = page.context.new_cdp_session(page)
                 cdp.send("Network.enable")
+                cdp.send("Performance.enable")
                 cdp.on(
                     "Network.webSocketFrameReceived",
-                    lambda e: received.__setitem__(0, received[0] + len(e["response"]["payloadData"])),
+                    lambda e: received.__setitem__(0, received[0] + _frame_bytes(e["response"])),
                 )
                 cdp.on(
                     "Network.loadingFinished",
@@ -219,7 +240,7 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
                 page.get_by_role("button", name="Log in").click()
                 page.wait_for_function(PLAYABLE_JS, arg=-1)
                 try:
-                    _timed_judgments(page, n, received, log, out)
+                    _timed_judgments(page, cdp, n, received, log, out)
                 except Exception:
                     shot = repo / "bench" / "results" / "annotation-browser-timeout.png"
                     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +265,10 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
         "submit_script_cpu_ms": {
             "p50": round(float(np.percentile(out["submit_script_cpu_ms"], 50)), 1),
             "p99": round(float(np.percentile(out["submit_script_cpu_ms"], 99)), 1),
+        },
+        "browser_main_thread_ms": {
+            "p50": round(float(np.percentile(out["main_thread_ms"], 50)), 1),
+            "p99": round(float(np.percentile(out["main_thread_ms"], 99)), 1),
         },
         "script_runs_per_judgment": round(statistics.fmean(out["runs"]), 2),
         "script_runs_by_kind": dict(Counter(out["run_names"])),

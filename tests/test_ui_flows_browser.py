@@ -168,12 +168,12 @@ def test_rater_flow(committed_em, served, browser, viewport: str, record_propert
     # hotkeys: Q and W play the clips; the tracker sees them play
     expect(page.locator("[class*='st-key-clip-'] audio")).to_have_count(2)
     _idle(page)
-    # waveforms are pictures: nothing inside them takes a Tab stop
+    # waveforms are pictures: one per clip, and nothing in them (nor their toolbar) takes a Tab stop
     page.wait_for_function(
-        "() => document.querySelectorAll(\"[data-testid='stVegaLiteChart']\").length === 2 && "
-        "[...document.querySelectorAll(\"[data-testid='stVegaLiteChart'] [tabindex], "
-        "[data-testid='stVegaLiteChart'] button, [data-testid='stVegaLiteChart'] a\")]"
-        ".every((e) => e.getAttribute('tabindex') === '-1')",
+        "() => { const imgs = [...document.querySelectorAll(\"[class*='st-key-clip-'] img[alt='Waveform of the clip']\")];"
+        " return imgs.length === 2 && imgs.every((img) => img.complete && img.naturalWidth > 0 && [...("
+        "img.closest(\"[data-testid='stElementContainer']\") || img.parentElement).querySelectorAll("
+        "'[tabindex], button, a, summary')].every((e) => e.getAttribute('tabindex') === '-1')); }",
         timeout=WAIT_MS,
     )
     for key, label in (("q", "A"), ("w", "B")):
@@ -215,6 +215,7 @@ def test_rater_flow(committed_em, served, browser, viewport: str, record_propert
     # Skip: the item goes to others and never comes back to her
     page.get_by_role("button", name="Skip this item").click()
     expect(page.get_by_text(f"Skipped item #{second}", exact=False).first).to_be_visible()
+    _idle(page)  # the flash comes first in the run; the previous item's caption is gone once it ends
     third = _item_id(page)
     assert third not in (first, second)
     with committed_em.session() as s:
