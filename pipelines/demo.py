@@ -8,6 +8,11 @@ snapshot -> DPO -> policy v(r) -> rollouts of v(r) on held-out prompts -> scores
 The simulated raters listen to the real audio: they measure pitch and speaking rate and prefer the
 clip that fits the persona card better, with noise; one of them is careless (random answers), so
 quality control (gold items) has someone to catch.
+
+Reproducible: every draw derives from ``--seed`` (``stage_seed``), the campaign draws its A/B orders
+from its seed, rollout rows are stored in plan order and rollout batches run on fixed actors (the
+policy's eSpeak NG voice carries state from clip to clip within a process), so on a fresh
+EARMARK_HOME one seed gives the same rollouts, judgments, snapshot hash, DPO run and held-out table.
 """
 
 from __future__ import annotations

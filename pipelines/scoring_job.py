@@ -228,7 +228,9 @@ def run_scoring_job(
                 bar.update(len(b))
 
             # Ray retries a task on a restarted actor; a final failure raises.
-            pool.run(batches, lambda actor, b: actor.run.remote(b), done)
+            # batch n on actor n mod N: a scorer that samples (Whisper's temperature fallback) draws
+            # from its process's generator, so each actor's sequence of batches must repeat per run
+            pool.run(batches, lambda actor, b: actor.run.remote(b), done, pinned=True)
             if key:
                 _POOLS[key] = pool.actors
             else:

