@@ -26,6 +26,21 @@ DEMO_DPO = {
 }
 
 
+# LoRA DPO on the pretrained smollm2-piper policy (`earmark demo --policy smollm2-piper`): adapters
+# of rank 8 on every linear layer (the 135M base stays frozen), a LoRA-sized learning rate, a few
+# epochs over the ~18 pairs a round makes. Each round's adapter is registered as the next version.
+SMOLLM2_PIPER_DPO = {
+    "use_peft": True,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "lr": 2e-4,
+    "epochs": 4,
+    "batch_size": 8,
+    "max_length": 320,
+}
+
+
 def train_dpo_round(
     em: Earmark, policy: Any, dataset: Any, settings: Settings, **overrides: Any
 ) -> tuple[Any, dict[str, float]]:

@@ -78,11 +78,25 @@ def demo(
     ),
     human_timeout: float = typer.Option(1800, min=10, help="Seconds to wait for people before AI labels fill in."),
     actors: int = typer.Option(2, min=1, max=64, help="Ray actors for rollouts and scoring."),
+    policy: str = typer.Option(
+        "offline",
+        "--policy",
+        help="offline: the bundled 2.2M-parameter speech policy; smollm2-piper: SmolLM2-135M-Instruct writes "
+        "the reply and its prosody controls, a Piper neural voice speaks it, LoRA DPO trains it (fewer prompts; "
+        "needs the voice extra, GPL-3.0-or-later).",
+    ),
 ) -> None:
     """Run the whole loop on embedded defaults: rollouts, scores, annotation, labels, DPO, drift."""
     from pipelines.demo import run_demo
 
-    run_demo(settings(), rounds=rounds, wait_for_humans=wait_for_humans, human_timeout_s=human_timeout, actors=actors)
+    run_demo(
+        settings(),
+        rounds=rounds,
+        wait_for_humans=wait_for_humans,
+        human_timeout_s=human_timeout,
+        actors=actors,
+        policy=policy,
+    )
 
 
 if __name__ == "__main__":
