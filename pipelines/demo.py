@@ -349,7 +349,7 @@ def run_demo(
     wait_for_humans: bool = False,
     human_timeout_s: float = 600,
     actors: int = 2,
-    policy: str = "offline",
+    demo_policy: str = "offline",
 ) -> list[RoundReport]:
     import earmark
     from earmark.domain.enums import Role
@@ -358,9 +358,9 @@ def run_demo(
     from pipelines.ray_runtime import ensure_ray
     from pipelines.scoring_job import release_actors
 
-    if policy not in DEMO_POLICIES:
-        raise ValueError(f"demo policy {policy!r} is unknown; use one of {', '.join(DEMO_POLICIES)}")
-    dp = DEMO_POLICIES[policy]()
+    if demo_policy not in DEMO_POLICIES:
+        raise ValueError(f"demo policy {demo_policy!r} is unknown; use one of {', '.join(DEMO_POLICIES)}")
+    dp = DEMO_POLICIES[demo_policy]()
     t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     with console.status("starting the embedded preference store (PostgreSQL from pgserver)"):

@@ -148,7 +148,8 @@ class PiperSpeaker:
         except ImportError as exc:
             raise RuntimeError(f"Piper is not installed: {INSTALL_HINT}") from exc
         if model_path is None:
-            model_path, config_path = joe_voice_files()
+            onnx, config = joe_voice_files()
+            model_path, config_path = onnx, str(config)
         self.voice = PiperVoice.load(str(model_path), str(config_path) if config_path else None)
         self.sample_rate = int(self.voice.config.sample_rate)
         self.base_length = float(self.voice.config.length_scale or 1.0)

@@ -95,7 +95,7 @@ def demo(
         wait_for_humans=wait_for_humans,
         human_timeout_s=human_timeout,
         actors=actors,
-        policy=policy,
+        demo_policy=policy,
     )
 
 
