@@ -130,10 +130,11 @@ def test_policy_writes_controls_text_audio_and_token_ids(policy: HFPiperPolicy) 
         assert all(v in CONTROLS[k] for k, v in s.extra["controls"].items())
         assert s.extra["sampling_extra"]["controls"] == s.extra["controls"]  # stored on the rollout row
         assert s.extra["raw_text"].startswith("[rate=") and "[" not in s.text
-        assert s.token_ids and s.extra["audio_source"] in ("piper", "none")
+        assert s.token_ids and s.audio is not None and s.sample_rate == 22050  # every rollout has audio
+        assert s.extra["audio_source"] == ("piper" if s.text else "silence")
         if s.text:
-            assert s.audio is not None and len(s.audio) / s.sample_rate > 0.3
-    assert any(s.audio is not None for s in samples)
+            assert len(s.audio) / s.sample_rate > 0.3
+    assert any(s.text for s in samples)
     # the header is part of the response ids (what DPO trains), and log-probs cover every id
     lps = policy.logprobs([CONVS[0]] * 2, [s.token_ids for s in out[0]])
     assert [len(x) for x in lps] == [len(s.token_ids) for s in out[0]]
@@ -144,6 +145,10 @@ def test_policy_writes_controls_text_audio_and_token_ids(policy: HFPiperPolicy) 
     assert s.extra["controls"] == {**DEFAULTS, "rate": "fast"} and s.text == "Keep the room quiet."
     assert s.extra["controls_fallback"]["pitch"] == "missing" and "_unknown_pich" in s.extra["controls_fallback"]
     assert s.audio is not None and len(s.audio) > 0.5 * s.sample_rate
+    # a header and nothing after it: silence (scorers need audio), marked empty
+    ids = policy.tokenizer("slow pause=long]", add_special_tokens=False)["input_ids"]
+    s = policy._finish(ids, "stop", 0.0, None, 0, 10, SamplingParams())
+    assert s.text == "" and s.extra["empty"] and s.audio is not None and not np.abs(s.audio).any()
 
 
 def test_lora_dpo_on_its_rollouts_registers_the_adapter(em, policy: HFPiperPolicy, model_dir) -> None:

@@ -277,10 +277,16 @@ class HFPiperPolicy(HFCausalLMPolicy):
         raw = CONTROL_PRIMER + self.tokenizer.decode(text_ids, skip_special_tokens=True)
         choice = parse_controls(raw)
         audio, sr = self.speaker.render(choice.spoken, choice.controls) if choice.spoken else (None, None)
+        empty = audio is None or audio.size == 0
+        if empty:  # a header and nothing to say: silence, as the offline policy does (scorers need audio)
+            from pipelines.policy.offline.policy import EMPTY_AUDIO_S
+
+            audio, sr = np.zeros(int(self.speaker.sample_rate * EMPTY_AUDIO_S), np.float32), self.speaker.sample_rate
         now = time.perf_counter() - t0
         extra = {
             **out.extra,
-            "audio_source": "piper" if audio is not None else "none",
+            "audio_source": "silence" if empty else "piper",
+            "empty": empty,
             "controls": choice.controls,
             "controls_fallback": choice.fallback,
             "raw_text": raw,
@@ -297,7 +303,7 @@ class HFPiperPolicy(HFCausalLMPolicy):
             token_ids=list(ids),
             audio=audio,
             sample_rate=sr,
-            ttfa_s=now if audio is not None else out.ttfa_s,
+            ttfa_s=now,
             total_s=now,
             extra=extra,
         )
