@@ -553,6 +553,13 @@ def _print_summary(
                 f"{d}: v{reports[0].policy_version} {first[d]:.3f} -> v{reports[-1].policy_version} "
                 f"{last[d]:.3f} ({last[d] - first[d]:+.3f})"
             )
+    for r in reports:
+        m = r.train_metrics
+        if "heldout_accuracy" in m:
+            console.print(
+                f"round {r.round} DPO: chosen-over-rejected accuracy on {int(m['heldout_pairs'])} held-out pairs "
+                f"{m['heldout_accuracy_before']:.2f} -> {m['heldout_accuracy']:.2f}"
+            )
     console.print(f"\n[bold]done in {seconds / 60:.1f} min[/]. Judge the same data yourself:")
     console.print(f"  EARMARK_HOME={settings.home_dir} ./run ui    then open http://127.0.0.1:8501")
     console.print("  accounts: " + ", ".join(f"{u} / {p}" for u, p in DEMO_ACCOUNTS.values()))
