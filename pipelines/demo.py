@@ -66,6 +66,42 @@ def stage_seed(seed: int, stage: str, round: int) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+@dataclass(frozen=True)
+class DemoPolicy:
+    """What `earmark demo --policy KIND` runs: the policy and the loop's sizes for it."""
+
+    name: str  # registered policy name
+    train_per_persona: int = TRAIN_PER_PERSONA
+    heldout_per_persona: int = HELDOUT_PER_PERSONA
+    samples: int = SAMPLES
+    heldout_samples: int = HELDOUT_SAMPLES
+    temperature: float = TRAIN_TEMPERATURE
+    max_new_tokens: int = 64
+    multi_turn: bool = True  # include the multi-turn train prompts
+    dpo: dict[str, Any] = field(default_factory=dict)  # DPOConfig fields over pipelines.loop.DEMO_DPO
+
+
+def _smollm2_piper() -> DemoPolicy:
+    from pipelines.loop import SMOLLM2_PIPER_DPO
+
+    # A pretrained 135M LM and a neural voice on 2 CPU cores: 1 train prompt per persona x 3 samples,
+    # 1 held-out prompt per persona x 2 samples, single-turn only, replies capped at 40 tokens.
+    return DemoPolicy(
+        name="smollm2-piper",
+        train_per_persona=1,
+        heldout_per_persona=1,
+        samples=3,
+        heldout_samples=2,
+        temperature=0.9,  # a pretrained LM's samples differ at the usual temperature; 1.3 is babble
+        max_new_tokens=40,
+        multi_turn=False,
+        dpo=dict(SMOLLM2_PIPER_DPO),
+    )
+
+
+DEMO_POLICIES = {"offline": lambda: DemoPolicy(name="offline-speech"), "smollm2-piper": _smollm2_piper}
+
+
 @dataclass
 class RoundReport:
     round: int
@@ -210,48 +246,64 @@ def _principal(em: Earmark, username: str) -> Principal:
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
-def seed_demo(em: Earmark) -> dict[str, Any]:
+def seed_demo(em: Earmark, demo_policy: DemoPolicy | None = None) -> dict[str, Any]:
     from earmark.domain.enums import Role
     from earmark.security import Principal
     from pipelines import starter
-    from pipelines.policy.offline.build import ensure_checkpoint
 
+    dp = demo_policy or DEMO_POLICIES["offline"]()
     admin = em.as_principal(Principal(None, "demo-setup", Role.admin))
     for role, (user, pw) in DEMO_ACCOUNTS.items():
         admin.users.ensure(user, pw, Role(role))
     personas = starter.persona_records()
     em.catalog.import_personas(personas, source="starter personas")
     have = {p.external_id for p in em.catalog.prompts()}
-    recs = starter.prompt_records(max_train_per_persona=TRAIN_PER_PERSONA)
+    recs = starter.prompt_records(max_train_per_persona=dp.train_per_persona)
     per_persona: dict[str, int] = {}
     chosen = []
     for r in recs:
         if r["split"] == "heldout":
-            if "multi_turn" in r["tags"] or per_persona.get(r["persona"], 0) >= HELDOUT_PER_PERSONA:
+            if "multi_turn" in r["tags"] or per_persona.get(r["persona"], 0) >= dp.heldout_per_persona:
                 continue
             per_persona[r["persona"]] = per_persona.get(r["persona"], 0) + 1
+        elif "multi_turn" in r["tags"] and not dp.multi_turn:
+            continue
         chosen.append(r)
     new = [starter.speak_user_turns(r) for r in chosen if r["external_id"] not in have]
     if new:
         em.catalog.import_prompts(new, source="demo prompts")
-    ckpt = ensure_checkpoint().resolve()
-    try:
-        v0 = em.catalog.policy("offline-speech", 0)
-    except Exception:
-        v0 = em.catalog.register_policy("offline-speech", ckpt.as_uri(), kind="offline", version=0)
+    if dp.name == "smollm2-piper":
+        from pipelines.policy.smollm2_piper import register_smollm2_piper
+
+        v0 = register_smollm2_piper(em, name=dp.name)
+    else:
+        from pipelines.policy.offline.build import ensure_checkpoint
+
+        ckpt = ensure_checkpoint().resolve()
+        try:
+            v0 = em.catalog.policy(dp.name, 0)
+        except Exception:
+            v0 = em.catalog.register_policy(dp.name, ckpt.as_uri(), kind="offline", version=0)
     targets = {p["display_name"]: p["prosody"] for p in personas}
     train_ids = [r["external_id"] for r in chosen if r["split"] == "train"]
     heldout_ids = [r["external_id"] for r in chosen if r["split"] == "heldout"]
-    return {"v0": v0, "targets": targets, "train": train_ids, "heldout": heldout_ids}
+    return {"v0": v0, "targets": targets, "train": train_ids, "heldout": heldout_ids, "profile": dp}
 
 
 def heldout_eval(
-    em: Earmark, policy: Any, heldout: list[str], round: int, actors: int, seed: int = DEFAULT_SEED
+    em: Earmark,
+    policy: Any,
+    heldout: list[str],
+    round: int,
+    actors: int,
+    seed: int = DEFAULT_SEED,
+    dp: DemoPolicy | None = None,
 ) -> dict[str, float]:
     """Rollouts of ``policy`` on held-out prompts, scored; mean per dimension."""
     from pipelines.rollout_job import RolloutJobConfig, run_rollout_job
     from pipelines.scoring_job import ScoringJobConfig, run_scoring_job
 
+    dp = dp or DEMO_POLICIES["offline"]()
     run_rollout_job(
         em,
         RolloutJobConfig(
@@ -259,10 +311,11 @@ def heldout_eval(
             policy_version=policy.version,
             split=None,
             prompt_ids=heldout,
-            samples=HELDOUT_SAMPLES,
+            samples=dp.heldout_samples,
             round=round,
             actors=actors,
             seed=stage_seed(seed, "heldout-rollouts", round),
+            max_new_tokens=dp.max_new_tokens,
         ),
     )
     run_scoring_job(
@@ -320,6 +373,7 @@ def run_demo(
     human_timeout_s: float = 600,
     actors: int = 2,
     seed: int = DEFAULT_SEED,
+    demo_policy: str = "offline",
 ) -> list[RoundReport]:
     import earmark
     from earmark.domain.enums import Role
@@ -328,6 +382,9 @@ def run_demo(
     from pipelines.ray_runtime import ensure_ray
     from pipelines.scoring_job import release_actors
 
+    if demo_policy not in DEMO_POLICIES:
+        raise ValueError(f"demo policy {demo_policy!r} is unknown; use one of {', '.join(DEMO_POLICIES)}")
+    dp = DEMO_POLICIES[demo_policy]()
     t_start = time.monotonic()
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     with console.status("starting the embedded preference store (PostgreSQL from pgserver)"):
@@ -336,9 +393,10 @@ def run_demo(
     console.print(f"store ready in {time.monotonic() - t_start:.1f}s; home {settings.home_dir}")
     reused = em.rollouts.count()
     with console.status("importing starter personas and prompts (user turns spoken by eSpeak NG)"):
-        world = seed_demo(em)
+        world = seed_demo(em, dp)
     console.print(
-        f"{len(world['train'])} train prompts, {len(world['heldout'])} held-out prompts, policy v0, seed {seed}"
+        f"{len(world['train'])} train prompts x {dp.samples} samples, {len(world['heldout'])} held-out prompts "
+        f"x {dp.heldout_samples}, policy {dp.name} v0 ({world['v0'].kind}), seed {seed}"
     )
     if reused:
         console.print(
@@ -361,7 +419,7 @@ def run_demo(
     policy = world["v0"]
     console.rule("round 0: baseline on held-out prompts")
     t0 = time.monotonic()
-    rep0 = RoundReport(0, policy.version, heldout_eval(em, policy, world["heldout"], 0, actors, seed))
+    rep0 = RoundReport(0, policy.version, heldout_eval(em, policy, world["heldout"], 0, actors, seed, dp))
     rep0.seconds = time.monotonic() - t0
     reports.append(rep0)
     for rnd in range(1, rounds + 1):
@@ -376,7 +434,7 @@ def run_demo(
         )
         new_policy, metrics, flagged = res.policy, res.train_metrics, res.flagged_raters
         rep = RoundReport(rnd, new_policy.version, label_counts=dict(res.label_counts), train_metrics=metrics)
-        rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors, seed)
+        rep.heldout_means = heldout_eval(em, new_policy, world["heldout"], rnd, actors, seed, dp)
         rep.alerts = _drift(em, policy, new_policy, settings)
         if flagged:
             rep.alerts.append(f"raters flagged by gold screening: {', '.join(map(str, flagged))}")
@@ -390,7 +448,7 @@ def run_demo(
             f"(v{world['v0'].version} -> v{policy.version}) {a}" for a in _drift(em, world["v0"], policy, settings)
         ]
     release_actors()
-    _print_summary(reports, settings, time.monotonic() - t_start, seed)
+    _print_summary(reports, settings, time.monotonic() - t_start, seed, dp)
     return reports
 
 
@@ -407,17 +465,20 @@ def _round_config(
     does, before the wait, so the wait is one read); AI labels fill the rest, marked "ai"."""
     from pipelines.online_dpo import OnlineCampaign, OnlineDPOConfig
 
+    dp: DemoPolicy = world["profile"]
     return OnlineDPOConfig(
         policy=policy.name,
         policy_version=policy.version,
         split=None,
         prompt_ids=world["train"],
-        samples=SAMPLES,
+        samples=dp.samples,
         round=rnd,
         actors=actors,
         keep_scoring_actors=True,
         seed=stage_seed(seed, "train-rollouts", rnd),
-        temperature=TRAIN_TEMPERATURE,
+        temperature=dp.temperature,
+        max_new_tokens=dp.max_new_tokens,
+        dpo={**dp.dpo, "seed": stage_seed(seed, "dpo", rnd)},
         scorers=SCORERS,
         ai_reward_model="prosody",
         ai_dimensions=["prosody_match"],
@@ -437,7 +498,6 @@ def _round_config(
         close_campaign="never",
         screen_raters=True,
         snapshot_name=f"demo-round-{rnd}",
-        dpo={"seed": stage_seed(seed, "dpo", rnd)},
     )
 
 
@@ -492,10 +552,17 @@ def _drift(em: Earmark, old: Any, new: Any, settings: Settings) -> list[str]:
 SHORT = {"prosody_match": "prosody", "transcript_accuracy": "intellig.", "persona_consistency": "judge"}
 
 
-def _print_summary(reports: list[RoundReport], settings: Settings, seconds: float, seed: int = DEFAULT_SEED) -> None:
+def _print_summary(
+    reports: list[RoundReport],
+    settings: Settings,
+    seconds: float,
+    seed: int = DEFAULT_SEED,
+    dp: DemoPolicy | None = None,
+) -> None:
     dims = sorted({d for r in reports for d in r.heldout_means})
     table = Table(
-        title=f"earmark demo (seed {seed}): mean reward on held-out prompts per round",
+        title=f"earmark demo ({dp.name if dp else 'offline-speech'}, seed {seed}): mean reward on held-out prompts "
+        "per round",
         caption=(
             "prosody = prosody_match vs persona targets (acoustic); intellig. = 1 - WER of Whisper on the audio vs "
             "the response text (verifiable); judge = persona consistency by SmolLM2-135M G-Eval (generative; weak: "
@@ -528,6 +595,13 @@ def _print_summary(reports: list[RoundReport], settings: Settings, seconds: floa
             console.print(
                 f"{d}: v{reports[0].policy_version} {first[d]:.3f} -> v{reports[-1].policy_version} "
                 f"{last[d]:.3f} ({last[d] - first[d]:+.3f})"
+            )
+    for r in reports:
+        m = r.train_metrics
+        if "heldout_accuracy" in m:
+            console.print(
+                f"round {r.round} DPO: chosen-over-rejected accuracy on {int(m['heldout_pairs'])} held-out pairs "
+                f"{m['heldout_accuracy_before']:.2f} -> {m['heldout_accuracy']:.2f}"
             )
     console.print(f"\n[bold]done in {seconds / 60:.1f} min[/]. Judge the same data yourself:")
     console.print(f"  EARMARK_HOME={settings.home_dir} ./run ui    then open http://127.0.0.1:8501")

@@ -140,7 +140,8 @@ class WERScorer(Scorer):
     def _reference(self, item: ScoringInput) -> str:
         ref = (item.reference or {}).get("text")
         if not ref and self.config["self_reference"]:
-            ref = item.response_text
+            # an empty reply (a policy that said nothing) is its own reference: see _result
+            return str(item.response_text or "")
         if not ref:
             raise ValueError(f"rollout {item.rollout_id}: reference has no 'text'; WER needs reference={{'text': ...}}")
         return str(ref)
@@ -172,10 +173,14 @@ class WERScorer(Scorer):
         import jiwer
 
         ref_n, hyp_n = normalize_text(ref), normalize_text(hyp_raw)
-        if not ref_n:
+        if not ref_n and not (item.reference or {}).get("text") and self.config["self_reference"]:
+            # self-reference of a reply that says nothing: the audio matches it iff nothing is heard
+            wer = cer = 0.0 if not hyp_n else 1.0
+        elif not ref_n:
             raise ValueError(f"rollout {item.rollout_id}: reference text {ref!r} is empty after normalization")
-        wer = float(jiwer.wer(ref_n, hyp_n)) if hyp_n else 1.0
-        cer = float(jiwer.cer(ref_n, hyp_n)) if hyp_n else 1.0
+        else:
+            wer = float(jiwer.wer(ref_n, hyp_n)) if hyp_n else 1.0
+            cer = float(jiwer.cer(ref_n, hyp_n)) if hyp_n else 1.0
         feats = {
             "wer": wer,
             "cer": cer,

@@ -1,5 +1,6 @@
-"""Pytest plugin (loaded by conftest): with CI set, a test skipped for want of chromium or
-PostgreSQL fails instead, so a CI machine that lost one of them cannot pass by skipping."""
+"""Pytest plugin (loaded by conftest): with CI set, a test skipped for want of chromium, PostgreSQL,
+Piper (the voice extra) or the SmolLM2 wheel fails instead, so a CI machine that lost one of them
+cannot pass by skipping."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 
 import pytest
 
-NEEDED_IN_CI = re.compile(r"chromium|playwright|postgres", re.IGNORECASE)
+NEEDED_IN_CI = re.compile(r"chromium|playwright|postgres|piper|smollm2", re.IGNORECASE)
 
 
 def _in_ci() -> bool:

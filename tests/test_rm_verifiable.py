@@ -147,6 +147,18 @@ def test_wer_falls_back_to_response_text() -> None:
     assert res[0].features["wer"] == 2.0 and res[0].score == 0.0  # raw WER kept, score clipped
 
 
+def test_self_reference_of_an_empty_reply() -> None:
+    """A policy that said nothing (a silent clip) is scored, not an error, under self_reference;
+    an explicit empty reference stays an error."""
+    s = build_scorer("wer", self_reference=True, transcribe_audio=False)
+    (acc, _) = s.score_one(ScoringInput(response_text=""))
+    assert acc.score == 1.0 and acc.features["wer"] == 0.0
+    (acc, _) = s.score_one(ScoringInput(response_text="", reference={}))
+    assert acc.score == 1.0
+    with pytest.raises(ValueError, match="reference has no 'text'"):
+        build_scorer("wer").score_one(ScoringInput(response_text=""))
+
+
 @needs_whisper
 @pytest.mark.parametrize("fit_window", [False, True])
 def test_wer_through_whisper_on_espeak(fit_window: bool) -> None:

@@ -342,12 +342,12 @@ def policy_row(em: Earmark, policy_id: int) -> Any:
 
 def load_local_policy(row: Any) -> tuple[Any, Path]:
     """The policy object and its checkpoint folder; training needs weights on local disk."""
-    from pipelines.policy.loader import load_policy, uri_to_path
+    from pipelines.policy.loader import LOCAL_KINDS, load_policy, uri_to_path
 
-    if row.kind not in ("offline", "hf"):
+    if row.kind not in LOCAL_KINDS:
         raise ValueError(
             f"policy {row.name} v{row.version} is a {row.kind!r} endpoint; training needs local "
-            "weights (an offline or hf policy registered with a file:// uri)"
+            f"weights (a {'/'.join(LOCAL_KINDS)} policy registered with a file:// uri)"
         )
     policy = load_policy(row.kind, row.uri, **dict(row.config or {}))  # as the rollout actors load it
     return policy, uri_to_path(row.uri)

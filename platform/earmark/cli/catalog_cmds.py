@@ -78,7 +78,7 @@ def policies_register(
         help="Where the checkpoint lives (file://, s3://, hf://, openai://...). Omitted: the bundled "
         "offline speech policy, materialised under EARMARK_HOME/models.",
     ),
-    kind: str = typer.Option("offline", help="offline, hf, openai or duplex."),
+    kind: str = typer.Option("offline", help="offline, hf, hf-piper (an HF chat LM + Piper voice), openai or duplex."),
     version: int = typer.Option(None, "--version", min=0, help="Version number; next free one when omitted."),
     parent: int = typer.Option(None, "--parent", help="Policy id this version was trained from."),
 ) -> None:

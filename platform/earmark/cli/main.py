@@ -83,6 +83,13 @@ def demo(
         help="Seed of every draw (rollouts, campaigns, simulated raters, DPO): on a fresh EARMARK_HOME one seed "
         "gives one result.",
     ),
+    policy: str = typer.Option(
+        "offline",
+        "--policy",
+        help="offline: the bundled 2.2M-parameter speech policy; smollm2-piper: SmolLM2-135M-Instruct writes "
+        "the reply and its prosody controls, a Piper neural voice speaks it, LoRA DPO trains it (fewer prompts; "
+        "needs the voice extra, GPL-3.0-or-later).",
+    ),
 ) -> None:
     """Run the whole loop on embedded defaults: rollouts, scores, annotation, labels, DPO, drift."""
     from pipelines.demo import run_demo
@@ -94,6 +101,7 @@ def demo(
         human_timeout_s=human_timeout,
         actors=actors,
         seed=seed,
+        demo_policy=policy,
     )
 
 
