@@ -92,11 +92,13 @@ import json, sys
 import pipelines.demo as demo
 from earmark.config import Settings
 
-demo.TRAIN_PER_PERSONA, demo.HELDOUT_PER_PERSONA = 1, 1
+demo.DEMO_POLICIES["offline"] = lambda: demo.DemoPolicy(
+    name="offline-speech", train_per_persona=1, heldout_per_persona=1
+)
 demo.JUDGE = None  # SmolLM2's load would double the test; it reads the same rollouts as the others
 seed_demo = demo.seed_demo
-def fewer_prompts(em):
-    world = seed_demo(em)
+def fewer_prompts(em, dp=None):
+    world = seed_demo(em, dp)
     return {**world, "train": world["train"][:%(train)d], "heldout": world["heldout"][:%(heldout)d]}
 demo.seed_demo = fewer_prompts
 reports = demo.run_demo(Settings(), rounds=1, actors=2, seed=int(sys.argv[1]))
