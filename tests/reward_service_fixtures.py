@@ -20,7 +20,11 @@ def service_config(em: Any, scorers: list[str], regime: str = "reasoning", **lim
 
 
 def start_service(
-    em: Any, token: str | None, scorers: tuple[str, ...] | list[str] = ("answer_match", "tool_calls"), port: int | None = None, **kw: Any
+    em: Any,
+    token: str | None,
+    scorers: tuple[str, ...] | list[str] = ("answer_match", "tool_calls"),
+    port: int | None = None,
+    **kw: Any,
 ) -> ThreadedServer:
     """One worker on 127.0.0.1; ``kw``: ServiceLimits fields, or ssl_certfile/ssl_keyfile."""
     tls = {k: kw.pop(k) for k in ("ssl_certfile", "ssl_keyfile") if k in kw}
