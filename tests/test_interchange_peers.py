@@ -102,14 +102,26 @@ LS_CONFIG = """<View>
 </View>"""
 
 
-def test_label_studio_own_converter_reads_the_sample_export(tmp_path: Path) -> None:
+def test_label_studio_own_converter_reads_the_sample_export_as_earmark_does(em, tmp_path: Path) -> None:
+    """Label Studio's converter and earmark read the same annotations from the sample export: the same
+    choices (cancelled ones left out by both), ratings and comments."""
     converter = pytest.importorskip("label_studio_sdk.converter")
     if not hasattr(converter, "Converter"):  # its __init__ swallows a missing dependency
-        pytest.skip("label_studio_sdk.converter.Converter is not importable (lxml, nltk, ijson, ujson)")
+        pytest.skip("label_studio_sdk.converter.Converter is not importable (lxml, nltk, ijson, ujson, pyjwt)")
+    from interchange_util import copy_data
+
+    from earmark.interchange.label_studio import choice_value
+
     c = converter.Converter(config=LS_CONFIG, project_dir=str(tmp_path), download_resources=False)
     items = list(c.iter_from_json_file(str(DATA / "label_studio_export.json")))
-    # Label Studio reads every annotation of the sample (cancelled ones too: earmark skips those)
-    assert len(items) == 4
-    first = items[0]
-    assert first["input"]["audio_a"] == "/data/local-files/?d=a.wav"
-    assert first["output"]["preference"]["choices"] == ["A"]
+    assert items[0]["input"]["audio_a"] == "/data/local-files/?d=a.wav"
+    ls = sorted(choice_value(it["output"]["preference"][0]["choices"][0].lower()) for it in items)
+    ls_ratings = [it["output"]["naturalness_a"][0]["rating"] for it in items if "naturalness_a" in it["output"]]
+    ls_comments = [it["output"]["comment"][0]["text"][0] for it in items if "comment" in it["output"]]
+
+    src = copy_data(tmp_path / "ls", "label_studio_export.json", "a.wav", "b.wav", "clip.wav")
+    em.interchange.import_file(src / "label_studio_export.json")
+    rows = _rows(em, "label-studio:label_studio_export.json")
+    assert sorted((r[2], r[3], r[4]) for r in rows) == ls  # 3 of the 4 annotations: one was cancelled
+    assert [r[8]["ratings"]["naturalness_a"] for r in rows if (r[8] or {}).get("ratings")] == ls_ratings == [4]
+    assert [r[7] for r in rows if r[7]] == ls_comments
