@@ -54,9 +54,9 @@ def _argilla_records(draft: bool = False):  # noqa: ANN202
 
 
 def test_argilla_flattened_export_made_by_argilla_imports(em, tmp_path: Path) -> None:
+    records, (u1, u2, u3) = _argilla_records(draft=True)
     from argilla.records._io import GenericIO
 
-    records, (u1, u2, u3) = _argilla_records(draft=True)
     rows = GenericIO.to_list(records, flatten=True)
     assert rows[1]["preference.responses.status"] == ["submitted", "draft"]  # Argilla's own flattening
     f = tmp_path / "argilla_flat.jsonl"
@@ -70,9 +70,9 @@ def test_argilla_flattened_export_made_by_argilla_imports(em, tmp_path: Path) ->
 
 
 def test_argilla_nested_to_json_made_by_argilla_imports(em, tmp_path: Path) -> None:
+    records, (u1, u2, u3) = _argilla_records()
     from argilla.records._io import JsonIO
 
-    records, (u1, u2, u3) = _argilla_records()
     f = JsonIO.to_json(records, tmp_path / "argilla_records.json")
     nested = json.loads(f.read_text())
     assert "fields" in nested[0] and isinstance(nested[0]["responses"], dict)  # Argilla's nested form
