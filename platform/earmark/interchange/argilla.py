@@ -6,6 +6,11 @@ Flattened records: fields as columns (``prompt``/``instruction``/``text``, ``res
 question whose values are A/B/tie/both-bad (or ``response_a``...) is the preference; a ranking question
 (``[{"value", "rank"}]``) works too; integer questions go to ``details.ratings``, text ones to the
 comment. Only ``submitted`` responses are imported; the annotator is the Argilla user id.
+
+The nested form that ``dataset.records.to_json(path)`` writes (``{"id", "fields": {...}, "metadata",
+"responses": {"<q>": [{"value", "user_id"}]}}``, a JSON array) is flattened the way Argilla's own
+``to_list(flatten=True)`` does; Argilla leaves the response status out of that form, so every response
+in it is taken as submitted.
 """
 
 from __future__ import annotations
@@ -16,6 +21,21 @@ from typing import Any
 
 from earmark.interchange.base import Adapter, Record, Sample, iter_rows, slug, user_content
 from earmark.interchange.label_studio import choice_value, ls_audio
+
+
+def flatten(rec: Any) -> Any:
+    """A nested Argilla record (``Record.to_dict()``) in the flattened form; others unchanged."""
+    if not (isinstance(rec, dict) and isinstance(rec.get("fields"), dict) and isinstance(rec.get("responses"), dict)):
+        return rec
+    out = {k: v for k, v in rec.items() if k not in ("fields", "metadata", "vectors", "responses", "suggestions")}
+    out.update(rec["fields"])
+    out.update(rec.get("metadata") or {})
+    for q, answers in rec["responses"].items():
+        answers = [a for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
+        out[f"{q}.responses"] = [a.get("value") for a in answers]
+        out[f"{q}.responses.users"] = [a.get("user_id") for a in answers]
+        out[f"{q}.responses.status"] = [a.get("status", "submitted") for a in answers]
+    return out
 
 
 def _pref(v: Any) -> tuple[float, bool, bool] | None:
@@ -33,17 +53,21 @@ def _pref(v: Any) -> tuple[float, bool, bool] | None:
 
 class Argilla(Adapter):
     name = "argilla"
-    description = "Argilla 2.x flattened record export (fields + <question>.responses / .users / .status)"
+    description = (
+        "Argilla 2.x record export: flattened (fields + <question>.responses / .users / .status) or nested "
+        "(records.to_json)"
+    )
     expected = '{"id", "prompt", "response_a", "response_b", "<question>.responses": [...], ".users": [...]}'
 
     def detect(self, sample: Sample) -> bool:
         return bool(sample.rows) and all(
-            isinstance(r, dict) and any(k.endswith(".responses") for k in r) for r in sample.rows
+            isinstance(r, dict) and any(k.endswith(".responses") for k in flatten(r)) for r in sample.rows
         )
 
     def iter_records(self, path: Path) -> Iterator[Record]:
         source = f"argilla:{path.name}"
-        for no, rec in iter_rows(path, self.name):
+        for no, row in iter_rows(path, self.name):
+            rec = flatten(row)
             if not isinstance(rec, dict):
                 raise self.refuse(path, no, "(record)", "is not an object", "export flattened records")
             rid = rec.get("id") or rec.get("_server_id") or no
