@@ -102,6 +102,7 @@ PLAYABLE_JS = (
 SUBMIT_ENABLED_JS = (
     "(task) => { const b = document.querySelector(`.st-key-submit-${task} button`); return b && !b.disabled; }"
 )
+ONE_SUBMIT_JS = "(task) => document.querySelectorAll(`.st-key-submit-${task} button`).length === 1"
 ANSWERED_JS = (
     "(task) => ['choice', 'dim-prosody', 'dim-persona_consistency', 'dim-correctness']"
     ".every((k) => document.querySelector(`.st-key-${k}-${task} input[type='radio']:checked`))"
@@ -156,6 +157,10 @@ def _timed_judgments(page, cdp, n: int, received: list[int], log: Path, out: dic
                     raise
         page.evaluate(ANSWER_JS, task)
         page.wait_for_function(ANSWERED_JS, arg=task)
+        # each answer reruns the item area: until that run ends, the form drawn before it can still be
+        # on the page beside the new one (two Submit buttons for this task)
+        page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+        page.wait_for_function(ONE_SUBMIT_JS, arg=task)
         listen_runs, offset = _script_runs(log, offset)
         submit = page.locator(f".st-key-submit-{task} button")
         busy0 = _main_thread_s(cdp)
