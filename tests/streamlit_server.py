@@ -1,5 +1,6 @@
-"""One launcher for ``streamlit run annotation_ui/app.py`` on 127.0.0.1, shared by the browser tests
-(``tests/test_ui_browser.py``, ``tests/test_ui_flows_browser.py``) and ``bench/annotation.py``.
+"""One launcher for ``streamlit run annotation_ui/app.py`` (or a test's page wrapper) on 127.0.0.1, shared
+by the browser tests (``tests/test_ui_browser.py``, ``tests/test_ui_flows_browser.py``,
+``tests/test_drift_page.py``) and ``bench/annotation.py``.
 
 The server runs on a free port against the store the caller names; ``start`` waits for the health
 endpoint (or says why the process died, with the log's tail), ``stop`` kills it as a crash would
@@ -37,11 +38,13 @@ class ServedApp:
         blob_url: str | None = None,
         extra_env: dict[str, str] | None = None,
         start_timeout_s: float = 60.0,
+        script: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.start_timeout_s = start_timeout_s
+        self.script = script or REPO / "annotation_ui" / "app.py"  # or a test's own page wrapper
         self.env = {**os.environ, "EARMARK_DATABASE_URL": database_url, "EARMARK_HOME": str(home)}
         if blob_url:
             self.env["EARMARK_BLOB_URL"] = blob_url
@@ -62,7 +65,7 @@ class ServedApp:
                 "-m",
                 "streamlit",
                 "run",
-                str(REPO / "annotation_ui" / "app.py"),
+                str(self.script),
                 "--server.headless",
                 "true",
                 "--server.address",

@@ -8,11 +8,6 @@ way the app's router will once the page is wired in.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +17,7 @@ import pytest
 from conftest import BROWSER_TIMEOUT_MS
 from drift_fixtures import build_world
 from streamlit.testing.v1 import AppTest
+from streamlit_server import ServedApp
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -119,12 +115,6 @@ def test_page_refuses_a_rater_and_handles_an_empty_store(env, tmp_path: Path, mo
     assert any("No policy has two versions yet" in i.value for i in at.info)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install --no-install-recommends chromium)",
@@ -133,55 +123,18 @@ def test_drift_page_in_chromium_saves_a_screenshot(env, tmp_path: Path, record_p
     from playwright.sync_api import expect, sync_playwright
 
     build_world(env, shift=1.5)
-    cfg = env.settings
-    port = _free_port()
-    run_env = {
-        **os.environ,
-        "EARMARK_DATABASE_URL": cfg.database_url.get_secret_value(),
-        "EARMARK_BLOB_URL": cfg.blob_url,
-        "EARMARK_HOME": str(cfg.home),
-        "EARMARK_DRIFT_BOOTSTRAP": "30",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    log = (tmp_path / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(wrapper(tmp_path)),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO,
-        env=run_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     shot = tmp_path / "drift-page.png"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
+    served = ServedApp.for_em(
+        env,
+        tmp_path / "streamlit.log",
+        script=wrapper(tmp_path),
+        extra_env={
+            "EARMARK_DRIFT_BOOTSTRAP": "30",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    with served:
+        url = served.url
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -200,13 +153,6 @@ def test_drift_page_in_chromium_saves_a_screenshot(env, tmp_path: Path, record_p
                 expect(page.get_by_text("Style coefficients")).to_be_visible()
             finally:
                 browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     record_property("screenshot", str(shot))
     print(f"\ndrift page screenshot: {shot}")
     assert shot.stat().st_size > 20_000
