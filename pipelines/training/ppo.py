@@ -92,12 +92,13 @@ class RLLearner:
         import torch
 
         from pipelines.training.sequences import SequenceScorer
-        from pipelines.training.worker import default_threads, load_lm, make_optimizer, set_threads
+        from pipelines.training.worker import configure_cuda, default_threads, load_lm, make_optimizer, set_threads
 
         self.cfg = PPOConfig(**cfg)
         set_threads(default_threads(self.cfg.threads, self.cfg.num_workers == 0, self.cfg.learner_cpus))
         torch.manual_seed(self.cfg.seed)
         self.device = torch.device("cuda" if self.cfg.use_gpu and torch.cuda.is_available() else "cpu")
+        configure_cuda(self.device)
         self.pad_id = pad_id
         lm = load_lm(model_dir)
         self.limit = int(getattr(lm.config, "max_position_embeddings", 0)) or None
