@@ -68,18 +68,11 @@ def policy(model_dir) -> HFPiperPolicy:
 def _inserted_silence_s(audio: np.ndarray, sr: int, min_run_s: float = 0.01) -> float:
     """Seconds in runs of exact digital zeros at least ``min_run_s`` long: the silence the speaker
     inserts. Piper's own output is never exactly zero for that long, and its phrase-edge pauses
-    vary between renders (noise_w), so the quiet frames of _silence_s would count that noise too."""
+    vary between renders (noise_w), so counting every quiet frame would count that noise too."""
     zero = np.concatenate([[False], audio == 0.0, [False]])
     edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
     runs = edges[1::2] - edges[::2]
     return float(runs[runs >= int(min_run_s * sr)].sum()) / sr
-
-
-def _silence_s(audio: np.ndarray, sr: int) -> float:
-    """Seconds in 10 ms frames whose peak is below 1% of full scale."""
-    hop = sr // 100
-    frames = np.abs(audio[: len(audio) // hop * hop]).reshape(-1, hop).max(axis=1)
-    return float((frames < 0.01).sum()) / 100
 
 
 def test_header_parsing_falls_back_and_records_why() -> None:
