@@ -202,6 +202,10 @@ def _timed_judgments(page, cdp, n: int, received: list[int], log: Path, out: dic
         out["run_names"].extend(r[0] for r in every if "/" not in r[0])
 
 
+def _p50_p99(values: list[float]) -> dict[str, float]:
+    return {q: round(float(np.percentile(values, p)), 1) for q, p in (("p50", 50), ("p99", 99))}
+
+
 def _frame_bytes(frame: dict) -> int:
     """Bytes on the wire of one WebSocket frame's payload (CDP gives binary frames base64-encoded)."""
     data = frame.get("payloadData", "")
@@ -275,30 +279,13 @@ def _browser_figure(em, url: str, home: Path, n: int) -> dict | str:
                 b.close()
     finally:
         app.stop(graceful=True)
-    arr = np.array(out["times"])
-    srv = np.array(out["submit_script_ms"])
     return {
         "judgments": n,
-        "submit_to_next_playable_ms": {
-            "p50": round(float(np.percentile(arr, 50)), 1),
-            "p99": round(float(np.percentile(arr, 99)), 1),
-        },
-        "submit_to_next_playable_driver_ms": {
-            "p50": round(float(np.percentile(out["driver_times"], 50)), 1),
-            "p99": round(float(np.percentile(out["driver_times"], 99)), 1),
-        },
-        "submit_script_run_ms": {
-            "p50": round(float(np.percentile(srv, 50)), 1),
-            "p99": round(float(np.percentile(srv, 99)), 1),
-        },
-        "submit_script_cpu_ms": {
-            "p50": round(float(np.percentile(out["submit_script_cpu_ms"], 50)), 1),
-            "p99": round(float(np.percentile(out["submit_script_cpu_ms"], 99)), 1),
-        },
-        "browser_main_thread_ms": {
-            "p50": round(float(np.percentile(out["main_thread_ms"], 50)), 1),
-            "p99": round(float(np.percentile(out["main_thread_ms"], 99)), 1),
-        },
+        "submit_to_next_playable_ms": _p50_p99(out["times"]),
+        "submit_to_next_playable_driver_ms": _p50_p99(out["driver_times"]),
+        "submit_script_run_ms": _p50_p99(out["submit_script_ms"]),
+        "submit_script_cpu_ms": _p50_p99(out["submit_script_cpu_ms"]),
+        "browser_main_thread_ms": _p50_p99(out["main_thread_ms"]),
         "script_runs_per_judgment": round(statistics.fmean(out["runs"]), 2),
         "script_runs_by_kind": dict(Counter(out["run_names"])),
         "bytes_per_judgment": int(statistics.fmean(out["bytes"])),
