@@ -16,6 +16,7 @@ object/list of ``{"name", "arguments"}``; ``tool_calls_exact`` is order-sensitiv
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -67,6 +68,8 @@ def extract_marked_answer(text: str) -> tuple[str | None, str]:
 
 def parse_number(s: Any) -> Fraction | float | None:
     """The value of a number written as digits, a fraction, LaTeX or words; None if it is not one."""
+    if type(s) is str:  # the usual case; short answers and references repeat: their values are cached
+        return _parse_short_number_text(s) if len(s) <= 64 else _parse_number_text(s)
     if isinstance(s, bool) or s is None:
         return None
     if isinstance(s, int):
@@ -78,6 +81,10 @@ def parse_number(s: Any) -> Fraction | float | None:
             return parse_number(s.item())  # type: ignore[attr-defined]
         except AttributeError:
             return None
+    return _parse_number_text(s)
+
+
+def _parse_number_text(s: str) -> Fraction | float | None:
     t = s.strip()
     if _PLAIN_NUM_RE.fullmatch(t):  # the common case, without the LaTeX clean-up below
         return float(t) if len(t) < 16 else Fraction(t)
@@ -102,6 +109,9 @@ def parse_number(s: Any) -> Fraction | float | None:
     if re.fullmatch(r"-?\d+(?:\.\d+)?", words):
         return Fraction(words)
     return None
+
+
+_parse_short_number_text = functools.lru_cache(maxsize=8192)(_parse_number_text)
 
 
 def last_number(text: str) -> str | None:
@@ -135,7 +145,10 @@ def grade_answer(response: str, answers: list[Any], allow_final_words: bool = Tr
     """(correct, how, extracted) for a response against accepted answers (see module doc)."""
     marked, how = extract_marked_answer(response)
     if marked is not None:
-        return any(answers_equivalent(marked, a) for a in answers), how, marked
+        for a in answers:
+            if answers_equivalent(marked, a):
+                return True, how, marked
+        return False, how, marked
     numeric = [a for a in answers if parse_number(a) is not None]
     if numeric:
         last = last_number(response)

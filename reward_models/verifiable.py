@@ -48,12 +48,15 @@ class AnswerMatchScorer(Scorer):
         """(accepted answers, exact, normalized response words or None, how, extracted)."""
         answers = _answers(item.reference, item)
         resp = item.response_text.strip()
-        exact = any(resp == a.strip() for a in answers)
+        # plain loops, not any()/max() over generators: this runs per served item (reward service)
+        exact, longest = False, 0
+        for a in answers:
+            exact = exact or resp == a.strip()
+            longest = max(longest, len(a))
         # whole-response equality after normalization: only a response of about an answer's size
         # can normalize to it (number words are at most ~12 characters per digit), so long
         # reasoning traces skip that normalization
-        short = len(resp) <= 16 * max(len(a) for a in answers) + 64
-        resp_n = normalize_text(resp).split() if short else None
+        resp_n = normalize_text(resp).split() if len(resp) <= 16 * longest + 64 else None
         how, extracted = "none", None
         if resp_n is not None and any(resp_n == normalize_text(a).split() for a in answers):
             how = "equal"

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from types import SimpleNamespace
@@ -27,7 +26,7 @@ from starlette.routing import Route
 from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TOKEN_CHANNEL, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
-from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text
+from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text, time_ordered_uuid
 from pipelines.reward_service.scoring import ScoringEngine
 
 access_log = logging.getLogger("earmark.reward.access")
@@ -36,6 +35,7 @@ CONFIG_ENV = "EARMARK_REWARD_SERVICE_CONFIG"
 TOKEN_ENV = "EARMARK_REWARD_TOKEN"
 TOKEN_LISTENER_NAME = "earmark-reward-tokens"  # application_name of the LISTEN connection
 TOKEN_POLL_S = 30.0  # reload anyway this often (a change made without NOTIFY, a lost one)
+WATCHDOG_S = 0.25  # how often timeouts are checked and the access log is written out
 
 
 class ServiceConfig(BaseModel):
@@ -52,16 +52,32 @@ class HttpError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def _payload(body: Any) -> bytes:
     payload = to_json(body)  # pydantic-core's encoder: ~5x json.dumps on a reward answer
     if b"null" in payload:  # to_json writes NaN as null; json.dumps refuses it (answers carry no null)
         payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    return Response(
-        payload,
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return payload
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_payload(body), status_code=status, media_type="application/json", headers=headers)
+
+
+class Answer:
+    """A JSON answer sent with two raw ASGI messages: the reward route's hot path skips
+    Starlette's Response (header list building, background hooks) as it skips its routing."""
+
+    __slots__ = ("headers", "payload", "status")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status, self.payload, self.headers = status, _payload(body), headers
+
+    async def send(self, send: Any) -> None:
+        raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.payload))]
+        if self.headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.payload})
 
 
 class RewardApp:
@@ -79,20 +95,27 @@ class RewardApp:
         self.ready = False
         self._token_conn: Any = None
         self._watcher: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        # tasks reading a body -> loop time by which the whole body must have arrived
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._read_expired: set[asyncio.Task[Any]] = set()
 
     # ---- lifecycle
     async def startup(self) -> None:
         self._token_conn = await self._listen()  # the store must be reachable to start
         await self.recorder.start()
         self._watcher = asyncio.create_task(self._watch_tokens(), name="earmark-reward-token-watch")
+        self._watchdog = asyncio.create_task(self._watch_time(), name="earmark-reward-watchdog")
         self.ready = True
 
     async def shutdown(self) -> None:
         self.ready = False
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        _flush_access_log()
         if self._token_conn is not None:
             with contextlib.suppress(Exception):
                 await self._token_conn.close()
@@ -141,6 +164,22 @@ class RewardApp:
                 conn = None
                 await asyncio.sleep(1.0)
 
+    # ---- timeouts without a timer per request
+    async def _watch_time(self) -> None:
+        """Every WATCHDOG_S: cancel body reads past their deadline (answered 408), fail record
+        waits past theirs (503), write out the access log. One task per worker instead of two
+        timers armed and cancelled per request (~5% of a worker's time at batch 1)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCHDOG_S)
+            now = loop.time()
+            for task, deadline in list(self._reading.items()):
+                if deadline < now and task not in self._read_expired:
+                    self._read_expired.add(task)
+                    task.cancel()
+            self.recorder.expire(now)
+            _flush_access_log()
+
     # ---- routes
     async def health(self, request: Request) -> Response:
         return _json(200, {"status": "ok"})
@@ -149,7 +188,7 @@ class RewardApp:
         ok = self.ready and await self.recorder.ping()
         return _json(200 if ok else 503, {"ready": ok, "tokens": len(self.tokens)})
 
-    async def get_reward(self, request: Request) -> Response:
+    async def get_reward(self, request: Request) -> Answer:
         t0 = time.perf_counter()
         status, n, who = 500, 0, "-"
         try:
@@ -176,27 +215,21 @@ class RewardApp:
             finally:
                 self.inflight -= 1
             status = 200
-            return _json(200, build_response([r for _, r in results]))
+            return Answer(200, build_response([r for _, r in results]))
         except HttpError as exc:
             status = exc.status
-            return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
+            return Answer(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
         except RecorderUnavailable as exc:
             status = 503
-            return _json(503, {"error": {"code": "store_unavailable", "message": str(exc)}}, {"Retry-After": "1"})
+            return Answer(503, {"error": {"code": "store_unavailable", "message": str(exc)}}, {"Retry-After": "1"})
         except Exception:  # noqa: BLE001 - logged here, answered without internals
             log.exception("reward request failed")
-            return _json(500, {"error": {"code": "internal", "message": "internal error; see the service log"}})
+            return Answer(500, {"error": {"code": "internal", "message": "internal error; see the service log"}})
         finally:
             client = request.client.host if request.client else "-"
             access_log.info(
-                '%s "%s %s" %d n=%d token=%s %.1fms',
-                client,
-                request.method,
-                request.url.path,
-                status,
-                n,
-                who,
-                (time.perf_counter() - t0) * 1000,
+                f'{client} "{request.method} {request.url.path}" {status} n={n} token={who} '
+                f"{(time.perf_counter() - t0) * 1000:.1f}ms"
             )
 
     # ---- steps
@@ -225,18 +258,25 @@ class RewardApp:
             except ValueError:
                 raise HttpError(400, "invalid_input", "Content-Length is not a number") from None
         chunks, size = [], 0
-
+        task = asyncio.current_task()
+        assert task is not None
+        self._reading[task] = asyncio.get_running_loop().time() + self.limits.body_read_timeout_s
         try:
-            async with asyncio.timeout(self.limits.body_read_timeout_s):  # no task per request
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > cap:
-                        raise HttpError(413, "payload_too_large", f"body exceeds {cap} bytes; split the batch")
-                    chunks.append(chunk)
-        except TimeoutError:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise HttpError(413, "payload_too_large", f"body exceeds {cap} bytes; split the batch")
+                chunks.append(chunk)
+        except asyncio.CancelledError:
+            if task not in self._read_expired:
+                raise  # shutdown, not our deadline
+            self._read_expired.discard(task)
+            task.uncancel()
             raise HttpError(
                 408, "request_timeout", f"body not received within {self.limits.body_read_timeout_s:.0f} s"
             ) from None
+        finally:
+            del self._reading[task]
         if not size:
             raise HttpError(
                 400, "invalid_input", 'empty body; send JSON {"query": [...], "prompts": [...], "labels": [...]}'
@@ -370,25 +410,36 @@ class RewardApp:
         """The request's serving events as COPY text (recorder.COLUMNS order), one line per item;
         the fields shared by every item are escaped once."""
         esc = copy_text
-        rid = str(uuid.uuid4())
+        rid = time_ordered_uuid()
         shared = f"{esc(who)}\t{esc(run_id)}\t{esc(step)}"
         regime = esc(req.regime or self.engine.regime)
         versions = self._versions_copy
         prompts, uids = req.prompts, req.sample_uids
+        escaped_prompts: dict[str, str] = {}  # a trainer sends each prompt with its n samples
         out = []
         for i, (response, r) in enumerate(results):
             ok = r.error is None
+            prompt = ""
+            if prompts:
+                prompt = escaped_prompts.get(prompts[i])  # type: ignore[assignment]
+                if prompt is None:
+                    prompt = escaped_prompts[prompts[i]] = esc(prompts[i])
             out.append(
-                f"{rid}\t{i}\t{shared}\t{esc(uids[i]) if uids else NULL}\t{regime}\t"
-                f"{esc(prompts[i]) if prompts else ''}\t{esc(response)}\t"
+                f"{rid}\t{i}\t{shared}\t{esc(uids[i]) if uids else NULL}\t{regime}\t{prompt}\t{esc(response)}\t"
                 f"{esc(label_json[i]) if label_json else NULL}\t{versions}\t"
-                f"{esc(r.score) if ok else NULL}\t{esc(r.parts_json or json.dumps(r.parts()))}\t"
-                f"{NULL if ok else esc(r.error)}\n"
+                f"{esc(r.score) if ok else NULL}\t{r.parts_copy()}\t{NULL if ok else esc(r.error)}\n"
             )
         return "".join(out)
 
 
 NULL = copy_text(None)
+
+
+def _flush_access_log() -> None:
+    for h in access_log.handlers:  # a buffered handler (accesslog.py) writes out its lines
+        h.flush()
+
+
 REWARD_PATHS = ("/get_reward", "/reward")
 
 
@@ -443,10 +494,10 @@ def create_app(config: ServiceConfig, env_token: str | None = None) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in REWARD_PATHS:
             if scope["method"] != "POST":
-                resp = _json(405, {"error": {"code": "method_not_allowed", "message": "POST a JSON body"}})
+                answer = Answer(405, {"error": {"code": "method_not_allowed", "message": "POST a JSON body"}})
             else:
-                resp = await svc.get_reward(_RawRequest(scope, receive))  # type: ignore[arg-type]
-            await resp(scope, receive, send)
+                answer = await svc.get_reward(_RawRequest(scope, receive))  # type: ignore[arg-type]
+            await answer.send(send)
         else:
             await other(scope, receive, send)
 
@@ -456,4 +507,7 @@ def create_app(config: ServiceConfig, env_token: str | None = None) -> Any:
 
 def create_app_from_env() -> Any:
     """uvicorn factory for worker processes: the config comes in EARMARK_REWARD_SERVICE_CONFIG."""
+    from pipelines.reward_service.accesslog import fast_records
+
+    fast_records()  # a worker process serves rewards only: its log records need no caller lookup
     return create_app(ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None)

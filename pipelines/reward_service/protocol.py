@@ -12,10 +12,12 @@ trainer may add (stock OpenRLHF sends none): ``regime``, ``run_id``, ``global_st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.reward_service.recorder import copy_text
 from reward_models.base import Regime
 
 
@@ -33,7 +35,7 @@ class RewardRequest(BaseModel):
 
 
 class ItemResult:
-    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error", "parts_json")
+    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error", "parts_json", "_parts_copy")
 
     def __init__(
         self,
@@ -47,6 +49,13 @@ class ItemResult:
         self.score, self.verifiable, self.preference = score, verifiable, preference
         self.dims, self.skipped, self.error = dims or {}, skipped or {}, error
         self.parts_json: str | None = None  # serialized parts, set once (results may be shared)
+        self._parts_copy: str | None = None
+
+    def parts_copy(self) -> str:
+        """The parts as a field of COPY text, made once (a memoized result serves many items)."""
+        if self._parts_copy is None:
+            self._parts_copy = copy_text(self.parts_json or json.dumps(self.parts()))
+        return self._parts_copy
 
     def parts(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dims": self.dims}

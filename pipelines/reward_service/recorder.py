@@ -4,9 +4,11 @@ Each worker process has one bounded asyncio queue and one writer task with its o
 A request puts its rows on the queue and waits; the writer takes everything queued (group
 commit), writes it with one ``COPY serving_events FROM STDIN`` on an autocommit connection (the
 COPY is its own transaction: committed, WAL flushed, when the server acknowledges it; no separate
-COMMIT round trip), then wakes every waiting request. Durability rule: a reward is answered only after its events are committed, so
-a crash (even kill -9) can lose unanswered requests but never an answered score. A full queue
-or a store that cannot commit answers 503 (retry), never an unrecorded reward.
+COMMIT round trip), then wakes every waiting request. Durability rule: a reward is answered only
+after its events are committed, so a crash (even kill -9) can lose unanswered requests but never
+an answered score. A full queue or a store that cannot commit answers 503 (retry), never an
+unrecorded reward. A request waits at most its timeout: ``expire`` (called by the app's watchdog
+a few times a second) fails the waits that are past it, so no timer is armed per request.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import random
+import time
+from collections import deque
+from typing import Any, NamedTuple
 
 log = logging.getLogger("earmark.reward.recorder")
 
@@ -51,6 +56,15 @@ def copy_text(v: Any) -> str:
     return str(v)
 
 
+def time_ordered_uuid() -> str:
+    """A UUIDv7 (RFC 9562: 48-bit Unix milliseconds, then random bits) as text. Request ids are
+    the leading primary-key column of serving_events: ids that grow with time append to the
+    B-tree's right edge instead of touching a random page per request (as uuid4 would)."""
+    v = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | random.getrandbits(12) << 64 | 0b10 << 62
+    h = f"{v | random.getrandbits(62):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def copy_line(fields: tuple[Any, ...]) -> str:
     """One row of ``COLUMNS`` as a line of COPY text."""
     return "\t".join(map(copy_text, fields)) + "\n"
@@ -60,12 +74,21 @@ class RecorderUnavailable(Exception):
     pass
 
 
+class _Wait(NamedTuple):
+    lines: str  # COPY text of one request's rows
+    n_rows: int
+    fut: asyncio.Future[None]
+    deadline: float  # loop time after which the request is answered 503 instead
+
+
 class Recorder:
     def __init__(self, conninfo: str, max_queued_requests: int = 4096, max_batch_rows: int = 20_000) -> None:
         self.conninfo = conninfo
-        # (COPY text of one request's rows, row count, the request's future)
-        self.queue: asyncio.Queue[tuple[str, int, asyncio.Future[None]]] = asyncio.Queue(max_queued_requests)
+        self.max_queued_requests = max_queued_requests
         self.max_batch_rows = max_batch_rows
+        self._pending: deque[_Wait] = deque()  # FIFO: deadlines only grow along it
+        self._inflight: list[_Wait] = []  # the group being written
+        self._wake = asyncio.Event()
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
@@ -88,7 +111,7 @@ class Recorder:
             await self._conn.close()
 
     async def _drained(self) -> None:
-        while not self.queue.empty():
+        while self._pending or self._inflight:
             await asyncio.sleep(0.01)
 
     async def _connect(self) -> None:
@@ -99,19 +122,35 @@ class Recorder:
 
     async def record(self, lines: str, n_rows: int, timeout_s: float) -> None:
         """Returns once the rows (``copy_line`` text, ``n_rows`` of them) are committed;
-        RecorderUnavailable when they cannot be."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((lines, n_rows, fut))
-        except asyncio.QueueFull:
-            raise RecorderUnavailable("too many requests waiting for the store on this worker; retry") from None
-        try:
-            async with asyncio.timeout(timeout_s):  # no extra task per request (unlike wait_for)
-                await fut
-        except TimeoutError:
-            raise RecorderUnavailable(
-                f"serving events not committed within {timeout_s:.0f} s (store slow or down); retry"
-            ) from None
+        RecorderUnavailable when they cannot be, or not within ``timeout_s``."""
+        if len(self._pending) >= self.max_queued_requests:
+            raise RecorderUnavailable("too many requests waiting for the store on this worker; retry")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append(_Wait(lines, n_rows, fut, loop.time() + timeout_s))
+        self._wake.set()
+        await fut
+
+    def expire(self, now: float) -> int:
+        """Fail the waits whose deadline has passed (the group in flight first, then the queue,
+        oldest first); returns how many. Their rows may still commit later: the client was told
+        to retry, as with any timeout."""
+        n = 0
+        for w in self._inflight:
+            if w.deadline < now and not w.fut.done():
+                w.fut.set_exception(RecorderUnavailable(self._late(w)))
+                n += 1
+        for w in self._pending:
+            if w.deadline >= now:
+                break
+            if not w.fut.done():
+                w.fut.set_exception(RecorderUnavailable(self._late(w)))
+                n += 1
+        return n
+
+    @staticmethod
+    def _late(w: _Wait) -> str:
+        return "serving events not committed in time (store slow or down); retry"
 
     async def _write(self, data: bytes) -> None:
         async with self._conn.cursor() as cur:
@@ -120,21 +159,31 @@ class Recorder:
         # leaving the block waits for COPY's completion: with autocommit that is its commit
 
     async def _run(self) -> None:
+        pending = self._pending
         while True:
-            first = await self.queue.get()
-            batch = [first]
-            n = first[1]
-            while n < self.max_batch_rows and not self.queue.empty():
-                item = self.queue.get_nowait()
-                batch.append(item)
-                n += item[1]
-            await self._flush(batch)
+            if not pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [pending.popleft()]
+            n = batch[0].n_rows
+            while pending and n < self.max_batch_rows:
+                w = pending.popleft()
+                batch.append(w)
+                n += w.n_rows
+            live = [w for w in batch if not w.fut.done()]  # expired ones were answered 503: not written
+            if live:
+                self._inflight = live
+                try:
+                    await self._flush(live)
+                finally:
+                    self._inflight = []
 
-    async def _flush(self, batch: list[tuple[str, int, asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[_Wait]) -> None:
         try:
             if self._conn is None or self._conn.closed:
                 await self._connect()
-            await self._write("".join([lines for lines, _, _ in batch]).encode())
+            await self._write("".join([w.lines for w in batch]).encode())
         except Exception as exc:  # noqa: BLE001 - decide per kind below
             await self._recover()
             if len(batch) > 1 and self.healthy:  # isolate a bad request: the others still commit
@@ -142,15 +191,15 @@ class Recorder:
                     await self._flush([one])
                 return
             log.error("serving events not recorded (%s: %s)", type(exc).__name__, str(exc).splitlines()[0][:300])
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(RecorderUnavailable("the store could not record this request's scores; retry"))
+            for w in batch:
+                if not w.fut.done():
+                    w.fut.set_exception(RecorderUnavailable("the store could not record this request's scores; retry"))
             return
-        self.committed_rows += sum(n for _, n, _ in batch)
+        self.committed_rows += sum(w.n_rows for w in batch)
         self.commits += 1
-        for _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(None)
+        for w in batch:
+            if not w.fut.done():
+                w.fut.set_result(None)
 
     async def _recover(self) -> None:
         try:

@@ -58,14 +58,24 @@ def uvicorn_options(config: ServiceConfig, ssl_certfile: str | None, ssl_keyfile
 
 
 def log_config() -> dict[str, Any]:
+    """stderr for everything; the access log (one line per request) through a buffered handler
+    written out every 0.25 s (accesslog.py)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"}},
-        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "formatters": {"plain": {"()": "pipelines.reward_service.accesslog.SecondsCachedFormatter"}},
+        "handlers": {
+            "err": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+            "access": {
+                "()": "pipelines.reward_service.accesslog.BufferedStreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            },
+        },
         "loggers": {
             "uvicorn": {"handlers": ["err"], "level": "INFO", "propagate": False},
             "earmark.reward": {"handlers": ["err"], "level": "INFO", "propagate": False},
+            "earmark.reward.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
 

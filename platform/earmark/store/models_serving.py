@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Double, Index, Integer, String, Text, Uuid
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from earmark.store.base import Base, created_at_column
@@ -26,11 +26,14 @@ class RewardToken(Base):
 
 
 class ServingEvent(Base):
+    """One served score. Written on the reward endpoint's hot path (COPY, group commit), so the
+    row is lean: keyed by (request_id, item_index) with time-ordered request ids, json (not jsonb)
+    for the documents nothing queries inside, BRIN on created_at (migration 0008)."""
+
     __tablename__ = "serving_events"
-    id: Mapped[int] = pk()
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = created_at_column()
-    request_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    item_index: Mapped[int] = mapped_column(Integer)
     token_name: Mapped[str] = mapped_column(String(200))
     run_id: Mapped[str | None] = mapped_column(String(200))
     global_step: Mapped[int | None] = mapped_column(BigInteger)
@@ -38,15 +41,14 @@ class ServingEvent(Base):
     regime: Mapped[str] = mapped_column(String(32))
     prompt: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
-    label: Mapped[Any | None] = mapped_column(JSONB)
-    scorer_versions: Mapped[dict[str, Any]] = mapped_column()
+    label: Mapped[Any | None] = mapped_column(JSON)
+    scorer_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
     composition_version: Mapped[str] = mapped_column(String(64))
     score: Mapped[float | None] = mapped_column(Double)
-    parts: Mapped[dict[str, Any]] = mapped_column()
+    parts: Mapped[dict[str, Any]] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         CheckConstraint("(score IS NULL) <> (error IS NULL)", name="score_or_error"),
         Index("ix_serving_events_run_step", "run_id", "global_step"),
-        Index("ix_serving_events_created_at", "created_at"),
-        Index("ix_serving_events_request", "request_id", "item_index", unique=True),
+        Index("ix_serving_events_created_at", "created_at", postgresql_using="brin"),
     )
