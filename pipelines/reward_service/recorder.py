@@ -22,6 +22,8 @@ from collections import deque
 from typing import Any, NamedTuple
 
 log = logging.getLogger("earmark.reward.recorder")
+import os
+LINGER_S = float(os.environ.get("EARMARK_LINGER", "0"))
 
 COLUMNS = (
     "request_id",
@@ -89,6 +91,7 @@ class Recorder:
         self._pending: deque[_Wait] = deque()  # FIFO: deadlines only grow along it
         self._inflight: list[_Wait] = []  # the group being written
         self._wake = asyncio.Event()
+        self._last_group = 0
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
@@ -165,12 +168,15 @@ class Recorder:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if LINGER_S and self._last_group > 1:
+                await asyncio.sleep(LINGER_S)
             batch = [pending.popleft()]
             n = batch[0].n_rows
             while pending and n < self.max_batch_rows:
                 w = pending.popleft()
                 batch.append(w)
                 n += w.n_rows
+            self._last_group = len(batch)
             live = [w for w in batch if not w.fut.done()]  # expired ones were answered 503: not written
             if live:
                 self._inflight = live

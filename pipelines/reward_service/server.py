@@ -45,7 +45,10 @@ def check_bind(config: ServiceConfig, host: str, env_token: str | None) -> None:
 def uvicorn_options(config: ServiceConfig, ssl_certfile: str | None, ssl_keyfile: str | None) -> dict[str, Any]:
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise ValueError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    from pipelines.reward_service.http_protocol import OneWriteHttpToolsProtocol
+
     return {
+        "http": OneWriteHttpToolsProtocol,  # httptools, each answer in one write
         "timeout_keep_alive": int(config.limits.keep_alive_timeout_s),
         "limit_concurrency": config.limits.max_connections,
         "h11_max_incomplete_event_size": H11_MAX_INCOMPLETE_EVENT,
