@@ -87,6 +87,24 @@ class ScoringInput(BaseModel):
             self.response_tool_calls = [dict(c) for a in actions for c in (a.get("tool_calls") or [])]
         return self
 
+    @classmethod
+    def from_trusted(cls, **fields: Any) -> ScoringInput:
+        """An item from fields its caller built and checked (no audio, no timeline: what the
+        validators above concern), without validation: ~1 us instead of ~3.5, for the reward
+        service's per-item path. ``model_construct`` would be the API for this, but it inspects
+        the default factories' signatures on every call (~150 us). Same steps as it otherwise."""
+        if fields.get("audio") is not None or fields.get("timeline"):
+            return cls(**fields)
+        values = {**_TRUSTED_DEFAULTS, "messages": [], "response_tool_calls": [], **fields}
+        if len(values) != len(_TRUSTED_DEFAULTS):
+            return cls(**fields)  # an unknown field: let validation say which
+        item = cls.__new__(cls)
+        object.__setattr__(item, "__dict__", values)
+        object.__setattr__(item, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(item, "__pydantic_extra__", None)
+        object.__setattr__(item, "__pydantic_private__", None)
+        return item
+
     @property
     def prosody_targets(self) -> dict[str, float]:
         return dict((self.persona or {}).get("prosody") or {})
@@ -94,6 +112,12 @@ class ScoringInput(BaseModel):
     def prompt_text(self) -> str:
         """All text parts of the conversation, in order (for judges and the shortcut audit)."""
         return "\n".join(f"{m.get('role', '?')}: {t}" for m in self.messages if (t := message_text(m)))
+
+
+# every field's default (the list fields get fresh lists per item in from_trusted)
+_TRUSTED_DEFAULTS: dict[str, Any] = {
+    name: (None if f.default_factory is not None else f.default) for name, f in ScoringInput.model_fields.items()
+}
 
 
 class ScoreResult(BaseModel):

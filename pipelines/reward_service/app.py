@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipelines.reward_service.accesslog import BufferedStreamHandler
 from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TOKEN_CHANNEL, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
@@ -99,6 +100,7 @@ class RewardApp:
         # tasks reading a body -> loop time by which the whole body must have arrived
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._read_expired: set[asyncio.Task[Any]] = set()
+        self._access_lines: BufferedStreamHandler | None = None
 
     # ---- lifecycle
     async def startup(self) -> None:
@@ -106,6 +108,12 @@ class RewardApp:
         await self.recorder.start()
         self._watcher = asyncio.create_task(self._watch_tokens(), name="earmark-reward-token-watch")
         self._watchdog = asyncio.create_task(self._watch_time(), name="earmark-reward-watchdog")
+        # the access log's buffered handler (server.log_config), written to without LogRecords
+        # when that gives the very same lines; any other logging set-up gets logging's own path
+        self._access_lines = next(
+            (h for h in access_log.handlers if isinstance(h, BufferedStreamHandler) and h.takes_info_lines(access_log)),
+            None,
+        )
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -227,10 +235,14 @@ class RewardApp:
             return Answer(500, {"error": {"code": "internal", "message": "internal error; see the service log"}})
         finally:
             client = request.client.host if request.client else "-"
-            access_log.info(
+            line = (
                 f'{client} "{request.method} {request.url.path}" {status} n={n} token={who} '
                 f"{(time.perf_counter() - t0) * 1000:.1f}ms"
             )
+            if self._access_lines is not None:
+                self._access_lines.info_line(access_log, line)
+            else:
+                access_log.info(line)
 
     # ---- steps
     async def _authenticate(self, request: Request) -> str:
@@ -441,6 +453,7 @@ def _flush_access_log() -> None:
 
 
 REWARD_PATHS = ("/get_reward", "/reward")
+_ROUTE_HEADERS = frozenset((b"authorization", b"content-length"))
 
 
 class _RawRequest:
@@ -451,7 +464,8 @@ class _RawRequest:
 
     def __init__(self, scope: dict[str, Any], receive: Any) -> None:
         self._scope, self._receive = scope, receive
-        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # only the headers the route reads (uvicorn gives names lower-cased)
+        self.headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _ROUTE_HEADERS}
         self.method = scope["method"]
         self.client = SimpleNamespace(host=scope["client"][0]) if scope.get("client") else None
         self.url = SimpleNamespace(path=scope["path"])

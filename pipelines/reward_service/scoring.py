@@ -88,7 +88,6 @@ class ScoringEngine:
             (s, need, f"label has no {need!r}") for s in self.scorers for need in [REFERENCE_KEY.get(s.name)]
         ]
         self._composed: dict[tuple[Any, ...], ItemResult] = {}
-        self._blank = ScoringInput()
 
     def score_item(
         self, regime: str, prompt: str, query: str, label: Any, audio: tuple[Any, int] | None
@@ -110,8 +109,8 @@ class ScoringEngine:
             if audio:
                 fields.update(audio=audio[0], sample_rate=audio[1])
                 item = ScoringInput(**fields)
-            else:  # fields built here from a validated request: copy, not re-validate (~1 us an item)
-                item = self._blank.model_copy(update=fields)
+            else:  # fields built here from a validated request: not validated again (~2.5 us an item)
+                item = ScoringInput.from_trusted(**fields)
         except ValueError as exc:
             return response, ItemResult(error=f"bad item: {_first_line(exc)}")
         dims: dict[str, float] = {}
