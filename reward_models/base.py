@@ -95,7 +95,9 @@ class ScoringInput(BaseModel):
         the default factories' signatures on every call (~150 us). Same steps as it otherwise."""
         if fields.get("audio") is not None or fields.get("timeline"):
             return cls(**fields)
-        values = {**_TRUSTED_DEFAULTS, "messages": [], "response_tool_calls": [], **fields}
+        values = _TRUSTED_DEFAULTS.copy()
+        values["messages"], values["response_tool_calls"] = [], []
+        values.update(fields)
         if len(values) != len(_TRUSTED_DEFAULTS):
             return cls(**fields)  # an unknown field: let validation say which
         item = cls.__new__(cls)

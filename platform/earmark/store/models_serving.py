@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Double, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Double, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,6 +49,6 @@ class ServingEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         CheckConstraint("(score IS NULL) <> (error IS NULL)", name="score_or_error"),
-        Index("ix_serving_events_run_step", "run_id", "global_step"),
+        Index("ix_serving_events_run_step", "run_id", "global_step", postgresql_where=text("run_id IS NOT NULL")),
         Index("ix_serving_events_created_at", "created_at", postgresql_using="brin"),
     )
