@@ -13,10 +13,11 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from earmark.errors import BlobCorrupt, BlobError, BlobMissing, InvalidInput
@@ -147,6 +148,13 @@ class LocalBlobStore(_Common):
         return self._path(sha256).as_uri()
 
 
+BUCKET_READY_S = 20.0  # how long a 404 to CreateBucket is taken for a gateway still starting
+
+
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 class S3BlobStore(_Common):
     """S3 through boto3; works with AWS, MinIO and SeaweedFS (``endpoint_url``)."""
 
@@ -187,16 +195,30 @@ class S3BlobStore(_Common):
             self._call(self._ensure_bucket, "create bucket")
 
     def _ensure_bucket(self) -> None:
+        """Create the bucket if it is missing. A SeaweedFS S3 gateway that has just started can
+        answer 404 to CreateBucket for a moment (seen in CI right after `weed` reported ready):
+        that is retried with backoff for up to BUCKET_READY_S, then raised."""
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket", "NotFound"):
+        deadline, delay = time.monotonic() + BUCKET_READY_S, 0.2
+        while True:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return
+            except ClientError as exc:
+                if _s3_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            try:
                 self.client.create_bucket(Bucket=self.bucket)
-            else:
-                raise
+                return
+            except ClientError as exc:
+                code = _s3_code(exc)
+                if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    return  # another process created it in between
+                if code not in ("404", "NotFound", "NoSuchBucket") or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _key(self, sha256: str) -> str:
         key = blob_key(sha256)
