@@ -90,7 +90,7 @@ class ScoringInput(BaseModel):
     @classmethod
     def from_trusted(cls, **fields: Any) -> ScoringInput:
         """An item from fields its caller built and checked (no audio, no timeline: what the
-        validators above concern), without validation: ~1 us instead of ~3.5, for the reward
+        validators above concern), without validation: ~2.2 us instead of ~3.5, for the reward
         service's per-item path. ``model_construct`` would be the API for this, but it inspects
         the default factories' signatures on every call (~150 us). Same steps as it otherwise."""
         if fields.get("audio") is not None or fields.get("timeline"):

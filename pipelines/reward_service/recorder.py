@@ -79,6 +79,9 @@ class RecorderUnavailable(Exception):
     pass
 
 
+LATE = "serving events not committed in time (store slow or down); retry"
+
+
 class _Wait(NamedTuple):
     lines: str  # COPY text of one request's rows
     n_rows: int
@@ -141,22 +144,17 @@ class Recorder:
         """Fail the waits whose deadline has passed (the group in flight first, then the queue,
         oldest first); returns how many. Their rows may still commit later: the client was told
         to retry, as with any timeout."""
-        n = 0
-        for w in self._inflight:
-            if w.deadline < now and not w.fut.done():
-                w.fut.set_exception(RecorderUnavailable(self._late(w)))
-                n += 1
+        late = [w for w in self._inflight if w.deadline < now]
         for w in self._pending:
             if w.deadline >= now:
                 break
+            late.append(w)
+        n = 0
+        for w in late:
             if not w.fut.done():
-                w.fut.set_exception(RecorderUnavailable(self._late(w)))
+                w.fut.set_exception(RecorderUnavailable(LATE))
                 n += 1
         return n
-
-    @staticmethod
-    def _late(w: _Wait) -> str:
-        return "serving events not committed in time (store slow or down); retry"
 
     async def _write(self, data: bytes) -> None:
         async with self._conn.cursor() as cur:

@@ -110,7 +110,7 @@ class ScoringEngine:
                     audio=audio[0],
                     sample_rate=audio[1],
                 )
-            else:  # fields built here from a validated request: not validated again (~2.5 us an item)
+            else:  # fields built here from a validated request: not validated again (~1.3 us an item)
                 item = ScoringInput.from_trusted(
                     regime=regime, messages=messages, reference=ref, response_text=response.strip()
                 )
