@@ -37,6 +37,12 @@ TOKEN_ENV = "EARMARK_REWARD_TOKEN"
 TOKEN_LISTENER_NAME = "earmark-reward-tokens"  # application_name of the LISTEN connection
 TOKEN_POLL_S = 30.0  # reload anyway this often (a change made without NOTIFY, a lost one)
 WATCHDOG_S = 0.25  # how often timeouts are checked and the access log is written out
+# A worker's young-generation GC threshold (CPython's default: 700). The 64 requests in flight
+# hold ~1,000 young containers at any time, so at 700 the collector ran every few requests and
+# promoted live request objects into the old generations, whose full scans then walked the whole
+# heap (~7 us per request). Garbage here is freed by reference counting; cycles (an exception's
+# traceback) are still collected, after 10,000 net allocations instead of 700.
+WORKER_GC_GEN0 = 10_000
 
 
 class ServiceConfig(BaseModel):
@@ -486,12 +492,29 @@ class _RawRequest:
                 return
 
 
-def create_app(config: ServiceConfig, env_token: str | None = None) -> Any:
+def tune_worker_gc() -> None:
+    """For a worker process that only serves: what startup loaded (modules, the app, connections)
+    lives for the whole process, so it is moved out of the collector's sight (``gc.freeze``, as
+    CPython recommends for servers), and young collections run less often (WORKER_GC_GEN0).
+    Measured in-process at batch 8: ~125 -> ~113 us of CPU per request."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(WORKER_GC_GEN0, gen1, gen2)
+
+
+def create_app(config: ServiceConfig, env_token: str | None = None, *, worker_process: bool = False) -> Any:
+    """The ASGI app. ``worker_process``: this process only serves it (``earmark rm serve``'s
+    workers), so its interpreter is tuned for that once startup is done (tune_worker_gc)."""
     svc = RewardApp(config, env_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
         await svc.startup()
+        if worker_process:
+            tune_worker_gc()
         try:
             yield
         finally:
@@ -524,4 +547,6 @@ def create_app_from_env() -> Any:
     from pipelines.reward_service.accesslog import fast_records
 
     fast_records()  # a worker process serves rewards only: its log records need no caller lookup
-    return create_app(ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None)
+    return create_app(
+        ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None, worker_process=True
+    )
