@@ -548,5 +548,7 @@ def create_app_from_env() -> Any:
 
     fast_records()  # a worker process serves rewards only: its log records need no caller lookup
     return create_app(
-        ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]), os.environ.get(TOKEN_ENV) or None, worker_process=True
+        ServiceConfig.model_validate_json(os.environ[CONFIG_ENV]),
+        os.environ.get(TOKEN_ENV) or None,
+        worker_process=True,
     )
