@@ -165,6 +165,8 @@ def test_limits_refused_before_work(server) -> None:
         ({"query": ["x"], "audio": ["not base64!"]}, 400, "not base64"),
         ({"query": ["x"], "audio": [base64.b64encode(b"RIFFjunk").decode()]}, 400, "not a decodable audio"),
         ({"query": ["x\x00"]}, 400, "NUL"),
+        ({"query": ["x"], "sample_uids": ["u\x00"]}, 400, "sample_uid 0 contains a NUL"),
+        ({"query": ["x"], "run_id": "r\x00"}, 400, "run_id contains a NUL"),
         ({"query": []}, 400, "empty"),
     ]
     for body, status, msg in cases:

@@ -193,3 +193,29 @@ def test_trusted_items_still_validate_audio_and_unknown_fields() -> None:
         ScoringInput.from_trusted(audio=np.zeros(160, dtype=np.float32))
     with pytest.raises(ValueError, match="extra"):
         ScoringInput.from_trusted(response_text="x", not_a_field=1)
+
+
+def test_answer_payload_built_once_per_sequence_of_results() -> None:
+    """Answers are a pure function of the composed results: an identical sequence is served from
+    the cache, a different one (order, outcome) gets its own, and the cache stays bounded."""
+    import json
+
+    from pipelines.reward_service.app import _RewardPayloads
+    from pipelines.reward_service.protocol import ItemResult, build_response
+
+    right = ItemResult(1.0, 1.0, None, {"normalized_match": 1.0})
+    wrong = ItemResult(0.0, 0.0, None, {"normalized_match": 0.0})
+    bad = ItemResult(error="query does not begin with its prompt")
+    payloads = _RewardPayloads(max_entries=3)
+    first = payloads([right, wrong, bad])
+    assert json.loads(first) == build_response([right, wrong, bad])
+    assert payloads([right, wrong, bad]) is first  # the same sequence: the same bytes, not rebuilt
+    swapped = payloads([wrong, right, bad])
+    assert json.loads(swapped)["rewards"] == [0.0, 1.0, 0.0] and swapped != first
+    assert json.loads(swapped)["errors"] == {"2": "query does not begin with its prompt"}
+    # results equal in value but distinct objects are keyed apart (no id reuse, no false hit)
+    other = ItemResult(0.5, 0.5, None, {"normalized_match": 0.5})
+    assert json.loads(payloads([other]))["rewards"] == [0.5]
+    for k in range(5):
+        payloads([ItemResult(float(k) / 10, None, None, {})])
+    assert len(payloads._cache) <= 3

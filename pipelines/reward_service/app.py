@@ -79,12 +79,40 @@ class Answer:
     def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.status, self.payload, self.headers = status, _payload(body), headers
 
+    @classmethod
+    def encoded(cls, status: int, payload: bytes) -> Answer:
+        answer = cls.__new__(cls)
+        answer.status, answer.payload, answer.headers = status, payload, None
+        return answer
+
     async def send(self, send: Any) -> None:
         raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.payload))]
         if self.headers:
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": self.payload})
+
+
+class _RewardPayloads:
+    """The encoded answer for a sequence of composed results. The answer is a pure function of
+    them, and results are shared (ScoringEngine memoizes one per distinct outcome), so a trainer's
+    batches repeat the same few sequences (GRPO's n samples of a prompt scored 0 or 1: at most
+    2**n): each is built and encoded once. Keyed by the result objects themselves (held by the
+    key, so an id is never reused); bounded like the engine's memo."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._cache: dict[tuple[ItemResult, ...], bytes] = {}
+        self.max_entries = max_entries
+
+    def __call__(self, results: list[ItemResult]) -> bytes:
+        key = tuple(results)
+        payload = self._cache.get(key)
+        if payload is None:
+            payload = _payload(build_response(results))
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[key] = payload
+        return payload
 
 
 class RewardApp:
@@ -94,6 +122,7 @@ class RewardApp:
         self.engine = ScoringEngine(config.scorers, config.regime)
         self.tokens = TokenTable(env_token, config.env_token_name)
         self.recorder = Recorder(config.conninfo)
+        self._payloads = _RewardPayloads()
         # scorer_versions and composition_version as COPY text: the same on every event
         self._versions_copy = (
             f"{copy_text(self.engine.scorer_versions_json)}\t{copy_text(self.engine.composition_version)}"
@@ -229,7 +258,7 @@ class RewardApp:
             finally:
                 self.inflight -= 1
             status = 200
-            return Answer(200, build_response([r for _, r in results]))
+            return Answer.encoded(200, self._payloads([r for _, r in results]))
         except HttpError as exc:
             status = exc.status
             return Answer(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
@@ -336,6 +365,9 @@ class RewardApp:
                 )
             if "\x00" in q or (prompts and "\x00" in prompts[i]):
                 raise HttpError(400, "invalid_input", f"query {i} contains a NUL character; strip it")
+        for i, uid in enumerate(req.sample_uids or ()):
+            if uid is not None and "\x00" in uid:
+                raise HttpError(400, "invalid_input", f"sample_uid {i} contains a NUL character; strip it")
         label_json: list[str | None] | None = None
         if req.labels is not None:
             label_json = []
@@ -404,6 +436,8 @@ class RewardApp:
                 raise HttpError(400, "invalid_input", f"global_step={s!r} in the URL is not an integer") from None
         if run_id is not None and len(run_id) > 200:
             raise HttpError(400, "invalid_input", "run_id is longer than 200 characters")
+        if run_id is not None and "\x00" in run_id:
+            raise HttpError(400, "invalid_input", "run_id contains a NUL character; strip it")
         return run_id, step
 
     def _score(self, req: RewardRequest, audio: list[Any] | None) -> list[tuple[str, ItemResult]]:
@@ -445,7 +479,7 @@ class RewardApp:
             out.append(
                 f"{rid}\t{i}\t{shared}\t{esc(uids[i]) if uids else NULL}\t{regime}\t{prompt}\t{esc(response)}\t"
                 f"{esc(label_json[i]) if label_json else NULL}\t{versions}\t"
-                f"{esc(r.score) if ok else NULL}\t{r.parts_copy()}\t{NULL if ok else esc(r.error)}\n"
+                f"{r.score_copy() if ok else NULL}\t{r.parts_copy()}\t{NULL if ok else esc(r.error)}\n"
             )
         return "".join(out)
 

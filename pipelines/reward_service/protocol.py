@@ -35,7 +35,17 @@ class RewardRequest(BaseModel):
 
 
 class ItemResult:
-    __slots__ = ("score", "verifiable", "preference", "dims", "skipped", "error", "parts_json", "_parts_copy")
+    __slots__ = (
+        "score",
+        "verifiable",
+        "preference",
+        "dims",
+        "skipped",
+        "error",
+        "parts_json",
+        "_parts_copy",
+        "_score_copy",
+    )
 
     def __init__(
         self,
@@ -50,6 +60,13 @@ class ItemResult:
         self.dims, self.skipped, self.error = dims or {}, skipped or {}, error
         self.parts_json: str | None = None  # serialized parts, set once (results may be shared)
         self._parts_copy: str | None = None
+        self._score_copy: str | None = None
+
+    def score_copy(self) -> str:
+        """The score as a field of COPY text, made once (a memoized result serves many items)."""
+        if self._score_copy is None:
+            self._score_copy = copy_text(self.score)
+        return self._score_copy
 
     def parts_copy(self) -> str:
         """The parts as a field of COPY text, made once (a memoized result serves many items)."""
