@@ -6,7 +6,10 @@ verifiable scorers answer_match + tool_calls, regime reasoning) at batch 1 and b
 endpoint that reads the body and returns constants, with the same number of worker processes,
 alternating bare/earmark rounds in one run. Per batch size: queries/s of each, ``vs_bare``
 (earmark over bare), p50/p99 latency, and ``recorded_exactly_once`` (every acknowledged item has
-exactly one serving event, found by its sample uid).
+exactly one serving event, found by its sample uid). earmark runs with its default durability
+(``server``: answered once the events are committed); the ``disk`` section is a second earmark
+service in the same alternation that also waits for each commit's flush to disk
+(``--durability disk``).
 
     PYTHONPATH=platform:. python bench/reward_server.py [--workers 2] [--seconds 5] [--rounds 2]
 """
@@ -51,7 +54,7 @@ import sys
 from pipelines.reward_service.app import ServiceConfig
 from pipelines.reward_service.server import run
 cfg = ServiceConfig(conninfo=sys.argv[2], scorers=[{"name": "answer_match"}, {"name": "tool_calls"}],
-                    regime="reasoning")
+                    regime="reasoning", **({"durability": sys.argv[4]} if len(sys.argv) > 4 else {}))
 run(cfg, port=int(sys.argv[1]), workers=int(sys.argv[3]))
 """
 
@@ -134,6 +137,31 @@ async def load(url: str, batch: int, seconds: float, clients: int, tag: str) -> 
     }
 
 
+def agg(rs: list[dict]) -> dict:
+    return {
+        "qps": sum(r["qps"] for r in rs) / len(rs),
+        "qps_per_round": [round(r["qps"], 1) for r in rs],
+        "p50_ms": sorted(r["p50_ms"] for r in rs)[len(rs) // 2],
+        "p99_ms": max(r["p99_ms"] for r in rs),
+        "errors": sum(r["errors"] for r in rs),
+    }
+
+
+def versus(rounds: list[dict], bare_rounds: list[dict], bare: dict, counts: dict[str, int]) -> dict:
+    """One earmark side against the bare rounds it alternated with; every acknowledged item's
+    serving events counted by its sample uid."""
+    acked = [u for r in rounds for u in r["acked"]]
+    e = agg(rounds)
+    return {
+        "earmark": e,
+        "vs_bare": round(e["qps"] / bare["qps"], 3),
+        "vs_bare_per_round": [round(x["qps"] / y["qps"], 3) for x, y in zip(rounds, bare_rounds)],
+        "recorded_exactly_once": bool(acked) and all(counts.get(u) == 1 for u in acked),
+        "acked_items": len(acked),
+        "events_for_acked": sum(counts.get(u, 0) for u in acked),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
@@ -164,18 +192,21 @@ def main() -> None:
                         start_new_session=True,
                     )
                 )
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", EARMARK, str(em_port), conninfo, str(args.workers)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
+            disk_port = free_port()
+            for port, extra in ((em_port, []), (disk_port, ["disk"])):
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", EARMARK, str(port), conninfo, str(args.workers), *extra],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                 )
-            )
             urls = {
                 "bare": f"http://127.0.0.1:{bare_port}/get_reward",
                 "earmark": f"http://127.0.0.1:{em_port}/get_reward",
+                "earmark_disk": f"http://127.0.0.1:{disk_port}/get_reward",
             }
             for u in urls.values():
                 asyncio.run(wait_up(u))
@@ -187,18 +218,18 @@ def main() -> None:
                 "seconds_per_round": args.seconds,
                 "rounds": args.rounds,
                 "scorers": ["answer_match", "tool_calls"],
+                "durability": "server",
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in os.getloadavg()],  # absolute figures need an idle machine
                 "batches": {},
             }
             for batch in (1, 8):
-                runs: dict[str, list[dict]] = {"bare": [], "earmark": []}
+                runs: dict[str, list[dict]] = {"bare": [], "earmark": [], "earmark_disk": []}
                 for rnd in range(args.rounds):
-                    for name in ("bare", "earmark"):  # alternating, same run
+                    for name in ("bare", "earmark", "earmark_disk"):  # alternating, same run
                         runs[name].append(
                             asyncio.run(load(urls[name], batch, args.seconds, args.clients, f"b{batch}-r{rnd}-{name}"))
                         )
-                acked = [u for r in runs["earmark"] for u in r["acked"]]
                 with psycopg.connect(conninfo) as c:
                     counts = dict(
                         c.execute(
@@ -206,26 +237,12 @@ def main() -> None:
                             (f"b{batch}-%",),
                         ).fetchall()
                     )
-                exactly_once = bool(acked) and all(counts.get(u) == 1 for u in acked)
 
-                def agg(rs: list[dict]) -> dict:
-                    return {
-                        "qps": sum(r["qps"] for r in rs) / len(rs),
-                        "qps_per_round": [round(r["qps"], 1) for r in rs],
-                        "p50_ms": sorted(r["p50_ms"] for r in rs)[len(rs) // 2],
-                        "p99_ms": max(r["p99_ms"] for r in rs),
-                        "errors": sum(r["errors"] for r in rs),
-                    }
-
-                b, e = agg(runs["bare"]), agg(runs["earmark"])
+                b = agg(runs["bare"])
                 out["batches"][str(batch)] = {
                     "bare": b,
-                    "earmark": e,
-                    "vs_bare": round(e["qps"] / b["qps"], 3),
-                    "vs_bare_per_round": [round(x["qps"] / y["qps"], 3) for x, y in zip(runs["earmark"], runs["bare"])],
-                    "recorded_exactly_once": exactly_once,
-                    "acked_items": len(acked),
-                    "events_for_acked": sum(counts.get(u, 0) for u in acked),
+                    **versus(runs["earmark"], runs["bare"], b, counts),
+                    "disk": versus(runs["earmark_disk"], runs["bare"], b, counts),
                 }
             out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print(json.dumps(out, indent=1))

@@ -1,5 +1,6 @@
 """Durability rule of the reward service: a score is answered only after its serving event is
-committed, so kill -9 of the whole service under load loses no acknowledged score."""
+committed, so kill -9 of the whole service under load loses no acknowledged score, with either
+durability setting; 'server' commits with synchronous_commit off in the writer's session only."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_kill_9_under_load_loses_no_acknowledged_score(committed_em, tmp_path) -> None:
+@pytest.mark.parametrize("durability", ["server", "disk"])
+def test_kill_9_under_load_loses_no_acknowledged_score(committed_em, tmp_path, durability) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -34,7 +36,10 @@ def test_kill_9_under_load_loses_no_acknowledged_score(committed_em, tmp_path) -
     }
     log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "earmark.cli.main", "rm", "serve", "--port", str(port), "--workers", "2"],
+        [
+            *(sys.executable, "-m", "earmark.cli.main", "rm", "serve"),
+            *("--port", str(port), "--workers", "2", "--durability", durability),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -98,3 +103,63 @@ def test_kill_9_under_load_loses_no_acknowledged_score(committed_em, tmp_path) -
     counts = dict(stored)
     missing = [u for u in acked_now if counts.get(u, 0) != 1]
     assert len(acked_now) >= 2000 and not missing, f"{len(missing)} acknowledged scores lost or duplicated"
+
+
+@pytest.mark.parametrize(("durability", "expected"), [("server", "off"), ("disk", None)])
+def test_writer_session_commits_as_configured(committed_em, durability, expected) -> None:
+    """'server': the writer's own session has synchronous_commit off, also after a reconnect;
+    'disk': the server's setting stands. Other sessions are untouched."""
+    import asyncio
+
+    import psycopg
+
+    from pipelines.reward_service.recorder import Recorder, copy_line, time_ordered_uuid
+    from pipelines.reward_service.server import conninfo_of
+
+    conninfo = conninfo_of(committed_em)
+    with psycopg.connect(conninfo) as c:
+        server_default = c.execute("SHOW synchronous_commit").fetchone()[0]
+
+    async def go() -> list[str]:
+        rec = Recorder(conninfo, durability=durability)
+        await rec.start()
+        try:
+            seen = [(await (await rec._conn.execute("SHOW synchronous_commit")).fetchone())[0]]
+            await rec._conn.close()  # the next group reconnects
+            row = (
+                time_ordered_uuid(),
+                0,
+                "test",
+                None,
+                None,
+                "uid-1",
+                "reasoning",
+                "p",
+                "r",
+                None,
+                "{}",
+                "v",
+                1.0,
+                "{}",
+                None,
+            )
+            await rec.record(copy_line(row), 1, 30)
+            seen.append((await (await rec._conn.execute("SHOW synchronous_commit")).fetchone())[0])
+            return seen
+        finally:
+            await rec.stop()
+
+    assert asyncio.run(go()) == [expected or server_default] * 2
+    with psycopg.connect(conninfo) as c:
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == server_default
+
+
+def test_durability_is_checked() -> None:
+    from pipelines.reward_service.app import ServiceConfig
+    from pipelines.reward_service.recorder import Recorder
+
+    assert ServiceConfig(conninfo="").durability == "server"
+    with pytest.raises(ValueError, match="durability"):
+        ServiceConfig(conninfo="", durability="memory")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="use 'server' or 'disk'"):
+        Recorder("", durability="memory")  # type: ignore[arg-type]

@@ -27,7 +27,13 @@ from pipelines.reward_service.accesslog import BufferedStreamHandler
 from pipelines.reward_service.auth import ACTIVE_TOKENS_SQL, REALM, TOKEN_CHANNEL, TokenTable
 from pipelines.reward_service.limits import ServiceLimits
 from pipelines.reward_service.protocol import ItemResult, RewardRequest, build_response
-from pipelines.reward_service.recorder import Recorder, RecorderUnavailable, copy_text, time_ordered_uuid
+from pipelines.reward_service.recorder import (
+    Durability,
+    Recorder,
+    RecorderUnavailable,
+    copy_text,
+    time_ordered_uuid,
+)
 from pipelines.reward_service.scoring import ScoringEngine
 
 access_log = logging.getLogger("earmark.reward.access")
@@ -51,6 +57,12 @@ class ServiceConfig(BaseModel):
     regime: str = "reasoning"
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     env_token_name: str = "env"
+    durability: Durability = Field(
+        "server",
+        description="when a reward is answered: 'server', once the database has committed its events "
+        "(a crash of the service loses no answered score; one of the database host can lose the last "
+        "~0.6 s of them); 'disk', once that commit is also flushed to disk (recorder.py)",
+    )
 
 
 class HttpError(Exception):
@@ -121,7 +133,7 @@ class RewardApp:
         self.limits = config.limits
         self.engine = ScoringEngine(config.scorers, config.regime)
         self.tokens = TokenTable(env_token, config.env_token_name)
-        self.recorder = Recorder(config.conninfo)
+        self.recorder = Recorder(config.conninfo, durability=config.durability)
         self._payloads = _RewardPayloads()
         # scorer_versions and composition_version as COPY text: the same on every event
         self._versions_copy = (

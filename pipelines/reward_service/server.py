@@ -106,7 +106,7 @@ class PerWorkerSocket:
     the worker (multiprocessing's spawn), it becomes that worker's own SO_REUSEPORT socket on the
     same port. The kernel then spreads connections over the workers by their address hash; with
     one shared socket, whichever worker wakes first accepts, and trainers' few long keep-alive
-    connections can end up 3:1 on one worker (measured: a third less throughput in such rounds).
+    connections can end up 2.7:1 on one worker (measured: such rounds up to ~20% slower).
     The supervisor's restarts, health pings and signals are uvicorn's own."""
 
     def __init__(self, host: str, port: int, backlog: int) -> None:

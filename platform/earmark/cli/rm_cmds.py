@@ -124,6 +124,12 @@ def rm_serve(
     workers: int = typer.Option(1, "--workers", min=1, max=256, help="uvicorn worker processes."),
     ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM); with --ssl-keyfile."),
     ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
+    durability: str = typer.Option(
+        "server",
+        "--durability",
+        help="Answer once the serving events are committed in the database ('server'; a database "
+        "host crash can lose the last ~0.6 s of them) or also flushed to its disk ('disk').",
+    ),
 ) -> None:
     """Serve the reward composition for OpenRLHF (--remote_rm_url .../get_reward) and veRL.
 
@@ -133,13 +139,20 @@ def rm_serve(
     from pipelines.reward_service.app import ServiceConfig
     from pipelines.reward_service.server import conninfo_of, run
 
+    if durability not in ("server", "disk"):
+        raise InvalidInput(f"--durability {durability!r}: use 'server' or 'disk'")
     em = connect()
     config = ServiceConfig(
-        conninfo=conninfo_of(em), scorers=[{"name": s.strip()} for s in scorers.split(",") if s.strip()], regime=regime
+        conninfo=conninfo_of(em),
+        scorers=[{"name": s.strip()} for s in scorers.split(",") if s.strip()],
+        regime=regime,
+        durability=durability,  # type: ignore[arg-type]
     )
     em.close()
     scheme = "https" if ssl_certfile else "http"
-    console.print(f"reward service on {scheme}://{host}:{port}/get_reward ({workers} worker(s))")
+    console.print(
+        f"reward service on {scheme}://{host}:{port}/get_reward ({workers} worker(s), durability {durability})"
+    )
     try:
         run(
             config,
