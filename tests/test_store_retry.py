@@ -64,3 +64,23 @@ def test_lost_connection_inside_a_joined_transaction_is_reported_not_retried(joi
 def test_fixture_engines_have_no_idle_in_transaction_timeout(em) -> None:
     with em.session() as s:
         assert s.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
+
+
+def test_session_ending_errors_count_as_a_lost_connection(joined) -> None:
+    """A send that finds the socket closed can fail before psycopg flags the connection broken
+    (no SQLSTATE, "connection socket closed"): lost, like a terminated backend (57P01); a
+    cancelled statement (57014) is not."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError as SAOperationalError
+
+    from earmark.store.engine import _connection_lost
+
+    _, conn, _ = joined
+
+    def wrapped(orig: Exception) -> SAOperationalError:
+        return SAOperationalError("SAVEPOINT sa_savepoint_1", {}, orig)
+
+    assert _connection_lost(wrapped(psycopg.OperationalError("connection socket closed")), conn)
+    assert _connection_lost(wrapped(psycopg.errors.AdminShutdown("terminating connection")), conn)
+    assert not _connection_lost(wrapped(psycopg.errors.QueryCanceled("canceling statement")), conn)
+    assert not conn.invalidated

@@ -227,7 +227,12 @@ def test_grad_accumulation_and_chunking_do_not_change_the_update(checkpoint, gen
     a, b = steps[0][0], steps[1][0]
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     assert a["tokens"] == b["tokens"] and b["padding"] <= a["padding"] + 0.05
-    # after two Adam steps the weights agree to a small fraction of one step (Adam amplifies float noise
-    # only where a gradient is ~0)
-    diff = max((finals[0][k] - finals[1][k]).abs().max().item() for k in finals[0])
-    assert diff < 0.05 * cfg.lr
+    # after two Adam steps the weights agree to a small fraction of one step. Adam amplifies float
+    # noise where a gradient is ~0 (its step is ~lr whatever the gradient's size): on an Intel host
+    # 1 of 2.5M weights moved 0.069 lr apart (99.9% agree to 1e-8). A micro-batch normalisation
+    # bug moves most weights apart; the step-1 loss and gradient norm above catch a scale error.
+    import torch
+
+    diffs = torch.cat([(finals[0][k] - finals[1][k]).abs().flatten().float() for k in finals[0]])
+    assert (diffs > 0.05 * cfg.lr).sum().item() <= 1e-5 * diffs.numel(), "weights differ by > 5% of a step"
+    assert diffs.max().item() < 0.5 * cfg.lr  # noise, never a step's worth

@@ -73,6 +73,24 @@ def is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError)
 
 
+# SQLSTATEs that end the session, not just the statement: class 08 (connection exception) and
+# 57P01-57P03 (the server terminated or is shutting down the backend)
+_SESSION_ENDING = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_lost(exc: DBAPIError, conn: Connection) -> bool:
+    """Whether the error took the connection with it. SQLAlchemy marks most such errors
+    (``connection_invalidated``), but a send that finds the socket closed by a terminated backend
+    can come back before psycopg has flagged the connection broken ("connection socket closed"):
+    a client-side error (no SQLSTATE) or a session-ending SQLSTATE counts as lost too."""
+    if exc.connection_invalidated or conn.invalidated or conn.closed:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_SESSION_ENDING)
+
+
 def run_with_retry(
     factory: sessionmaker[Session],
     fn: Callable[[Session], T],
@@ -97,8 +115,11 @@ def run_with_retry(
             with transaction(factory) as session:
                 return fn(session)
         except DBAPIError as exc:
-            if not (exc.connection_invalidated or factory.kw["bind"].invalidated or factory.kw["bind"].closed):
+            bind = factory.kw["bind"]
+            if not _connection_lost(exc, bind):
                 raise  # a statement failed (timeout, constraint): its savepoint is rolled back
+            if not bind.invalidated:  # as SQLAlchemy does on the disconnects it recognises: the
+                bind.invalidate()  # caller's rollback is then a no-op and the pool drops it
             raise StoreUnavailable(
                 "the connection to the preference store was lost inside the caller's transaction; "
                 "nothing of it was kept: roll it back and run the whole unit again"
