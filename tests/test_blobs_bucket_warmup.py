@@ -5,6 +5,7 @@ the gateway's warm-up cannot be produced on demand."""
 
 from __future__ import annotations
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
@@ -14,6 +15,9 @@ from earmark.blobs import S3BlobStore
 
 
 def _store(monkeypatch) -> tuple[S3BlobStore, Stubber]:
+    # a default boto3 session of this test's own: botocore caches the credentials it resolves,
+    # so these made-up ones must not stay behind for the real S3 tests that run later
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     store = S3BlobStore("warm", endpoint_url="http://127.0.0.1:9", create_bucket=False)
