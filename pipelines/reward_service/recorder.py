@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 log = logging.getLogger("earmark.reward.recorder")
 # Under concurrent load the writer waits this long before taking a group, so that more requests
@@ -44,6 +44,13 @@ GROUP_LINGER_S = 0.001
 
 Durability = Literal["server", "disk"]
 DURABILITY_SQL = {"server": "SET synchronous_commit = off", "disk": None}
+DURABILITIES: tuple[str, ...] = get_args(Durability)
+
+
+def durability_problem(value: str) -> str | None:
+    """What is wrong with a durability setting, or None."""
+    return None if value in DURABILITIES else f"durability {value!r}: use {' or '.join(map(repr, DURABILITIES))}"
+
 
 COLUMNS = (
     "request_id",
@@ -114,8 +121,8 @@ class Recorder:
         max_batch_rows: int = 20_000,
         durability: Durability = "server",
     ) -> None:
-        if durability not in DURABILITY_SQL:
-            raise ValueError(f"durability {durability!r}: use 'server' or 'disk'")
+        if problem := durability_problem(durability):
+            raise ValueError(problem)
         self.conninfo = conninfo
         self.durability = durability
         self.max_queued_requests = max_queued_requests

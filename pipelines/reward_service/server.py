@@ -85,14 +85,24 @@ def log_config() -> dict[str, Any]:
     }
 
 
+def _bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to (host, port), with SO_REUSEADDR and, if asked, SO_REUSEPORT."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket of its own with SO_REUSEPORT, bound in the worker that serves it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock = _bound_socket(host, port, reuse_port=True)
     try:
-        sock.bind((host, port))
         sock.listen(backlog)
     except BaseException:
         sock.close()
@@ -120,21 +130,11 @@ def _port_guard(host: str, port: int) -> socket.socket:
     """A socket that holds the port for the service's lifetime (bound, never listening, so it is
     given no connections). Fails, before any worker starts, when the port is in use, also by
     another earmark service (a plain bind first: SO_REUSEPORT alone would silently share it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for reuse_port in (False, True):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise SystemExit(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
-        if reuse_port:
-            return sock
-        sock.close()
-    raise AssertionError("unreachable")
+    try:
+        _bound_socket(host, port, reuse_port=False).close()
+        return _bound_socket(host, port, reuse_port=True)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
 
 
 def reuse_port_supported() -> bool:

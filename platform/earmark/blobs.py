@@ -151,6 +151,9 @@ class LocalBlobStore(_Common):
 BUCKET_READY_S = 20.0  # how long a 404 to CreateBucket is taken for a gateway still starting
 
 
+BUCKET_MISSING = ("404", "NoSuchBucket", "NotFound")  # S3 error codes of a bucket that is not there
+
+
 def _s3_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -206,7 +209,7 @@ class S3BlobStore(_Common):
                 self.client.head_bucket(Bucket=self.bucket)
                 return
             except ClientError as exc:
-                if _s3_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                if _s3_code(exc) not in BUCKET_MISSING:
                     raise
             try:
                 self.client.create_bucket(Bucket=self.bucket)
@@ -215,7 +218,7 @@ class S3BlobStore(_Common):
                 code = _s3_code(exc)
                 if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     return  # another process created it in between
-                if code not in ("404", "NotFound", "NoSuchBucket") or time.monotonic() > deadline:
+                if code not in BUCKET_MISSING or time.monotonic() > deadline:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -262,7 +265,7 @@ class S3BlobStore(_Common):
         try:
             obj = self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key), "download")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _s3_code(exc) in ("NoSuchKey", "404"):
                 raise BlobMissing(
                     f"blob {sha256} is missing from s3://{self.bucket}/{key}; check EARMARK_BLOB_URL and "
                     "the bucket's lifecycle rules"

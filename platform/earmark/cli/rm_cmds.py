@@ -137,10 +137,11 @@ def rm_serve(
     EARMARK_REWARD_TOKEN adds one more, named "env". See docs/reward_service.md."""
     from earmark.errors import InvalidInput
     from pipelines.reward_service.app import ServiceConfig
+    from pipelines.reward_service.recorder import durability_problem
     from pipelines.reward_service.server import conninfo_of, run
 
-    if durability not in ("server", "disk"):
-        raise InvalidInput(f"--durability {durability!r}: use 'server' or 'disk'")
+    if problem := durability_problem(durability):
+        raise InvalidInput(f"--{problem}")
     em = connect()
     config = ServiceConfig(
         conninfo=conninfo_of(em),
